@@ -1,0 +1,170 @@
+# bagelpipe — one entry point.
+#
+#   make             libraries and executables into build/ (CUDA=auto|0|1)
+#   make test        every test on this machine; ends with "N passed, N failed"
+#   make test-gpu    the tests under tests/gpu (skipped, saying so, without a GPU)
+#   make asan        the tests under AddressSanitizer and UBSan (build-asan/)
+#   make fuzz        each fuzz target for FUZZ_SECONDS (build-fuzz/)
+#   make bench       every benchmark; make bench-ipc for the record stream alone
+#   make demo        the main job on the embedded default
+#
+# Warnings are errors when CI is set (CI=true make ...) or WERROR=1. Error
+# messages are bounded on purpose, so -Wformat-truncation is off.
+
+BUILD ?= build
+CC ?= gcc
+CUDA ?= auto
+FUZZ_SECONDS ?= 60
+VERSION := $(shell cat VERSION)
+
+# ---- dependencies, found with pkg-config; each missing one named with the
+# Debian package that provides it
+DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev
+DEPS_TEST := cmocka:libcmocka-dev
+
+pc_missing = $(strip $(foreach d,$(1),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(d))) && echo y),,$(word 2,$(subst :, ,$(d))))))
+MISSING_BUILD := $(call pc_missing,$(DEPS_BUILD))
+ifneq ($(MISSING_BUILD),)
+$(error missing libraries: apt-get install $(MISSING_BUILD) (or run scripts/install-deps.sh))
+endif
+PKGS := libzmq msgpack jansson
+
+WERROR ?= $(if $(CI),1,0)
+SAN ?= 0
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Wno-missing-field-initializers -Wno-format-truncation -fno-strict-aliasing
+CFLAGS += -DBAGEL_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+ifeq ($(WERROR),1)
+CFLAGS += -Werror
+endif
+ifeq ($(SAN),1)
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+LDLIBS += $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+
+# ---- CUDA: auto builds the CUDA backend when nvcc is found
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+ifeq ($(CUDA),auto)
+CUDA_ON := $(if $(NVCC),1,0)
+else
+CUDA_ON := $(CUDA)
+endif
+ifeq ($(CUDA_ON),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc is not found: install the CUDA toolkit or build with CUDA=0)
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_90a,code=sm_90a
+NVCCFLAGS ?= -O2 -g -std=c++17 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra$(if $(filter 1,$(WERROR)),$(comma)-Werror)
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lcudnn -lnccl -lstdc++
+endif
+comma := ,
+
+# ---- sources
+IPC_SRC := $(wildcard ipc/*.c)
+STAGE_COMMON_SRC := $(wildcard stages/common/*.c)
+CAT_SRC := $(wildcard stages/cat/*.c)
+CUDA_SRC := $(wildcard kernels/cuda/*.cu)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+LIB_IPC := $(BUILD)/lib/libbagelipc.a
+LIB_STAGE := $(BUILD)/lib/libbagelstage.a
+LIB_CUDA := $(BUILD)/lib/libbagelcuda.a
+BINS := $(BUILD)/bin/bagel-cat
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+GPU_SRC := $(wildcard tests/gpu/test_*.c)
+GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_SRC)))
+TOOLS := $(BUILD)/tools/bench-ipc
+
+.PHONY: all test test-gpu asan fuzz bench bench-ipc demo clean tests-build
+.DEFAULT_GOAL := all
+
+all: $(BINS) $(TOOLS) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB_IPC): $(call obj,$(IPC_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(LIB_STAGE): $(call obj,$(STAGE_COMMON_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(LIB_CUDA): $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/bin/bagel-cat: $(call obj,$(CAT_SRC)) $(LIB_STAGE) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(LIB_STAGE) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs cmocka) -o $@
+
+$(BUILD)/tests/gpu/test_%: $(BUILD)/obj/tests/gpu/test_%.o $(LIB_CUDA) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CUDA_LIBS) -o $@
+
+$(BUILD)/obj/tests/gpu/%.o: CFLAGS += -I$(CUDA_HOME)/include
+
+tests-build: all $(UNIT_BINS)
+	@missing="$(call pc_missing,$(DEPS_TEST))"; if [ -n "$$missing" ]; then \
+	  echo "missing test libraries: apt-get install $$missing (or run scripts/install-deps.sh)"; exit 1; fi
+
+test: tests-build
+	@BUILD=$(BUILD) tests/run.sh
+
+test-gpu: all
+	@BUILD=$(BUILD) CUDA_ON=$(CUDA_ON) tests/gpu/run.sh
+
+asan:
+	$(MAKE) BUILD=build-asan SAN=1 CUDA=0 test
+
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -O1 -g -std=gnu11 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS))
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(IPC_SRC) $(wildcard ipc/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $< $(IPC_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -o $@
+
+fuzz: $(FUZZ_TARGETS)
+	@for t in $(FUZZ_TARGETS); do \
+	  name=$$(basename $$t); mkdir -p build-fuzz/corpus/$$name; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 -print_final_stats=0 \
+	    build-fuzz/corpus/$$name tests/fuzz/corpus/$$name 2>build-fuzz/$$name.log \
+	    || { tail -40 build-fuzz/$$name.log; echo "fuzz: $$name FAILED"; exit 1; }; \
+	  grep -E '^#[0-9]+ *DONE' build-fuzz/$$name.log | tail -1; \
+	done
+
+bench: bench-ipc
+
+bench-ipc: all
+	@BUILD=$(BUILD) scripts/bench/ipc.sh
+
+demo: all
+	@echo "make demo: the demo (a tiny BAGEL-shaped model trained on a generated dataset) arrives with"
+	@echo "the trainer, bagel-train. Until then, a taste of the record stream:"
+	@printf '%s\n' '{"v":1,"type":"sample","id":"demo#0","source":"demo","seq":0,"epoch":0,"task":"t2i","segments":[{"kind":"text","text":"a red circle","loss":false},{"kind":"image","path":"circle.png","gen":true,"und":false,"loss":true}]}' \
+	  '{"v":1,"type":"end","source":"demo","epoch":0,"count":1}' \
+	  | $(BUILD)/bin/bagel-cat --encode -q | $(BUILD)/bin/bagel-cat --check
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,781 @@
+/* stream.c — record readers and writers over stdio, files and ZeroMQ.
+ *
+ * Readers decode in place: a record's strings and tensor data point into the
+ * buffer it arrived in (a reference-counted chunk for files and pipes, the
+ * ZeroMQ message itself for sockets), which the record keeps alive. Writers
+ * send tensor data from where it lies (writev for files and pipes). */
+#define _GNU_SOURCE
+#include "stream.h"
+
+#include "curve.h"
+#include "endpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <zmq.h>
+
+void stream_opts_default(stream_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->limits = rec_default_limits;
+    o->hwm = 64;
+    o->linger_ms = -1;
+    o->stage = "bagel";
+}
+
+/* ---- stop requests ---- */
+
+static volatile sig_atomic_t stop_level;
+
+void ipc_stop_request(void)
+{
+    if (stop_level < 100)
+        stop_level++;
+}
+
+int ipc_stop_level(void) { return stop_level; }
+
+/* ---- the process's ZeroMQ context, shared by its sockets ---- */
+
+static void *zctx;
+static int zctx_users;
+
+static void *zctx_get(char *err)
+{
+    if (!zctx) {
+        zctx = zmq_ctx_new();
+        if (!zctx) {
+            snprintf(err, REC_ERR_LEN, "zmq_ctx_new: %s", zmq_strerror(errno));
+            return NULL;
+        }
+        zmq_ctx_set(zctx, ZMQ_BLOCKY, 0);
+    }
+    zctx_users++;
+    return zctx;
+}
+
+static void zctx_put(void)
+{
+    if (zctx && --zctx_users == 0) {
+        while (zmq_ctx_term(zctx) != 0 && errno == EINTR)
+            ;
+        zctx = NULL;
+    }
+}
+
+/* Open a ZeroMQ socket of `type` on every address of ep. */
+static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, char *err)
+{
+    void *ctx = zctx_get(err);
+    if (!ctx)
+        return NULL;
+    void *s = zmq_socket(ctx, type);
+    if (!s) {
+        snprintf(err, REC_ERR_LEN, "zmq_socket: %s", zmq_strerror(errno));
+        zctx_put();
+        return NULL;
+    }
+    int hwm = o->hwm > 0 ? o->hwm : 64, linger = o->linger_ms;
+    zmq_setsockopt(s, type == ZMQ_PUSH ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    int64_t maxmsg = (int64_t)o->limits.max_message;
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    for (int i = 0; i < ep->nzmq; i++) {
+        const ep_zmq_t *z = &ep->zmq[i];
+        if (strncmp(z->addr, "tcp://", 6) == 0 && o->curve_server_key &&
+            curve_apply(ctx, s, z->bind, o->curve_server_key, o->curve_client_keys, err))
+            goto fail;
+        int rc = z->bind ? zmq_bind(s, z->addr) : zmq_connect(s, z->addr);
+        if (rc != 0) {
+            snprintf(err, REC_ERR_LEN, "%s %s: %s", z->bind ? "bind" : "connect", z->addr, zmq_strerror(errno));
+            goto fail;
+        }
+    }
+    return s;
+fail:
+    linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(s);
+    zctx_put();
+    return NULL;
+}
+
+static void zsock_close(void *s)
+{
+    if (!s)
+        return;
+    if (stop_level >= 2) {
+        int linger = 0;
+        zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    }
+    zmq_close(s);
+    zctx_put();
+}
+
+/* ---- reference-counted read buffers ---- */
+
+typedef struct {
+    int refs;
+    size_t cap;
+    char data[];
+} chunk_t;
+
+#define CHUNK_SIZE ((size_t)1 << 20)
+
+static chunk_t *chunk_new(size_t cap)
+{
+    chunk_t *c = malloc(sizeof *c + cap);
+    if (c) {
+        c->refs = 1;
+        c->cap = cap;
+    }
+    return c;
+}
+
+static void chunk_unref(void *p)
+{
+    chunk_t *c = p;
+    if (c && __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(c);
+}
+
+static void zmsg_release(void *p)
+{
+    zmq_msg_close(p);
+    free(p);
+}
+
+/* ---- reader ---- */
+
+typedef struct {
+    ep_t ep;
+    char name[4096]; // for error lines: the file path, "stdin" or the address
+} input_t;
+
+struct rd {
+    stream_opts_t o;
+    input_t *inputs;
+    int ninputs, cur;
+    // the open input
+    bool open;
+    int fd;
+    bool own_fd, pipe, eof;
+    void *zsock;
+    chunk_t *chunk;
+    size_t start, end; // unread bytes are chunk->data[start, end)
+    uint64_t base;     // stream offset of chunk->data[0]
+    uint64_t msgno;    // messages taken from this input
+    // the whole reader
+    acct_t *acct;
+    rd_stats_t stats;
+    bool interrupted;
+    void (*idle)(void *);
+    void *idle_arg;
+};
+
+static int add_input(rd_t *rd, const ep_t *ep, const char *name, char *err)
+{
+    input_t *in = realloc(rd->inputs, (size_t)(rd->ninputs + 1) * sizeof *in);
+    if (!in) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return -1;
+    }
+    rd->inputs = in;
+    in[rd->ninputs].ep = *ep;
+    snprintf(in[rd->ninputs].name, sizeof in[rd->ninputs].name, "%s", name);
+    rd->ninputs++;
+    return 0;
+}
+
+rd_t *rd_open(const char *const *specs, int nspecs, const stream_opts_t *o, char *err)
+{
+    rd_t *rd = calloc(1, sizeof *rd);
+    if (!rd || !(rd->acct = acct_new())) {
+        free(rd);
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return NULL;
+    }
+    if (o)
+        rd->o = *o;
+    else
+        stream_opts_default(&rd->o);
+    rd->fd = -1;
+    static const char *const dash[] = {"-"};
+    if (nspecs == 0)
+        specs = dash, nspecs = 1;
+    for (int i = 0; i < nspecs; i++) {
+        ep_t ep;
+        if (ep_parse(specs[i], &ep, err))
+            goto fail;
+        if (ep.kind == EP_FILE && ep.glob) {
+            glob_t g;
+            int rc = glob(ep.path, 0, NULL, &g);
+            if (rc != 0) {
+                snprintf(err, REC_ERR_LEN, "%s: %s", ep.path, rc == GLOB_NOMATCH ? "no file matches" : "glob failed");
+                if (rc != GLOB_NOMATCH)
+                    globfree(&g);
+                goto fail;
+            }
+            for (size_t k = 0; k < g.gl_pathc; k++) {
+                ep_t f = ep;
+                f.glob = false;
+                snprintf(f.path, sizeof f.path, "%s", g.gl_pathv[k]);
+                if (add_input(rd, &f, f.path, err)) {
+                    globfree(&g);
+                    goto fail;
+                }
+            }
+            globfree(&g);
+        } else {
+            const char *name = ep.kind == EP_STDIO ? "stdin" : specs[i];
+            if (add_input(rd, &ep, name, err))
+                goto fail;
+        }
+    }
+    // Open the first input now so that a missing file or a bad address is
+    // reported at start-up, not after the stage has begun.
+    rd->cur = 0;
+    return rd;
+fail:
+    rd_close(&rd);
+    return NULL;
+}
+
+static int open_input(rd_t *rd, char *err)
+{
+    input_t *in = &rd->inputs[rd->cur];
+    rd->eof = false;
+    rd->start = rd->end = 0;
+    rd->base = rd->msgno = 0;
+    rd->pipe = false;
+    if (in->ep.kind == EP_ZMQ) {
+        rd->zsock = zsock_open(&in->ep, ZMQ_PULL, &rd->o, err);
+        if (!rd->zsock)
+            return -1;
+    } else {
+        if (in->ep.kind == EP_STDIO) {
+            rd->fd = 0;
+            rd->own_fd = false;
+        } else {
+            rd->fd = open(in->ep.path, O_RDONLY | O_CLOEXEC);
+            if (rd->fd < 0) {
+                snprintf(err, REC_ERR_LEN, "%s: %s", in->name, strerror(errno));
+                return -1;
+            }
+            rd->own_fd = true;
+        }
+        struct stat st;
+        rd->pipe = fstat(rd->fd, &st) == 0 && !S_ISREG(st.st_mode);
+        if (!rd->chunk && !(rd->chunk = chunk_new(CHUNK_SIZE))) {
+            snprintf(err, REC_ERR_LEN, "out of memory");
+            return -1;
+        }
+    }
+    rd->open = true;
+    return 0;
+}
+
+static void close_input(rd_t *rd)
+{
+    if (rd->zsock) {
+        zsock_close(rd->zsock);
+        rd->zsock = NULL;
+    }
+    if (rd->fd >= 0 && rd->own_fd)
+        close(rd->fd);
+    rd->fd = -1;
+    rd->open = false;
+}
+
+/* Should the reader stop taking input now? */
+static bool stopping(rd_t *rd)
+{
+    if (stop_level == 0)
+        return false;
+    // a pipe is drained on the first request: its writer is stopping too
+    if (stop_level == 1 && rd->pipe)
+        return false;
+    return true;
+}
+
+/* A message that decoded to a map breaking the schema: a reject when it names
+ * its sample, else skipped. */
+static int schema_error(rd_t *rd, rec_t *bad, const char *where, rec_t **out, char *msg, char *err)
+{
+    char id[256];
+    bool named = rec_get_str(&bad->root, "id", id, sizeof id) && rec_get(bad, "source") &&
+                 rec_get(bad, "source")->type == MSGPACK_OBJECT_STR && rec_epoch(bad) >= 0 &&
+                 bad->type == REC_SAMPLE;
+    if (named) {
+        rec_t *rj = rec_new_reject(bad, rd->o.stage, msg);
+        rec_destroy(&bad);
+        if (!rj) {
+            snprintf(err, REC_ERR_LEN, "out of memory");
+            return -2;
+        }
+        snprintf(err, REC_ERR_LEN, "%s: id %s: %s", where, id, msg);
+        *out = rj;
+        rd->stats.made_rejects++;
+        rd->stats.records++;
+        acct_add(rd->acct, rj);
+        return 2;
+    }
+    snprintf(err, REC_ERR_LEN, "%s: %s", where, msg);
+    rec_destroy(&bad);
+    rd->stats.bad++;
+    return -1;
+}
+
+static int take(rd_t *rd, rec_t *r, rec_t **out)
+{
+    rd->stats.records++;
+    rd->stats.bytes += r->wire_size;
+    acct_add(rd->acct, r);
+    *out = r;
+    return 1;
+}
+
+/* The next record from a file or pipe. 1/2/-1/-2 as rd_next; 0 at the end of
+ * this input. */
+static int next_fd(rd_t *rd, rec_t **out, char *err)
+{
+    input_t *in = &rd->inputs[rd->cur];
+    for (;;) {
+        char msg[REC_ERR_LEN];
+        size_t need = 0;
+        long long n = rd->end > rd->start
+                          ? rec_scan(rd->chunk->data + rd->start, rd->end - rd->start, &rd->o.limits, &need, msg)
+                          : 0;
+        char where[REC_ERR_LEN];
+        if (n != 0)
+            snprintf(where, sizeof where, "%.200s: record %llu at byte %llu", in->name,
+                     (unsigned long long)rd->msgno + 1, (unsigned long long)(rd->base + rd->start));
+        if (n < 0) {
+            // The structure is broken: the next record's start cannot be found.
+            snprintf(err, REC_ERR_LEN, "%s: %s (rest of this input skipped)", where, msg);
+            rd->stats.bad++;
+            rd->start = rd->end;
+            rd->eof = true;
+            return -1;
+        }
+        if (n > 0) {
+            char *p = rd->chunk->data + rd->start;
+            rd->start += (size_t)n;
+            rd->msgno++;
+            rec_t *r;
+            int rc = rec_decode(p, (size_t)n, &rd->o.limits, &r, msg);
+            if (rc == -1) {
+                snprintf(err, REC_ERR_LEN, "%s: %s", where, msg);
+                rd->stats.bad++;
+                return -1;
+            }
+            __atomic_add_fetch(&rd->chunk->refs, 1, __ATOMIC_RELAXED);
+            if (rec_adopt(r, chunk_unref, rd->chunk)) {
+                rec_destroy(&r);
+                snprintf(err, REC_ERR_LEN, "out of memory");
+                return -2;
+            }
+            if (rc == -2)
+                return schema_error(rd, r, where, out, msg, err);
+            return take(rd, r, out);
+        }
+        // need more bytes
+        if (rd->eof || stopping(rd)) {
+            if (rd->end > rd->start) {
+                snprintf(err, REC_ERR_LEN, "%.200s: record %llu at byte %llu: truncated, %zu bytes of at least %zu",
+                         in->name, (unsigned long long)rd->msgno + 1, (unsigned long long)(rd->base + rd->start),
+                         rd->end - rd->start, need);
+                rd->stats.bad++;
+                rd->start = rd->end;
+                return -1;
+            }
+            if (!rd->eof)
+                rd->interrupted = true;
+            return 0;
+        }
+        size_t have = rd->end - rd->start;
+        size_t want = need > have + 4096 ? need : have + 4096;
+        if (rd->start + want > rd->chunk->cap) {
+            // move the partial record to the front of a buffer that can hold it
+            size_t cap = want > CHUNK_SIZE ? want : CHUNK_SIZE;
+            chunk_t *c = rd->chunk;
+            if (c->refs != 1 || cap > c->cap) {
+                c = chunk_new(cap);
+                if (!c) {
+                    snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte record", want);
+                    return -2;
+                }
+                memcpy(c->data, rd->chunk->data + rd->start, have);
+                chunk_unref(rd->chunk);
+            } else {
+                memmove(c->data, c->data + rd->start, have);
+            }
+            rd->base += rd->start;
+            rd->chunk = c;
+            rd->start = 0;
+            rd->end = have;
+        }
+        if (rd->idle)
+            rd->idle(rd->idle_arg);
+        ssize_t got = read(rd->fd, rd->chunk->data + rd->end, rd->chunk->cap - rd->end);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(err, REC_ERR_LEN, "%s: read: %s", in->name, strerror(errno));
+            return -2;
+        }
+        if (got == 0)
+            rd->eof = true;
+        rd->end += (size_t)got;
+    }
+}
+
+static int next_zmq(rd_t *rd, rec_t **out, char *err)
+{
+    input_t *in = &rd->inputs[rd->cur];
+    for (;;) {
+        if (rd->o.expect_ends > 0 && acct_complete(rd->acct, rd->o.expect_ends))
+            return 0;
+        zmq_msg_t *m = malloc(sizeof *m);
+        if (!m) {
+            snprintf(err, REC_ERR_LEN, "out of memory");
+            return -2;
+        }
+        zmq_msg_init(m);
+        // Without waiting first; when nothing is queued, let the stage flush,
+        // then wait, unless stopping: then what is queued is all we take.
+        int rc = zmq_msg_recv(m, rd->zsock, ZMQ_DONTWAIT);
+        if (rc < 0 && errno == EAGAIN) {
+            if (stop_level > 0) {
+                zmq_msg_close(m);
+                free(m);
+                rd->interrupted = true;
+                return 0;
+            }
+            if (rd->idle)
+                rd->idle(rd->idle_arg);
+            rc = zmq_msg_recv(m, rd->zsock, 0);
+        }
+        if (rc < 0) {
+            int e = errno;
+            zmq_msg_close(m);
+            free(m);
+            if (e == EINTR || e == EAGAIN)
+                continue;
+            snprintf(err, REC_ERR_LEN, "%s: receive: %s", in->name, zmq_strerror(e));
+            return -2;
+        }
+        rd->msgno++;
+        char where[REC_ERR_LEN], msg[REC_ERR_LEN];
+        snprintf(where, sizeof where, "%.200s: message %llu", in->name, (unsigned long long)rd->msgno);
+        if (zmq_msg_more(m)) {
+            // one record a message: drop the rest of a multipart message
+            zmq_msg_t x;
+            zmq_msg_init(&x);
+            while (zmq_msg_more(m) && zmq_msg_recv(&x, rd->zsock, 0) >= 0 && zmq_msg_more(&x))
+                ;
+            zmq_msg_close(&x);
+            zmq_msg_close(m);
+            free(m);
+            snprintf(err, REC_ERR_LEN, "%s: multipart message, expected one record a message", where);
+            rd->stats.bad++;
+            return -1;
+        }
+        rec_t *r;
+        int drc = rec_decode(zmq_msg_data(m), zmq_msg_size(m), &rd->o.limits, &r, msg);
+        if (drc == -1) {
+            zmq_msg_close(m);
+            free(m);
+            snprintf(err, REC_ERR_LEN, "%s: %s", where, msg);
+            rd->stats.bad++;
+            return -1;
+        }
+        if (rec_adopt(r, zmsg_release, m)) {
+            rec_destroy(&r);
+            snprintf(err, REC_ERR_LEN, "out of memory");
+            return -2;
+        }
+        if (drc == -2)
+            return schema_error(rd, r, where, out, msg, err);
+        return take(rd, r, out);
+    }
+}
+
+int rd_next(rd_t *rd, rec_t **out, char *err)
+{
+    *out = NULL;
+    while (rd->cur < rd->ninputs) {
+        // A stop ends a file at once (it is the source); an open pipe or
+        // socket is drained by next_fd / next_zmq; one not yet opened has
+        // given us nothing to lose.
+        if (stop_level >= 2 || (stop_level == 1 && (!rd->open || (!rd->pipe && !rd->zsock)))) {
+            rd->interrupted = true;
+            return 0;
+        }
+        if (!rd->open && open_input(rd, err))
+            return -2;
+        int rc = rd->zsock ? next_zmq(rd, out, err) : next_fd(rd, out, err);
+        if (rc != 0)
+            return rc;
+        close_input(rd);
+        if (rd->interrupted)
+            return 0;
+        rd->cur++;
+    }
+    return 0;
+}
+
+void rd_set_idle(rd_t *rd, void (*fn)(void *), void *arg)
+{
+    rd->idle = fn;
+    rd->idle_arg = arg;
+}
+
+const acct_t *rd_acct(const rd_t *rd) { return rd->acct; }
+rd_stats_t rd_stats(const rd_t *rd) { return rd->stats; }
+bool rd_interrupted(const rd_t *rd) { return rd->interrupted; }
+
+void rd_close(rd_t **rdp)
+{
+    if (!rdp || !*rdp)
+        return;
+    rd_t *rd = *rdp;
+    if (rd->open)
+        close_input(rd);
+    chunk_unref(rd->chunk);
+    acct_destroy(&rd->acct);
+    free(rd->inputs);
+    free(rd);
+    *rdp = NULL;
+}
+
+/* ---- writer ---- */
+
+#define WBUF_SIZE ((size_t)64 << 10)
+
+struct wr {
+    stream_opts_t o;
+    ep_t ep;
+    char name[4096];
+    int fd;
+    bool own_fd;
+    char tmp[4200];  // temporary name of a file output, renamed at close
+    void *zsock;
+    rec_enc_t *enc;
+    char *buf; // small records gathered for one write
+    size_t nbuf;
+    uint64_t bytes;
+};
+
+wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
+{
+    wr_t *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return NULL;
+    }
+    if (o)
+        w->o = *o;
+    else
+        stream_opts_default(&w->o);
+    w->fd = -1;
+    if (!spec)
+        spec = "-";
+    if (ep_parse(spec, &w->ep, err))
+        goto fail;
+    if (!(w->enc = rec_enc_new())) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        goto fail;
+    }
+    snprintf(w->name, sizeof w->name, "%s", w->ep.kind == EP_STDIO ? "stdout" : spec);
+    switch (w->ep.kind) {
+    case EP_ZMQ:
+        if (!(w->zsock = zsock_open(&w->ep, ZMQ_PUSH, &w->o, err)))
+            goto fail;
+        return w;
+    case EP_STDIO:
+        w->fd = 1;
+        break;
+    case EP_FILE: {
+        if (w->ep.glob) {
+            snprintf(err, REC_ERR_LEN, "%s: an output file name cannot hold * ? or [", spec);
+            goto fail;
+        }
+        struct stat st;
+        if (stat(w->ep.path, &st) == 0 && !S_ISREG(st.st_mode)) {
+            // a device or named pipe: write to it directly
+            w->fd = open(w->ep.path, O_WRONLY | O_CLOEXEC);
+        } else {
+            snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", w->ep.path, (long)getpid());
+            w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        }
+        if (w->fd < 0) {
+            snprintf(err, REC_ERR_LEN, "%s: %s", w->tmp[0] ? w->tmp : w->ep.path, strerror(errno));
+            w->tmp[0] = 0;
+            goto fail;
+        }
+        w->own_fd = true;
+        break;
+    }
+    }
+    if (!(w->buf = malloc(WBUF_SIZE))) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        goto fail;
+    }
+    return w;
+fail:
+    wr_abort(&w);
+    return NULL;
+}
+
+/* Write all of iov, through partial writes and signals. */
+static int write_all(wr_t *w, struct iovec *iov, int n, char *err)
+{
+    while (n > 0) {
+        ssize_t k = writev(w->fd, iov, n > IOV_MAX ? IOV_MAX : n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(err, REC_ERR_LEN, "%s: write: %s", w->name,
+                     errno == EPIPE ? "the reading side closed (broken pipe)" : strerror(errno));
+            return -1;
+        }
+        w->bytes += (uint64_t)k;
+        while (n > 0 && (size_t)k >= iov->iov_len) {
+            k -= (ssize_t)iov->iov_len;
+            iov++, n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + k;
+            iov->iov_len -= (size_t)k;
+        }
+    }
+    return 0;
+}
+
+int wr_flush(wr_t *w, char *err)
+{
+    if (w->zsock || w->nbuf == 0)
+        return 0;
+    struct iovec v = {w->buf, w->nbuf};
+    w->nbuf = 0;
+    return write_all(w, &v, 1, err);
+}
+
+int wr_put(wr_t *w, const rec_t *r, char *err)
+{
+    if (rec_encode(w->enc, r, err))
+        return -1;
+    size_t size = rec_enc_size(w->enc);
+    if (size > w->o.limits.max_message) {
+        snprintf(err, REC_ERR_LEN, "%s: record of %zu bytes is over the %zu-byte limit", w->name, size,
+                 w->o.limits.max_message);
+        return -1;
+    }
+    if (w->zsock) {
+        zmq_msg_t m;
+        if (zmq_msg_init_size(&m, size)) {
+            snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
+            return -1;
+        }
+        rec_enc_gather(w->enc, zmq_msg_data(&m));
+        for (;;) {
+            if (zmq_msg_send(&m, w->zsock, 0) >= 0)
+                break;
+            if (errno == EINTR && stop_level < 2)
+                continue;
+            snprintf(err, REC_ERR_LEN, "%s: send: %s", w->name,
+                     errno == EINTR ? "stopped while no reader took records" : zmq_strerror(errno));
+            zmq_msg_close(&m);
+            return -1;
+        }
+        w->bytes += size;
+        return 0;
+    }
+    if (size <= WBUF_SIZE) {
+        if (w->nbuf + size > WBUF_SIZE && wr_flush(w, err))
+            return -1;
+        rec_enc_gather(w->enc, w->buf + w->nbuf);
+        w->nbuf += size;
+        return 0;
+    }
+    if (wr_flush(w, err))
+        return -1;
+    int n;
+    const struct iovec *v = rec_enc_iov(w->enc, &n);
+    struct iovec local[64], *iov = n <= 64 ? local : malloc((size_t)n * sizeof *iov);
+    if (!iov) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return -1;
+    }
+    memcpy(iov, v, (size_t)n * sizeof *iov);
+    int rc = write_all(w, iov, n, err);
+    if (iov != local)
+        free(iov);
+    return rc;
+}
+
+uint64_t wr_bytes(const wr_t *w) { return w->bytes; }
+
+static void wr_free(wr_t *w)
+{
+    if (w->zsock)
+        zsock_close(w->zsock);
+    if (w->fd >= 0 && w->own_fd)
+        close(w->fd);
+    rec_enc_destroy(&w->enc);
+    free(w->buf);
+    free(w);
+}
+
+int wr_close(wr_t **wp, char *err)
+{
+    if (!wp || !*wp)
+        return 0;
+    wr_t *w = *wp;
+    *wp = NULL;
+    int rc = wr_flush(w, err);
+    if (rc == 0 && w->tmp[0]) {
+        if (fsync(w->fd) != 0) {
+            snprintf(err, REC_ERR_LEN, "%s: fsync: %s", w->tmp, strerror(errno));
+            rc = -1;
+        } else if (rename(w->tmp, w->ep.path) != 0) {
+            snprintf(err, REC_ERR_LEN, "rename %s to %s: %s", w->tmp, w->ep.path, strerror(errno));
+            rc = -1;
+        } else {
+            // make the rename itself durable
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%s", w->ep.path);
+            int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dfd >= 0) {
+                fsync(dfd);
+                close(dfd);
+            }
+            w->tmp[0] = 0;
+        }
+    }
+    if (rc != 0 && w->tmp[0])
+        unlink(w->tmp);
+    wr_free(w);
+    return rc;
+}
+
+void wr_abort(wr_t **wp)
+{
+    if (!wp || !*wp)
+        return;
+    if ((*wp)->tmp[0])
+        unlink((*wp)->tmp);
+    wr_free(*wp);
+    *wp = NULL;
+}
