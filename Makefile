@@ -77,8 +77,9 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 GPU_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_SRC)))
-TOOLS := $(BUILD)/tools/bench-ipc
+TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tests/tools/gen-records
 
+.SECONDARY:
 .PHONY: all test test-gpu asan fuzz bench bench-ipc demo clean tests-build
 .DEFAULT_GOAL := all
 
@@ -109,6 +110,10 @@ $(BUILD)/bin/bagel-cat: $(call obj,$(CAT_SRC)) $(LIB_STAGE) $(LIB_IPC)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/tools/gen-records: $(call obj,tests/tools/gen_records.c) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

@@ -15,8 +15,21 @@
 
 #define Z85_KEY 40
 
-/* Read "public" or "secret" from a key file (a bare 40-character line counts
- * as public). */
+/* The key of a line "public <Z85>" or "secret <Z85>" (which = "public" or
+ * "secret"), or NULL. Lines starting with # are comments; Z85 itself uses #,
+ * so a # elsewhere is part of a key. */
+static const char *key_of(char *line, const char *which)
+{
+    char *s = line + strspn(line, " \t");
+    s[strcspn(s, "\r\n")] = 0;
+    size_t wl = strlen(which);
+    if (s[0] == '#' || strncmp(s, which, wl) != 0 || (s[wl] != ' ' && s[wl] != '\t'))
+        return NULL;
+    s += wl + strspn(s + wl, " \t");
+    s[strcspn(s, " \t")] = 0;
+    return s;
+}
+
 static int key_read(const char *path, const char *which, char out[Z85_KEY + 1], char *err)
 {
     FILE *f = fopen(path, "r");
@@ -27,15 +40,10 @@ static int key_read(const char *path, const char *which, char out[Z85_KEY + 1], 
     char line[256];
     int found = -1;
     while (found && fgets(line, sizeof line, f)) {
-        char *s = line + strspn(line, " \t");
-        s[strcspn(s, "\r\n")] = 0;
-        size_t wl = strlen(which);
-        if (strncmp(s, which, wl) == 0 && (s[wl] == ' ' || s[wl] == '\t'))
-            s += wl + strspn(s + wl, " \t");
-        else if (!(strcmp(which, "public") == 0 && strlen(s) == Z85_KEY))
-            continue;
-        if (strlen(s) == Z85_KEY) {
-            memcpy(out, s, Z85_KEY + 1);
+        const char *k = key_of(line, which);
+        uint8_t bin[32];
+        if (k && strlen(k) == Z85_KEY && zmq_z85_decode(bin, k)) {
+            memcpy(out, k, Z85_KEY + 1);
             found = 0;
         }
     }
@@ -117,15 +125,17 @@ static int allow_load(void *ctx, const char *path, char *err)
     pthread_mutex_lock(&allow.mu);
     while (fgets(line, sizeof line, f)) {
         lineno++;
-        char *s = line + strspn(line, " \t");
-        s[strcspn(s, "\r\n#")] = 0;
-        if (strncmp(s, "secret", 6) == 0)
+        const char *s = key_of(line, "public");
+        if (!s) {
+            // only comments, blank lines and secret lines may stand beside keys
+            char *t = line + strspn(line, " \t\r\n");
+            if (*t && *t != '#' && strncmp(t, "secret", 6) != 0) {
+                snprintf(err, REC_ERR_LEN, "%s:%d: expected \"public <40 Z85 characters>\"", path, lineno);
+                rc = -1;
+                break;
+            }
             continue;
-        if (strncmp(s, "public", 6) == 0)
-            s += 6 + strspn(s + 6, " \t");
-        s[strcspn(s, " \t")] = 0;
-        if (!*s)
-            continue;
+        }
         uint8_t key[32];
         if (strlen(s) != Z85_KEY || !zmq_z85_decode(key, s)) {
             snprintf(err, REC_ERR_LEN, "%s:%d: expected a 40-character Z85 public key", path, lineno);

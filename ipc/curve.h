@@ -5,8 +5,9 @@
  * (both, mode 0600) and NAME.pub (public only).
  *
  * Bind side: server_key is the server's secret key file; client_keys, when
- * given, is a file of allowed client public keys (one "public <Z85>" or bare
- * Z85 key a line, # comments): any other client is refused by a ZAP handler.
+ * given, is a file of allowed client public keys (lines "public <Z85>", and
+ * comment lines starting with #; .pub files may be concatenated): any other
+ * client is refused by a ZAP handler.
  * Connect side: server_key is the server's public key file; client_keys is
  * this client's secret key file (a fresh key pair is made when absent). */
 #ifndef BAGEL_CURVE_H

@@ -469,45 +469,56 @@ oom:
 
 /* ---- schema ---- */
 
+/* Prepend text to the NUL-terminated path (bounded by plen). */
+static void path_prepend(char *path, size_t plen, const char *text, size_t n)
+{
+    size_t have = strlen(path);
+    if (n >= plen)
+        n = plen - 1;
+    if (have + n >= plen)
+        have = plen - 1 - n;
+    memmove(path + n, path, have);
+    memcpy(path, text, n);
+    path[n + have] = 0;
+}
+
 /* Walks the tree: string keys everywhere, every map with "dtype" a valid
- * tensor, depth bounded. `path` names where the walk is, for the error. */
+ * tensor, depth bounded. A valid record formats nothing: on an error, the
+ * failing node writes its message into err and its place into path, and each
+ * level prepends its own key or index on the way back up. */
 static int check_tree(const msgpack_object *o, int depth, const rec_limits_t *lim, char *path, size_t plen,
                       char *err)
 {
+    char step[64];
     if (depth > lim->max_depth) {
-        snprintf(err, REC_ERR_LEN, "%s: nested deeper than %d", path, lim->max_depth);
+        snprintf(err, REC_ERR_LEN, "nested deeper than %d", lim->max_depth);
         return -1;
     }
-    size_t at = strlen(path);
     if (o->type == MSGPACK_OBJECT_ARRAY) {
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            snprintf(path + at, plen - at, "[%u]", i);
-            if (check_tree(&o->via.array.ptr[i], depth + 1, lim, path, plen, err))
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            if (check_tree(&o->via.array.ptr[i], depth + 1, lim, path, plen, err)) {
+                int n = snprintf(step, sizeof step, "[%u]", i);
+                path_prepend(path, plen, step, (size_t)n);
                 return -1;
-        }
-        path[at] = 0;
+            }
     } else if (o->type == MSGPACK_OBJECT_MAP) {
         if (rec_map_get(o, "dtype")) {
             rec_tensor_t t;
-            char e[REC_ERR_LEN];
-            if (rec_tensor_get(o, &t, e)) {
-                snprintf(err, REC_ERR_LEN, "%s: %s", path, e);
-                return -1;
-            }
-            return 0;
+            return rec_tensor_get(o, &t, err) ? -1 : 0;
         }
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (kv->key.type != MSGPACK_OBJECT_STR) {
-                snprintf(err, REC_ERR_LEN, "%s: map key #%u is not a string", path, i);
+                snprintf(err, REC_ERR_LEN, "map key #%u is not a string", i);
                 return -1;
             }
-            snprintf(path + at, plen - at, ".%.*s", (int)(kv->key.via.str.size > 40 ? 40 : kv->key.via.str.size),
-                     kv->key.via.str.ptr);
-            if (check_tree(&kv->val, depth + 1, lim, path, plen, err))
+            if (check_tree(&kv->val, depth + 1, lim, path, plen, err)) {
+                int n = snprintf(step, sizeof step, ".%.*s", (int)(kv->key.via.str.size > 40 ? 40 : kv->key.via.str.size),
+                                 kv->key.via.str.ptr);
+                path_prepend(path, plen, step, (size_t)n);
                 return -1;
+            }
         }
-        path[at] = 0;
     }
     return 0;
 }
@@ -590,9 +601,11 @@ int rec_validate(const rec_t *r, const rec_limits_t *lim, char *err)
         snprintf(err, REC_ERR_LEN, "record: expected a map");
         return -1;
     }
-    char path[256] = "record";
-    if (check_tree(root, 0, lim ? lim : &rec_default_limits, path, sizeof path, err))
+    char path[256] = "", what[REC_ERR_LEN];
+    if (check_tree(root, 0, lim ? lim : &rec_default_limits, path, sizeof path, what)) {
+        snprintf(err, REC_ERR_LEN, "record%s: %s", path, what);
         return -1;
+    }
     int64_t v;
     if (!rec_get_int(root, "v", &v)) {
         snprintf(err, REC_ERR_LEN, "\"v\": %s, expected 1", rec_get(r, "v") ? "wrong type" : "missing");

@@ -127,6 +127,9 @@ int rec_validate(const rec_t *r, const rec_limits_t *lim, char *err);
  * when they are a map that breaks the schema: *out then holds it as decoded,
  * so the caller can name it and turn it into a reject. */
 int rec_decode(const void *buf, size_t len, const rec_limits_t *lim, rec_t **out, char *err);
+/* rec_decode for bytes that are exactly one message rec_scan accepted with
+ * the same limits (a stream reader has just scanned them). */
+int rec_decode_scanned(const void *buf, size_t len, const rec_limits_t *lim, rec_t **out, char *err);
 
 /* Bounded structural scan of a msgpack stream prefix: returns the length of the
  * first complete message, 0 when more bytes are needed (*need then gives a

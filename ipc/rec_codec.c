@@ -160,6 +160,12 @@ int rec_decode(const void *buf, size_t len, const rec_limits_t *lim, rec_t **out
         snprintf(err, REC_ERR_LEN, "%zu bytes after the end of the record", len - (size_t)n);
         return -1;
     }
+    return rec_decode_scanned(buf, len, lim, out, err);
+}
+
+int rec_decode_scanned(const void *buf, size_t len, const rec_limits_t *lim, rec_t **out, char *err)
+{
+    *out = NULL;
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     size_t off = 0;

@@ -3,7 +3,20 @@
  * Readers decode in place: a record's strings and tensor data point into the
  * buffer it arrived in (a reference-counted chunk for files and pipes, the
  * ZeroMQ message itself for sockets), which the record keeps alive. Writers
- * send tensor data from where it lies (writev for files and pipes). */
+ * send tensor data from where it lies (writev for files and pipes).
+ *
+ * ZeroMQ wire protocol (docs/ipc.md): a writer is a DEALER, a reader a
+ * ROUTER. Each record is a two-frame message [seq][record], seq a u64
+ * (little-endian) counting the writer's records. A reader acknowledges the
+ * seqs it has handed to its stage with one-frame messages of u64 seqs. A
+ * writer keeps at most `hwm` records unacknowledged (its window) and closes
+ * only when every record is acknowledged. Why not PUSH/PULL: libzmq drops
+ * the bytes still in a receiving socket's kernel buffer when the sender hangs
+ * up while the receiver is applying back-pressure (its queue at the
+ * high-water mark), so records were lost whenever a fast producer finished
+ * before a slow consumer. With the window as the back-pressure, the reader's
+ * queue needs no limit of its own (it is bounded by the sum of the writers'
+ * windows), its input is never stopped, and nothing sent is dropped. */
 #define _GNU_SOURCE
 #include "stream.h"
 
@@ -58,7 +71,6 @@ static void *zctx_get(char *err)
             snprintf(err, REC_ERR_LEN, "zmq_ctx_new: %s", zmq_strerror(errno));
             return NULL;
         }
-        zmq_ctx_set(zctx, ZMQ_BLOCKY, 0);
     }
     zctx_users++;
     return zctx;
@@ -73,6 +85,15 @@ static void zctx_put(void)
     }
 }
 
+/* A writer's window: records sent and not yet acknowledged, a power of two. */
+static int zwindow(const stream_opts_t *o)
+{
+    int w = 2;
+    while (w < o->hwm && w < (1 << 20))
+        w <<= 1;
+    return w;
+}
+
 /* Open a ZeroMQ socket of `type` on every address of ep. */
 static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, char *err)
 {
@@ -85,8 +106,18 @@ static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, char *
         zctx_put();
         return NULL;
     }
-    int hwm = o->hwm > 0 ? o->hwm : 64, linger = o->linger_ms;
-    zmq_setsockopt(s, type == ZMQ_PUSH ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof hwm);
+    // A writer's window bounds what is in flight; zmq's own queues are
+    // sized so that they never hold a record back before the window does.
+    int window = zwindow(o), unlimited = 0, linger = o->linger_ms;
+    if (type == ZMQ_DEALER) {
+        zmq_setsockopt(s, ZMQ_SNDHWM, &window, sizeof window);
+        zmq_setsockopt(s, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
+        // ZMQ_IMMEDIATE stays off: with it, a connection's queue is dropped
+        // when the peer hangs up, acknowledgements not yet read included
+    } else {
+        zmq_setsockopt(s, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
+        zmq_setsockopt(s, ZMQ_SNDHWM, &unlimited, sizeof unlimited);
+    }
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     int64_t maxmsg = (int64_t)o->limits.max_message;
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
@@ -157,10 +188,22 @@ static void zmsg_release(void *p)
 
 /* ---- reader ---- */
 
+/* A reader acknowledges a writer's records in batches of this many, and
+ * whenever it is about to wait for input. Well under the smallest window. */
+#define ACK_BATCH 16
+
 typedef struct {
     ep_t ep;
     char name[4096]; // for error lines: the file path, "stdin" or the address
 } input_t;
+
+/* Acknowledgements owed to one writer (a ROUTER peer identity). */
+typedef struct {
+    unsigned char id[256];
+    size_t idlen;
+    uint64_t seqs[ACK_BATCH];
+    int n;
+} ackq_t;
 
 struct rd {
     stream_opts_t o;
@@ -175,6 +218,8 @@ struct rd {
     size_t start, end; // unread bytes are chunk->data[start, end)
     uint64_t base;     // stream offset of chunk->data[0]
     uint64_t msgno;    // messages taken from this input
+    ackq_t *acks;      // ZeroMQ: seqs to acknowledge, one queue per writer
+    int nacks;
     // the whole reader
     acct_t *acct;
     rd_stats_t stats;
@@ -259,7 +304,7 @@ static int open_input(rd_t *rd, char *err)
     rd->base = rd->msgno = 0;
     rd->pipe = false;
     if (in->ep.kind == EP_ZMQ) {
-        rd->zsock = zsock_open(&in->ep, ZMQ_PULL, &rd->o, err);
+        rd->zsock = zsock_open(&in->ep, ZMQ_ROUTER, &rd->o, err);
         if (!rd->zsock)
             return -1;
     } else {
@@ -285,11 +330,20 @@ static int open_input(rd_t *rd, char *err)
     return 0;
 }
 
+static void acks_flush(rd_t *rd);
+
 static void close_input(rd_t *rd)
 {
     if (rd->zsock) {
+        acks_flush(rd);
+        // let the acknowledgements out: writers wait for them to close
+        int linger = stop_level >= 2 ? 0 : 2000;
+        zmq_setsockopt(rd->zsock, ZMQ_LINGER, &linger, sizeof linger);
         zsock_close(rd->zsock);
         rd->zsock = NULL;
+        free(rd->acks);
+        rd->acks = NULL;
+        rd->nacks = 0;
     }
     if (rd->fd >= 0 && rd->own_fd)
         close(rd->fd);
@@ -356,12 +410,14 @@ static int next_fd(rd_t *rd, rec_t **out, char *err)
         long long n = rd->end > rd->start
                           ? rec_scan(rd->chunk->data + rd->start, rd->end - rd->start, &rd->o.limits, &need, msg)
                           : 0;
+        // where the record starts, named only on the error paths
         char where[REC_ERR_LEN];
-        if (n != 0)
-            snprintf(where, sizeof where, "%.200s: record %llu at byte %llu", in->name,
-                     (unsigned long long)rd->msgno + 1, (unsigned long long)(rd->base + rd->start));
+#define FD_WHERE()                                                                                                    \
+    snprintf(where, sizeof where, "%.200s: record %llu at byte %llu", in->name, (unsigned long long)rd->msgno + 1,    \
+             (unsigned long long)(rd->base + rd->start))
         if (n < 0) {
             // The structure is broken: the next record's start cannot be found.
+            FD_WHERE();
             snprintf(err, REC_ERR_LEN, "%s: %s (rest of this input skipped)", where, msg);
             rd->stats.bad++;
             rd->start = rd->end;
@@ -370,10 +426,13 @@ static int next_fd(rd_t *rd, rec_t **out, char *err)
         }
         if (n > 0) {
             char *p = rd->chunk->data + rd->start;
+            rec_t *r;
+            int rc = rec_decode_scanned(p, (size_t)n, &rd->o.limits, &r, msg);
+            if (rc != 0)
+                FD_WHERE();
+#undef FD_WHERE
             rd->start += (size_t)n;
             rd->msgno++;
-            rec_t *r;
-            int rc = rec_decode(p, (size_t)n, &rd->o.limits, &r, msg);
             if (rc == -1) {
                 snprintf(err, REC_ERR_LEN, "%s: %s", where, msg);
                 rd->stats.bad++;
@@ -440,59 +499,158 @@ static int next_fd(rd_t *rd, rec_t **out, char *err)
     }
 }
 
+static void ack_send(rd_t *rd, ackq_t *q)
+{
+    if (q->n == 0)
+        return;
+    unsigned char buf[8 * ACK_BATCH];
+    for (int i = 0; i < q->n; i++)
+        for (int b = 0; b < 8; b++)
+            buf[8 * i + b] = (unsigned char)(q->seqs[i] >> (8 * b));
+    // a ROUTER never blocks; an ack to a writer that has gone is dropped
+    zmq_send(rd->zsock, q->id, q->idlen, ZMQ_SNDMORE);
+    zmq_send(rd->zsock, buf, (size_t)q->n * 8, 0);
+    q->n = 0;
+}
+
+static void acks_flush(rd_t *rd)
+{
+    for (int i = 0; i < rd->nacks; i++)
+        ack_send(rd, &rd->acks[i]);
+}
+
+static int ack_add(rd_t *rd, const zmq_msg_t *id, uint64_t seq)
+{
+    size_t n = zmq_msg_size(id);
+    ackq_t *q = NULL;
+    for (int i = 0; i < rd->nacks && !q; i++)
+        if (rd->acks[i].idlen == n && memcmp(rd->acks[i].id, zmq_msg_data((zmq_msg_t *)id), n) == 0)
+            q = &rd->acks[i];
+    if (!q) {
+        if (n > sizeof q->id)
+            return 0; // not a peer identity libzmq would make
+        ackq_t *a = realloc(rd->acks, (size_t)(rd->nacks + 1) * sizeof *a);
+        if (!a)
+            return -1;
+        rd->acks = a;
+        q = &a[rd->nacks++];
+        memcpy(q->id, zmq_msg_data((zmq_msg_t *)id), n);
+        q->idlen = n;
+        q->n = 0;
+    }
+    q->seqs[q->n++] = seq;
+    if (q->n == ACK_BATCH)
+        ack_send(rd, q);
+    return 0;
+}
+
+/* Receive one frame into m (initialized). 1: got it; 0: nothing queued and
+ * stopping; -1: error in errno. */
+static int recv_frame(rd_t *rd, zmq_msg_t *m, bool first)
+{
+    for (;;) {
+        int rc = zmq_msg_recv(m, rd->zsock, first ? ZMQ_DONTWAIT : 0);
+        if (rc >= 0)
+            return 1;
+        if (errno == EINTR && (!first || stop_level < 2))
+            continue;
+        if (!first || errno != EAGAIN)
+            return -1;
+        // Nothing queued: when stopping, what was queued is all we take;
+        // else acknowledge, let the stage flush, then wait.
+        acks_flush(rd);
+        if (stop_level > 0)
+            return 0;
+        if (rd->idle)
+            rd->idle(rd->idle_arg);
+        rc = zmq_msg_recv(m, rd->zsock, 0);
+        if (rc >= 0)
+            return 1;
+        if (errno != EINTR && errno != EAGAIN)
+            return -1;
+    }
+}
+
+static void drain_parts(rd_t *rd, zmq_msg_t *last)
+{
+    while (zmq_msg_more(last)) {
+        zmq_msg_close(last);
+        zmq_msg_init(last);
+        if (zmq_msg_recv(last, rd->zsock, 0) < 0)
+            break;
+    }
+}
+
 static int next_zmq(rd_t *rd, rec_t **out, char *err)
 {
     input_t *in = &rd->inputs[rd->cur];
     for (;;) {
-        if (rd->o.expect_ends > 0 && acct_complete(rd->acct, rd->o.expect_ends))
+        if (rd->o.expect_ends > 0 && acct_complete(rd->acct, rd->o.expect_ends)) {
+            acks_flush(rd);
             return 0;
-        zmq_msg_t *m = malloc(sizeof *m);
+        }
+        zmq_msg_t id, hdr, *m = malloc(sizeof *m);
         if (!m) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             return -2;
         }
+        zmq_msg_init(&id);
+        zmq_msg_init(&hdr);
         zmq_msg_init(m);
-        // Without waiting first; when nothing is queued, let the stage flush,
-        // then wait, unless stopping: then what is queued is all we take.
-        int rc = zmq_msg_recv(m, rd->zsock, ZMQ_DONTWAIT);
-        if (rc < 0 && errno == EAGAIN) {
-            if (stop_level > 0) {
-                zmq_msg_close(m);
-                free(m);
+        int rc = recv_frame(rd, &id, true);
+        if (rc <= 0) {
+            int e = errno;
+            zmq_msg_close(&id);
+            zmq_msg_close(&hdr);
+            zmq_msg_close(m);
+            free(m);
+            if (rc == 0 || stop_level > 0) {
                 rd->interrupted = true;
                 return 0;
             }
-            if (rd->idle)
-                rd->idle(rd->idle_arg);
-            rc = zmq_msg_recv(m, rd->zsock, 0);
-        }
-        if (rc < 0) {
-            int e = errno;
-            zmq_msg_close(m);
-            free(m);
-            if (e == EINTR || e == EAGAIN)
-                continue;
             snprintf(err, REC_ERR_LEN, "%s: receive: %s", in->name, zmq_strerror(e));
             return -2;
         }
         rd->msgno++;
         char where[REC_ERR_LEN], msg[REC_ERR_LEN];
-        snprintf(where, sizeof where, "%.200s: message %llu", in->name, (unsigned long long)rd->msgno);
-        if (zmq_msg_more(m)) {
-            // one record a message: drop the rest of a multipart message
-            zmq_msg_t x;
-            zmq_msg_init(&x);
-            while (zmq_msg_more(m) && zmq_msg_recv(&x, rd->zsock, 0) >= 0 && zmq_msg_more(&x))
-                ;
-            zmq_msg_close(&x);
+#define ZMQ_WHERE() snprintf(where, sizeof where, "%.200s: message %llu", in->name, (unsigned long long)rd->msgno)
+        // [identity][seq][record]: anything else is not from a bagelpipe writer
+        zmq_msg_t *last = &id; // the last frame received, to drain the rest after
+        bool ok = zmq_msg_more(&id) && recv_frame(rd, &hdr, false) == 1 && (last = &hdr, zmq_msg_size(&hdr) == 8) &&
+                  zmq_msg_more(&hdr) && recv_frame(rd, m, false) == 1 && (last = m, !zmq_msg_more(m));
+        uint64_t seq = 0;
+        if (zmq_msg_size(&hdr) == 8)
+            for (int b = 7; b >= 0; b--)
+                seq = seq << 8 | ((unsigned char *)zmq_msg_data(&hdr))[b];
+        if (!ok) {
+            ZMQ_WHERE();
+            drain_parts(rd, last);
+            if (zmq_msg_size(&hdr) == 8 && ack_add(rd, &id, seq))
+                snprintf(err, REC_ERR_LEN, "out of memory");
+            else
+                snprintf(err, REC_ERR_LEN, "%s: expected the frames [seq][record] of a bagelpipe writer", where);
+            zmq_msg_close(&id);
+            zmq_msg_close(&hdr);
             zmq_msg_close(m);
             free(m);
-            snprintf(err, REC_ERR_LEN, "%s: multipart message, expected one record a message", where);
             rd->stats.bad++;
             return -1;
         }
+        // taken: acknowledged whatever it turns out to be
+        int arc = ack_add(rd, &id, seq);
+        zmq_msg_close(&id);
+        zmq_msg_close(&hdr);
+        if (arc) {
+            zmq_msg_close(m);
+            free(m);
+            snprintf(err, REC_ERR_LEN, "out of memory");
+            return -2;
+        }
         rec_t *r;
         int drc = rec_decode(zmq_msg_data(m), zmq_msg_size(m), &rd->o.limits, &r, msg);
+        if (drc != 0)
+            ZMQ_WHERE();
+#undef ZMQ_WHERE
         if (drc == -1) {
             zmq_msg_close(m);
             free(m);
@@ -562,6 +720,8 @@ void rd_close(rd_t **rdp)
 /* ---- writer ---- */
 
 #define WBUF_SIZE ((size_t)64 << 10)
+/* How long a stopping writer still waits for acknowledgements. */
+#define STOP_GRACE_MS 5000
 
 struct wr {
     stream_opts_t o;
@@ -575,6 +735,13 @@ struct wr {
     char *buf; // small records gathered for one write
     size_t nbuf;
     uint64_t bytes;
+    // ZeroMQ: records next_seq-1 down to low may be unacknowledged; acked[]
+    // marks which are, by seq modulo the window
+    uint64_t next_seq, low;
+    unsigned char *acked;
+    uint64_t window;
+    // a failed output stays failed: every later call reports the first error
+    char failed[REC_ERR_LEN];
 };
 
 wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
@@ -600,7 +767,12 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
     snprintf(w->name, sizeof w->name, "%s", w->ep.kind == EP_STDIO ? "stdout" : spec);
     switch (w->ep.kind) {
     case EP_ZMQ:
-        if (!(w->zsock = zsock_open(&w->ep, ZMQ_PUSH, &w->o, err)))
+        w->window = (uint64_t)zwindow(&w->o);
+        if (!(w->acked = calloc(w->window, 1))) {
+            snprintf(err, REC_ERR_LEN, "out of memory");
+            goto fail;
+        }
+        if (!(w->zsock = zsock_open(&w->ep, ZMQ_DEALER, &w->o, err)))
             goto fail;
         return w;
     case EP_STDIO:
@@ -641,13 +813,18 @@ fail:
 /* Write all of iov, through partial writes and signals. */
 static int write_all(wr_t *w, struct iovec *iov, int n, char *err)
 {
+    if (w->failed[0]) {
+        snprintf(err, REC_ERR_LEN, "%s", w->failed);
+        return -1;
+    }
     while (n > 0) {
         ssize_t k = writev(w->fd, iov, n > IOV_MAX ? IOV_MAX : n);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
-            snprintf(err, REC_ERR_LEN, "%s: write: %s", w->name,
+            snprintf(w->failed, sizeof w->failed, "%s: write: %s", w->name,
                      errno == EPIPE ? "the reading side closed (broken pipe)" : strerror(errno));
+            snprintf(err, REC_ERR_LEN, "%s", w->failed);
             return -1;
         }
         w->bytes += (uint64_t)k;
@@ -665,11 +842,82 @@ static int write_all(wr_t *w, struct iovec *iov, int n, char *err)
 
 int wr_flush(wr_t *w, char *err)
 {
+    if (w->failed[0]) {
+        snprintf(err, REC_ERR_LEN, "%s", w->failed);
+        return -1;
+    }
     if (w->zsock || w->nbuf == 0)
         return 0;
     struct iovec v = {w->buf, w->nbuf};
     w->nbuf = 0;
     return write_all(w, &v, 1, err);
+}
+
+/* Take the acknowledgements that have arrived, waiting up to timeout_ms
+ * (-1: until one arrives) for the first. -1 when stopped hard or on error. */
+static int take_acks(wr_t *w, long timeout_ms, char *err)
+{
+    zmq_pollitem_t it = {.socket = w->zsock, .events = ZMQ_POLLIN};
+    int rc = zmq_poll(&it, 1, timeout_ms);
+    if (rc < 0) {
+        if (errno == EINTR && stop_level < 2)
+            return 0;
+        snprintf(err, REC_ERR_LEN, "%s: %s with %llu records not acknowledged by a reader", w->name,
+                 errno == EINTR ? "stopped" : zmq_strerror(errno), (unsigned long long)(w->next_seq - w->low));
+        return -1;
+    }
+    unsigned char buf[8 * 64];
+    int n;
+    while ((n = zmq_recv(w->zsock, buf, sizeof buf, ZMQ_DONTWAIT)) >= 0) {
+        if (n > (int)sizeof buf)
+            n = (int)sizeof buf; // longer than any ack a reader sends: truncated by zmq
+        for (int i = 0; i + 8 <= n; i += 8) {
+            uint64_t seq = 0;
+            for (int b = 7; b >= 0; b--)
+                seq = seq << 8 | buf[i + b];
+            if (seq >= w->low && seq < w->next_seq)
+                w->acked[seq & (w->window - 1)] = 1;
+        }
+        while (w->low < w->next_seq && w->acked[w->low & (w->window - 1)])
+            w->low++;
+    }
+    return 0;
+}
+
+static int put_zmq(wr_t *w, size_t size, char *err)
+{
+    while (w->next_seq - w->low >= w->window)
+        if (take_acks(w, -1, err))
+            return -1;
+    unsigned char hdr[8];
+    for (int b = 0; b < 8; b++)
+        hdr[b] = (unsigned char)(w->next_seq >> (8 * b));
+    zmq_msg_t m;
+    if (zmq_msg_init_size(&m, size)) {
+        snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
+        return -1;
+    }
+    rec_enc_gather(w->enc, zmq_msg_data(&m));
+    bool more = true;
+    for (;;) {
+        int rc = more ? zmq_send(w->zsock, hdr, sizeof hdr, ZMQ_SNDMORE) : zmq_msg_send(&m, w->zsock, 0);
+        if (rc >= 0) {
+            if (!more)
+                break;
+            more = false;
+            continue;
+        }
+        if (errno == EINTR && stop_level < 2)
+            continue;
+        snprintf(err, REC_ERR_LEN, "%s: send: %s", w->name,
+                 errno == EINTR ? "stopped while no reader took records" : zmq_strerror(errno));
+        zmq_msg_close(&m);
+        return -1;
+    }
+    w->acked[w->next_seq & (w->window - 1)] = 0;
+    w->next_seq++;
+    w->bytes += size;
+    return take_acks(w, 0, err);
 }
 
 int wr_put(wr_t *w, const rec_t *r, char *err)
@@ -682,26 +930,8 @@ int wr_put(wr_t *w, const rec_t *r, char *err)
                  w->o.limits.max_message);
         return -1;
     }
-    if (w->zsock) {
-        zmq_msg_t m;
-        if (zmq_msg_init_size(&m, size)) {
-            snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
-            return -1;
-        }
-        rec_enc_gather(w->enc, zmq_msg_data(&m));
-        for (;;) {
-            if (zmq_msg_send(&m, w->zsock, 0) >= 0)
-                break;
-            if (errno == EINTR && stop_level < 2)
-                continue;
-            snprintf(err, REC_ERR_LEN, "%s: send: %s", w->name,
-                     errno == EINTR ? "stopped while no reader took records" : zmq_strerror(errno));
-            zmq_msg_close(&m);
-            return -1;
-        }
-        w->bytes += size;
-        return 0;
-    }
+    if (w->zsock)
+        return put_zmq(w, size, err);
     if (size <= WBUF_SIZE) {
         if (w->nbuf + size > WBUF_SIZE && wr_flush(w, err))
             return -1;
@@ -735,6 +965,7 @@ static void wr_free(wr_t *w)
         close(w->fd);
     rec_enc_destroy(&w->enc);
     free(w->buf);
+    free(w->acked);
     free(w);
 }
 
@@ -745,6 +976,26 @@ int wr_close(wr_t **wp, char *err)
     wr_t *w = *wp;
     *wp = NULL;
     int rc = wr_flush(w, err);
+    if (w->zsock) {
+        // every record acknowledged, or the linger time spent, or stopped hard
+        // A stop request bounds the wait: a reader that is gone for good
+        // must not keep a stopping stage alive.
+        long waited = 0, linger = w->o.linger_ms, stopped_at = -1;
+        while (rc == 0 && w->low < w->next_seq) {
+            if (stop_level > 0 && stopped_at < 0)
+                stopped_at = waited;
+            if ((linger >= 0 && waited >= linger) || (stopped_at >= 0 && waited - stopped_at >= STOP_GRACE_MS)) {
+                snprintf(err, REC_ERR_LEN, "%s: %llu records not acknowledged by a reader after %ld ms", w->name,
+                         (unsigned long long)(w->next_seq - w->low), linger);
+                rc = -1;
+                break;
+            }
+            rc = take_acks(w, 100, err);
+            waited += 100;
+        }
+        int zero = 0;
+        zmq_setsockopt(w->zsock, ZMQ_LINGER, &zero, sizeof zero);
+    }
     if (rc == 0 && w->tmp[0]) {
         if (fsync(w->fd) != 0) {
             snprintf(err, REC_ERR_LEN, "%s: fsync: %s", w->tmp, strerror(errno));

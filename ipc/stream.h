@@ -17,8 +17,10 @@
  * finish gracefully: a file input ends at the next record; a pipe is drained
  * to its end, so records an upstream stage flushes while stopping are not
  * lost; a ZeroMQ input takes what is already queued and ends. A second
- * request ends every input at once. Writers always deliver what they were
- * given before they close. */
+ * request ends every input at once. Writers deliver what they were given
+ * before they close; a ZeroMQ writer waits for its readers' acknowledgements,
+ * for up to 5 s once a stop was requested (then it reports what was not
+ * acknowledged), and not at all after a second request. */
 #ifndef BAGEL_STREAM_H
 #define BAGEL_STREAM_H
 

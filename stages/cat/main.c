@@ -72,11 +72,12 @@ static json_t *summary(const acct_t *a, const counts_t *c, bool *ok)
     return json_pack("{s:o,s:I,s:o}", "types", types, "bad", (json_int_t)c->bad, "streams", streams);
 }
 
+/* Before the reader waits: flush. A failed output is reported by the next
+ * wr_put or wr_close, which stop the loop. */
 static void flush_out(void *w)
 {
     char err[REC_ERR_LEN];
-    if (wr_flush(w, err))
-        log_error("%s", err);
+    (void)wr_flush(w, err);
 }
 
 /* JSON lines in, records out. Returns the number of bad lines, -1 if fatal. */
@@ -292,7 +293,10 @@ int main(int argc, char **argv)
         log_error("stdout: %s", strerror(errno));
         status = EXIT_FATAL;
     }
-    if (w && wr_close(&w, err)) {
+    // a failed run leaves no partial output file behind
+    if (status == EXIT_FATAL)
+        wr_abort(&w);
+    else if (w && wr_close(&w, err)) {
         log_error("%s", err);
         status = EXIT_FATAL;
     }

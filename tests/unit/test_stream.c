@@ -1,0 +1,464 @@
+/* test_stream.c — endpoints, end accounting, and the reader/writer over
+ * files, globs, pipes and in-process ZeroMQ. Between processes (pipes, ipc,
+ * tcp, fan-in and fan-out) the stage tests in tests/stage/ipc.bats go on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "../../ipc/endpoint.h"
+#include "../../ipc/stream.h"
+
+static char dir[256];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/bagel-test-stream-XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- endpoints ---- */
+
+static void test_endpoint_parse(void **state)
+{
+    (void)state;
+    ep_t ep;
+    char err[REC_ERR_LEN];
+    assert_int_equal(ep_parse("-", &ep, err), 0);
+    assert_int_equal(ep.kind, EP_STDIO);
+    assert_int_equal(ep_parse("cache/part-*.msgpack", &ep, err), 0);
+    assert_int_equal(ep.kind, EP_FILE);
+    assert_true(ep.glob);
+    assert_int_equal(ep_parse("@tcp://*:5555", &ep, err), 0);
+    assert_int_equal(ep.kind, EP_ZMQ);
+    assert_true(ep.zmq[0].bind);
+    assert_string_equal(ep.zmq[0].addr, "tcp://*:5555");
+    assert_int_equal(ep_parse("tcp://trainer:5555", &ep, err), 0);
+    assert_false(ep.zmq[0].bind);
+    assert_int_equal(ep_parse(">ipc:///tmp/x,@tcp://127.0.0.1:6000", &ep, err), 0);
+    assert_int_equal(ep.nzmq, 2);
+    assert_false(ep.zmq[0].bind);
+    assert_true(ep.zmq[1].bind);
+    assert_string_equal(ep.zmq[0].addr, "ipc:///tmp/x");
+    assert_int_equal(ep_parse("@tcp://[::1]:7000", &ep, err), 0);
+
+    static const struct {
+        const char *spec, *needle;
+    } bad[] = {
+        {"", "empty"},
+        {"@tcp://host", "expected tcp://HOST:PORT"},
+        {">tcp://host:0", "port must be 1-65535"},
+        {">tcp://host:65536", "port must be 1-65535"},
+        {">tcp://host:*", "needs a port number"},
+        {">tcp://*:5555", "cannot connect to host *"},
+        {"@tcp://ho st:1", "bad character"},
+        {"@ipc://", "ipc path must be"},
+        {"@udp://x:1", "expected tcp://, ipc:// or inproc://"},
+        {">ipc:///a,,>ipc:///b", "empty address"},
+        {"@inproc://", "inproc needs a name"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        int rc = ep_parse(bad[i].spec, &ep, err);
+        if (rc != -1 || !strstr(err, bad[i].needle))
+            fail_msg("\"%s\": rc %d err \"%s\", want \"%s\"", bad[i].spec, rc, err, bad[i].needle);
+    }
+    char longpath[200];
+    memset(longpath, 'a', sizeof longpath);
+    memcpy(longpath, "@ipc:///", 8);
+    longpath[sizeof longpath - 1] = 0;
+    assert_int_equal(ep_parse(longpath, &ep, err), -1);
+    assert_non_null(strstr(err, "ipc path must be"));
+}
+
+/* ---- accounting ---- */
+
+static void test_acct_out_of_order(void **state)
+{
+    (void)state;
+    acct_t *a = acct_new();
+    rec_t *end = rec_new_end("a.jsonl", 0, 3);
+    rec_t *s1 = rec_new_sample("a.jsonl", 0, 0, "t2i"), *s2 = rec_new_sample("a.jsonl", 1, 0, "t2i");
+    rec_t *rj = rec_new_reject(s2, "bagel-image", "broken");
+    rec_t *other = rec_new_sample("b.jsonl", 0, 0, "t2i");
+    // the end arrives first, as it may from another replica
+    acct_add(a, end);
+    acct_add(a, s1);
+    assert_false(acct_complete(a, 0));
+    acct_add(a, rj);
+    acct_add(a, other);
+    assert_false(acct_complete(a, 0));
+    rec_t *s3 = rec_new_sample("a.jsonl", 2, 0, "t2i");
+    acct_add(a, s3);
+    assert_int_equal(acct_count(a), 2);
+    const acct_entry_t *e = acct_entry(a, 0);
+    assert_string_equal(e->source, "a.jsonl");
+    assert_int_equal(e->samples, 2);
+    assert_int_equal(e->rejects, 1);
+    assert_true(acct_entry_complete(e));
+    assert_false(acct_complete(a, 0)); // b.jsonl has no end yet
+    rec_t *endb = rec_new_end("b.jsonl", 0, 1);
+    acct_add(a, endb);
+    assert_true(acct_complete(a, 2));
+    assert_false(acct_complete(a, 3));
+    // one record too many breaks the stream
+    acct_add(a, s3);
+    assert_true(acct_entry_broken(acct_entry(a, 0)));
+    assert_false(acct_complete(a, 0));
+    rec_t *all[] = {end, s1, s2, rj, other, s3, endb};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        rec_destroy(&all[i]);
+    acct_destroy(&a);
+    assert_null(a);
+}
+
+static void test_acct_many_sources(void **state)
+{
+    (void)state;
+    acct_t *a = acct_new();
+    char src[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(src, sizeof src, "part-%05d", i);
+        rec_t *s = rec_new_sample(src, 0, i % 3, NULL), *e = rec_new_end(src, i % 3, 1);
+        acct_add(a, s);
+        acct_add(a, e);
+        rec_destroy(&s);
+        rec_destroy(&e);
+    }
+    assert_int_equal(acct_count(a), 5000);
+    assert_true(acct_complete(a, 5000));
+    acct_destroy(&a);
+}
+
+/* ---- files ---- */
+
+static rec_t *sample_with_pixels(const char *src, int seq, size_t bytes)
+{
+    rec_t *r = rec_new_sample(src, seq, 0, "t2i");
+    unsigned char *px = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++)
+        px[i] = (unsigned char)(i * 31 + (size_t)seq);
+    rec_tensor_t t = {.dtype = REC_U8, .ndim = 3, .shape = {1, (int64_t)(bytes / 3), 3}, .data = px, .nbytes = bytes};
+    msgpack_object seg = rec_map(), to;
+    char err[REC_ERR_LEN];
+    assert_int_equal(rec_tensor_obj(r, &t, true, &to, err), 0);
+    free(px);
+    rec_set(r, &seg, "kind", rec_str(r, "image"));
+    rec_set(r, &seg, "gen", rec_bool(true));
+    rec_set(r, &seg, "vae", to);
+    rec_push(r, rec_map_getw(&r->root, "segments"), seg);
+    return r;
+}
+
+/* Write n records (sizes cycling through small and > 1 MiB, so reads cross
+ * buffer boundaries and grow buffers), read them back, compare. */
+static void test_file_roundtrip_and_atomic_rename(void **state)
+{
+    (void)state;
+    char path[300], err[REC_ERR_LEN];
+    snprintf(path, sizeof path, "%s/a.msgpack", dir);
+    wr_t *w = wr_open(path, NULL, err);
+    assert_non_null(w);
+    static const size_t sizes[] = {3, 300, 3000, 1500000, 30, 3 << 20};
+    enum { N = 40 };
+    for (int i = 0; i < N; i++) {
+        rec_t *r = sample_with_pixels("a", i, sizes[i % 6]);
+        assert_int_equal(wr_put(w, r, err), 0);
+        rec_destroy(&r);
+        struct stat st;
+        assert_int_equal(stat(path, &st), -1); // not there until closed
+    }
+    rec_t *e = rec_new_end("a", 0, N);
+    assert_int_equal(wr_put(w, e, err), 0);
+    rec_destroy(&e);
+    assert_int_equal(wr_close(&w, err), 0);
+    assert_null(w);
+
+    const char *in[] = {path};
+    rd_t *rd = rd_open(in, 1, NULL, err);
+    assert_non_null(rd);
+    rec_t *r, *keep[N] = {0};
+    int n = 0, rc;
+    while ((rc = rd_next(rd, &r, err)) == 1) {
+        if (r->type == REC_SAMPLE) {
+            rec_t *want = sample_with_pixels("a", n, sizes[n % 6]);
+            assert_true(msgpack_object_equal(r->root, want->root));
+            rec_destroy(&want);
+            keep[n++] = r; // records outlive the reader's buffers
+        } else {
+            rec_destroy(&r);
+        }
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(n, N);
+    assert_true(acct_complete(rd_acct(rd), 1));
+    rd_close(&rd);
+    for (int i = 0; i < N; i++) {
+        rec_t *want = sample_with_pixels("a", i, sizes[i % 6]);
+        assert_true(msgpack_object_equal(keep[i]->root, want->root));
+        rec_destroy(&want);
+        rec_destroy(&keep[i]);
+    }
+}
+
+/* A bad record in the middle: a sample that breaks the schema becomes a
+ * reject; garbage ends that file only; the next file is read. */
+static void test_bad_records_in_files(void **state)
+{
+    (void)state;
+    char p1[300], p2[300], pg[300], err[REC_ERR_LEN];
+    snprintf(p1, sizeof p1, "%s/g-1.msgpack", dir);
+    snprintf(p2, sizeof p2, "%s/g-2.msgpack", dir);
+    snprintf(pg, sizeof pg, "%s/g-*.msgpack", dir);
+    wr_t *w = wr_open(p1, NULL, err);
+    rec_t *ok = sample_with_pixels("g", 0, 30);
+    wr_put(w, ok, err);
+    // the same sample with a tensor whose data is one byte short
+    msgpack_object *segs = rec_map_getw(&ok->root, "segments");
+    msgpack_object *vae = rec_map_getw(&segs->via.array.ptr[0], "vae");
+    rec_map_getw(vae, "data")->via.bin.size -= 1;
+    rec_set(ok, &ok->root, "seq", rec_int(1));
+    rec_set(ok, &ok->root, "id", rec_str(ok, "g#1"));
+    wr_put(w, ok, err);
+    rec_destroy(&ok);
+    assert_int_equal(wr_close(&w, err), 0);
+    // file 1 then ends in garbage
+    FILE *f = fopen(p1, "ab");
+    fwrite("\x81\xa1x\xc1zzzz", 1, 8, f);
+    fclose(f);
+    w = wr_open(p2, NULL, err);
+    rec_t *e = rec_new_end("g", 0, 2);
+    wr_put(w, e, err);
+    rec_destroy(&e);
+    assert_int_equal(wr_close(&w, err), 0);
+
+    const char *in[] = {pg};
+    stream_opts_t o;
+    stream_opts_default(&o);
+    o.stage = "test";
+    rd_t *rd = rd_open(in, 1, &o, err);
+    assert_non_null(rd);
+    rec_t *r;
+    assert_int_equal(rd_next(rd, &r, err), 1);
+    assert_int_equal(r->type, REC_SAMPLE);
+    rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), 2);
+    assert_int_equal(r->type, REC_REJECT);
+    assert_non_null(strstr(err, "g-1.msgpack: record 2 at byte"));
+    assert_non_null(strstr(err, "id g#1"));
+    assert_non_null(strstr(err, "data is 29 bytes"));
+    char buf[64];
+    assert_true(rec_get_str(&r->root, "stage", buf, sizeof buf));
+    assert_string_equal(buf, "test");
+    rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), -1);
+    assert_non_null(strstr(err, "0xc1"));
+    assert_non_null(strstr(err, "rest of this input skipped"));
+    assert_int_equal(rd_next(rd, &r, err), 1);
+    assert_int_equal(r->type, REC_END);
+    rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), 0);
+    assert_true(acct_complete(rd_acct(rd), 1));
+    rd_stats_t s = rd_stats(rd);
+    assert_int_equal(s.bad, 1);
+    assert_int_equal(s.made_rejects, 1);
+    rd_close(&rd);
+}
+
+static void test_truncated_file(void **state)
+{
+    (void)state;
+    char p[300], err[REC_ERR_LEN];
+    snprintf(p, sizeof p, "%s/t.msgpack", dir);
+    wr_t *w = wr_open(p, NULL, err);
+    rec_t *r = sample_with_pixels("t", 0, 3000);
+    wr_put(w, r, err);
+    wr_put(w, r, err);
+    rec_destroy(&r);
+    wr_close(&w, err);
+    assert_int_equal(truncate(p, 4000), 0);
+    const char *in[] = {p};
+    rd_t *rd = rd_open(in, 1, NULL, err);
+    assert_int_equal(rd_next(rd, &r, err), 1);
+    rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), -1);
+    assert_non_null(strstr(err, "truncated"));
+    assert_int_equal(rd_next(rd, &r, err), 0);
+    rd_close(&rd);
+}
+
+static void test_open_errors(void **state)
+{
+    (void)state;
+    char err[REC_ERR_LEN], p[300];
+    snprintf(p, sizeof p, "%s/none-*.msgpack", dir);
+    const char *in[] = {p};
+    assert_null(rd_open(in, 1, NULL, err));
+    assert_non_null(strstr(err, "no file matches"));
+    // a missing file is found at its first read
+    snprintf(p, sizeof p, "%s/missing.msgpack", dir);
+    rd_t *rd = rd_open(in, 1, NULL, err);
+    assert_non_null(rd);
+    rec_t *r;
+    assert_int_equal(rd_next(rd, &r, err), -2);
+    assert_non_null(strstr(err, "missing.msgpack: No such file"));
+    rd_close(&rd);
+    assert_null(wr_open("/nonexistent-dir/x.msgpack", NULL, err));
+    assert_non_null(strstr(err, "No such file"));
+    assert_null(wr_open("out-*.msgpack", NULL, err));
+    assert_null(wr_open("@tcp://256.1.1.1:1", NULL, err));
+}
+
+/* In-process ZeroMQ: a PUSH and a PULL in one thread, a few records. */
+static void test_zmq_inproc(void **state)
+{
+    (void)state;
+    char err[REC_ERR_LEN];
+    stream_opts_t o;
+    stream_opts_default(&o);
+    o.expect_ends = 1;
+    const char *in[] = {"@inproc://t"};
+    rd_t *rd = rd_open(in, 1, &o, err);
+    assert_non_null(rd);
+    wr_t *w = wr_open(">inproc://t", &o, err);
+    assert_non_null(w);
+    rec_t *r0 = sample_with_pixels("z", 0, 30);
+    rec_t *r1 = sample_with_pixels("z", 1, 300000);
+    rec_t *e = rec_new_end("z", 0, 2);
+    // the reader binds at its first read; until then the records wait in the
+    // writer's queue (well under the high-water mark)
+    assert_int_equal(wr_put(w, r0, err), 0);
+    assert_int_equal(wr_put(w, r1, err), 0);
+    assert_int_equal(wr_put(w, e, err), 0);
+    rec_t *r;
+    int n = 0;
+    while (rd_next(rd, &r, err) == 1) {
+        if (r->type == REC_SAMPLE)
+            assert_true(msgpack_object_equal(r->root, (n == 0 ? r0 : r1)->root));
+        n++;
+        rec_destroy(&r);
+    }
+    assert_int_equal(n, 3);
+    assert_true(acct_complete(rd_acct(rd), 1));
+    rec_destroy(&r0);
+    rec_destroy(&r1);
+    rec_destroy(&e);
+    assert_int_equal(wr_close(&w, err), 0);
+    rd_close(&rd);
+}
+
+/* Messages from a foreign sender over ZeroMQ: a message without the
+ * [seq][record] frames and a record that is not msgpack are skipped with an
+ * error naming the message, a sample breaking the schema becomes a reject,
+ * the good records after them arrive, and every seq is acknowledged. */
+static void send_seq(void *sock, uint64_t seq, const void *p, size_t n)
+{
+    unsigned char hdr[8];
+    for (int b = 0; b < 8; b++)
+        hdr[b] = (unsigned char)(seq >> (8 * b));
+    zmq_send(sock, hdr, 8, ZMQ_SNDMORE);
+    zmq_send(sock, p, n, 0);
+}
+
+static void test_zmq_bad_messages(void **state)
+{
+    (void)state;
+    char ep[300], err[REC_ERR_LEN];
+    snprintf(ep, sizeof ep, "@ipc://%s/bad", dir);
+    stream_opts_t o;
+    stream_opts_default(&o);
+    o.expect_ends = 1;
+    const char *in[] = {ep};
+    rd_t *rd = rd_open(in, 1, &o, err);
+    assert_non_null(rd);
+    rec_t *r;
+    void *ctx = zmq_ctx_new(), *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    assert_int_equal(zmq_connect(dealer, ep + 1), 0);
+    zmq_send(dealer, "\x80", 1, 0);         // no seq frame
+    send_seq(dealer, 1, "\x81\xa1x\xc1", 4); // not msgpack
+    rec_t *s = sample_with_pixels("z", 0, 30), *e = rec_new_end("z", 0, 2), *good = sample_with_pixels("z", 1, 30);
+    msgpack_object *segs = rec_map_getw(&s->root, "segments");
+    rec_map_getw(rec_map_getw(&segs->via.array.ptr[0], "vae"), "data")->via.bin.size = 5;
+    rec_enc_t *enc = rec_enc_new();
+    char buf[4096];
+    rec_t *sends[] = {s, e, good};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(rec_encode(enc, sends[i], err), 0);
+        rec_enc_gather(enc, buf);
+        send_seq(dealer, 2 + (uint64_t)i, buf, rec_enc_size(enc));
+    }
+    assert_int_equal(rd_next(rd, &r, err), -1);
+    assert_non_null(strstr(err, "/bad: message 1: expected the frames [seq][record]"));
+    assert_int_equal(rd_next(rd, &r, err), -1);
+    assert_non_null(strstr(err, "message 2: byte 3: 0xc1"));
+    assert_int_equal(rd_next(rd, &r, err), 2);
+    assert_non_null(strstr(err, "message 3: id z#0"));
+    assert_int_equal(r->type, REC_REJECT);
+    rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), 1);
+    assert_int_equal(r->type, REC_END);
+    rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), 1);
+    assert_true(msgpack_object_equal(r->root, good->root));
+    rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), 0); // z is complete: one end expected
+    // seqs 1..4 acknowledged (the frameless message had none to give)
+    uint64_t got[8] = {0};
+    int ngot = 0;
+    zmq_pollitem_t it = {.socket = dealer, .events = ZMQ_POLLIN};
+    while (ngot < 4 && zmq_poll(&it, 1, 2000) == 1) {
+        unsigned char a[64];
+        int n = zmq_recv(dealer, a, sizeof a, 0);
+        for (int i = 0; i + 8 <= n && ngot < 8; i += 8) {
+            uint64_t v = 0;
+            for (int b = 7; b >= 0; b--)
+                v = v << 8 | a[i + b];
+            got[ngot++] = v;
+        }
+    }
+    assert_int_equal(ngot, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(got[i], (uint64_t)i + 1);
+    rd_close(&rd);
+    rec_enc_destroy(&enc);
+    rec_destroy(&s);
+    rec_destroy(&e);
+    rec_destroy(&good);
+    int zero = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_close(dealer);
+    zmq_ctx_term(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_endpoint_parse),
+        cmocka_unit_test(test_acct_out_of_order),
+        cmocka_unit_test(test_acct_many_sources),
+        cmocka_unit_test(test_file_roundtrip_and_atomic_rename),
+        cmocka_unit_test(test_bad_records_in_files),
+        cmocka_unit_test(test_truncated_file),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_zmq_inproc),
+        cmocka_unit_test(test_zmq_bad_messages),
+    };
+    return cmocka_run_group_tests_name("stream", tests, setup, teardown);
+}
