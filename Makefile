@@ -151,10 +151,10 @@ fuzz: $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
 	  name=$$(basename $$t); mkdir -p build-fuzz/corpus/$$name; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
-	  $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 -print_final_stats=0 \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 -artifact_prefix=build-fuzz/$$name- \
 	    build-fuzz/corpus/$$name tests/fuzz/corpus/$$name 2>build-fuzz/$$name.log \
 	    || { tail -40 build-fuzz/$$name.log; echo "fuzz: $$name FAILED"; exit 1; }; \
-	  grep -E '^#[0-9]+ *DONE' build-fuzz/$$name.log | tail -1; \
+	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
 
 bench: bench-ipc

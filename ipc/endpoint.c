@@ -108,6 +108,12 @@ int ep_parse(const char *spec, ep_t *ep, char *err)
         snprintf(err, REC_ERR_LEN, "endpoint: empty");
         return -1;
     }
+    for (const char *c = spec; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            snprintf(err, REC_ERR_LEN, "endpoint: control character 0x%02x at offset %zu", (unsigned char)*c,
+                     (size_t)(c - spec));
+            return -1;
+        }
     if (strcmp(spec, "-") == 0) {
         ep->kind = EP_STDIO;
         return 0;

@@ -38,6 +38,23 @@ int rec_dtype_parse(const char *s, size_t n, rec_dtype_t *out)
     return -1;
 }
 
+const char *rec_printable(char *dst, size_t dstsize, const char *s, size_t n, size_t max)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && i < max && o + 8 < dstsize; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
+            dst[o++] = (char)c;
+        else
+            o += (size_t)snprintf(dst + o, dstsize - o, "\\x%02x", c);
+    }
+    if (n > max && o + 4 < dstsize)
+        memcpy(dst + o, "...", 3), o += 3;
+    if (dstsize)
+        dst[o < dstsize ? o : dstsize - 1] = 0;
+    return dst;
+}
+
 uint64_t rec_fnv1a(const void *p, size_t n)
 {
     const unsigned char *b = p;
@@ -381,8 +398,9 @@ int rec_tensor_get(const msgpack_object *o, rec_tensor_t *t, char *err)
         return -1;
     }
     if (rec_dtype_parse(dt->via.str.ptr, dt->via.str.size, &t->dtype)) {
-        snprintf(err, REC_ERR_LEN, "tensor: unknown dtype \"%.*s\", expected u8, i32, f16, bf16 or f32",
-                 (int)(dt->via.str.size > 32 ? 32 : dt->via.str.size), dt->via.str.ptr);
+        char shown[160];
+        snprintf(err, REC_ERR_LEN, "tensor: unknown dtype \"%s\", expected u8, i32, f16, bf16 or f32",
+                 rec_printable(shown, sizeof shown, dt->via.str.ptr, dt->via.str.size, 32));
         return -1;
     }
     if (!shape || shape->type != MSGPACK_OBJECT_ARRAY || shape->via.array.size > REC_MAX_DIMS) {
@@ -489,7 +507,7 @@ static void path_prepend(char *path, size_t plen, const char *text, size_t n)
 static int check_tree(const msgpack_object *o, int depth, const rec_limits_t *lim, char *path, size_t plen,
                       char *err)
 {
-    char step[64];
+    char step[256];
     if (depth > lim->max_depth) {
         snprintf(err, REC_ERR_LEN, "nested deeper than %d", lim->max_depth);
         return -1;
@@ -513,8 +531,9 @@ static int check_tree(const msgpack_object *o, int depth, const rec_limits_t *li
                 return -1;
             }
             if (check_tree(&kv->val, depth + 1, lim, path, plen, err)) {
-                int n = snprintf(step, sizeof step, ".%.*s", (int)(kv->key.via.str.size > 40 ? 40 : kv->key.via.str.size),
-                                 kv->key.via.str.ptr);
+                char shown[200];
+                int n = snprintf(step, sizeof step, ".%s",
+                                 rec_printable(shown, sizeof shown, kv->key.via.str.ptr, kv->key.via.str.size, 40));
                 path_prepend(path, plen, step, (size_t)n);
                 return -1;
             }

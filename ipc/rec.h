@@ -150,6 +150,10 @@ size_t rec_enc_size(const rec_enc_t *e);
 /* Copy the encoding into one contiguous buffer of rec_enc_size() bytes. */
 void rec_enc_gather(const rec_enc_t *e, void *dst);
 
+/* Up to max bytes of s[0,n) as text fit for a one-line message: bytes
+ * outside printable ASCII become \xHH, and "..." marks a cut. Returns dst. */
+const char *rec_printable(char *dst, size_t dstsize, const char *s, size_t n, size_t max);
+
 /* FNV-1a 64 of a byte range: the tensor checksum bagel-cat shows. */
 uint64_t rec_fnv1a(const void *p, size_t n);
 

@@ -198,8 +198,11 @@ int rec_decode_scanned(const void *buf, size_t len, const rec_limits_t *lim, rec
     if (!known) {
         const msgpack_object *t = rec_get(r, "type");
         if (t && t->type == MSGPACK_OBJECT_STR)
-            snprintf(err, REC_ERR_LEN, "\"type\": \"%.*s\", expected sample, reject or end",
-                     (int)(t->via.str.size > 32 ? 32 : t->via.str.size), t->via.str.ptr);
+        {
+            char shown[160];
+            snprintf(err, REC_ERR_LEN, "\"type\": \"%s\", expected sample, reject or end",
+                     rec_printable(shown, sizeof shown, t->via.str.ptr, t->via.str.size, 32));
+        }
         else
             snprintf(err, REC_ERR_LEN, "\"type\": %s, expected sample, reject or end", t ? "not a string" : "missing");
         return -2;

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -180,10 +181,19 @@ static void chunk_unref(void *p)
         free(c);
 }
 
-static void zmsg_release(void *p)
+/* A received ZeroMQ message shared by the records decoded from it. */
+typedef struct {
+    int refs;
+    zmq_msg_t m;
+} zbuf_t;
+
+static void zbuf_unref(void *p)
 {
-    zmq_msg_close(p);
-    free(p);
+    zbuf_t *z = p;
+    if (z && __atomic_sub_fetch(&z->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        zmq_msg_close(&z->m);
+        free(z);
+    }
 }
 
 /* ---- reader ---- */
@@ -220,6 +230,12 @@ struct rd {
     uint64_t msgno;    // messages taken from this input
     ackq_t *acks;      // ZeroMQ: seqs to acknowledge, one queue per writer
     int nacks;
+    zbuf_t *zcur;      // ZeroMQ: the message records are being taken from
+    size_t zoff;       // next record's offset in it
+    uint32_t zrec;     // records taken from it
+    uint64_t zseq;     // its seq, acknowledged when all its records are taken
+    unsigned char zid[256]; // its writer
+    size_t zidlen;
     // the whole reader
     acct_t *acct;
     rd_stats_t stats;
@@ -331,10 +347,17 @@ static int open_input(rd_t *rd, char *err)
 }
 
 static void acks_flush(rd_t *rd);
+static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq);
 
 static void close_input(rd_t *rd)
 {
     if (rd->zsock) {
+        if (rd->zcur) {
+            // records the stage did not take (--head): acknowledged as dropped
+            ack_add(rd, rd->zid, rd->zidlen, rd->zseq);
+            zbuf_unref(rd->zcur);
+            rd->zcur = NULL;
+        }
         acks_flush(rd);
         // let the acknowledgements out: writers wait for them to close
         int linger = stop_level >= 2 ? 0 : 2000;
@@ -519,12 +542,11 @@ static void acks_flush(rd_t *rd)
         ack_send(rd, &rd->acks[i]);
 }
 
-static int ack_add(rd_t *rd, const zmq_msg_t *id, uint64_t seq)
+static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq)
 {
-    size_t n = zmq_msg_size(id);
     ackq_t *q = NULL;
     for (int i = 0; i < rd->nacks && !q; i++)
-        if (rd->acks[i].idlen == n && memcmp(rd->acks[i].id, zmq_msg_data((zmq_msg_t *)id), n) == 0)
+        if (rd->acks[i].idlen == n && memcmp(rd->acks[i].id, id, n) == 0)
             q = &rd->acks[i];
     if (!q) {
         if (n > sizeof q->id)
@@ -534,7 +556,7 @@ static int ack_add(rd_t *rd, const zmq_msg_t *id, uint64_t seq)
             return -1;
         rd->acks = a;
         q = &a[rd->nacks++];
-        memcpy(q->id, zmq_msg_data((zmq_msg_t *)id), n);
+        memcpy(q->id, id, n);
         q->idlen = n;
         q->n = 0;
     }
@@ -581,29 +603,92 @@ static void drain_parts(rd_t *rd, zmq_msg_t *last)
     }
 }
 
+/* The next record of the current message; 0 when it has none left (then it
+ * is acknowledged and released). */
+static int next_in_batch(rd_t *rd, rec_t **out, char *err)
+{
+    input_t *in = &rd->inputs[rd->cur];
+    zbuf_t *z = rd->zcur;
+    size_t size = zmq_msg_size(&z->m);
+    if (rd->zoff >= size) {
+        rd->zcur = NULL;
+        zbuf_unref(z);
+        if (ack_add(rd, rd->zid, rd->zidlen, rd->zseq)) {
+            snprintf(err, REC_ERR_LEN, "out of memory");
+            return -2;
+        }
+        return 0;
+    }
+    const char *p = (const char *)zmq_msg_data(&z->m) + rd->zoff;
+    char where[REC_ERR_LEN], msg[REC_ERR_LEN];
+#define ZMQ_WHERE()                                                                                                   \
+    snprintf(where, sizeof where, "%.200s: message %llu, record %u at byte %zu", in->name,                           \
+             (unsigned long long)rd->msgno, rd->zrec + 1, rd->zoff)
+    size_t need;
+    long long n = rec_scan(p, size - rd->zoff, &rd->o.limits, &need, msg);
+    if (n <= 0) {
+        // the rest of this message cannot be split into records
+        ZMQ_WHERE();
+        if (n == 0)
+            snprintf(msg, sizeof msg, "truncated record: %zu bytes, at least %zu needed", size - rd->zoff, need);
+        snprintf(err, REC_ERR_LEN, "%s: %s", where, msg);
+        rd->zoff = size;
+        rd->stats.bad++;
+        return -1;
+    }
+    rec_t *r;
+    int drc = rec_decode_scanned(p, (size_t)n, &rd->o.limits, &r, msg);
+    if (drc != 0)
+        ZMQ_WHERE();
+#undef ZMQ_WHERE
+    rd->zoff += (size_t)n;
+    rd->zrec++;
+    if (drc == -1) {
+        snprintf(err, REC_ERR_LEN, "%s: %s", where, msg);
+        rd->stats.bad++;
+        return -1;
+    }
+    __atomic_add_fetch(&z->refs, 1, __ATOMIC_RELAXED);
+    if (rec_adopt(r, zbuf_unref, z)) {
+        rec_destroy(&r);
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return -2;
+    }
+    if (drc == -2)
+        return schema_error(rd, r, where, out, msg, err);
+    return take(rd, r, out);
+}
+
 static int next_zmq(rd_t *rd, rec_t **out, char *err)
 {
     input_t *in = &rd->inputs[rd->cur];
     for (;;) {
+        if (rd->zcur) {
+            int rc = next_in_batch(rd, out, err);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
         if (rd->o.expect_ends > 0 && acct_complete(rd->acct, rd->o.expect_ends)) {
             acks_flush(rd);
             return 0;
         }
-        zmq_msg_t id, hdr, *m = malloc(sizeof *m);
-        if (!m) {
+        zmq_msg_t id, hdr;
+        zbuf_t *z = malloc(sizeof *z);
+        if (!z) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             return -2;
         }
+        z->refs = 1;
         zmq_msg_init(&id);
         zmq_msg_init(&hdr);
-        zmq_msg_init(m);
+        zmq_msg_init(&z->m);
         int rc = recv_frame(rd, &id, true);
         if (rc <= 0) {
             int e = errno;
             zmq_msg_close(&id);
             zmq_msg_close(&hdr);
-            zmq_msg_close(m);
-            free(m);
+            zbuf_unref(z);
             if (rc == 0 || stop_level > 0) {
                 rd->interrupted = true;
                 return 0;
@@ -612,60 +697,38 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
             return -2;
         }
         rd->msgno++;
-        char where[REC_ERR_LEN], msg[REC_ERR_LEN];
-#define ZMQ_WHERE() snprintf(where, sizeof where, "%.200s: message %llu", in->name, (unsigned long long)rd->msgno)
-        // [identity][seq][record]: anything else is not from a bagelpipe writer
+        // [identity][seq][records]: anything else is not from a bagelpipe writer
         zmq_msg_t *last = &id; // the last frame received, to drain the rest after
         bool ok = zmq_msg_more(&id) && recv_frame(rd, &hdr, false) == 1 && (last = &hdr, zmq_msg_size(&hdr) == 8) &&
-                  zmq_msg_more(&hdr) && recv_frame(rd, m, false) == 1 && (last = m, !zmq_msg_more(m));
+                  zmq_msg_more(&hdr) && recv_frame(rd, &z->m, false) == 1 && (last = &z->m, !zmq_msg_more(&z->m));
         uint64_t seq = 0;
-        if (zmq_msg_size(&hdr) == 8)
+        bool has_seq = zmq_msg_size(&hdr) == 8;
+        if (has_seq)
             for (int b = 7; b >= 0; b--)
                 seq = seq << 8 | ((unsigned char *)zmq_msg_data(&hdr))[b];
-        if (!ok) {
-            ZMQ_WHERE();
-            drain_parts(rd, last);
-            if (zmq_msg_size(&hdr) == 8 && ack_add(rd, &id, seq))
-                snprintf(err, REC_ERR_LEN, "out of memory");
-            else
-                snprintf(err, REC_ERR_LEN, "%s: expected the frames [seq][record] of a bagelpipe writer", where);
-            zmq_msg_close(&id);
-            zmq_msg_close(&hdr);
-            zmq_msg_close(m);
-            free(m);
-            rd->stats.bad++;
-            return -1;
-        }
-        // taken: acknowledged whatever it turns out to be
-        int arc = ack_add(rd, &id, seq);
+        size_t idlen = zmq_msg_size(&id);
+        bool id_ok = idlen <= sizeof rd->zid;
+        if (id_ok)
+            memcpy(rd->zid, zmq_msg_data(&id), idlen);
+        rd->zidlen = id_ok ? idlen : 0;
         zmq_msg_close(&id);
         zmq_msg_close(&hdr);
-        if (arc) {
-            zmq_msg_close(m);
-            free(m);
-            snprintf(err, REC_ERR_LEN, "out of memory");
-            return -2;
-        }
-        rec_t *r;
-        int drc = rec_decode(zmq_msg_data(m), zmq_msg_size(m), &rd->o.limits, &r, msg);
-        if (drc != 0)
-            ZMQ_WHERE();
-#undef ZMQ_WHERE
-        if (drc == -1) {
-            zmq_msg_close(m);
-            free(m);
-            snprintf(err, REC_ERR_LEN, "%s: %s", where, msg);
+        if (!ok || !id_ok) {
+            drain_parts(rd, last);
+            zbuf_unref(z);
             rd->stats.bad++;
+            if (id_ok && has_seq && ack_add(rd, rd->zid, rd->zidlen, seq)) {
+                snprintf(err, REC_ERR_LEN, "out of memory");
+                return -2;
+            }
+            snprintf(err, REC_ERR_LEN, "%.200s: message %llu: expected the frames [seq][records] of a bagelpipe writer",
+                     in->name, (unsigned long long)rd->msgno);
             return -1;
         }
-        if (rec_adopt(r, zmsg_release, m)) {
-            rec_destroy(&r);
-            snprintf(err, REC_ERR_LEN, "out of memory");
-            return -2;
-        }
-        if (drc == -2)
-            return schema_error(rd, r, where, out, msg, err);
-        return take(rd, r, out);
+        rd->zcur = z;
+        rd->zoff = 0;
+        rd->zrec = 0;
+        rd->zseq = seq;
     }
 }
 
@@ -732,7 +795,10 @@ struct wr {
     char tmp[4200];  // temporary name of a file output, renamed at close
     void *zsock;
     rec_enc_t *enc;
-    char *buf; // small records gathered for one write
+    // small records gathered for one write, or for one ZeroMQ message (sent
+    // when full, when the stage flushes before its reader waits, or 20 ms
+    // after its first record)
+    char *buf;
     size_t nbuf;
     uint64_t bytes;
     // ZeroMQ: records next_seq-1 down to low may be unacknowledged; acked[]
@@ -742,6 +808,7 @@ struct wr {
     uint64_t window;
     // a failed output stays failed: every later call reports the first error
     char failed[REC_ERR_LEN];
+    double buf_since; // ZeroMQ: when the first record went into buf
 };
 
 wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
@@ -768,7 +835,7 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
     switch (w->ep.kind) {
     case EP_ZMQ:
         w->window = (uint64_t)zwindow(&w->o);
-        if (!(w->acked = calloc(w->window, 1))) {
+        if (!(w->acked = calloc(w->window, 1)) || !(w->buf = malloc(WBUF_SIZE))) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             goto fail;
         }
@@ -840,13 +907,17 @@ static int write_all(wr_t *w, struct iovec *iov, int n, char *err)
     return 0;
 }
 
+static int zflush(wr_t *w, char *err);
+
 int wr_flush(wr_t *w, char *err)
 {
     if (w->failed[0]) {
         snprintf(err, REC_ERR_LEN, "%s", w->failed);
         return -1;
     }
-    if (w->zsock || w->nbuf == 0)
+    if (w->zsock)
+        return zflush(w, err);
+    if (w->nbuf == 0)
         return 0;
     struct iovec v = {w->buf, w->nbuf};
     w->nbuf = 0;
@@ -884,7 +955,16 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
     return 0;
 }
 
-static int put_zmq(wr_t *w, size_t size, char *err)
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Send one message [seq][bytes]: the gathered batch (from = NULL) or the
+ * record in the encoder. */
+static int send_zmq(wr_t *w, const char *from, size_t size, char *err)
 {
     while (w->next_seq - w->low >= w->window)
         if (take_acks(w, -1, err))
@@ -897,7 +977,10 @@ static int put_zmq(wr_t *w, size_t size, char *err)
         snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
         return -1;
     }
-    rec_enc_gather(w->enc, zmq_msg_data(&m));
+    if (from)
+        memcpy(zmq_msg_data(&m), from, size);
+    else
+        rec_enc_gather(w->enc, zmq_msg_data(&m));
     bool more = true;
     for (;;) {
         int rc = more ? zmq_send(w->zsock, hdr, sizeof hdr, ZMQ_SNDMORE) : zmq_msg_send(&m, w->zsock, 0);
@@ -918,6 +1001,32 @@ static int put_zmq(wr_t *w, size_t size, char *err)
     w->next_seq++;
     w->bytes += size;
     return take_acks(w, 0, err);
+}
+
+static int zflush(wr_t *w, char *err)
+{
+    if (w->nbuf == 0)
+        return 0;
+    size_t n = w->nbuf;
+    w->nbuf = 0;
+    return send_zmq(w, w->buf, n, err);
+}
+
+/* A record bigger than half a batch travels alone; smaller ones are gathered. */
+static int put_zmq(wr_t *w, size_t size, char *err)
+{
+    if (size > WBUF_SIZE / 2)
+        return zflush(w, err) ? -1 : send_zmq(w, NULL, size, err);
+    if (w->nbuf + size > WBUF_SIZE && zflush(w, err))
+        return -1;
+    double t = now_s();
+    if (w->nbuf == 0)
+        w->buf_since = t;
+    rec_enc_gather(w->enc, w->buf + w->nbuf);
+    w->nbuf += size;
+    if (t - w->buf_since > 0.020)
+        return zflush(w, err);
+    return 0;
 }
 
 int wr_put(wr_t *w, const rec_t *r, char *err)
