@@ -10,10 +10,11 @@
  * 3, keeping the fastest: on a small shared machine single runs vary by 2x):
  *
  *   framed  the real ipc API: the producer wr_put()s N samples and an end
- *           record and wr_close()s (on ZeroMQ only once the consumer says it
- *           has them all: see barrier_t); the consumer rd_next()s
- *           (expect_ends=1) until the stream is complete. Every record is
- *           decoded and validated by the reader, as in a stage.
+ *           record and wr_close()s (on ZeroMQ that waits until the reader
+ *           has acknowledged every record; small records travel in batches
+ *           of up to 64 KiB); the consumer rd_next()s (expect_ends=1) until
+ *           the stream is complete. Every record is decoded and validated by
+ *           the reader, as in a stage.
  *   raw     the same bytes with no framing: write()/read() on a pipe, in the
  *           write sizes the framed writer issues (stream.c gathers small
  *           records into 64 KiB writes and writes a large one whole), read
@@ -348,8 +349,6 @@ static int produce_framed(const workload_t *w, const char *spec, int go)
     rec_destroy(&end);
     if (rc)
         goto fail;
-    if (ep_is_zmq(spec))
-        barrier_wait(go);
     close(go);
     if (wr_close(&out, err))
         goto fail;
