@@ -138,7 +138,7 @@ test-gpu: all
 	@BUILD=$(BUILD) CUDA_ON=$(CUDA_ON) tests/gpu/run.sh
 
 asan:
-	$(MAKE) BUILD=build-asan SAN=1 CUDA=0 test
+	BAGEL_SANITIZED=1 $(MAKE) BUILD=build-asan SAN=1 CUDA=0 test
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_CFLAGS := -O1 -g -std=gnu11 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS))

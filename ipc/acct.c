@@ -123,7 +123,4 @@ int acct_add(acct_t *a, const rec_t *r)
 int acct_count(const acct_t *a) { return a->n; }
 const acct_entry_t *acct_entry(const acct_t *a, int i) { return i >= 0 && i < a->n ? &a->entries[i] : NULL; }
 
-bool acct_complete(const acct_t *a, int expect_ends)
-{
-    return a->complete == a->n && a->n >= expect_ends;
-}
+bool acct_complete(const acct_t *a, int expect_ends) { return a->complete == a->n && a->n >= expect_ends; }

@@ -13,10 +13,7 @@ static bool has_scheme(const char *s)
     return strncmp(s, "tcp://", 6) == 0 || strncmp(s, "ipc://", 6) == 0 || strncmp(s, "inproc://", 9) == 0;
 }
 
-bool ep_is_zmq(const char *spec)
-{
-    return spec[0] == '@' || spec[0] == '>' || has_scheme(spec);
-}
+bool ep_is_zmq(const char *spec) { return spec[0] == '@' || spec[0] == '>' || has_scheme(spec); }
 
 /* tcp://HOST:PORT — HOST may be *, a name, an IPv4 address, [IPv6] or
  * iface;host for a source interface; PORT 1-65535, or * (bind only: the

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define EP_MAX_ZMQ 16
+#define EP_MAX_ZMQ  16
 #define EP_ADDR_MAX 256
 
 typedef enum { EP_STDIO, EP_FILE, EP_ZMQ } ep_kind_t;
@@ -27,9 +27,9 @@ typedef struct {
 
 typedef struct {
     ep_kind_t kind;
-    char path[4096];      // EP_FILE: the path or glob as given
-    bool glob;            // EP_FILE: contains glob characters
-    int nzmq;             // EP_ZMQ: endpoints on the one socket
+    char path[4096]; // EP_FILE: the path or glob as given
+    bool glob;       // EP_FILE: contains glob characters
+    int nzmq;        // EP_ZMQ: endpoints on the one socket
     ep_zmq_t zmq[EP_MAX_ZMQ];
 } ep_t;
 

@@ -17,12 +17,11 @@ static const struct {
     const char *name;
     size_t size;
 } dtypes[REC_DTYPE_COUNT] = {
-    [REC_U8] = {"u8", 1}, [REC_I32] = {"i32", 4}, [REC_F16] = {"f16", 2},
+    [REC_U8] = {"u8", 1},     [REC_I32] = {"i32", 4}, [REC_F16] = {"f16", 2},
     [REC_BF16] = {"bf16", 2}, [REC_F32] = {"f32", 4},
 };
 
-static const char *type_names[REC_TYPE_COUNT] = {
-    [REC_SAMPLE] = "sample", [REC_REJECT] = "reject", [REC_END] = "end"};
+static const char *type_names[REC_TYPE_COUNT] = {[REC_SAMPLE] = "sample", [REC_REJECT] = "reject", [REC_END] = "end"};
 
 const char *rec_dtype_name(rec_dtype_t dt) { return dt < REC_DTYPE_COUNT ? dtypes[dt].name : "?"; }
 size_t rec_dtype_size(rec_dtype_t dt) { return dt < REC_DTYPE_COUNT ? dtypes[dt].size : 0; }
@@ -132,10 +131,7 @@ const msgpack_object *rec_map_get(const msgpack_object *map, const char *key)
 
 const msgpack_object *rec_get(const rec_t *r, const char *key) { return rec_map_get(&r->root, key); }
 
-bool rec_obj_is_str(const msgpack_object *o, const char *s)
-{
-    return o && key_is(o, s, strlen(s));
-}
+bool rec_obj_is_str(const msgpack_object *o, const char *s) { return o && key_is(o, s, strlen(s)); }
 
 bool rec_get_str(const msgpack_object *map, const char *key, char *buf, size_t bufsize)
 {
@@ -327,8 +323,7 @@ int rec_copy_obj(rec_t *r, const msgpack_object *src, msgpack_object *out)
         out->via.map.ptr = kv;
         return 0;
     }
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -427,7 +422,8 @@ int rec_tensor_get(const msgpack_object *o, rec_tensor_t *t, char *err)
     size_t es = rec_dtype_size(t->dtype);
     if (numel > UINT32_MAX || numel * es != data->via.bin.size) {
         snprintf(err, REC_ERR_LEN, "tensor: data is %u bytes, %s shape needs %llu", data->via.bin.size,
-                 rec_dtype_name(t->dtype), numel > UINT32_MAX ? (unsigned long long)numel : (unsigned long long)(numel * es));
+                 rec_dtype_name(t->dtype),
+                 numel > UINT32_MAX ? (unsigned long long)numel : (unsigned long long)(numel * es));
         return -1;
     }
     t->data = data->via.bin.ptr;
@@ -446,8 +442,7 @@ rec_t *rec_new_sample(const char *source, int64_t seq, int64_t epoch, const char
     snprintf(id, sizeof id, "%s#%lld", source, (long long)seq);
     if (rec_set(r, &r->root, "id", rec_str(r, id)) || rec_set(r, &r->root, "source", rec_str(r, source)) ||
         rec_set(r, &r->root, "seq", rec_int(seq)) || rec_set(r, &r->root, "epoch", rec_int(epoch)) ||
-        (task && rec_set(r, &r->root, "task", rec_str(r, task))) ||
-        rec_set(r, &r->root, "segments", rec_array()))
+        (task && rec_set(r, &r->root, "task", rec_str(r, task))) || rec_set(r, &r->root, "segments", rec_array()))
         rec_destroy(&r);
     return r;
 }
@@ -504,8 +499,7 @@ static void path_prepend(char *path, size_t plen, const char *text, size_t n)
  * tensor, depth bounded. A valid record formats nothing: on an error, the
  * failing node writes its message into err and its place into path, and each
  * level prepends its own key or index on the way back up. */
-static int check_tree(const msgpack_object *o, int depth, const rec_limits_t *lim, char *path, size_t plen,
-                      char *err)
+static int check_tree(const msgpack_object *o, int depth, const rec_limits_t *lim, char *path, size_t plen, char *err)
 {
     char step[256];
     if (depth > lim->max_depth) {
@@ -661,8 +655,6 @@ int rec_validate(const rec_t *r, const rec_limits_t *lim, char *err)
             nonneg(root, "count", err))
             return -1;
         return 0;
-    default:
-        snprintf(err, REC_ERR_LEN, "record: unknown type");
-        return -1;
+    default: snprintf(err, REC_ERR_LEN, "record: unknown type"); return -1;
     }
 }

@@ -19,8 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REC_ERR_LEN 256
-#define REC_VERSION 1
+#define REC_ERR_LEN  256
+#define REC_VERSION  1
 #define REC_MAX_DIMS 8
 
 typedef enum { REC_U8, REC_I32, REC_F16, REC_BF16, REC_F32, REC_DTYPE_COUNT } rec_dtype_t;

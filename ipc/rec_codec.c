@@ -44,10 +44,10 @@ long long rec_scan(const void *buf, size_t len, const rec_limits_t *lim, size_t 
             return 0;
         }
         unsigned b = p[pos];
-        size_t hdr = 1;      // type byte plus length field
-        uint64_t body = 0;   // bytes after the header
-        uint64_t count = 0;  // values inside, for containers
-        int lenbytes = 0;    // size of a length field to read
+        size_t hdr = 1;     // type byte plus length field
+        uint64_t body = 0;  // bytes after the header
+        uint64_t count = 0; // values inside, for containers
+        int lenbytes = 0;   // size of a length field to read
         int container = 0;
         if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
             // fixint, nil, bool
@@ -62,27 +62,34 @@ long long rec_scan(const void *buf, size_t len, const rec_limits_t *lim, size_t 
             return -1;
         } else {
             switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;                 // bin8, str8
-            case 0xc5: case 0xda: lenbytes = 2; break;                 // bin16, str16
-            case 0xc6: case 0xdb: lenbytes = 4; break;                 // bin32, str32
-            case 0xc7: lenbytes = 1, hdr += 1; break;                  // ext8 (+ type)
-            case 0xc8: lenbytes = 2, hdr += 1; break;                  // ext16
-            case 0xc9: lenbytes = 4, hdr += 1; break;                  // ext32
-            case 0xca: body = 4; break;                                // float32
-            case 0xcb: body = 8; break;                                // float64
-            case 0xcc: case 0xd0: body = 1; break;                     // (u)int8
-            case 0xcd: case 0xd1: body = 2; break;                     // (u)int16
-            case 0xce: case 0xd2: body = 4; break;                     // (u)int32
-            case 0xcf: case 0xd3: body = 8; break;                     // (u)int64
-            case 0xd4: body = 2; break;                                // fixext1 (type + 1)
+            case 0xc4:
+            case 0xd9: lenbytes = 1; break; // bin8, str8
+            case 0xc5:
+            case 0xda: lenbytes = 2; break; // bin16, str16
+            case 0xc6:
+            case 0xdb: lenbytes = 4; break;           // bin32, str32
+            case 0xc7: lenbytes = 1, hdr += 1; break; // ext8 (+ type)
+            case 0xc8: lenbytes = 2, hdr += 1; break; // ext16
+            case 0xc9: lenbytes = 4, hdr += 1; break; // ext32
+            case 0xca: body = 4; break;               // float32
+            case 0xcb: body = 8; break;               // float64
+            case 0xcc:
+            case 0xd0: body = 1; break; // (u)int8
+            case 0xcd:
+            case 0xd1: body = 2; break; // (u)int16
+            case 0xce:
+            case 0xd2: body = 4; break; // (u)int32
+            case 0xcf:
+            case 0xd3: body = 8; break; // (u)int64
+            case 0xd4: body = 2; break; // fixext1 (type + 1)
             case 0xd5: body = 3; break;
             case 0xd6: body = 5; break;
             case 0xd7: body = 9; break;
             case 0xd8: body = 17; break;
-            case 0xdc: lenbytes = 2, container = 1; break;             // array16
-            case 0xdd: lenbytes = 4, container = 1; break;             // array32
-            case 0xde: lenbytes = 2, container = 2; break;             // map16
-            case 0xdf: lenbytes = 4, container = 2; break;             // map32
+            case 0xdc: lenbytes = 2, container = 1; break; // array16
+            case 0xdd: lenbytes = 4, container = 1; break; // array32
+            case 0xde: lenbytes = 2, container = 2; break; // map16
+            case 0xdf: lenbytes = 4, container = 2; break; // map32
             }
             if (pos + 1 + (size_t)lenbytes > len) {
                 *need = pos + 1 + lenbytes;
@@ -98,8 +105,8 @@ long long rec_scan(const void *buf, size_t len, const rec_limits_t *lim, size_t 
             }
         }
         if (container && count > lim->max_items) {
-            snprintf(err, REC_ERR_LEN, "byte %zu: container of %llu values, limit %u", pos,
-                     (unsigned long long)count, lim->max_items);
+            snprintf(err, REC_ERR_LEN, "byte %zu: container of %llu values, limit %u", pos, (unsigned long long)count,
+                     lim->max_items);
             return -1;
         }
         if (++items > lim->max_items) {
@@ -197,13 +204,11 @@ int rec_decode_scanned(const void *buf, size_t len, const rec_limits_t *lim, rec
     r->type = type_of(&r->root, &known);
     if (!known) {
         const msgpack_object *t = rec_get(r, "type");
-        if (t && t->type == MSGPACK_OBJECT_STR)
-        {
+        if (t && t->type == MSGPACK_OBJECT_STR) {
             char shown[160];
             snprintf(err, REC_ERR_LEN, "\"type\": \"%s\", expected sample, reject or end",
                      rec_printable(shown, sizeof shown, t->via.str.ptr, t->via.str.size, 32));
-        }
-        else
+        } else
             snprintf(err, REC_ERR_LEN, "\"type\": %s, expected sample, reject or end", t ? "not a string" : "missing");
         return -2;
     }
@@ -218,7 +223,7 @@ struct rec_enc {
 };
 
 /* Byte arrays at least this long are referenced in the iovec, not copied. */
-#define ENC_REF_SIZE 4096
+#define ENC_REF_SIZE   4096
 #define ENC_CHUNK_SIZE 65536
 
 rec_enc_t *rec_enc_new(void)

@@ -230,10 +230,10 @@ struct rd {
     uint64_t msgno;    // messages taken from this input
     ackq_t *acks;      // ZeroMQ: seqs to acknowledge, one queue per writer
     int nacks;
-    zbuf_t *zcur;      // ZeroMQ: the message records are being taken from
-    size_t zoff;       // next record's offset in it
-    uint32_t zrec;     // records taken from it
-    uint64_t zseq;     // its seq, acknowledged when all its records are taken
+    zbuf_t *zcur;           // ZeroMQ: the message records are being taken from
+    size_t zoff;            // next record's offset in it
+    uint32_t zrec;          // records taken from it
+    uint64_t zseq;          // its seq, acknowledged when all its records are taken
     unsigned char zid[256]; // its writer
     size_t zidlen;
     // the whole reader
@@ -391,8 +391,7 @@ static int schema_error(rd_t *rd, rec_t *bad, const char *where, rec_t **out, ch
 {
     char id[256];
     bool named = rec_get_str(&bad->root, "id", id, sizeof id) && rec_get(bad, "source") &&
-                 rec_get(bad, "source")->type == MSGPACK_OBJECT_STR && rec_epoch(bad) >= 0 &&
-                 bad->type == REC_SAMPLE;
+                 rec_get(bad, "source")->type == MSGPACK_OBJECT_STR && rec_epoch(bad) >= 0 && bad->type == REC_SAMPLE;
     if (named) {
         rec_t *rj = rec_new_reject(bad, rd->o.stage, msg);
         rec_destroy(&bad);
@@ -435,8 +434,8 @@ static int next_fd(rd_t *rd, rec_t **out, char *err)
                           : 0;
         // where the record starts, named only on the error paths
         char where[REC_ERR_LEN];
-#define FD_WHERE()                                                                                                    \
-    snprintf(where, sizeof where, "%.200s: record %llu at byte %llu", in->name, (unsigned long long)rd->msgno + 1,    \
+#define FD_WHERE()                                                                                                     \
+    snprintf(where, sizeof where, "%.200s: record %llu at byte %llu", in->name, (unsigned long long)rd->msgno + 1,     \
              (unsigned long long)(rd->base + rd->start))
         if (n < 0) {
             // The structure is broken: the next record's start cannot be found.
@@ -621,8 +620,8 @@ static int next_in_batch(rd_t *rd, rec_t **out, char *err)
     }
     const char *p = (const char *)zmq_msg_data(&z->m) + rd->zoff;
     char where[REC_ERR_LEN], msg[REC_ERR_LEN];
-#define ZMQ_WHERE()                                                                                                   \
-    snprintf(where, sizeof where, "%.200s: message %llu, record %u at byte %zu", in->name,                           \
+#define ZMQ_WHERE()                                                                                                    \
+    snprintf(where, sizeof where, "%.200s: message %llu, record %u at byte %zu", in->name,                             \
              (unsigned long long)rd->msgno, rd->zrec + 1, rd->zoff)
     size_t need;
     long long n = rec_scan(p, size - rd->zoff, &rd->o.limits, &need, msg);
@@ -792,7 +791,7 @@ struct wr {
     char name[4096];
     int fd;
     bool own_fd;
-    char tmp[4200];  // temporary name of a file output, renamed at close
+    char tmp[4200]; // temporary name of a file output, renamed at close
     void *zsock;
     rec_enc_t *enc;
     // small records gathered for one write, or for one ZeroMQ message (sent
@@ -842,9 +841,7 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
         if (!(w->zsock = zsock_open(&w->ep, ZMQ_DEALER, &w->o, err)))
             goto fail;
         return w;
-    case EP_STDIO:
-        w->fd = 1;
-        break;
+    case EP_STDIO: w->fd = 1; break;
     case EP_FILE: {
         if (w->ep.glob) {
             snprintf(err, REC_ERR_LEN, "%s: an output file name cannot hold * ? or [", spec);

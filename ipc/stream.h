@@ -32,11 +32,11 @@
 
 typedef struct {
     rec_limits_t limits;
-    int hwm;          // ZeroMQ high-water mark in records, each direction (default 64)
-    int linger_ms;    // ZeroMQ: how long closing waits to deliver (-1: until delivered)
-    int expect_ends;  // reader: end after this many complete (source, epoch) streams; 0: at end of input only
+    int hwm;           // ZeroMQ high-water mark in records, each direction (default 64)
+    int linger_ms;     // ZeroMQ: how long closing waits to deliver (-1: until delivered)
+    int expect_ends;   // reader: end after this many complete (source, epoch) streams; 0: at end of input only
     const char *stage; // names the stage in rejects the reader makes
-    const char *curve_server_key; // ZeroMQ tcp: key file (see ipc/curve.h); none: plain
+    const char *curve_server_key;  // ZeroMQ tcp: key file (see ipc/curve.h); none: plain
     const char *curve_client_keys; // bind side: file of allowed client public keys
 } stream_opts_t;
 
@@ -50,9 +50,9 @@ typedef struct rd rd_t;
 typedef struct wr wr_t;
 
 typedef struct {
-    uint64_t records; // records returned
-    uint64_t bytes;   // encoded bytes of those records
-    uint64_t bad;     // messages skipped as unreadable
+    uint64_t records;      // records returned
+    uint64_t bytes;        // encoded bytes of those records
+    uint64_t bad;          // messages skipped as unreadable
     uint64_t made_rejects; // records returned as rejects because they broke the schema
 } rd_stats_t;
 

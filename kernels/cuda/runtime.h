@@ -45,17 +45,17 @@ extern "C" {
 #define CUDA_ENV_ERR_LEN 256
 
 typedef struct {
-    int driver, runtime;                // CUDA versions, 1000*major + 10*minor
-    int cublas;                         // runtime cuBLAS, 10000*major + 100*minor + patch
-    int cudnn_runtime, cudnn_compiled;  // 10000*major + 100*minor + patch
-    int nccl_runtime, nccl_compiled;    // NCCL_VERSION_CODE spelling
+    int driver, runtime;               // CUDA versions, 1000*major + 10*minor
+    int cublas;                        // runtime cuBLAS, 10000*major + 100*minor + patch
+    int cudnn_runtime, cudnn_compiled; // 10000*major + 100*minor + patch
+    int nccl_runtime, nccl_compiled;   // NCCL_VERSION_CODE spelling
     int device_count;
-    int device;                         // the probed device
-    char name[256];                     // e.g. "NVIDIA H100 80GB HBM3"
-    int cc_major, cc_minor;             // compute capability
-    size_t mem_total, mem_free;         // bytes, from cudaMemGetInfo
-    int sm_count;                       // streaming multiprocessors
-    char warn[256];                     // recorded, not fatal mismatches; "" when none
+    int device;                 // the probed device
+    char name[256];             // e.g. "NVIDIA H100 80GB HBM3"
+    int cc_major, cc_minor;     // compute capability
+    size_t mem_total, mem_free; // bytes, from cudaMemGetInfo
+    int sm_count;               // streaming multiprocessors
+    char warn[256];             // recorded, not fatal mismatches; "" when none
 } cuda_env_t;
 
 /* Fill *e for `device` and refuse a mismatch that matters (list above).

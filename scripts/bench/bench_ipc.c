@@ -55,16 +55,16 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define SMALL_TARGET 1024            // encoded bytes of a small record, at most
-#define LARGE_H 1024                 // the large record's "vae": u8 [H, W, 3]
-#define LARGE_W 1024
-#define SMALL_N 300000L              // records per measurement (--quick: / 10)
-#define LARGE_N 500L
+#define SMALL_TARGET 1024 // encoded bytes of a small record, at most
+#define LARGE_H      1024 // the large record's "vae": u8 [H, W, 3]
+#define LARGE_W      1024
+#define SMALL_N      300000L // records per measurement (--quick: / 10)
+#define LARGE_N      500L
 #define WRITER_BATCH ((size_t)64 << 10) // stream.c: small records gathered per write
 #define READER_CHUNK ((size_t)1 << 20)  // stream.c: the reader's read buffer
-#define GOAL_RATIO 0.70              // large: framed MB/s over raw MB/s
-#define GOAL_RECS 300000.0           // small: framed records/s
-#define WATCHDOG_S 120               // one measurement longer than this is a failure
+#define GOAL_RATIO   0.70               // large: framed MB/s over raw MB/s
+#define GOAL_RECS    300000.0           // small: framed records/s
+#define WATCHDOG_S   120                // one measurement longer than this is a failure
 /* Sample i carries "seq" SEQ_BASE + i: msgpack packs an integer in the fewest
  * bytes, and every seq from 2^16 to 2^32-1 takes five, so all N records of a
  * run encode to the same size. */
@@ -76,12 +76,12 @@ static const char *const transport_names[T_COUNT] = {"pipe", "zmq-ipc", "zmq-tcp
 /* One record size: the record the producer sends, and what the consumer
  * checks the last one against. */
 typedef struct {
-    const char *name;     // "1KiB", "3MiB"
+    const char *name; // "1KiB", "3MiB"
     bool large;
-    rec_t *rec;           // built before fork; the producer only changes "seq"
-    size_t wire;          // encoded bytes of rec
-    long n;               // records per measurement
-    uint64_t tensor_fnv;  // checksum of the tensor's data
+    rec_t *rec;          // built before fork; the producer only changes "seq"
+    size_t wire;         // encoded bytes of rec
+    long n;              // records per measurement
+    uint64_t tensor_fnv; // checksum of the tensor's data
 } workload_t;
 
 typedef struct {
@@ -149,7 +149,10 @@ static rec_t *large_record(const uint8_t *pixels, char *err)
     rec_t *r = rec_new_sample("bench", SEQ_BASE, 0, "t2i");
     if (!r)
         goto oom;
-    rec_tensor_t t = {.dtype = REC_U8, .ndim = 3, .shape = {LARGE_H, LARGE_W, 3}, .data = pixels,
+    rec_tensor_t t = {.dtype = REC_U8,
+                      .ndim = 3,
+                      .shape = {LARGE_H, LARGE_W, 3},
+                      .data = pixels,
                       .nbytes = (size_t)LARGE_H * LARGE_W * 3};
     msgpack_object seg = rec_map(), vae;
     if (rec_tensor_obj(r, &t, false, &vae, err)) {
@@ -425,10 +428,10 @@ out:
 typedef struct {
     bool raw;
     const workload_t *w;
-    const char *spec;  // framed: the output endpoint
-    const char *addr;  // raw ZeroMQ: the address to connect
-    int data_fd;       // pipe runs: the write end (framed: moved onto fd 1)
-    int close_fd;      // a descriptor the child must not keep (the read end)
+    const char *spec; // framed: the output endpoint
+    const char *addr; // raw ZeroMQ: the address to connect
+    int data_fd;      // pipe runs: the write end (framed: moved onto fd 1)
+    int close_fd;     // a descriptor the child must not keep (the read end)
     int go[2];
 } producer_t;
 
@@ -606,8 +609,8 @@ static int run_framed(transport_t tr, const workload_t *w, int seq, timing_t *ou
         else if (k == 0 && got != w->n)
             snprintf(err, REC_ERR_LEN, "%ld samples arrived, %ld sent", got, w->n);
         else if (k == 0 && rd_stats(rd).records != (uint64_t)w->n + 1)
-            snprintf(err, REC_ERR_LEN, "%llu records arrived, %ld sent",
-                     (unsigned long long)rd_stats(rd).records, w->n + 1);
+            snprintf(err, REC_ERR_LEN, "%llu records arrived, %ld sent", (unsigned long long)rd_stats(rd).records,
+                     w->n + 1);
         else if (k == 0 && !rd_interrupted(rd))
             rc = 0;
         rd_close(&rd);
@@ -793,12 +796,12 @@ static int write_json(const char *path, const result_t *res, int nres, bool quic
         const result_t *r = &res[i];
         char goal[64];
         goal_text(r, goal, sizeof goal);
-        json_array_append_new(
-            rows, json_pack("{s:s,s:s,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:s,s:b}", "transport", transport_names[r->t],
-                            "record", r->w->name, "record_bytes", (json_int_t)r->w->wire, "n", (json_int_t)r->w->n,
-                            "framed_s", r->framed.secs, "framed_rec_s", rec_s(&r->framed, r->w->n), "framed_mb_s",
-                            mb_s(&r->framed), "raw_s", r->raw.secs, "raw_mb_s", mb_s(&r->raw), "ratio", ratio(r),
-                            "goal", goal, "goal_met", goal_met(r)));
+        json_array_append_new(rows, json_pack("{s:s,s:s,s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:s,s:b}", "transport",
+                                              transport_names[r->t], "record", r->w->name, "record_bytes",
+                                              (json_int_t)r->w->wire, "n", (json_int_t)r->w->n, "framed_s",
+                                              r->framed.secs, "framed_rec_s", rec_s(&r->framed, r->w->n), "framed_mb_s",
+                                              mb_s(&r->framed), "raw_s", r->raw.secs, "raw_mb_s", mb_s(&r->raw),
+                                              "ratio", ratio(r), "goal", goal, "goal_met", goal_met(r)));
     }
     json_t *doc = json_pack("{s:s,s:s,s:I,s:s,s:b,s:i,s:s,s:o}", "benchmark", "bench-ipc", "date", date, "nproc",
                             (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "kernel", u.release, "quick", quick, "repeat",

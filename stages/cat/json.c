@@ -153,7 +153,10 @@ static int unhex(rec_t *r, const char *s, size_t n, msgpack_object *o, char *err
         unsigned v = 0;
         for (int k = 0; k < 2; k++) {
             char c = s[2 * i + (size_t)k];
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
             if (d < 0) {
                 snprintf(err, REC_ERR_LEN, "$bin: '%c' is not a hex digit", c);
                 return -1;
@@ -215,8 +218,7 @@ static int tensor_from_json(rec_t *r, const json_t *j, const char *path, msgpack
         }
     }
     if (!json_is_array(data)) {
-        snprintf(err, REC_ERR_LEN, "%s.data: expected an array of numbers (bagel-cat --full shows tensors so)",
-                 path);
+        snprintf(err, REC_ERR_LEN, "%s.data: expected an array of numbers (bagel-cat --full shows tensors so)", path);
         return -1;
     }
     if (json_array_size(data) != numel) {

@@ -74,6 +74,12 @@ static json_t *summary(const acct_t *a, const counts_t *c, bool *ok)
 
 /* Before the reader waits: flush. A failed output is reported by the next
  * wr_put or wr_close, which stop the loop. */
+static int fail(const char *err)
+{
+    log_error("%s", err);
+    return EXIT_FATAL;
+}
+
 static void flush_out(void *w)
 {
     char err[REC_ERR_LEN];
@@ -81,8 +87,7 @@ static void flush_out(void *w)
 }
 
 /* JSON lines in, records out. Returns the number of bad lines, -1 if fatal. */
-static long long encode(stage_t *st, wr_t *w, acct_t *acct, counts_t *c, long long head, progress_t *prog,
-                        char *err)
+static long long encode(stage_t *st, wr_t *w, acct_t *acct, counts_t *c, long long head, progress_t *prog, char *err)
 {
     static const char *const dash[] = {"-"};
     const char *const *files = st->ninputs ? st->inputs : dash;
@@ -191,36 +196,34 @@ int main(int argc, char **argv)
 
     counts_t cnt = {0};
     wr_t *w = NULL;
-    if (emit && mode != MODE_JSON && !(w = wr_open(st.output, &st.so, err))) {
-        log_error("%s", err);
-        return EXIT_FATAL;
-    }
     // JSON on stdout is for reading: no progress lines beside it
     progress_t *prog = progress_new(mode == MODE_JSON ? PROGRESS_OFF : st.progress);
     int status = EXIT_OK;
     acct_t *enc_acct = NULL;
-    const acct_t *acct;
+    const acct_t *acct = NULL;
     rd_t *rd = NULL;
+    if (emit && mode != MODE_JSON && !(w = wr_open(st.output, &st.so, err))) {
+        status = fail(err);
+        goto done;
+    }
     if (mode == MODE_ENCODE) {
         enc_acct = acct_new();
         if (!w && !(w = wr_open("/dev/null", &st.so, err))) {
-            log_error("%s", err);
-            return EXIT_FATAL;
+            status = fail(err);
+            goto done;
         }
         long long bad = encode(&st, w, enc_acct, &cnt, head, prog, err);
         if (bad < 0) {
-            log_error("%s", err);
-            wr_abort(&w);
-            return EXIT_FATAL;
+            status = fail(err);
+            goto done;
         }
         if (bad && st.strict)
             status = EXIT_CHECK;
         acct = enc_acct;
     } else {
         if (!(rd = rd_open(st.inputs, st.ninputs, &st.so, err))) {
-            log_error("%s", err);
-            wr_abort(&w);
-            return EXIT_FATAL;
+            status = fail(err);
+            goto done;
         }
         if (w)
             rd_set_idle(rd, flush_out, w);
@@ -268,7 +271,7 @@ int main(int argc, char **argv)
         }
         acct = rd_acct(rd);
     }
-    if (count || check) {
+    if (status != EXIT_FATAL && (count || check)) {
         bool ok;
         json_t *j = summary(acct, &cnt, &ok);
         if (write_json(j, err)) {
@@ -293,6 +296,7 @@ int main(int argc, char **argv)
         log_error("stdout: %s", strerror(errno));
         status = EXIT_FATAL;
     }
+done:
     // a failed run leaves no partial output file behind
     if (status == EXIT_FATAL)
         wr_abort(&w);

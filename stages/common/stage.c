@@ -89,9 +89,7 @@ int stage_option(stage_t *s, int c, const char *arg, const char *help_text)
         }
         s->inputs[s->ninputs++] = arg;
         return 1;
-    case OPT_OUT:
-        s->output = arg;
-        return 1;
+    case OPT_OUT: s->output = arg; return 1;
     case OPT_QUIET:
         log_set_quiet(true);
         s->progress = PROGRESS_OFF;
@@ -100,9 +98,7 @@ int stage_option(stage_t *s, int c, const char *arg, const char *help_text)
         fputs(help_text, stdout);
         fputs(stage_common_help, stdout);
         exit(EXIT_OK);
-    case OPT_VERSION:
-        printf("%s %s\n", s->name, BAGEL_VERSION);
-        exit(EXIT_OK);
+    case OPT_VERSION: printf("%s %s\n", s->name, BAGEL_VERSION); exit(EXIT_OK);
     case OPT_HWM:
         if (stage_parse_size("hwm", arg, &v) || v < 1 || v > 1000000) {
             log_error("--hwm: expected 1 to 1000000 records");
@@ -124,9 +120,7 @@ int stage_option(stage_t *s, int c, const char *arg, const char *help_text)
         }
         s->so.expect_ends = (int)v;
         return 1;
-    case OPT_STRICT:
-        s->strict = true;
-        return 1;
+    case OPT_STRICT: s->strict = true; return 1;
     case OPT_PROGRESS:
         if (strcmp(arg, "on") == 0)
             s->progress = PROGRESS_ON;
@@ -137,19 +131,14 @@ int stage_option(stage_t *s, int c, const char *arg, const char *help_text)
             usage_fail();
         }
         return 1;
-    case OPT_CURVE_SERVER:
-        s->so.curve_server_key = arg;
-        return 1;
-    case OPT_CURVE_CLIENTS:
-        s->so.curve_client_keys = arg;
-        return 1;
+    case OPT_CURVE_SERVER: s->so.curve_server_key = arg; return 1;
+    case OPT_CURVE_CLIENTS: s->so.curve_client_keys = arg; return 1;
     case '?':
     case ':':
         log_error("see --help");
         usage_fail();
         return 1;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 

@@ -17,7 +17,7 @@
 #include <getopt.h>
 #include <stdbool.h>
 
-#define EXIT_OK 0
+#define EXIT_OK    0
 #define EXIT_CHECK 1
 #define EXIT_USAGE 2
 #define EXIT_FATAL 3
@@ -50,15 +50,17 @@ enum {
     OPT_CURVE_CLIENTS,
 };
 
-#define STAGE_LONGOPTS                                                                                      \
-    {"in", required_argument, 0, OPT_IN}, {"out", required_argument, 0, OPT_OUT},                           \
-        {"quiet", no_argument, 0, OPT_QUIET}, {"help", no_argument, 0, OPT_HELP},                            \
-        {"version", no_argument, 0, OPT_VERSION}, {"hwm", required_argument, 0, OPT_HWM},                    \
-        {"max-record-size", required_argument, 0, OPT_MAX_RECORD},                                          \
-        {"expect-ends", required_argument, 0, OPT_EXPECT_ENDS}, {"strict", no_argument, 0, OPT_STRICT},      \
-        {"progress", required_argument, 0, OPT_PROGRESS},                                                   \
-        {"curve-server-key", required_argument, 0, OPT_CURVE_SERVER},                                       \
-        {"curve-client-keys", required_argument, 0, OPT_CURVE_CLIENTS}
+#define STAGE_LONGOPTS                                                                                                 \
+    {"in", required_argument, 0, OPT_IN}, {"out", required_argument, 0, OPT_OUT},                                      \
+        {"quiet", no_argument, 0, OPT_QUIET}, {"help", no_argument, 0, OPT_HELP},                                      \
+        {"version", no_argument, 0, OPT_VERSION}, {"hwm", required_argument, 0, OPT_HWM},                              \
+        {"max-record-size", required_argument, 0, OPT_MAX_RECORD},                                                     \
+        {"expect-ends", required_argument, 0, OPT_EXPECT_ENDS}, {"strict", no_argument, 0, OPT_STRICT},                \
+        {"progress", required_argument, 0, OPT_PROGRESS},                                                              \
+        {"curve-server-key", required_argument, 0, OPT_CURVE_SERVER},                                                  \
+    {                                                                                                                  \
+        "curve-client-keys", required_argument, 0, OPT_CURVE_CLIENTS                                                   \
+    }
 
 #define STAGE_SHORTOPTS "i:o:qh"
 

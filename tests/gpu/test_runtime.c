@@ -20,7 +20,8 @@
 #define ERR_LEN 256
 
 static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char *err, const char *fmt, ...) {
+static void set_err(char *err, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, ERR_LEN, fmt, ap);
@@ -29,53 +30,55 @@ static void set_err(char *err, const char *fmt, ...) {
 
 /* Each check leaves "file:line: call: message" in err and jumps to the
  * function's `out:` label, where whatever was made is released. */
-#define CUDA_CHECK(call)                                                                       \
-    do {                                                                                       \
-        cudaError_t rc_ = (call);                                                              \
-        if (rc_ != cudaSuccess) {                                                              \
-            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(rc_)); \
-            goto out;                                                                          \
-        }                                                                                      \
+#define CUDA_CHECK(call)                                                                                               \
+    do {                                                                                                               \
+        cudaError_t rc_ = (call);                                                                                      \
+        if (rc_ != cudaSuccess) {                                                                                      \
+            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(rc_));                         \
+            goto out;                                                                                                  \
+        }                                                                                                              \
     } while (0)
-#define CUBLAS_CHECK(call)                                                                        \
-    do {                                                                                          \
-        cublasStatus_t rc_ = (call);                                                              \
-        if (rc_ != CUBLAS_STATUS_SUCCESS) {                                                       \
-            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cublasGetStatusString(rc_)); \
-            goto out;                                                                             \
-        }                                                                                         \
+#define CUBLAS_CHECK(call)                                                                                             \
+    do {                                                                                                               \
+        cublasStatus_t rc_ = (call);                                                                                   \
+        if (rc_ != CUBLAS_STATUS_SUCCESS) {                                                                            \
+            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cublasGetStatusString(rc_));                      \
+            goto out;                                                                                                  \
+        }                                                                                                              \
     } while (0)
-#define CUDNN_CHECK(call)                                                                        \
-    do {                                                                                         \
-        cudnnStatus_t rc_ = (call);                                                              \
-        if (rc_ != CUDNN_STATUS_SUCCESS) {                                                       \
-            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudnnGetErrorString(rc_)); \
-            goto out;                                                                            \
-        }                                                                                        \
+#define CUDNN_CHECK(call)                                                                                              \
+    do {                                                                                                               \
+        cudnnStatus_t rc_ = (call);                                                                                    \
+        if (rc_ != CUDNN_STATUS_SUCCESS) {                                                                             \
+            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudnnGetErrorString(rc_));                        \
+            goto out;                                                                                                  \
+        }                                                                                                              \
     } while (0)
-#define NCCL_CHECK(call)                                                                       \
-    do {                                                                                       \
-        ncclResult_t rc_ = (call);                                                             \
-        if (rc_ != ncclSuccess) {                                                              \
-            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, ncclGetErrorString(rc_)); \
-            goto out;                                                                          \
-        }                                                                                      \
+#define NCCL_CHECK(call)                                                                                               \
+    do {                                                                                                               \
+        ncclResult_t rc_ = (call);                                                                                     \
+        if (rc_ != ncclSuccess) {                                                                                      \
+            set_err(err, "%s:%d: %s: %s", __FILE__, __LINE__, #call, ncclGetErrorString(rc_));                         \
+            goto out;                                                                                                  \
+        }                                                                                                              \
     } while (0)
-#define FAIL(...)                    \
-    do {                             \
-        set_err(err, __VA_ARGS__);   \
-        goto out;                    \
+#define FAIL(...)                                                                                                      \
+    do {                                                                                                               \
+        set_err(err, __VA_ARGS__);                                                                                     \
+        goto out;                                                                                                      \
     } while (0)
 
 /* Deterministic values in [-1, 1). */
-static float next_uniform(unsigned long long *s) {
+static float next_uniform(unsigned long long *s)
+{
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
     return (float)((double)(*s >> 40) / (double)(1ULL << 24) * 2.0 - 1.0);
 }
 
 /* C = A B for column-major (M, K) A and (K, N) B, as cuBLAS sees them;
  * compared with a double-precision CPU loop by relative Frobenius error. */
-static int test_sgemm(char *desc, char *err) {
+static int test_sgemm(char *desc, char *err)
+{
     enum { M = 256, N = 256, K = 256 };
     const double tol = 1e-4;
     int ret = -1;
@@ -85,11 +88,14 @@ static int test_sgemm(char *desc, char *err) {
     float *da = NULL, *db = NULL, *dc = NULL;
     cublasHandle_t h = NULL;
     snprintf(desc, ERR_LEN, "cuBLAS SGEMM %dx%dx%d matches a CPU loop", M, N, K);
-    if (!a || !b || !c) FAIL("out of memory");
+    if (!a || !b || !c)
+        FAIL("out of memory");
 
     unsigned long long seed = 1234;
-    for (int i = 0; i < M * K; i++) a[i] = next_uniform(&seed);
-    for (int i = 0; i < K * N; i++) b[i] = next_uniform(&seed);
+    for (int i = 0; i < M * K; i++)
+        a[i] = next_uniform(&seed);
+    for (int i = 0; i < K * N; i++)
+        b[i] = next_uniform(&seed);
 
     CUDA_CHECK(cudaMalloc((void **)&da, sizeof(float) * M * K));
     CUDA_CHECK(cudaMalloc((void **)&db, sizeof(float) * K * N));
@@ -107,17 +113,20 @@ static int test_sgemm(char *desc, char *err) {
     for (int j = 0; j < N; j++)
         for (int i = 0; i < M; i++) {
             double ref = 0;
-            for (int k = 0; k < K; k++) ref += (double)a[i + k * M] * (double)b[k + j * K];
+            for (int k = 0; k < K; k++)
+                ref += (double)a[i + k * M] * (double)b[k + j * K];
             double d = (double)c[i + j * M] - ref;
             diff2 += d * d;
             ref2 += ref * ref;
         }
     double rel = sqrt(diff2 / ref2);
     snprintf(desc, ERR_LEN, "cuBLAS SGEMM %dx%dx%d matches a CPU loop (rel err %.2e < %.0e)", M, N, K, rel, tol);
-    if (!(rel < tol)) FAIL("relative error %.3e, expected below %.0e", rel, tol);
+    if (!(rel < tol))
+        FAIL("relative error %.3e, expected below %.0e", rel, tol);
     ret = 0;
 out:
-    if (h) cublasDestroy(h);
+    if (h)
+        cublasDestroy(h);
     cudaFree(da);
     cudaFree(db);
     cudaFree(dc);
@@ -127,7 +136,8 @@ out:
     return ret;
 }
 
-static int test_cudnn(char *desc, char *err) {
+static int test_cudnn(char *desc, char *err)
+{
     int ret = -1;
     cudnnHandle_t h = NULL;
     cudaStream_t s = NULL, got = NULL;
@@ -136,18 +146,22 @@ static int test_cudnn(char *desc, char *err) {
     CUDNN_CHECK(cudnnCreate(&h));
     CUDNN_CHECK(cudnnSetStream(h, s));
     CUDNN_CHECK(cudnnGetStream(h, &got));
-    if (got != s) FAIL("cudnnGetStream gave another stream than was set");
+    if (got != s)
+        FAIL("cudnnGetStream gave another stream than was set");
     CUDNN_CHECK(cudnnDestroy(h));
     h = NULL;
     ret = 0;
 out:
-    if (h) cudnnDestroy(h);
-    if (s) cudaStreamDestroy(s);
+    if (h)
+        cudnnDestroy(h);
+    if (s)
+        cudaStreamDestroy(s);
     return ret;
 }
 
 /* One rank's all-reduce sum is its own input: proves NCCL's kernels run. */
-static int test_nccl(char *desc, char *err) {
+static int test_nccl(char *desc, char *err)
+{
     enum { COUNT = 4096 };
     int ret = -1, dev = 0, ranks = 0;
     ncclComm_t comm = NULL;
@@ -155,8 +169,10 @@ static int test_nccl(char *desc, char *err) {
     float *host = malloc(sizeof(float) * COUNT), *back = malloc(sizeof(float) * COUNT);
     float *send = NULL, *recv = NULL; // (COUNT) f32
     snprintf(desc, ERR_LEN, "NCCL single-rank init and all-reduce of %d floats", COUNT);
-    if (!host || !back) FAIL("out of memory");
-    for (int i = 0; i < COUNT; i++) host[i] = (float)i * 0.5f;
+    if (!host || !back)
+        FAIL("out of memory");
+    for (int i = 0; i < COUNT; i++)
+        host[i] = (float)i * 0.5f;
 
     CUDA_CHECK(cudaSetDevice(dev));
     CUDA_CHECK(cudaStreamCreate(&s));
@@ -166,18 +182,22 @@ static int test_nccl(char *desc, char *err) {
     CUDA_CHECK(cudaMemset(recv, 0, sizeof(float) * COUNT));
     NCCL_CHECK(ncclCommInitAll(&comm, 1, &dev));
     NCCL_CHECK(ncclCommCount(comm, &ranks));
-    if (ranks != 1) FAIL("ncclCommCount gave %d ranks, expected 1", ranks);
+    if (ranks != 1)
+        FAIL("ncclCommCount gave %d ranks, expected 1", ranks);
     NCCL_CHECK(ncclAllReduce(send, recv, COUNT, ncclFloat, ncclSum, comm, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
     CUDA_CHECK(cudaMemcpy(back, recv, sizeof(float) * COUNT, cudaMemcpyDeviceToHost));
     for (int i = 0; i < COUNT; i++)
-        if (back[i] != host[i]) FAIL("element %d is %g after the all-reduce, expected %g", i, back[i], host[i]);
+        if (back[i] != host[i])
+            FAIL("element %d is %g after the all-reduce, expected %g", i, back[i], host[i]);
     ret = 0;
 out:
-    if (comm) ncclCommDestroy(comm);
+    if (comm)
+        ncclCommDestroy(comm);
     cudaFree(send);
     cudaFree(recv);
-    if (s) cudaStreamDestroy(s);
+    if (s)
+        cudaStreamDestroy(s);
     free(host);
     free(back);
     return ret;
@@ -185,7 +205,8 @@ out:
 
 static int failed;
 
-static void report(int n, int rc, const char *desc, const char *err) {
+static void report(int n, int rc, const char *desc, const char *err)
+{
     printf("%s %d - %s\n", rc == 0 ? "ok" : "not ok", n, desc);
     if (rc != 0) {
         printf("#   %s\n", err);
@@ -193,7 +214,8 @@ static void report(int n, int rc, const char *desc, const char *err) {
     }
 }
 
-int main(void) {
+int main(void)
+{
     char err[ERR_LEN] = "", line[1024];
     cuda_env_t env;
 
@@ -218,7 +240,8 @@ int main(void) {
     printf("# %s\n", line);
     report(1, rc, "cuda_env_probe accepts device 0", err);
     if (rc != 0) {
-        for (int n = 2; n <= TESTS; n++) printf("ok %d - # SKIP the environment probe failed\n", n);
+        for (int n = 2; n <= TESTS; n++)
+            printf("ok %d - # SKIP the environment probe failed\n", n);
     } else {
         char desc[ERR_LEN];
         err[0] = '\0';
@@ -231,6 +254,7 @@ int main(void) {
         rc = test_nccl(desc, err);
         report(4, rc, desc, err);
     }
-    if (fflush(stdout) != 0) return 1;
+    if (fflush(stdout) != 0)
+        return 1;
     return failed ? 1 : 0;
 }

@@ -27,7 +27,9 @@ int main(int argc, char **argv)
         case 'f': first = atoll(optarg); break;
         case 'E': end = 0; break;
         case 'o': out = optarg; break;
-        default: fprintf(stderr, "usage: gen-records [-n N] [-b BYTES] [-s SOURCE] [-f FIRST] [-E] [-o EP]\n"); return 2;
+        default:
+            fprintf(stderr, "usage: gen-records [-n N] [-b BYTES] [-s SOURCE] [-f FIRST] [-E] [-o EP]\n");
+            return 2;
         }
     }
     char err[REC_ERR_LEN];
@@ -53,7 +55,8 @@ int main(int argc, char **argv)
         rec_set(r, &img, "gen", rec_bool(true));
         if (bytes) {
             px[0] = (unsigned char)i;
-            rec_tensor_t t = {.dtype = REC_U8, .ndim = 3, .shape = {1, (int64_t)bytes / 3, 3}, .data = px, .nbytes = bytes};
+            rec_tensor_t t = {
+                .dtype = REC_U8, .ndim = 3, .shape = {1, (int64_t)bytes / 3, 3}, .data = px, .nbytes = bytes};
             msgpack_object to;
             if (rec_tensor_obj(r, &t, false, &to, err) == 0)
                 rec_set(r, &img, "vae", to);

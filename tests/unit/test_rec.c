@@ -29,10 +29,7 @@ static void mp_init(mp_t *m)
     msgpack_packer_init(&m->pk, &m->sb, msgpack_sbuffer_write);
 }
 
-static void mp_str(mp_t *m, const char *s)
-{
-    msgpack_pack_str_with_body(&m->pk, s, strlen(s));
-}
+static void mp_str(mp_t *m, const char *s) { msgpack_pack_str_with_body(&m->pk, s, strlen(s)); }
 
 static void mp_kv_str(mp_t *m, const char *k, const char *v)
 {
@@ -122,10 +119,7 @@ static void encode_to(const rec_t *r, msgpack_sbuffer *out)
 }
 
 /* decode `m`, expect status `want`; return the error text */
-static int decode(const mp_t *m, rec_t **r, char *err)
-{
-    return rec_decode(m->sb.data, m->sb.size, NULL, r, err);
-}
+static int decode(const mp_t *m, rec_t **r, char *err) { return rec_decode(m->sb.data, m->sb.size, NULL, r, err); }
 
 /* ---- round trips ---- */
 
@@ -469,7 +463,8 @@ static void test_half_conversions(void **state)
     u = 0x3f818000; // halfway, odd below: rounds up
     memcpy(&f, &u, 4);
     assert_int_equal(half_f32_to_bf16(f), 0x3f82);
-    assert_true(half_bf16_to_f32(half_f32_to_bf16(__builtin_nanf(""))) != half_bf16_to_f32(half_f32_to_bf16(__builtin_nanf(""))));
+    assert_true(half_bf16_to_f32(half_f32_to_bf16(__builtin_nanf(""))) !=
+                half_bf16_to_f32(half_f32_to_bf16(__builtin_nanf(""))));
     // f16: 65504 is the largest finite, 2^-24 the smallest subnormal
     assert_int_equal(half_f32_to_f16(65504.0f), 0x7bff);
     assert_int_equal(half_f32_to_f16(5.9604645e-8f), 0x0001);

@@ -394,7 +394,7 @@ static void test_zmq_bad_messages(void **state)
     rec_t *r;
     void *ctx = zmq_ctx_new(), *dealer = zmq_socket(ctx, ZMQ_DEALER);
     assert_int_equal(zmq_connect(dealer, ep + 1), 0);
-    zmq_send(dealer, "\x80", 1, 0);         // no seq frame
+    zmq_send(dealer, "\x80", 1, 0);          // no seq frame
     send_seq(dealer, 1, "\x81\xa1x\xc1", 4); // not msgpack
     rec_t *s = sample_with_pixels("z", 0, 30), *e = rec_new_end("z", 0, 2), *good = sample_with_pixels("z", 1, 30);
     msgpack_object *segs = rec_map_getw(&s->root, "segments");
@@ -453,14 +453,10 @@ static void test_zmq_bad_messages(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_endpoint_parse),
-        cmocka_unit_test(test_acct_out_of_order),
-        cmocka_unit_test(test_acct_many_sources),
-        cmocka_unit_test(test_file_roundtrip_and_atomic_rename),
-        cmocka_unit_test(test_bad_records_in_files),
-        cmocka_unit_test(test_truncated_file),
-        cmocka_unit_test(test_open_errors),
-        cmocka_unit_test(test_zmq_inproc),
+        cmocka_unit_test(test_endpoint_parse),       cmocka_unit_test(test_acct_out_of_order),
+        cmocka_unit_test(test_acct_many_sources),    cmocka_unit_test(test_file_roundtrip_and_atomic_rename),
+        cmocka_unit_test(test_bad_records_in_files), cmocka_unit_test(test_truncated_file),
+        cmocka_unit_test(test_open_errors),          cmocka_unit_test(test_zmq_inproc),
         cmocka_unit_test(test_zmq_bad_messages),
     };
     return cmocka_run_group_tests_name("stream", tests, setup, teardown);
