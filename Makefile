@@ -19,7 +19,7 @@ VERSION := $(shell cat VERSION)
 
 # ---- dependencies, found with pkg-config; each missing one named with the
 # Debian package that provides it
-DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev
+DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev vips:libvips-dev
 DEPS_TEST := cmocka:libcmocka-dev
 
 pc_missing = $(strip $(foreach d,$(1),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(d))) && echo y),,$(word 2,$(subst :, ,$(d))))))
@@ -27,7 +27,7 @@ MISSING_BUILD := $(call pc_missing,$(DEPS_BUILD))
 ifneq ($(MISSING_BUILD),)
 $(error missing libraries: apt-get install $(MISSING_BUILD) (or run scripts/install-deps.sh))
 endif
-PKGS := libzmq msgpack jansson
+PKGS := libzmq msgpack jansson vips
 
 WERROR ?= $(if $(CI),1,0)
 SAN ?= 0
@@ -41,6 +41,8 @@ ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+# each binary keeps only the libraries it uses
+LDFLAGS += -Wl,--as-needed
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
 # ---- CUDA: auto builds the CUDA backend when nvcc is found
@@ -64,14 +66,16 @@ comma := ,
 # ---- sources
 IPC_SRC := $(wildcard ipc/*.c)
 STAGE_COMMON_SRC := $(wildcard stages/common/*.c)
-CAT_SRC := $(wildcard stages/cat/*.c)
+# every folder under stages/ but common/ is one executable, bagel-<folder>
+STAGE_NAMES := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard stages/*/))))
+STAGE_LIB_SRC := $(filter-out %/main.c,$(foreach n,$(STAGE_NAMES),$(wildcard stages/$(n)/*.c)))
 CUDA_SRC := $(wildcard kernels/cuda/*.cu)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_IPC := $(BUILD)/lib/libbagelipc.a
 LIB_STAGE := $(BUILD)/lib/libbagelstage.a
 LIB_CUDA := $(BUILD)/lib/libbagelcuda.a
-BINS := $(BUILD)/bin/bagel-cat
+BINS := $(patsubst %,$(BUILD)/bin/bagel-%,$(STAGE_NAMES))
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -80,7 +84,7 @@ GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/
 TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tests/tools/gen-records
 
 .SECONDARY:
-.PHONY: all test test-gpu asan fuzz bench bench-ipc demo clean tests-build
+.PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read demo clean tests-build
 .DEFAULT_GOAL := all
 
 all: $(BINS) $(TOOLS) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
@@ -105,7 +109,8 @@ $(LIB_CUDA): $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-$(BUILD)/bin/bagel-cat: $(call obj,$(CAT_SRC)) $(LIB_STAGE) $(LIB_IPC)
+.SECONDEXPANSION:
+$(BUILD)/bin/bagel-%: $$(call obj,$$(wildcard stages/$$*/*.c)) $(LIB_STAGE) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -143,9 +148,11 @@ asan:
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_CFLAGS := -O1 -g -std=gnu11 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS))
 
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(IPC_SRC) $(wildcard ipc/*.h)
+# a fuzz target links the libraries and every stage's code but its main
+FUZZ_LINK_SRC := $(IPC_SRC) $(STAGE_COMMON_SRC) $(STAGE_LIB_SRC)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LINK_SRC) $(wildcard ipc/*.h stages/*/*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $< $(IPC_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -o $@
+	clang $(FUZZ_CFLAGS) $< $(FUZZ_LINK_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm -o $@
 
 fuzz: $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
@@ -157,10 +164,13 @@ fuzz: $(FUZZ_TARGETS)
 	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
 
-bench: bench-ipc
+bench: bench-ipc bench-read
 
 bench-ipc: all
 	@BUILD=$(BUILD) scripts/bench/ipc.sh
+
+bench-read: all
+	@BUILD=$(BUILD) scripts/bench/read.sh
 
 demo: all
 	@echo "make demo: the demo (a tiny BAGEL-shaped model trained on a generated dataset) arrives with"
