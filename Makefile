@@ -23,9 +23,18 @@ DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev v
 DEPS_TEST := cmocka:libcmocka-dev
 
 pc_missing = $(strip $(foreach d,$(1),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(d))) && echo y),,$(word 2,$(subst :, ,$(d))))))
-MISSING_BUILD := $(call pc_missing,$(DEPS_BUILD))
-ifneq ($(MISSING_BUILD),)
+# On a fresh machine the first make installs what is missing (so that
+# `make demo` and `make test` are the whole set-up); NO_INSTALL=1 only names it.
+MISSING_BUILD := $(call pc_missing,$(DEPS_BUILD) $(DEPS_TEST)) $(if $(shell command -v bats),,bats)
+ifneq ($(strip $(MISSING_BUILD)),)
+ifeq ($(filter clean,$(MAKECMDGOALS))$(NO_INSTALL),)
+$(info bagelpipe: missing $(MISSING_BUILD): running scripts/install-deps.sh)
+ifneq ($(shell scripts/install-deps.sh >&2; echo $$?),0)
+$(error scripts/install-deps.sh failed: install $(MISSING_BUILD) by hand)
+endif
+else ifeq ($(filter clean,$(MAKECMDGOALS)),)
 $(error missing libraries: apt-get install $(MISSING_BUILD) (or run scripts/install-deps.sh))
+endif
 endif
 PKGS := libzmq msgpack jansson vips
 
