@@ -471,6 +471,46 @@ static void test_half_conversions(void **state)
     assert_true(half_f16_to_f32(0x3555) > 0.3332f && half_f16_to_f32(0x3555) < 0.3334f);
 }
 
+/* The f16 conversions against the compiler's _Float16 (gcc's, IEEE binary16
+ * with correct rounding): every f16 value both ways, and f32 values around
+ * every rounding boundary. */
+static void test_f16_against_compiler(void **state)
+{
+    (void)state;
+#if defined(__FLT16_MAX__)
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        _Float16 x;
+        uint16_t h16 = (uint16_t)h;
+        memcpy(&x, &h16, 2);
+        float want = (float)x, got = half_f16_to_f32(h16);
+        if (want != want) {
+            assert_true(got != got);
+            continue;
+        }
+        assert_memory_equal(&got, &want, 4);
+        assert_int_equal(half_f32_to_f16(got), h16);
+    }
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 2000000; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        uint32_t u = (uint32_t)s;
+        if (i & 1) // near the f16 range, where the rounding cases are
+            u = (u & 0x80000000u) | (0x33000000u + (u & 0x0fffffffu) % 0x14800000u);
+        float f;
+        memcpy(&f, &u, 4);
+        if (f != f)
+            continue;
+        _Float16 x = (_Float16)f;
+        uint16_t want;
+        memcpy(&want, &x, 2);
+        if (half_f32_to_f16(f) != want)
+            fail_msg("f32 0x%08x: got f16 0x%04x, want 0x%04x", u, half_f32_to_f16(f), want);
+    }
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -489,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_negative_shape),
         cmocka_unit_test(test_scan_stream),
         cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_f16_against_compiler),
     };
     return cmocka_run_group_tests_name("rec", tests, NULL, NULL);
 }
