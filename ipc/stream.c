@@ -6,17 +6,18 @@
  * send tensor data from where it lies (writev for files and pipes).
  *
  * ZeroMQ wire protocol (docs/ipc.md): a writer is a DEALER, a reader a
- * ROUTER. Each record is a two-frame message [seq][record], seq a u64
- * (little-endian) counting the writer's records. A reader acknowledges the
- * seqs it has handed to its stage with one-frame messages of u64 seqs. A
- * writer keeps at most `hwm` records unacknowledged (its window) and closes
- * only when every record is acknowledged. Why not PUSH/PULL: libzmq drops
- * the bytes still in a receiving socket's kernel buffer when the sender hangs
- * up while the receiver is applying back-pressure (its queue at the
- * high-water mark), so records were lost whenever a fast producer finished
- * before a slow consumer. With the window as the back-pressure, the reader's
- * queue needs no limit of its own (it is bounded by the sum of the writers'
- * windows), its input is never stopped, and nothing sent is dropped. */
+ * ROUTER. A message is two frames [seq][records]: seq a u64 (little-endian)
+ * counting the writer's messages, then one record, or several small ones
+ * back to back. A reader acknowledges a message once its stage has taken
+ * every record in it, with one-frame replies of u64 seqs. A writer keeps at
+ * most `hwm` messages unacknowledged (its window) and closes only when every
+ * message is acknowledged. Why not PUSH/PULL: libzmq drops the bytes still in
+ * a receiving socket's kernel buffer when the sender hangs up while the
+ * receiver applies back-pressure (its queue at the high-water mark), so
+ * records were lost whenever a fast producer finished before a slow consumer.
+ * With the window as the back-pressure, the reader's queue needs no limit of
+ * its own (it is bounded by the sum of the writers' windows), its input is
+ * never stopped, and nothing sent is dropped. */
 #define _GNU_SOURCE
 #include "stream.h"
 
@@ -46,6 +47,10 @@ void stream_opts_default(stream_opts_t *o)
     o->linger_ms = -1;
     o->stage = "bagel";
 }
+
+/* Small records are gathered into writes (files, pipes) and messages
+ * (ZeroMQ) of up to this many bytes. */
+#define ZBATCH_SIZE ((size_t)64 << 10)
 
 /* ---- stop requests ---- */
 
@@ -120,7 +125,8 @@ static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, char *
         zmq_setsockopt(s, ZMQ_SNDHWM, &unlimited, sizeof unlimited);
     }
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    int64_t maxmsg = (int64_t)o->limits.max_message;
+    // a message holds one record, or a batch of small ones
+    int64_t maxmsg = (int64_t)(o->limits.max_message > ZBATCH_SIZE ? o->limits.max_message : ZBATCH_SIZE);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     for (int i = 0; i < ep->nzmq; i++) {
         const ep_zmq_t *z = &ep->zmq[i];
@@ -258,6 +264,8 @@ static int add_input(rd_t *rd, const ep_t *ep, const char *name, char *err)
     return 0;
 }
 
+static int open_input(rd_t *rd, char *err);
+
 rd_t *rd_open(const char *const *specs, int nspecs, const stream_opts_t *o, char *err)
 {
     rd_t *rd = calloc(1, sizeof *rd);
@@ -303,9 +311,11 @@ rd_t *rd_open(const char *const *specs, int nspecs, const stream_opts_t *o, char
                 goto fail;
         }
     }
-    // Open the first input now so that a missing file or a bad address is
-    // reported at start-up, not after the stage has begun.
+    // Open the first input now, so that a missing file or a bad address is
+    // reported at start-up and a ZeroMQ input is bound before writers come.
     rd->cur = 0;
+    if (rd->ninputs > 0 && open_input(rd, err))
+        goto fail;
     return rd;
 fail:
     rd_close(&rd);
@@ -781,7 +791,7 @@ void rd_close(rd_t **rdp)
 
 /* ---- writer ---- */
 
-#define WBUF_SIZE ((size_t)64 << 10)
+#define WBUF_SIZE ZBATCH_SIZE
 /* How long a stopping writer still waits for acknowledgements. */
 #define STOP_GRACE_MS 5000
 

@@ -312,12 +312,21 @@ static void test_open_errors(void **state)
     const char *in[] = {p};
     assert_null(rd_open(in, 1, NULL, err));
     assert_non_null(strstr(err, "no file matches"));
-    // a missing file is found at its first read
+    // a missing first input is reported when the reader opens
     snprintf(p, sizeof p, "%s/missing.msgpack", dir);
-    rd_t *rd = rd_open(in, 1, NULL, err);
+    assert_null(rd_open(in, 1, NULL, err));
+    assert_non_null(strstr(err, "missing.msgpack: No such file"));
+    // a missing later one when the reader gets to it
+    char ok[300];
+    snprintf(ok, sizeof ok, "%s/t.msgpack", dir);
+    const char *two[] = {ok, p};
+    rd_t *rd = rd_open(two, 2, NULL, err);
     assert_non_null(rd);
     rec_t *r;
-    assert_int_equal(rd_next(rd, &r, err), -2);
+    int rc;
+    while ((rc = rd_next(rd, &r, err)) > 0 || rc == -1)
+        rec_destroy(&r);
+    assert_int_equal(rc, -2);
     assert_non_null(strstr(err, "missing.msgpack: No such file"));
     rd_close(&rd);
     assert_null(wr_open("/nonexistent-dir/x.msgpack", NULL, err));
@@ -450,6 +459,57 @@ static void test_zmq_bad_messages(void **state)
     zmq_ctx_term(ctx);
 }
 
+/* One message carrying several records, as a writer batches small ones: all
+ * are taken in order, a truncated tail is reported with its record number,
+ * and the message is acknowledged once, after its last record. */
+static void test_zmq_batch(void **state)
+{
+    (void)state;
+    char ep[300], err[REC_ERR_LEN];
+    snprintf(ep, sizeof ep, "@ipc://%s/batch", dir);
+    const char *in[] = {ep};
+    rd_t *rd = rd_open(in, 1, NULL, err);
+    assert_non_null(rd);
+    void *ctx = zmq_ctx_new(), *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    assert_int_equal(zmq_connect(dealer, ep + 1), 0);
+    rec_enc_t *enc = rec_enc_new();
+    char buf[8192];
+    size_t n = 0;
+    rec_t *recs[3];
+    for (int i = 0; i < 3; i++) {
+        recs[i] = sample_with_pixels("b", i, 30 * (i + 1));
+        assert_int_equal(rec_encode(enc, recs[i], err), 0);
+        rec_enc_gather(enc, buf + n);
+        n += rec_enc_size(enc);
+    }
+    send_seq(dealer, 7, buf, n - 5); // the third record cut short
+    rec_t *r;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rd_next(rd, &r, err), 1);
+        assert_true(msgpack_object_equal(r->root, recs[i]->root));
+        rec_destroy(&r);
+    }
+    // no acknowledgement while records of the message are still to be taken
+    zmq_pollitem_t it = {.socket = dealer, .events = ZMQ_POLLIN};
+    assert_int_equal(zmq_poll(&it, 1, 100), 0);
+    assert_int_equal(rd_next(rd, &r, err), -1);
+    assert_non_null(strstr(err, "message 1, record 3 at byte"));
+    assert_non_null(strstr(err, "truncated"));
+    // every record of seq 7 is taken or failed: closing acknowledges it
+    rd_close(&rd);
+    assert_int_equal(zmq_poll(&it, 1, 2000), 1);
+    unsigned char a[64];
+    assert_int_equal(zmq_recv(dealer, a, sizeof a, 0), 8);
+    assert_int_equal(a[0], 7);
+    for (int i = 0; i < 3; i++)
+        rec_destroy(&recs[i]);
+    rec_enc_destroy(&enc);
+    int zero = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_close(dealer);
+    zmq_ctx_term(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -458,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_bad_records_in_files), cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_open_errors),          cmocka_unit_test(test_zmq_inproc),
         cmocka_unit_test(test_zmq_bad_messages),
+        cmocka_unit_test(test_zmq_batch),
     };
     return cmocka_run_group_tests_name("stream", tests, setup, teardown);
 }
