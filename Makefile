@@ -19,7 +19,7 @@ VERSION := $(shell cat VERSION)
 
 # ---- dependencies, found with pkg-config; each missing one named with the
 # Debian package that provides it
-DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev vips:libvips-dev
+DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev vips:libvips-dev libutf8proc:libutf8proc-dev
 DEPS_TEST := cmocka:libcmocka-dev
 
 pc_missing = $(strip $(foreach d,$(1),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(d))) && echo y),,$(word 2,$(subst :, ,$(d))))))
@@ -36,7 +36,7 @@ else ifeq ($(filter clean,$(MAKECMDGOALS)),)
 $(error missing libraries: apt-get install $(MISSING_BUILD) (or run scripts/install-deps.sh))
 endif
 endif
-PKGS := libzmq msgpack jansson vips
+PKGS := libzmq msgpack jansson vips libutf8proc
 
 WERROR ?= $(if $(CI),1,0)
 SAN ?= 0
@@ -93,7 +93,7 @@ GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/
 TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tests/tools/gen-records
 
 .SECONDARY:
-.PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read demo clean tests-build
+.PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize demo clean tests-build
 .DEFAULT_GOAL := all
 
 all: $(BINS) $(TOOLS) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
@@ -173,13 +173,16 @@ fuzz: $(FUZZ_TARGETS)
 	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
 
-bench: bench-ipc bench-read
+bench: bench-ipc bench-read bench-tokenize
 
 bench-ipc: all
 	@BUILD=$(BUILD) scripts/bench/ipc.sh
 
 bench-read: all
 	@BUILD=$(BUILD) scripts/bench/read.sh
+
+bench-tokenize: all
+	@BUILD=$(BUILD) scripts/bench/tokenize.sh
 
 demo: all
 	@echo "make demo: the demo (a tiny BAGEL-shaped model trained on a generated dataset) arrives with"

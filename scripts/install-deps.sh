@@ -11,6 +11,7 @@ packages=(
     libzmq3-dev                     # ZeroMQ: the sockets between stages
     libmsgpack-dev                  # msgpack-c: the record encoding
     libjansson-dev                  # jansson: JSON in and out
+    libutf8proc-dev                 # utf8proc: NFC and Unicode categories (the tokenizer)
     libvips-dev                     # libvips: image decoding, resizing, encoding
     jq                              # the peer of bagel-read's benchmark
     libcmocka-dev bats              # unit tests (C) and stage tests (shell)
