@@ -14,6 +14,7 @@ packages=(
     libutf8proc-dev                 # utf8proc: NFC and Unicode categories (the tokenizer)
     libvips-dev                     # libvips: image decoding, resizing, encoding
     jq                              # the peer of bagel-read's benchmark
+    manpages manpages-dev manpages-zh  # part of the tokenizer's test and benchmark corpus
     libcmocka-dev bats              # unit tests (C) and stage tests (shell)
     clang libclang-rt-14-dev        # libFuzzer and the sanitizers' runtime
 )
