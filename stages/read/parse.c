@@ -4,6 +4,8 @@
 #define _GNU_SOURCE // memmem
 #include "parse.h"
 
+#include "../common/utf8.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -44,51 +46,6 @@ int read_format_parse(const char *s, read_format_t *out)
         if (strcmp(s, aliases[i].alias) == 0)
             return *out = aliases[i].f, 0;
     return -1;
-}
-
-size_t read_utf8_valid(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        // ASCII runs, 8 bytes at a time: nearly all of a typical line
-        while (i + 8 <= n) {
-            uint64_t x;
-            memcpy(&x, s + i, 8);
-            if (x & 0x8080808080808080ull)
-                break;
-            i += 8;
-        }
-        if (i >= n)
-            break;
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if (c >= 0xc2 && c <= 0xdf)
-            k = 1, cp = c & 0x1f;
-        else if ((c & 0xf0) == 0xe0)
-            k = 2, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4)
-            k = 3, cp = c & 0x07;
-        else
-            return i;
-        if (n - i <= k)
-            return i;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return i;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        // overlong forms, UTF-16 surrogates, beyond U+10FFFF
-        if ((k == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return i;
-        i += k + 1;
-    }
-    return n;
 }
 
 /* ---- the plan: segments before they become a record ---- */
@@ -806,7 +763,7 @@ int read_parse_line(const char *line, size_t len, const read_ctx_t *ctx, const r
 {
     plan_t p = {.w = w, .err = err};
     *out = NULL;
-    size_t ok = read_utf8_valid(line, len);
+    size_t ok = utf8_valid_prefix(line, len);
     if (ok < len)
         return fail(&p, READ_BAD_UTF8, "invalid UTF-8 at byte %zu (0x%02x)", ok + 1, (unsigned char)line[ok]);
     json_error_t je;

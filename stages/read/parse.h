@@ -98,8 +98,6 @@ const char *read_format_name(read_format_t f);
 int read_format_parse(const char *s, read_format_t *out);
 const char *read_reason_name(read_reason_t r);
 
-/* Length of the valid UTF-8 prefix of s[0,n): n when all of it is valid. */
-size_t read_utf8_valid(const char *s, size_t n);
 
 /* Resolve an image path under ctx->root (lexically: "." and empty parts
  * dropped, ".." pops a part and may not pop above the root). Writes the

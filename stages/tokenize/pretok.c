@@ -55,39 +55,6 @@ static void build_classes(void)
 
 void tok_classes_init(void) { pthread_once(&g_once, build_classes); }
 
-size_t tok_utf8_check(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t b = s[i];
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t c;
-        if (b >= 0xc2 && b <= 0xdf)
-            len = 2, c = b & 0x1f;
-        else if (b >= 0xe0 && b <= 0xef)
-            len = 3, c = b & 0x0f;
-        else if (b >= 0xf0 && b <= 0xf4)
-            len = 4, c = b & 0x07;
-        else
-            return i;
-        if (n - i < len)
-            return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return i;
-            c = c << 6 | (s[i + k] & 0x3f);
-        }
-        if ((len == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (len == 4 && (c < 0x10000 || c > 0x10ffff)))
-            return i;
-        i += len;
-    }
-    return n;
-}
-
 /* The character at i of valid UTF-8: its code point, and its length in *len. */
 static inline uint32_t cp_at(const uint8_t *s, size_t i, size_t *len)
 {

@@ -105,7 +105,7 @@ done:
 int tok_nfc(const char *text, size_t n, tok_buf_t *out, char *err)
 {
     out->n = 0;
-    size_t bad = tok_utf8_check((const uint8_t *)text, n);
+    size_t bad = utf8_valid_prefix((const uint8_t *)text, n);
     if (bad < n) {
         snprintf(err, TOK_ERR_LEN, "not UTF-8 at byte %zu", bad);
         return -1;
@@ -220,7 +220,7 @@ static int encode_stretch(tok_t *t, const char *text, size_t n, tok_ids_t *out, 
 
 int tok_encode(tok_t *t, const char *text, size_t n, tok_ids_t *out, char *err)
 {
-    size_t bad = tok_utf8_check((const uint8_t *)text, n);
+    size_t bad = utf8_valid_prefix((const uint8_t *)text, n);
     if (bad < n) {
         snprintf(err, TOK_ERR_LEN, "not UTF-8 at byte %zu", bad);
         return -1;

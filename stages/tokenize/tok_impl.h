@@ -4,6 +4,7 @@
 #ifndef BAGEL_TOK_IMPL_H
 #define BAGEL_TOK_IMPL_H
 
+#include "../common/utf8.h"
 #include "tok.h"
 
 #include <stdbool.h>
@@ -86,9 +87,6 @@ size_t tok_pretok_next(const uint8_t *s, size_t n, size_t i);
 /* The first character at or after i of valid UTF-8 s[0,n) that Unicode 9.0
  * had not assigned (n when none), its length in *len. */
 size_t tok_next_after_u9(const uint8_t *s, size_t n, size_t i, size_t *len);
-/* Index of the first byte that breaks UTF-8 (overlong, surrogate, > U+10FFFF,
- * truncated), or n when s is valid. */
-size_t tok_utf8_check(const uint8_t *s, size_t n);
 
 /* bpe.c: append the ids of one piece (raw bytes, n >= 1). */
 int tok_bpe(tok_t *t, const uint8_t *p, size_t n, tok_ids_t *out, char *err);
