@@ -93,7 +93,7 @@ GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/
 TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tests/tools/gen-records
 
 .SECONDARY:
-.PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize demo clean tests-build
+.PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image demo clean tests-build
 .DEFAULT_GOAL := all
 
 all: $(BINS) $(TOOLS) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
@@ -173,7 +173,7 @@ fuzz: $(FUZZ_TARGETS)
 	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
 
-bench: bench-ipc bench-read bench-tokenize
+bench: bench-ipc bench-read bench-tokenize bench-image
 
 bench-ipc: all
 	@BUILD=$(BUILD) scripts/bench/ipc.sh
@@ -183,6 +183,9 @@ bench-read: all
 
 bench-tokenize: all
 	@BUILD=$(BUILD) scripts/bench/tokenize.sh
+
+bench-image: all
+	@BUILD=$(BUILD) scripts/bench/image.sh
 
 DEMO := $(BUILD)/demo
 demo: all

@@ -1,0 +1,198 @@
+#!/usr/bin/env bats
+# image.bats — bagel-image: sizes and pixels against Pillow's references
+# (tests/data/image/README.md), the size rule at boundary sizes, one record
+# out per record in, and every class of bad input becoming a reject.
+
+setup() {
+    BIN=${BAGEL_BIN:-$PWD/build/bin}
+    READ="$BIN/bagel-read"
+    IMG="$BIN/bagel-image"
+    CAT="$BIN/bagel-cat"
+    DATA="$BATS_TEST_DIRNAME/../data/image"
+    CHECK="$BATS_TEST_DIRNAME/image_check.py"
+    T=$(mktemp -d /tmp/bagel-bats-image-XXXXXX)
+}
+
+teardown() { rm -rf "$T"; }
+
+# holds FILTER FILE: FILTER gives at least one value over FILE's records,
+# and each is true (jq -e alone judges only the last record)
+holds() { jq -n -e "[inputs | $1] | length > 0 and all" "$2"; }
+
+# seq_line PATH FLAGS: a sequence-format line with one image and a loss text
+seq_line() {
+    printf '{"sequence":[{"type":"image","image_path":"%s",%s},{"type":"text","content":"x","loss":true}]}\n' "$1" "$2"
+}
+
+# pipe ROOT JSONL OUT [bagel-image options]: read | image into the record file OUT
+pipe() {
+    local root=$1 jsonl=$2 out=$3
+    shift 3
+    "$READ" -q --root "$root" "$jsonl" | "$IMG" -q --root "$root" "$@" -o "$out"
+}
+
+# solid_png LIST: for each line "FILE W H" of LIST, a one-colour RGB PNG
+# (Python's standard library only)
+solid_png() {
+    python3 - "$1" <<'PY'
+import struct, sys, zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+for line in open(sys.argv[1]):
+    path, w, h = line.split()
+    w, h = int(w), int(h)
+    row = b"\0" + bytes((200, 100, 50)) * w
+    raw = zlib.compress(row * h, 1)
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                          + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+PY
+}
+
+@test "golden: sizes equal Pillow's always, PSNR >= 35 dB per image (both outputs)" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    for f in $(ls "$DATA/inputs"); do seq_line "$f" '"und":true,"gen":true,"cond":true'; done >"$T/all.jsonl"
+    pipe "$DATA/inputs" "$T/all.jsonl" "$T/out.rec"
+    run python3 "$CHECK" "$T/out.rec" "$DATA" --min-psnr 35
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"failures=0"* ]]
+}
+
+@test "flags: und gives vit only, gen/cond gives vae only; text-only samples pass through" {
+    cp "$DATA/inputs/small-200x120.png" "$T/a.png"
+    {
+        seq_line a.png '"und":true'
+        printf '{"prompt":"p","image_path":"a.png"}\n' >"$T/t2i.jsonl"
+    } >"$T/und.jsonl"
+    printf '{"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"ho"}]}\n' >"$T/text.jsonl"
+    "$READ" -q --root "$T" "$T/und.jsonl" "$T/t2i.jsonl" "$T/text.jsonl" | "$IMG" -q --root "$T" | "$CAT" >"$T/out.jsonl"
+    holds 'select(.type=="sample" and .task=="sequence") | .segments[0] | (.vit.shape == [378,630,3]) and (.vae == null)' "$T/out.jsonl"
+    holds 'select(.type=="sample" and .task=="t2i") | .segments[1] | (.vae.shape == [512,848,3]) and (.vit == null)' "$T/out.jsonl"
+    holds 'select(.type=="sample" and .task=="chat") | .segments | length == 2' "$T/out.jsonl"
+    [ "$(jq -c 'select(.type=="end")' "$T/out.jsonl" | wc -l)" -eq 3 ]
+}
+
+@test "size rule: boundary sizes (round-half-to-even cases) match the reference formula, img_num 1 and 3" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    : >"$T/one.jsonl"
+    : >"$T/three.jsonl"
+    grep -v '^#' "$DATA/sizes.tsv" | cut -f1,2 | sort -u | while read -r w h; do echo "$T/s-${w}x$h.png $w $h"; done >"$T/list"
+    solid_png "$T/list"
+    grep -v '^#' "$DATA/sizes.tsv" | while read -r w h n vw vh aw ah; do
+        if [ "$n" -eq 1 ]; then
+            seq_line "s-${w}x$h.png" '"und":true,"gen":true,"cond":true' >>"$T/one.jsonl"
+            echo "s-${w}x$h.png vit $vw $vh" >>"$T/want"
+            echo "s-${w}x$h.png vae $aw $ah" >>"$T/want"
+        else
+            p="s-${w}x$h.png"
+            printf '{"sequence":[{"type":"image","image_path":"%s","und":true},{"type":"image","image_path":"%s","und":true},{"type":"image","image_path":"%s","und":true},{"type":"text","content":"x","loss":true}]}\n' "$p" "$p" "$p" >>"$T/three.jsonl"
+            echo "$p vit3 $vw $vh" >>"$T/want"
+        fi
+    done
+    "$READ" -q --root "$T" "$T/one.jsonl" | "$IMG" -q --root "$T" | "$CAT" |
+        jq -r 'select(.type=="sample") | .segments[0] | "\(.path) vit \(.vit.shape[1]) \(.vit.shape[0])\n\(.path) vae \(.vae.shape[1]) \(.vae.shape[0])"' >"$T/got"
+    "$READ" -q --root "$T" "$T/three.jsonl" | "$IMG" -q --root "$T" | "$CAT" |
+        jq -r 'select(.type=="sample") | .segments[0] | "\(.path) vit3 \(.vit.shape[1]) \(.vit.shape[0])"' >>"$T/got"
+    sort "$T/want" >"$T/w"
+    sort "$T/got" >"$T/g"
+    diff "$T/g" "$T/w"
+    [ "$(wc -l <"$T/g")" -gt 150 ]
+}
+
+@test "options: --vae-max/min/stride/max-pixels and --vit-* change the rule" {
+    cp "$DATA/inputs/photo-1200x900.png" "$T/p.png"
+    seq_line p.png '"und":true,"gen":true,"cond":true' >"$T/p.jsonl"
+    "$READ" -q --root "$T" "$T/p.jsonl" |
+        "$IMG" -q --root "$T" --vae-max 512 --vae-min 256 --vae-stride 32 --vit-max 518 --vit-min 224 --vit-stride 14 |
+        "$CAT" >"$T/out.jsonl"
+    holds 'select(.type=="sample") | .segments[0] | (.vae.shape == [384,512,3]) and (.vit.shape == [392,518,3])' "$T/out.jsonl"
+    "$READ" -q --root "$T" "$T/p.jsonl" | "$IMG" -q --root "$T" --vae-max-pixels 100000 | "$CAT" >"$T/out2.jsonl"
+    # 1024x768 > 100000 px: scale 100000/786432 applied linearly -> 128x96, under min no more
+    holds 'select(.type=="sample") | .segments[0].vae.shape == [96,128,3]' "$T/out2.jsonl"
+}
+
+@test "bad input: each a one-line reject naming the file, and the stage goes on" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    cp "$DATA/inputs/photo-2048x1536.jpg" "$T/good.jpg"
+    head -c 20000 "$T/good.jpg" >"$T/truncated.jpg"
+    head -c 30000 "$DATA/inputs/photo-1200x900.png" >"$T/truncated.png"
+    : >"$T/empty.png"
+    echo "just some text, not an image" >"$T/text.jpg"
+    cp "$DATA/inputs/small-200x120.png" "$T/png-named.jpg"
+    python3 - "$T" <<'PY'
+import struct, sys, zlib
+d = sys.argv[1]
+def chunk(t, b): return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b))
+sig = b"\x89PNG\r\n\x1a\n"
+# a bomb: 100000 x 100000 RGB claimed by a 60-byte file
+open(d + "/bomb.png", "wb").write(sig + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+                                  + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+# a corrupt header: bit depth 7, colour type 9
+open(d + "/corrupt.png", "wb").write(sig + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 7, 9, 0, 0, 0))
+                                     + chunk(b"IEND", b""))
+good = open(d + "/good.jpg", "rb").read()
+open(d + "/corrupt.jpg", "wb").write(good[:2] + b"\xff\xc0\x00\x05garbage" + good[200:])
+PY
+    mkdir "$T/root" "$T/outside"
+    cp "$DATA/inputs/small-200x120.png" "$T/outside/secret.png"
+    mv "$T"/*.jpg "$T"/*.png "$T/root/"
+    ln -s ../outside/secret.png "$T/root/link.png"
+    for f in good.jpg missing.png truncated.jpg truncated.png empty.png text.jpg png-named.jpg bomb.png \
+        corrupt.png corrupt.jpg link.png good.jpg; do
+        seq_line "$f" '"und":true,"gen":true,"cond":true'
+    done >"$T/bad.jsonl"
+    run bash -c "'$READ' -q --root '$T/root' '$T/bad.jsonl' | '$IMG' -q --root '$T/root' --max-pixels 50000000 -o '$T/out.rec'"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    "$CAT" "$T/out.rec" >"$T/out.jsonl"
+    # one record out per record in: 12 samples/rejects and the end
+    [ "$(wc -l <"$T/out.jsonl")" -eq 13 ]
+    "$CAT" --check "$T/out.rec"
+    [ "$(jq -r 'select(.type=="sample") | .segments[0].path' "$T/out.jsonl" | sort | tr '\n' ' ')" = "good.jpg good.jpg png-named.jpg " ]
+    jq -r 'select(.type=="reject") | "\(.stage)|\(.error)"' "$T/out.jsonl" >"$T/errors"
+    cat "$T/errors"
+    [ "$(wc -l <"$T/errors")" -eq 9 ]
+    ! grep -v '^bagel-image|' "$T/errors"
+    grep -q '^bagel-image|missing.png: No such file or directory$' "$T/errors"
+    grep -q '^bagel-image|truncated.jpg: ' "$T/errors"
+    grep -q '^bagel-image|truncated.png: ' "$T/errors"
+    grep -q '^bagel-image|empty.png: empty file$' "$T/errors"
+    grep -q '^bagel-image|text.jpg: not a known image format$' "$T/errors"
+    grep -q '^bagel-image|bomb.png: 100000x100000: 10000000000 pixels, over the limit of 50000000 (--max-pixels)$' "$T/errors"
+    grep -q '^bagel-image|corrupt.png: ' "$T/errors"
+    grep -q '^bagel-image|corrupt.jpg: ' "$T/errors"
+    grep -q '^bagel-image|link.png: escapes --root through a symbolic link$' "$T/errors"
+    # a PNG named .jpg is decoded by its content, as Pillow does
+    holds 'select(.type=="sample" and .segments[0].path=="png-named.jpg") | .segments[0].vae.shape == [512,848,3]' "$T/out.jsonl"
+}
+
+@test "bad input: an unreadable file (skipped as root: permissions do not bite)" {
+    [ "$(id -u)" -ne 0 ] || skip "running as root"
+    cp "$DATA/inputs/small-200x120.png" "$T/locked.png"
+    chmod 000 "$T/locked.png"
+    seq_line locked.png '"und":true' >"$T/l.jsonl"
+    "$READ" -q --root "$T" "$T/l.jsonl" | "$IMG" -q --root "$T" | "$CAT" >"$T/out.jsonl"
+    holds 'select(.type=="reject") | .error == "locked.png: Permission denied"' "$T/out.jsonl"
+}
+
+@test "--timeout-ms: an image over the deadline becomes a reject; rejects and ends pass untouched" {
+    cp "$DATA/inputs/photo-2048x1536.jpg" "$T/big.jpg"
+    cp "$DATA/inputs/small-200x120.png" "$T/small.png"
+    seq_line big.jpg '"und":true,"gen":true,"cond":true' >"$T/t.jsonl"
+    echo '{"bad' >>"$T/t.jsonl"
+    printf '{"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"ho"}]}\n' >>"$T/t.jsonl"
+    "$READ" -q --root "$T" "$T/t.jsonl" | "$IMG" -q --root "$T" --timeout-ms 1 --no-shrink-on-load | "$CAT" >"$T/out.jsonl"
+    holds 'select(.type=="reject" and .stage=="bagel-image") | .error | test("^big.jpg: .*took over 1 ms \\(--timeout-ms\\)$")' "$T/out.jsonl"
+    holds 'select(.type=="reject" and .stage=="bagel-read") | .seq == 2' "$T/out.jsonl"
+    holds 'select(.type=="sample") | .seq == 3' "$T/out.jsonl"
+    holds 'select(.type=="end") | .count == 3' "$T/out.jsonl"
+}
+
+@test "usage: --root is required and must be a directory" {
+    run "$IMG" -q
+    [ "$status" -eq 2 ]
+    [[ "$output" == *"--root: missing"* ]]
+    run "$IMG" -q --root /nonexistent
+    [ "$status" -eq 2 ]
+    run "$IMG" -q --root /tmp --vit-img-num 2
+    [ "$status" -eq 2 ]
+}
