@@ -191,10 +191,12 @@ DEMO := $(BUILD)/demo
 demo: all
 	@echo "make demo: the training demo (a tiny BAGEL-shaped model learning to caption and draw the"
 	@echo "shapes below) arrives with the trainer, bagel-train. What runs today: a synthetic dataset,"
-	@echo "read in all seven formats, tokenized with the real Qwen2 tokenizer, checked at the end."
+	@echo "read in all seven formats, tokenized with the real Qwen2 tokenizer, its images decoded and"
+	@echo "resized for the ViT and the VAE (small sizes for the tiny model), checked at the end."
 	$(BUILD)/bin/bagel-synth -q --out $(DEMO)/shapes --seed 1 --count 64
 	$(BUILD)/bin/bagel-read -q --root $(DEMO)/shapes --check-images $(DEMO)/shapes/*.jsonl \
 	  | $(BUILD)/bin/bagel-tokenize -q --tokenizer $$(scripts/fetch-tokenizer.sh) \
+	  | $(BUILD)/bin/bagel-image -q --root $(DEMO)/shapes --vae-max 128 --vae-min 64 --vit-max 112 --vit-min 56 \
 	  | $(BUILD)/bin/bagel-cat --raw -q --out $(DEMO)/shapes.msgpack
 	$(BUILD)/bin/bagel-cat --head 1 $(DEMO)/shapes.msgpack | cut -c1-400
 	$(BUILD)/bin/bagel-cat --check $(DEMO)/shapes.msgpack
