@@ -8,6 +8,7 @@
  *       untouched; one record out for each record in. */
 #include "../common/log.h"
 #include "../common/stage.h"
+#include "../common/transform.h"
 #include "img.h"
 
 #include <errno.h>
@@ -229,96 +230,14 @@ static int image_sample(job_t *j, rec_t *r, char *why)
     return 0;
 }
 
-static void flush_out(void *w)
-{
-    char err[REC_ERR_LEN];
-    (void)wr_flush(w, err);
-}
+static int image_one(void *job, rec_t *r, char *why) { return image_sample(job, r, why); }
 
 static int run(stage_t *st, job_t *j)
 {
-    char err[REC_ERR_LEN], why[REC_ERR_LEN];
-    int status = EXIT_OK;
-    static const char *const dash[] = {"-"};
-    rd_t *rd = rd_open(st->ninputs ? st->inputs : dash, st->ninputs ? st->ninputs : 1, &st->so, err);
-    wr_t *w = rd ? wr_open(st->output, &st->so, err) : NULL;
-    progress_t *prog = progress_new(st->progress);
-    uint64_t rejects = 0, samples = 0;
-    if (!rd || !w) {
-        log_error("%s", err);
-        status = EXIT_FATAL;
-        goto done;
-    }
-    rd_set_idle(rd, flush_out, w);
-    rec_t *r;
-    int rc;
-    while ((rc = rd_next(rd, &r, err)) != 0) {
-        if (rc == -2) {
-            log_error("%s", err);
-            status = EXIT_FATAL;
-            break;
-        }
-        if (rc == -1 || rc == 2) {
-            log_error("%s", err);
-            if (st->strict) {
-                rec_destroy(&r);
-                status = EXIT_CHECK;
-                break;
-            }
-            if (rc == -1)
-                continue;
-        }
-        if (r->type == REC_SAMPLE) {
-            samples++;
-            int t = image_sample(j, r, why);
-            if (t < 0) {
-                log_error("out of memory");
-                rec_destroy(&r);
-                status = EXIT_FATAL;
-                break;
-            }
-            if (t > 0) {
-                char id[128];
-                log_error("%s: %s", rec_id(r, id, sizeof id), why);
-                rec_t *rj = rec_new_reject(r, "bagel-image", why);
-                rec_destroy(&r);
-                if (!rj) {
-                    log_error("out of memory");
-                    status = EXIT_FATAL;
-                    break;
-                }
-                r = rj;
-                rejects++;
-                if (st->strict) {
-                    rec_destroy(&r);
-                    status = EXIT_CHECK;
-                    break;
-                }
-            }
-        } else if (r->type == REC_REJECT) {
-            rejects++;
-        }
-        rc = wr_put(w, r, err);
-        rec_destroy(&r);
-        if (rc) {
-            log_error("%s", err);
-            status = EXIT_FATAL;
-            break;
-        }
-        rd_stats_t s = rd_stats(rd);
-        progress_update(prog, s.records, s.bytes, rejects);
-    }
-done:
-    if (status == EXIT_FATAL)
-        wr_abort(&w);
-    else if (w && wr_close(&w, err)) {
-        log_error("%s", err);
-        status = EXIT_FATAL;
-    }
-    progress_done(&prog);
-    rd_close(&rd);
+    stage_counts_t n;
+    int status = stage_transform(st, image_one, j, &n);
     log_info("samples=%llu rejects=%llu images=%llu vit=%llu vae=%llu decode_s=%.3f images_per_s=%.1f",
-             (unsigned long long)samples, (unsigned long long)rejects, j->images, j->vit, j->vae, j->decode_s,
+             (unsigned long long)n.samples, (unsigned long long)n.rejects, j->images, j->vit, j->vae, j->decode_s,
              j->decode_s > 0 ? (double)j->images / j->decode_s : 0.0);
     return status;
 }

@@ -10,6 +10,7 @@
  *   bagel-tokenize --decode [--json] [FILE]...  lines of ids -> lines of text */
 #include "../common/log.h"
 #include "../common/stage.h"
+#include "../common/transform.h"
 #include "tok.h"
 
 #include <errno.h>
@@ -117,96 +118,24 @@ static int tokenize_sample(tok_t *tk, job_t *j, rec_t *r, char *why)
     return 0;
 }
 
-static void flush_out(void *w)
+typedef struct {
+    tok_t *tk;
+    job_t *j;
+} one_t;
+
+static int tokenize_one(void *arg, rec_t *r, char *why)
 {
-    char err[REC_ERR_LEN];
-    (void)wr_flush(w, err);
+    one_t *o = arg;
+    return tokenize_sample(o->tk, o->j, r, why);
 }
 
 static int run_records(stage_t *st, tok_t *tk, job_t *j)
 {
-    char err[REC_ERR_LEN], why[REC_ERR_LEN];
-    int status = EXIT_OK;
-    static const char *const dash[] = {"-"};
-    rd_t *rd = rd_open(st->ninputs ? st->inputs : dash, st->ninputs ? st->ninputs : 1, &st->so, err);
-    wr_t *w = rd ? wr_open(st->output, &st->so, err) : NULL;
-    progress_t *prog = progress_new(st->progress);
-    uint64_t rejects = 0, samples = 0;
-    if (!rd || !w) {
-        log_error("%s", err);
-        status = EXIT_FATAL;
-        goto done;
-    }
-    rd_set_idle(rd, flush_out, w);
-    rec_t *r;
-    int rc;
-    while ((rc = rd_next(rd, &r, err)) != 0) {
-        if (rc == -2) {
-            log_error("%s", err);
-            status = EXIT_FATAL;
-            break;
-        }
-        if (rc == -1 || rc == 2) {
-            log_error("%s", err);
-            if (st->strict) {
-                rec_destroy(&r);
-                status = EXIT_CHECK;
-                break;
-            }
-            if (rc == -1)
-                continue;
-        }
-        if (r->type == REC_SAMPLE) {
-            samples++;
-            int t = tokenize_sample(tk, j, r, why);
-            if (t < 0) {
-                log_error("out of memory");
-                rec_destroy(&r);
-                status = EXIT_FATAL;
-                break;
-            }
-            if (t > 0) {
-                char id[128];
-                log_error("%s: %s", rec_id(r, id, sizeof id), why);
-                rec_t *rj = rec_new_reject(r, "bagel-tokenize", why);
-                rec_destroy(&r);
-                if (!rj) {
-                    log_error("out of memory");
-                    status = EXIT_FATAL;
-                    break;
-                }
-                r = rj;
-                rejects++;
-                if (st->strict) {
-                    rec_destroy(&r);
-                    status = EXIT_CHECK;
-                    break;
-                }
-            }
-        } else if (r->type == REC_REJECT) {
-            rejects++;
-        }
-        rc = wr_put(w, r, err);
-        rec_destroy(&r);
-        if (rc) {
-            log_error("%s", err);
-            status = EXIT_FATAL;
-            break;
-        }
-        rd_stats_t s = rd_stats(rd);
-        progress_update(prog, s.records, s.bytes, rejects);
-    }
-done:
-    if (status == EXIT_FATAL)
-        wr_abort(&w);
-    else if (w && wr_close(&w, err)) {
-        log_error("%s", err);
-        status = EXIT_FATAL;
-    }
-    progress_done(&prog);
-    rd_close(&rd);
-    log_info("samples=%llu rejects=%llu tokens=%llu truncated=%llu", (unsigned long long)samples,
-             (unsigned long long)rejects, j->tokens, j->truncated);
+    stage_counts_t n;
+    one_t o = {tk, j};
+    int status = stage_transform(st, tokenize_one, &o, &n);
+    log_info("samples=%llu rejects=%llu tokens=%llu truncated=%llu", (unsigned long long)n.samples,
+             (unsigned long long)n.rejects, j->tokens, j->truncated);
     return status;
 }
 
