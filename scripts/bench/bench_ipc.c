@@ -531,6 +531,22 @@ static int check_last(const workload_t *w, const rec_t *r, long seq, char *err)
 }
 
 /* The framed run: the real reader and writer. */
+/* The end of a run: reap the producer (killing it when the consumer failed),
+ * remove a ZeroMQ ipc address, fill the timing. Returns the run's status. */
+static int finish_run(pid_t pid, int rc, const char *addr, const workload_t *w, double secs, timing_t *out, char *err)
+{
+    char perr[REC_ERR_LEN];
+    if (reap(pid, rc != 0, perr) && rc == 0) {
+        snprintf(err, REC_ERR_LEN, "%s", perr);
+        rc = -1;
+    }
+    if (addr[0])
+        zmq_addr_cleanup(addr);
+    out->secs = secs;
+    out->bytes = (uint64_t)w->n * w->wire;
+    return rc;
+}
+
 static int run_framed(transport_t tr, const workload_t *w, int seq, timing_t *out, char *err)
 {
     char addr[EP_ADDR_MAX], in_spec[EP_ADDR_MAX + 2], out_spec[EP_ADDR_MAX + 2];
@@ -622,16 +638,7 @@ static int run_framed(transport_t tr, const workload_t *w, int seq, timing_t *ou
         dup2(saved_stdin, 0);
         close(saved_stdin);
     }
-    char perr[REC_ERR_LEN];
-    if (reap(pid, rc != 0, perr) && rc == 0) {
-        snprintf(err, REC_ERR_LEN, "%s", perr);
-        rc = -1;
-    }
-    if (addr[0])
-        zmq_addr_cleanup(addr);
-    out->secs = t1 - bar.t0;
-    out->bytes = (uint64_t)w->n * w->wire;
-    return rc;
+    return finish_run(pid, rc, addr, w, t1 - bar.t0, out, err);
 }
 
 /* Consumer of a raw pipe run. */
@@ -734,16 +741,7 @@ static int run_raw(transport_t tr, const workload_t *w, int seq, timing_t *out, 
     barrier_end(&bar);
     if (data[0] >= 0)
         close(data[0]);
-    char perr[REC_ERR_LEN];
-    if (reap(pid, rc != 0, perr) && rc == 0) {
-        snprintf(err, REC_ERR_LEN, "%s", perr);
-        rc = -1;
-    }
-    if (addr[0])
-        zmq_addr_cleanup(addr);
-    out->secs = t1 - bar.t0;
-    out->bytes = (uint64_t)w->n * w->wire;
-    return rc;
+    return finish_run(pid, rc, addr, w, t1 - bar.t0, out, err);
 }
 
 /* ---- results ---- */

@@ -76,6 +76,20 @@ int stage_parse_size(const char *opt, const char *arg, unsigned long long *out)
     return 0;
 }
 
+int stage_parse_range(const char *opt, const char *arg, unsigned long long lo, unsigned long long hi,
+                      unsigned long long *out)
+{
+    unsigned long long v;
+    if (stage_parse_size(opt, arg, &v))
+        return -1;
+    if (v < lo || v > hi) {
+        log_error("--%s: %s: expected %llu to %llu", opt, arg, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static void usage_fail(void) { exit(EXIT_USAGE); }
 
 int stage_option(stage_t *s, int c, const char *arg, const char *help_text)
@@ -100,24 +114,18 @@ int stage_option(stage_t *s, int c, const char *arg, const char *help_text)
         exit(EXIT_OK);
     case OPT_VERSION: printf("%s %s\n", s->name, BAGEL_VERSION); exit(EXIT_OK);
     case OPT_HWM:
-        if (stage_parse_size("hwm", arg, &v) || v < 1 || v > 1000000) {
-            log_error("--hwm: expected 1 to 1000000 records");
+        if (stage_parse_range("hwm", arg, 1, 1000000, &v))
             usage_fail();
-        }
         s->so.hwm = (int)v;
         return 1;
     case OPT_MAX_RECORD:
-        if (stage_parse_size("max-record-size", arg, &v) || v < 16 || v > (4ull << 30)) {
-            log_error("--max-record-size: expected 16 bytes to 4G");
+        if (stage_parse_range("max-record-size", arg, 16, 4ull << 30, &v))
             usage_fail();
-        }
         s->so.limits.max_message = (size_t)v;
         return 1;
     case OPT_EXPECT_ENDS:
-        if (stage_parse_size("expect-ends", arg, &v) || v > 1000000) {
-            log_error("--expect-ends: expected 0 to 1000000");
+        if (stage_parse_range("expect-ends", arg, 0, 1000000, &v))
             usage_fail();
-        }
         s->so.expect_ends = (int)v;
         return 1;
     case OPT_STRICT: s->strict = true; return 1;

@@ -78,5 +78,8 @@ int stage_option(stage_t *s, int c, const char *arg, const char *help_text);
 int stage_exit(int code);
 /* Parse a non-negative integer option value with an optional K/M/G suffix. */
 int stage_parse_size(const char *opt, const char *arg, unsigned long long *out);
+/* The same, bounded: lo <= value <= hi. Either failure logs one line. */
+int stage_parse_range(const char *opt, const char *arg, unsigned long long lo, unsigned long long hi,
+                      unsigned long long *out);
 
 #endif

@@ -242,16 +242,12 @@ static int run(stage_t *st, job_t *j)
     return status;
 }
 
-/* A positive int option. */
+/* A bounded integer option. */
 static int int_opt(const char *name, const char *arg, long long lo, long long hi, long long *out)
 {
     unsigned long long v;
-    if (stage_parse_size(name, arg, &v))
+    if (stage_parse_range(name, arg, (unsigned long long)lo, (unsigned long long)hi, &v))
         return -1;
-    if ((long long)v < lo || (long long)v > hi) {
-        log_error("--%s: %s: expected %lld to %lld", name, arg, lo, hi);
-        return -1;
-    }
     *out = (long long)v;
     return 0;
 }

@@ -411,10 +411,8 @@ int main(int argc, char **argv)
         case OPT_CHECK_IMAGES: R.ctx.check_images = true; break;
         case OPT_SHUFFLE: R.shuffle = true; break;
         case OPT_EPOCHS:
-            if (stage_parse_size("epochs", optarg, &v) || v < 1 || v > 1000000) {
-                log_error("--epochs: expected 1 to 1000000");
+            if (stage_parse_range("epochs", optarg, 1, 1000000, &v))
                 return EXIT_USAGE;
-            }
             R.epochs = v;
             break;
         case OPT_SEED:
@@ -433,10 +431,8 @@ int main(int argc, char **argv)
             R.limit = v;
             break;
         case OPT_MAX_LINE:
-            if (stage_parse_size("max-line-bytes", optarg, &v) || v < 1 || v > (4ull << 30)) {
-                log_error("--max-line-bytes: expected 1 byte to 4G");
+            if (stage_parse_range("max-line-bytes", optarg, 1, 4ull << 30, &v))
                 return EXIT_USAGE;
-            }
             R.max_line = (size_t)v;
             break;
         case OPT_SHARD:
