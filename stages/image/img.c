@@ -17,6 +17,7 @@
  * Pillow's BICUBIC with antialias; an output that enlarges an axis is made by
  * pil_resample below. */
 #include "img.h"
+#include "resample.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ void img_opts_default(img_opts_t *o)
         .timeout_ms = 0,
         .shrink_on_load = true,
         .shrink_margin = 1.0,
+        .simd = true,
     };
 }
 
@@ -135,7 +137,7 @@ static bool png_grey_alpha(const uint8_t *b, size_t len)
 }
 
 /* The decoded, oriented, 8-bit sRGB image in memory. */
-static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want_t want, watch_t *wt, VipsImage **out,
+static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want_t want, watch_t *wt, img_out_t *out,
                       char *err)
 {
     const char *loader = vips_foreign_find_load_buffer(buf, len);
@@ -238,10 +240,17 @@ static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want
         }
         step(&im, t);
     }
+    // Straight into a buffer we own: an output the size of the decode (a
+    // 1024x768 image's VAE input) is that buffer, handed over uncopied.
+    int orient = 1;
+    if (vips_image_get_typeof(im, VIPS_META_ORIENTATION) && vips_image_get_int(im, VIPS_META_ORIENTATION, &orient))
+        orient = 1;
     watch(im, wt);
-    VipsImage *mem = vips_image_copy_memory(im);
+    size_t n = 0;
+    uint8_t *px = vips_image_write_to_memory(im, &n);
+    w = im->Xsize, h = im->Ysize;
     g_object_unref(im);
-    if (!mem) {
+    if (!px) {
         if (wt->expired) {
             vips_error_clear();
             snprintf(err, IMG_ERR_LEN, "decoding took over %d ms (--timeout-ms)", o->timeout_ms);
@@ -249,168 +258,56 @@ static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want
         }
         return vips_fail(err, "cannot decode");
     }
-    if (vips_autorot(mem, &t, NULL)) {
-        g_object_unref(mem);
-        return vips_fail(err, "cannot apply the EXIF orientation");
+    if (orient >= 2 && orient <= 8) {
+        // rotate in memory: a sequential decode cannot be read out of order
+        VipsImage *mem = vips_image_new_from_memory(px, n, w, h, 3, VIPS_FORMAT_UCHAR);
+        if (mem) {
+            vips_image_set_int(mem, VIPS_META_ORIENTATION, orient);
+            mem->Type = VIPS_INTERPRETATION_sRGB;
+        }
+        uint8_t *rot = NULL;
+        if (mem && !vips_autorot(mem, &t, NULL)) {
+            rot = vips_image_write_to_memory(t, &n);
+            w = t->Xsize, h = t->Ysize;
+            g_object_unref(t);
+        }
+        if (mem)
+            g_object_unref(mem);
+        g_free(px);
+        if (!rot)
+            return vips_fail(err, "cannot apply the EXIF orientation");
+        px = rot;
     }
-    step(&mem, t);
-    *out = mem;
+    *out = (img_out_t){.data = px, .w = w, .h = h};
     return 0;
 }
 
-/* Pillow's resampling, for outputs that enlarge an axis (vips_resize enlarges
- * through an interpolator, with other edge rules): separable convolution with
- * the a = -0.5 cubic, support 2 × max(1, in/out), weights normalized over the
- * taps inside the image and rounded to 22-bit fixed point, the horizontal
- * pass first into 8-bit, then the vertical one — the order and rounding of
- * Pillow's ImagingResample, so the result is the same bytes. */
-#define PIL_PREC 22
-
-static double cubic(double x)
-{
-    const double a = -0.5;
-    x = fabs(x);
-    if (x < 1.0)
-        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
-    if (x < 2.0)
-        return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
-    return 0.0;
-}
-
-/* Taps of each output position: first[i], n[i], and ksize fixed-point weights. */
-static int pil_coeffs(int in, int out, int **first, int **count, int32_t **weights, int *ksize)
-{
-    double scale = (double)in / out, fs = scale < 1.0 ? 1.0 : scale, support = 2.0 * fs;
-    int k = (int)ceil(support) * 2 + 1;
-    double *tmp = malloc(sizeof(double) * (size_t)k);
-    *first = malloc(sizeof(int) * (size_t)out), *count = malloc(sizeof(int) * (size_t)out);
-    *weights = malloc(sizeof(int32_t) * (size_t)out * (size_t)k);
-    if (!tmp || !*first || !*count || !*weights) {
-        free(tmp);
-        return -1;
-    }
-    for (int o = 0; o < out; o++) {
-        double center = (o + 0.5) * scale, ww = 0.0;
-        int lo = (int)(center - support + 0.5), hi = (int)(center + support + 0.5);
-        lo = lo < 0 ? 0 : lo, hi = hi > in ? in : hi;
-        int n = hi - lo;
-        for (int x = 0; x < n; x++)
-            ww += tmp[x] = cubic((x + lo - center + 0.5) / fs);
-        for (int x = 0; x < k; x++) {
-            double w = x < n && ww != 0.0 ? tmp[x] / ww : 0.0;
-            (*weights)[(size_t)o * k + x] = (int32_t)(w < 0 ? -0.5 + w * (1 << PIL_PREC) : 0.5 + w * (1 << PIL_PREC));
-        }
-        (*first)[o] = lo, (*count)[o] = n;
-    }
-    free(tmp);
-    *ksize = k;
-    return 0;
-}
-
-static uint8_t clip8(int64_t v)
-{
-    v >>= PIL_PREC;
-    return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
-}
-
-/* in (ih, iw, 3) u8 -> out (oh, ow, 3) u8. 0, or -1 out of memory. */
-static int pil_resample(const uint8_t *in, int iw, int ih, uint8_t *out, int ow, int oh)
-{
-    int *hf = NULL, *hn = NULL, *vf = NULL, *vn = NULL, hk, vk;
-    int32_t *hw = NULL, *vw = NULL;
-    uint8_t *mid = malloc((size_t)ow * ih * 3);
-    int rc = -1;
-    if (!mid || pil_coeffs(iw, ow, &hf, &hn, &hw, &hk) || pil_coeffs(ih, oh, &vf, &vn, &vw, &vk))
-        goto done;
-    for (int y = 0; y < ih; y++)
-        for (int x = 0; x < ow; x++)
-            for (int c = 0; c < 3; c++) {
-                int64_t ss = 1 << (PIL_PREC - 1);
-                const int32_t *w = hw + (size_t)x * hk;
-                const uint8_t *p = in + ((size_t)y * iw + hf[x]) * 3 + c;
-                for (int t = 0; t < hn[x]; t++)
-                    ss += (int64_t)p[3 * t] * w[t];
-                mid[((size_t)y * ow + x) * 3 + c] = clip8(ss);
-            }
-    for (int y = 0; y < oh; y++) {
-        const int32_t *w = vw + (size_t)y * vk;
-        for (int x = 0; x < ow * 3; x++) {
-            int64_t ss = 1 << (PIL_PREC - 1);
-            const uint8_t *p = mid + (size_t)vf[y] * ow * 3 + x;
-            for (int t = 0; t < vn[y]; t++)
-                ss += (int64_t)p[(size_t)t * ow * 3] * w[t];
-            out[(size_t)y * ow * 3 + x] = clip8(ss);
-        }
-    }
-    rc = 0;
-done:
-    free(mid), free(hf), free(hn), free(hw), free(vf), free(vn), free(vw);
-    return rc;
-}
-
-static int resize_to(VipsImage *in, const img_rule_t *r, int img_num, const img_opts_t *o, watch_t *wt, img_out_t *out,
-                     char *err)
+/* One output of rule r from the decoded image. When take is set and the
+ * output is the decode's size, the decode's buffer becomes the output. */
+static int resize_to(img_out_t *in, bool take, const img_rule_t *r, int img_num, const img_opts_t *o, watch_t *wt,
+                     img_out_t *out, char *err)
 {
     int tw, th;
     if (wt->deadline_ms > 0 && now_ms() > wt->deadline_ms) {
         snprintf(err, IMG_ERR_LEN, "decoding took over %d ms (--timeout-ms)", o->timeout_ms);
         return -1;
     }
-    if (img_target_size(r, in->Xsize, in->Ysize, img_num, &tw, &th)) {
-        snprintf(err, IMG_ERR_LEN, "%dx%d: no output size", in->Xsize, in->Ysize);
+    if (img_target_size(r, in->w, in->h, img_num, &tw, &th)) {
+        snprintf(err, IMG_ERR_LEN, "%dx%d: no output size", in->w, in->h);
         return -1;
     }
-    if (tw > in->Xsize || th > in->Ysize) {
-        size_t n = 0;
-        uint8_t *src = vips_image_write_to_memory(in, &n);
-        if (!src)
-            return vips_fail(err, "cannot decode");
-        uint8_t *dst = g_try_malloc((size_t)tw * th * 3);
-        if (!dst || pil_resample(src, in->Xsize, in->Ysize, dst, tw, th)) {
-            g_free(src), g_free(dst);
-            snprintf(err, IMG_ERR_LEN, "out of memory resizing to %dx%d", tw, th);
-            return -1;
-        }
-        g_free(src);
-        *out = (img_out_t){.data = dst, .w = tw, .h = th};
+    if (take && tw == in->w && th == in->h) {
+        *out = *in;
+        in->data = NULL;
         return 0;
     }
-    VipsImage *im = in, *t;
-    g_object_ref(im);
-    if (tw != in->Xsize || th != in->Ysize) {
-        if (vips_resize(im, &t, (double)tw / in->Xsize, "vscale", (double)th / in->Ysize, "kernel", VIPS_KERNEL_CUBIC,
-                        "gap", 0.0, NULL)) {
-            g_object_unref(im);
-            return vips_fail(err, "cannot resize");
-        }
-        step(&im, t);
-        if (im->Xsize != tw || im->Ysize != th) {
-            // vips rounds the scaled size itself; settle a 1-pixel disagreement
-            if (vips_embed(im, &t, 0, 0, tw, th, "extend", VIPS_EXTEND_COPY, NULL)) {
-                g_object_unref(im);
-                return vips_fail(err, "cannot resize");
-            }
-            step(&im, t);
-        }
-    }
-    watch(im, wt);
-    size_t n = 0;
-    void *p = vips_image_write_to_memory(im, &n);
-    g_object_unref(im);
-    if (!p) {
-        if (wt->expired) {
-            vips_error_clear();
-            snprintf(err, IMG_ERR_LEN, "resizing took over %d ms (--timeout-ms)", o->timeout_ms);
-            return -1;
-        }
-        return vips_fail(err, "cannot resize");
-    }
-    if (n != (size_t)tw * th * 3) {
-        g_free(p);
-        snprintf(err, IMG_ERR_LEN, "resize gave %zu bytes, expected %dx%dx3", n, tw, th);
+    uint8_t *dst = g_try_malloc((size_t)tw * th * 3);
+    if (!dst || img_resample(in->data, in->w, in->h, dst, tw, th, o->simd)) {
+        g_free(dst);
+        snprintf(err, IMG_ERR_LEN, "out of memory resizing to %dx%d", tw, th);
         return -1;
     }
-    *out = (img_out_t){.data = p, .w = tw, .h = th};
+    *out = (img_out_t){.data = dst, .w = tw, .h = th};
     return 0;
 }
 
@@ -424,16 +321,18 @@ int img_decode(const void *buf, size_t len, const img_opts_t *o, img_want_t want
                char *err)
 {
     watch_t wt = {.deadline_ms = o->timeout_ms > 0 ? now_ms() + o->timeout_ms : 0};
-    VipsImage *rgb = NULL;
+    img_out_t rgb = {0};
     *vit = (img_out_t){0}, *vae = (img_out_t){0};
     if (decode_rgb(buf, len, o, want, &wt, &rgb, err))
         return -1;
+    // the ViT first: the VAE output is more often the decode's own size
+    // (1024x768 images, 2048x1536 JPEGs shrunk on load) and takes its buffer
     int rc = 0;
     if (want.vit_num)
-        rc = resize_to(rgb, &o->vit, want.vit_num, o, &wt, vit, err);
+        rc = resize_to(&rgb, !want.vae_num, &o->vit, want.vit_num, o, &wt, vit, err);
     if (!rc && want.vae_num)
-        rc = resize_to(rgb, &o->vae, want.vae_num, o, &wt, vae, err);
-    g_object_unref(rgb);
+        rc = resize_to(&rgb, true, &o->vae, want.vae_num, o, &wt, vae, err);
+    img_out_free(&rgb);
     if (rc) {
         img_out_free(vit);
         img_out_free(vae);

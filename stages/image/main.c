@@ -39,7 +39,8 @@ static const char help[] =
     "      --no-shrink-on-load   always decode JPEGs at full size\n"
     "      --shrink-margin X     shrink a JPEG on load only while the decode stays X times larger than\n"
     "                            every output (default 1; 2 is slower and closer to Pillow: docs/image.md)\n"
-    "      --threads N           libvips threads per process (default 1: scale with processes)\n";
+    "      --threads N           libvips threads per process (default 1: scale with processes)\n"
+    "      --no-simd             resample without AVX2 (the same bytes, slower; for tests)\n";
 
 enum {
     OPT_ROOT = 1,
@@ -58,6 +59,7 @@ enum {
     OPT_NO_SHRINK,
     OPT_SHRINK_MARGIN,
     OPT_THREADS,
+    OPT_NO_SIMD,
 };
 
 typedef struct {
@@ -281,6 +283,7 @@ int main(int argc, char **argv)
         {"no-shrink-on-load", no_argument, 0, OPT_NO_SHRINK},
         {"shrink-margin", required_argument, 0, OPT_SHRINK_MARGIN},
         {"threads", required_argument, 0, OPT_THREADS},
+        {"no-simd", no_argument, 0, OPT_NO_SIMD},
         {0, 0, 0, 0},
     };
     job_t job = {.vit_img_num_auto = true, .max_bytes = 256ull << 20};
@@ -328,6 +331,7 @@ int main(int argc, char **argv)
             job.io.shrink_margin = m;
             break;
         }
+        case OPT_NO_SIMD: job.io.simd = false; break;
         case OPT_THREADS: bad = int_opt("threads", optarg, 1, 1024, &threads); break;
         default: return EXIT_USAGE;
         }
