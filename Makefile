@@ -19,7 +19,7 @@ VERSION := $(shell cat VERSION)
 
 # ---- dependencies, found with pkg-config; each missing one named with the
 # Debian package that provides it
-DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev vips:libvips-dev libutf8proc:libutf8proc-dev
+DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev vips:libvips-dev libutf8proc:libutf8proc-dev openblas:libopenblas-dev
 DEPS_TEST := cmocka:libcmocka-dev
 
 pc_missing = $(strip $(foreach d,$(1),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(d))) && echo y),,$(word 2,$(subst :, ,$(d))))))
@@ -36,12 +36,12 @@ else ifeq ($(filter clean,$(MAKECMDGOALS)),)
 $(error missing libraries: apt-get install $(MISSING_BUILD) (or run scripts/install-deps.sh))
 endif
 endif
-PKGS := libzmq msgpack jansson vips libutf8proc
+PKGS := libzmq msgpack jansson vips libutf8proc openblas
 
 WERROR ?= $(if $(CI),1,0)
 SAN ?= 0
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -Wno-missing-field-initializers -Wno-format-truncation -fno-strict-aliasing
+CFLAGS += -std=gnu11 -fopenmp -Wall -Wextra -Wno-missing-field-initializers -Wno-format-truncation -fno-strict-aliasing
 CFLAGS += -DBAGEL_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
 ifeq ($(WERROR),1)
 CFLAGS += -Werror
@@ -51,7 +51,7 @@ CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-rec
 LDFLAGS += -fsanitize=address,undefined
 endif
 # each binary keeps only the libraries it uses
-LDFLAGS += -Wl,--as-needed
+LDFLAGS += -Wl,--as-needed -fopenmp
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
 # ---- CUDA: auto builds the CUDA backend when nvcc is found
@@ -79,11 +79,14 @@ STAGE_COMMON_SRC := $(wildcard stages/common/*.c)
 STAGE_NAMES := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard stages/*/))))
 STAGE_LIB_SRC := $(filter-out %/main.c,$(foreach n,$(STAGE_NAMES),$(wildcard stages/$(n)/*.c)))
 CUDA_SRC := $(wildcard kernels/cuda/*.cu)
+# the compute library: the CPU backend of the op table and the models
+MODEL_SRC := $(wildcard kernels/cpu/*.c) $(wildcard models/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_IPC := $(BUILD)/lib/libbagelipc.a
 LIB_STAGE := $(BUILD)/lib/libbagelstage.a
 LIB_CUDA := $(BUILD)/lib/libbagelcuda.a
+LIB_MODEL := $(BUILD)/lib/libbagelmodel.a
 BINS := $(patsubst %,$(BUILD)/bin/bagel-%,$(STAGE_NAMES))
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -96,7 +99,7 @@ TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tests/tools/gen-records
 .PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image demo clean tests-build
 .DEFAULT_GOAL := all
 
-all: $(BINS) $(TOOLS) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
+all: $(BINS) $(TOOLS) $(LIB_MODEL) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -114,12 +117,16 @@ $(LIB_STAGE): $(call obj,$(STAGE_COMMON_SRC))
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
+$(LIB_MODEL): $(call obj,$(MODEL_SRC))
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
 $(LIB_CUDA): $(patsubst %.cu,$(BUILD)/obj/%.o,$(CUDA_SRC))
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
 .SECONDEXPANSION:
-$(BUILD)/bin/bagel-%: $$(call obj,$$(wildcard stages/$$*/*.c)) $(LIB_STAGE) $(LIB_IPC)
+$(BUILD)/bin/bagel-%: $$(call obj,$$(wildcard stages/$$*/*.c)) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -131,7 +138,7 @@ $(BUILD)/tests/tools/gen-records: $(call obj,tests/tools/gen_records.c) $(LIB_IP
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(LIB_STAGE) $(LIB_IPC)
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs cmocka) -o $@
 
@@ -155,11 +162,11 @@ asan:
 	BAGEL_SANITIZED=1 $(MAKE) BUILD=build-asan SAN=1 CUDA=0 test
 
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_CFLAGS := -O1 -g -std=gnu11 -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS))
+FUZZ_CFLAGS := -O1 -g -std=gnu11 -fopenmp -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags $(PKGS))
 
 # a fuzz target links the libraries and every stage's code but its main
-FUZZ_LINK_SRC := $(IPC_SRC) $(STAGE_COMMON_SRC) $(STAGE_LIB_SRC)
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LINK_SRC) $(wildcard ipc/*.h stages/*/*.h)
+FUZZ_LINK_SRC := $(IPC_SRC) $(STAGE_COMMON_SRC) $(STAGE_LIB_SRC) $(MODEL_SRC)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LINK_SRC) $(wildcard ipc/*.h stages/*/*.h models/*.h kernels/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $< $(FUZZ_LINK_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm -o $@
 

@@ -16,6 +16,7 @@ packages=(
     libvips-tools                   # the vips command: bagel-image's benchmark makes its images with it
     jq                              # the peer of bagel-read's benchmark
     manpages manpages-dev manpages-zh  # part of the tokenizer's test and benchmark corpus
+    libopenblas-dev                 # OpenBLAS: the CPU backend's matrix products
     libcmocka-dev bats              # unit tests (C) and stage tests (shell)
     clang libclang-rt-14-dev        # libFuzzer and the sanitizers' runtime
 )

@@ -1,0 +1,178 @@
+/* ops.h — the compute op table: every op the models use, each with its
+ * backward, behind one table of function pointers per backend (the CPU
+ * backend in kernels/cpu/, the CUDA backend in kernels/cuda/).
+ *
+ * Conventions (llm.c style):
+ * - Arguments are outputs, then inputs, then sizes.
+ * - Backward functions ACCUMULATE (+=) into every gradient they write; a
+ *   NULL gradient pointer means "not needed" and is skipped (frozen weights,
+ *   inputs that are data).
+ * - Matrices are row-major. A linear layer's weight is [out, in] as PyTorch
+ *   stores it: out = in · Wᵀ + b.
+ * - Pointers are backend memory (host memory for the CPU backend, device
+ *   memory for CUDA). Index arrays are int32 in backend memory.
+ * - Letters: n rows (tokens), c channels, h heads, d head_dim, V vocab.
+ *
+ * Ops never allocate in their hot path except the classifier's chunk scratch,
+ * which the caller provides (op_ce_scratch_floats).
+ */
+#ifndef BAGEL_OPS_H
+#define BAGEL_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* BAGEL's attention split modes (bagel-reference.md §3.5) */
+enum { OP_SPLIT_CAUSAL = 0, OP_SPLIT_FULL = 1, OP_SPLIT_NOISE = 2 };
+
+/* Attention over one packed sequence without a dense mask. The sequence is a
+ * run of samples; each sample a run of splits; split i covers sequence
+ * positions [split_start[i], split_start[i+1]). A key k is visible to a query
+ * q iff (same sample) and (k <= q, or both in the same split whose mode is
+ * full or noise) and not (k's split is a noise split other than q's).
+ *
+ * q, k and v rows may be stored in any order (the MoT layers keep
+ * understanding rows first, generation rows after): row_of_pos maps a sequence
+ * position to its storage row; NULL means row = position. */
+typedef struct op_attn {
+    int n_tok;                  /* S: sequence positions = rows */
+    int n_heads;                /* query heads */
+    int n_kv_heads;             /* key/value heads; query head j uses kv head j / (n_heads / n_kv_heads) */
+    int head_dim;
+    float scale;                /* usually 1/sqrt(head_dim) */
+    int n_splits;
+    const int32_t *split_start; /* (n_splits + 1) int32, split_start[n_splits] = n_tok */
+    const uint8_t *split_mode;  /* (n_splits) OP_SPLIT_* */
+    const int32_t *split_first; /* (n_splits) index of the first split of the same sample */
+    const int32_t *row_of_pos;  /* (n_tok) or NULL */
+} op_attn_t;
+
+/* The visibility rule itself, on host metadata: for tests, references and the
+ * span iteration of the kernels. qs is the query's split. */
+static inline int op_attn_visible(const op_attn_t *a, int qs, int q, int k)
+{
+    int ks = qs;
+    while (ks > 0 && k < a->split_start[ks]) ks--;
+    while (ks + 1 < a->n_splits && k >= a->split_start[ks + 1]) ks++;
+    if (a->split_first[ks] != a->split_first[qs]) return 0;
+    if (ks != qs && a->split_mode[ks] == OP_SPLIT_NOISE) return 0;
+    if (k <= q) return 1;
+    return ks == qs && a->split_mode[qs] != OP_SPLIT_CAUSAL;
+}
+
+typedef struct op_table {
+    const char *name; /* "cpu", "cuda" */
+
+    /* memory */
+    void *(*alloc)(size_t bytes); /* zeroed; NULL on failure */
+    void (*free)(void *p);
+    void (*zero)(void *p, size_t bytes);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*sync)(void);
+
+    /* out[n,o] = in[n,i] · w[o,i]ᵀ + b[o]   (b may be NULL) */
+    void (*linear_fwd)(float *out, const float *in, const float *w, const float *b, int n, int in_dim,
+                       int out_dim);
+    /* din[n,i] += dout·w;  dw[o,i] += doutᵀ·in;  db[o] += Σ_n dout */
+    void (*linear_bwd)(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                       int n, int in_dim, int out_dim);
+
+    /* RMSNorm over c: out = w ⊙ x / sqrt(mean(x²) + eps); rstd[n] saved */
+    void (*rmsnorm_fwd)(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
+    void (*rmsnorm_bwd)(float *din, float *dw, const float *dout, const float *in, const float *w,
+                        const float *rstd, int n, int c);
+
+    /* LayerNorm over c with affine w, b; mean[n], rstd[n] saved */
+    void (*layernorm_fwd)(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                          int n, int c, float eps);
+    void (*layernorm_bwd)(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                          const float *mean, const float *rstd, int n, int c);
+
+    /* RoPE, half-split (NeoX) style, in place on x[n, h, d] at pos[n];
+     * inv_freq[i] = theta^(-2i/d). The backward rotates dx by -angle. */
+    void (*rope_fwd)(float *x, const int32_t *pos, int n, int h, int d, float theta);
+    void (*rope_bwd)(float *dx, const int32_t *pos, int n, int h, int d, float theta);
+
+    /* out = silu(gate) ⊙ up, all [m] */
+    void (*swiglu_fwd)(float *out, const float *gate, const float *up, size_t m);
+    void (*swiglu_bwd)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
+    /* gelu with the tanh approximation (gelu_pytorch_tanh) */
+    void (*gelu_fwd)(float *out, const float *in, size_t m);
+    void (*gelu_bwd)(float *din, const float *dout, const float *in, size_t m);
+    /* silu(x) = x·sigmoid(x) */
+    void (*silu_fwd)(float *out, const float *in, size_t m);
+    void (*silu_bwd)(float *din, const float *dout, const float *in, size_t m);
+
+    /* packed attention (see op_attn_t): q, out [S, nh, d], k, v [S, nkv, d],
+     * lse [S, nh] saved for the backward (log-sum-exp of the scaled scores) */
+    void (*attention_fwd)(float *out, float *lse, const float *q, const float *k, const float *v,
+                          const op_attn_t *a);
+    void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                          const float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
+
+    /* rows: out[oi[r]] = in[ii[r]] (copy) or += (add), r < n, rows of c
+     * floats; oi or ii NULL means identity. Gather, scatter, embedding
+     * lookup and its backward are all this. */
+    void (*rows_copy)(float *out, const int32_t *oi, const float *in, const int32_t *ii, int n, int c);
+    void (*rows_add)(float *out, const int32_t *oi, const float *in, const int32_t *ii, int n, int c);
+
+    /* y += a·x */
+    void (*axpy)(float *y, float a, const float *x, size_t m);
+
+    /* fused classifier + cross-entropy, chunked over tokens so that at most
+     * chunk rows of logits exist: logits = h[n,c] · w[V,c]ᵀ; loss[r] =
+     * logsumexp(logits[r]) - logits[r][label[r]]. When dh or dw is given,
+     * accumulates the gradient of Σ_r dloss[r]·loss[r]. scratch holds
+     * op_ce_scratch_floats(chunk, V) floats. */
+    void (*classifier_ce)(float *loss, float *dh, float *dw, const float *h, const float *w,
+                          const int32_t *label, const float *dloss, int n, int c, int V, float *scratch,
+                          int chunk);
+
+    /* loss[r] = mean_d (pred[r] - target[r])²; dpred += dloss[r]·∂loss[r] */
+    void (*mse)(float *loss, float *dpred, const float *pred, const float *target, const float *dloss, int n,
+                int d);
+
+    /* flow matching: xt = (1 - t[r])·x0 + t[r]·eps; target = eps - x0 */
+    void (*flow_noise)(float *xt, float *target, const float *x0, const float *eps, const float *t, int n, int d);
+    /* sinusoidal timestep features, BAGEL's TimestepEmbedder: out[r] =
+     * [cos(t·f_k), sin(t·f_k)], f_k = exp(-ln(10000)·k/half), out [n, 2·half] */
+    void (*timestep_freq)(float *out, const float *t, int n, int half);
+
+    /* images u8 [H, W, C] -> normalized (x/255 - 0.5)/0.5 tokens [(H/p)·(W/p), p·p·C],
+     * feature (py·p + px)·C + c, tokens row-major (bagel-reference.md §1.8) */
+    void (*patchify_u8)(float *out, const uint8_t *img, int H, int W, int C, int p);
+    /* latents f32 [C, H, W] -> tokens [(H/p)·(W/p), p·p·C], same order */
+    void (*patchify_chw)(float *out, const float *z, int C, int H, int W, int p);
+    void (*unpatchify_chw)(float *z, const float *tokens, int C, int H, int W, int p);
+
+    /* 2-D convolution NCHW, weight [co, ci, kh, kw], bias [co] (NULL ok),
+     * stride and zero padding (pad_t/l/b/r) */
+    void (*conv2d_fwd)(float *out, const float *in, const float *w, const float *b, int n, int ci, int h,
+                       int wd, int co, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
+    void (*conv2d_bwd)(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                       int n, int ci, int h, int wd, int co, int kh, int kw, int stride, int pad_t, int pad_l,
+                       int pad_b, int pad_r);
+    /* GroupNorm NCHW over (c/groups)·h·w per group, affine per channel;
+     * mean, rstd [n, groups] saved */
+    void (*groupnorm_fwd)(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                          int n, int c, int hw, int groups, float eps);
+    void (*groupnorm_bwd)(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                          const float *mean, const float *rstd, int n, int c, int hw, int groups);
+
+    /* optimizer: AdamW with bias correction (step counts from 1), decoupled
+     * weight decay p -= lr·wd·p; EMA: e = decay·e + (1 - decay)·p */
+    void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+                  float eps, float wd, int step);
+    void (*ema)(float *e, const float *p, size_t n, float decay);
+    /* Σ g², accumulated in double */
+    double (*sumsq)(const float *g, size_t n);
+    void (*scale)(float *x, float s, size_t n);
+} op_table_t;
+
+/* floats of scratch classifier_ce needs for `chunk` rows of a V-wide vocabulary */
+static inline size_t op_ce_scratch_floats(int chunk, int V) { return (size_t)chunk * (size_t)V; }
+
+extern const op_table_t op_cpu;
+
+#endif
