@@ -37,6 +37,8 @@ $(error missing libraries: apt-get install $(MISSING_BUILD) (or run scripts/inst
 endif
 endif
 PKGS := libzmq msgpack jansson vips libutf8proc openblas
+# bagel-image inflates PNGs with libdeflate (libvips-dev brings it, through libtiff-dev)
+PKGS += libdeflate
 
 WERROR ?= $(if $(CI),1,0)
 SAN ?= 0

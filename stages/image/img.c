@@ -17,6 +17,7 @@
  * Pillow's BICUBIC with antialias; an output that enlarges an axis is made by
  * pil_resample below. */
 #include "img.h"
+#include "png.h"
 #include "resample.h"
 
 #include <math.h>
@@ -37,6 +38,7 @@ void img_opts_default(img_opts_t *o)
         .shrink_on_load = true,
         .shrink_margin = 1.0,
         .simd = true,
+        .png_fast_path = true,
     };
 }
 
@@ -140,6 +142,11 @@ static bool png_grey_alpha(const uint8_t *b, size_t len)
 static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want_t want, watch_t *wt, img_out_t *out,
                       char *err)
 {
+    img_png_t png;
+    if (o->png_fast_path && !img_png_decode(buf, len, o->max_input_pixels, &png)) {
+        *out = (img_out_t){.data = png.data, .w = png.w, .h = png.h};
+        return 0;
+    }
     const char *loader = vips_foreign_find_load_buffer(buf, len);
     if (!loader) {
         vips_error_clear();

@@ -40,7 +40,8 @@ static const char help[] =
     "      --shrink-margin X     shrink a JPEG on load only while the decode stays X times larger than\n"
     "                            every output (default 1; 2 is slower and closer to Pillow: docs/image.md)\n"
     "      --threads N           libvips threads per process (default 1: scale with processes)\n"
-    "      --no-simd             resample without AVX2 (the same bytes, slower; for tests)\n";
+    "      --no-simd             resample without AVX2 (the same bytes, slower; for tests)\n"
+    "      --no-png-fast-path    decode every PNG with libvips (the same pixels, slower; for tests)\n";
 
 enum {
     OPT_ROOT = 1,
@@ -60,6 +61,7 @@ enum {
     OPT_SHRINK_MARGIN,
     OPT_THREADS,
     OPT_NO_SIMD,
+    OPT_NO_PNG_FAST,
 };
 
 typedef struct {
@@ -284,6 +286,7 @@ int main(int argc, char **argv)
         {"shrink-margin", required_argument, 0, OPT_SHRINK_MARGIN},
         {"threads", required_argument, 0, OPT_THREADS},
         {"no-simd", no_argument, 0, OPT_NO_SIMD},
+        {"no-png-fast-path", no_argument, 0, OPT_NO_PNG_FAST},
         {0, 0, 0, 0},
     };
     job_t job = {.vit_img_num_auto = true, .max_bytes = 256ull << 20};
@@ -332,6 +335,7 @@ int main(int argc, char **argv)
             break;
         }
         case OPT_NO_SIMD: job.io.simd = false; break;
+        case OPT_NO_PNG_FAST: job.io.png_fast_path = false; break;
         case OPT_THREADS: bad = int_opt("threads", optarg, 1, 1024, &threads); break;
         default: return EXIT_USAGE;
         }
