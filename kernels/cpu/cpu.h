@@ -1,0 +1,94 @@
+/* cpu.h — the CPU backend's functions, one group per file of kernels/cpu/,
+ * gathered into the op table by cpu_table.c. Internal to the backend: models
+ * call these through op_cpu (kernels/ops.h), never by name.
+ *
+ * Everything is fp32 on host memory. Matrix products go to OpenBLAS
+ * (cblas_sgemm); loops over rows or elements use OpenMP, with an `if` clause
+ * so that small calls do not pay for waking the thread team. */
+#ifndef BAGEL_CPU_H
+#define BAGEL_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../ops.h"
+
+/* below this many floats of work an OpenMP loop runs on one thread */
+#define CPU_OMP_MIN 32768
+
+/* cpu_mem.c */
+void *cpu_alloc(size_t bytes);
+void cpu_free(void *p);
+void cpu_zero(void *p, size_t bytes);
+void cpu_upload(void *dst, const void *host_src, size_t bytes);
+void cpu_download(void *host_dst, const void *src, size_t bytes);
+void cpu_sync(void);
+
+/* cpu_linear.c */
+void cpu_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim);
+void cpu_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                    int in_dim, int out_dim);
+
+/* cpu_norm.c */
+void cpu_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
+void cpu_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
+                     int n, int c);
+void cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
+                       int c, float eps);
+void cpu_layernorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                       const float *mean, const float *rstd, int n, int c);
+
+/* cpu_rope.c */
+void cpu_rope_fwd(float *x, const int32_t *pos, int n, int h, int d, float theta);
+void cpu_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float theta);
+
+/* cpu_act.c */
+void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
+void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
+void cpu_gelu_fwd(float *out, const float *in, size_t m);
+void cpu_gelu_bwd(float *din, const float *dout, const float *in, size_t m);
+void cpu_silu_fwd(float *out, const float *in, size_t m);
+void cpu_silu_bwd(float *din, const float *dout, const float *in, size_t m);
+
+/* cpu_attention.c */
+void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
+void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                       const float *q, const float *k, const float *v, const op_attn_t *a);
+
+/* cpu_rows.c */
+void cpu_rows_copy(float *out, const int32_t *oi, const float *in, const int32_t *ii, int n, int c);
+void cpu_rows_add(float *out, const int32_t *oi, const float *in, const int32_t *ii, int n, int c);
+
+/* cpu_classifier.c */
+void cpu_classifier_ce(float *loss, float *dh, float *dw, const float *h, const float *w, const int32_t *label,
+                       const float *dloss, int n, int c, int V, float *scratch, int chunk);
+
+/* cpu_loss.c */
+void cpu_mse(float *loss, float *dpred, const float *pred, const float *target, const float *dloss, int n, int d);
+void cpu_flow_noise(float *xt, float *target, const float *x0, const float *eps, const float *t, int n, int d);
+void cpu_timestep_freq(float *out, const float *t, int n, int half);
+
+/* cpu_patch.c */
+void cpu_patchify_u8(float *out, const uint8_t *img, int H, int W, int C, int p);
+void cpu_patchify_chw(float *out, const float *z, int C, int H, int W, int p);
+void cpu_unpatchify_chw(float *z, const float *tokens, int C, int H, int W, int p);
+
+/* cpu_conv.c */
+void cpu_conv2d_fwd(float *out, const float *in, const float *w, const float *b, int n, int ci, int h, int wd, int co,
+                    int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
+void cpu_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n, int ci,
+                    int h, int wd, int co, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
+void cpu_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
+                       int c, int hw, int groups, float eps);
+void cpu_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                       const float *mean, const float *rstd, int n, int c, int hw, int groups);
+
+/* cpu_optim.c */
+void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
+               float wd, int step);
+void cpu_ema(float *e, const float *p, size_t n, float decay);
+double cpu_sumsq(const float *g, size_t n);
+void cpu_scale(float *x, float s, size_t n);
+void cpu_axpy(float *y, float a, const float *x, size_t m);
+
+#endif

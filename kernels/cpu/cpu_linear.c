@@ -1,0 +1,57 @@
+/* cpu_linear.c — the linear layer, out = in · Wᵀ + b with W [out, in] as
+ * PyTorch stores it; every product is one cblas_sgemm (OpenBLAS threads it). */
+#include <cblas.h>
+
+#include "cpu.h"
+
+void cpu_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim)
+{
+    if (n <= 0 || out_dim <= 0)
+        return;
+    /* the bias is written first so the product can accumulate onto it */
+    float beta = 0.0f;
+    if (b) {
+#pragma omp parallel for if ((size_t)n * out_dim > CPU_OMP_MIN)
+        for (int r = 0; r < n; r++)
+            for (int o = 0; o < out_dim; o++)
+                out[(size_t)r * out_dim + o] = b[o];
+        beta = 1.0f;
+    }
+    if (in_dim <= 0) {
+        if (!b)
+            for (size_t i = 0; i < (size_t)n * out_dim; i++)
+                out[i] = 0.0f;
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, beta, out,
+                out_dim);
+}
+
+void cpu_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                    int in_dim, int out_dim)
+{
+    if (n <= 0 || out_dim <= 0)
+        return;
+    if (din && in_dim > 0) /* din[n,i] += dout[n,o] · w[o,i] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, 1.0f,
+                    din, in_dim);
+    if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, 1.0f,
+                    dw, in_dim);
+    if (db) {
+        /* column sums: threads own blocks of columns, so no two write one db[o] */
+        int nblk = (out_dim + 63) / 64;
+#pragma omp parallel for if ((size_t)n * out_dim > CPU_OMP_MIN)
+        for (int blk = 0; blk < nblk; blk++) {
+            int o0 = blk * 64, o1 = o0 + 64 < out_dim ? o0 + 64 : out_dim;
+            float acc[64] = {0};
+            for (int r = 0; r < n; r++) {
+                const float *g = dout + (size_t)r * out_dim;
+                for (int o = o0; o < o1; o++)
+                    acc[o - o0] += g[o];
+            }
+            for (int o = o0; o < o1; o++)
+                db[o] += acc[o - o0];
+        }
+    }
+}
