@@ -11,11 +11,10 @@
  *     management, so these differ from Pillow: docs/image.md);
  *   - EXIF orientation is applied (vips_autorot);
  *   - multi-page files give their first page (libvips' default page=0, n=1).
- * The decode runs into memory once (sequential access), then each output that
- * only shrinks is one vips_resize with the cubic kernel and gap 0: a pure separable reduce
- * with the Catmull-Rom (a = -0.5) kernel stretched by the scale, which is
- * Pillow's BICUBIC with antialias; an output that enlarges an axis is made by
- * pil_resample below. */
+ * The decode runs once (sequential access) into a buffer of ours; plain PNGs
+ * skip libvips (png.h). Each output is then Pillow's BICUBIC resample of that
+ * buffer, byte for byte (resample.h), or the buffer itself when the sizes
+ * agree. */
 #include "img.h"
 #include "png.h"
 #include "resample.h"
@@ -140,7 +139,7 @@ static bool png_grey_alpha(const uint8_t *b, size_t len)
 
 /* The decoded, oriented, 8-bit sRGB image in memory. */
 static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want_t want, watch_t *wt, img_out_t *out,
-                      char *err)
+                      int *shrunk, char *err)
 {
     img_png_t png;
     if (o->png_fast_path && !img_png_decode(buf, len, o->max_input_pixels, &png)) {
@@ -150,7 +149,12 @@ static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want
     const char *loader = vips_foreign_find_load_buffer(buf, len);
     if (!loader) {
         vips_error_clear();
-        snprintf(err, IMG_ERR_LEN, len ? "not a known image format" : "empty file");
+        // an ISO-BMFF "ftyp" box: HEIF/AVIF, which needs libvips' libheif module
+        bool heif = len >= 12 && memcmp((const uint8_t *)buf + 4, "ftyp", 4) == 0;
+        snprintf(err, IMG_ERR_LEN, "%s",
+                 !len   ? "empty file"
+                 : heif ? "a HEIF/AVIF file, and this libvips has no HEIF loader (libheif module)"
+                        : "not a known image format");
         return -1;
     }
     VipsImage *im = vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
@@ -169,28 +173,37 @@ static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want
                  (long long)o->max_input_pixels);
         return -1;
     }
-    // Shrink-on-load: libjpeg's DCT scaling by 2, 4 or 8, only while the
-    // shrunk decode stays shrink_margin times larger than every output. At
-    // the default 1 a 2048x1536 JPEG decodes at 1024x768, about twice as
-    // fast, at 44-51 dB against Pillow's full decode (docs/image.md); 2
-    // keeps the cubic reduce in charge of all filtering (56-63 dB).
-    if (o->shrink_on_load && strcmp(loader, "VipsForeignLoadJpegBuffer") == 0) {
+    // Shrink-on-load by 2, 4 or 8 — libjpeg's DCT scaling, libwebp's scaled
+    // decode — only while the shrunk decode stays shrink_margin times larger
+    // than every output. At the default 1 a 2048x1536 JPEG decodes at
+    // 1024x768, about twice as fast, at 44-51 dB against Pillow's full decode
+    // (docs/image.md); 2 keeps the cubic resample in charge of all filtering.
+    bool jpeg = strcmp(loader, "VipsForeignLoadJpegBuffer") == 0,
+         webp = strcmp(loader, "VipsForeignLoadWebpBuffer") == 0;
+    if (o->shrink_on_load && (jpeg || webp)) {
         int need_w = 0, need_h = 0, tw, th;
         if (want.vit_num && !img_target_size(&o->vit, w, h, want.vit_num, &tw, &th))
             need_w = tw > need_w ? tw : need_w, need_h = th > need_h ? th : need_h;
         if (want.vae_num && !img_target_size(&o->vae, w, h, want.vae_num, &tw, &th))
             need_w = tw > need_w ? tw : need_w, need_h = th > need_h ? th : need_h;
+        // libwebp scales by averaging, not by dropping DCT frequencies: by 4 a
+        // pixel-art WebP fell to 31 dB, so WebP keeps a margin of at least 2
+        // (43 dB or more on GNOME's 4096x4096 backgrounds, docs/image.md)
+        double margin = webp && o->shrink_margin < 2.0 ? 2.0 : o->shrink_margin;
         int s = 8;
-        while (s > 1 && (w / s < o->shrink_margin * need_w || h / s < o->shrink_margin * need_h))
+        while (s > 1 && (w / s < margin * need_w || h / s < margin * need_h))
             s /= 2;
         if (s > 1) {
-            VipsImage *sh = vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
-                                                       VIPS_FAIL_ON_TRUNCATED, "shrink", s, NULL);
+            VipsImage *sh = jpeg ? vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
+                                                              VIPS_FAIL_ON_TRUNCATED, "shrink", s, NULL)
+                                 : vips_image_new_from_buffer(buf, len, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
+                                                              VIPS_FAIL_ON_TRUNCATED, "scale", 1.0 / s, NULL);
             if (!sh) {
                 g_object_unref(im);
                 return vips_fail(err, "cannot read the header");
             }
             step(&im, sh);
+            *shrunk = s;
         }
     }
     VipsImage *t = NULL;
@@ -329,8 +342,9 @@ int img_decode(const void *buf, size_t len, const img_opts_t *o, img_want_t want
 {
     watch_t wt = {.deadline_ms = o->timeout_ms > 0 ? now_ms() + o->timeout_ms : 0};
     img_out_t rgb = {0};
+    int shrunk = 1;
     *vit = (img_out_t){0}, *vae = (img_out_t){0};
-    if (decode_rgb(buf, len, o, want, &wt, &rgb, err))
+    if (decode_rgb(buf, len, o, want, &wt, &rgb, &shrunk, err))
         return -1;
     // the ViT first: the VAE output is more often the decode's own size
     // (1024x768 images, 2048x1536 JPEGs shrunk on load) and takes its buffer
@@ -340,6 +354,7 @@ int img_decode(const void *buf, size_t len, const img_opts_t *o, img_want_t want
     if (!rc && want.vae_num)
         rc = resize_to(&rgb, true, &o->vae, want.vae_num, o, &wt, vae, err);
     img_out_free(&rgb);
+    vit->shrunk = vae->shrunk = shrunk;
     if (rc) {
         img_out_free(vit);
         img_out_free(vae);

@@ -48,6 +48,7 @@ int img_target_size(const img_rule_t *r, int w, int h, int img_num, int *out_w, 
 typedef struct {
     uint8_t *data; // (h, w, 3) u8
     int w, h;
+    int shrunk; // the decode's shrink-on-load factor (1: decoded at full size)
 } img_out_t;
 
 /* What to make from one decode: vit_num / vae_num is the img_num of that

@@ -36,8 +36,8 @@ static const char help[] =
     "      --max-pixels N        refuse an image whose header says more pixels (default 178956970)\n"
     "      --max-bytes N         refuse a file larger than this (default 256M)\n"
     "      --timeout-ms N        refuse an image that takes longer to decode and resize (default 0: none)\n"
-    "      --no-shrink-on-load   always decode JPEGs at full size\n"
-    "      --shrink-margin X     shrink a JPEG on load only while the decode stays X times larger than\n"
+    "      --no-shrink-on-load   always decode JPEGs and WebPs at full size\n"
+    "      --shrink-margin X     shrink a JPEG or WebP on load only while the decode stays X times larger than\n"
     "                            every output (default 1; 2 is slower and closer to Pillow: docs/image.md)\n"
     "      --threads N           libvips threads per process (default 1: scale with processes)\n"
     "      --no-simd             resample without AVX2 (the same bytes, slower; for tests)\n"
@@ -72,7 +72,7 @@ typedef struct {
     unsigned long long max_bytes;
     uint8_t *buf; // the current file
     size_t cap;
-    unsigned long long images, vit, vae;
+    unsigned long long images, vit, vae, shrunk;
     double decode_s;
 } job_t;
 
@@ -224,6 +224,7 @@ static int image_sample(job_t *j, rec_t *r, char *why)
             return 1;
         }
         j->images++;
+        j->shrunk += vit.shrunk > 1 || vae.shrunk > 1;
         j->vit += vit.data != NULL, j->vae += vae.data != NULL;
         if ((vit.data && attach(r, seg, "vit", &vit)) || (vae.data && attach(r, seg, "vae", &vae))) {
             img_out_free(&vit);
@@ -240,9 +241,10 @@ static int run(stage_t *st, job_t *j)
 {
     stage_counts_t n;
     int status = stage_transform(st, image_one, j, &n);
-    log_info("samples=%llu rejects=%llu images=%llu vit=%llu vae=%llu decode_s=%.3f images_per_s=%.1f",
-             (unsigned long long)n.samples, (unsigned long long)n.rejects, j->images, j->vit, j->vae, j->decode_s,
-             j->decode_s > 0 ? (double)j->images / j->decode_s : 0.0);
+    log_info(
+        "samples=%llu rejects=%llu images=%llu vit=%llu vae=%llu shrunk_on_load=%llu decode_s=%.3f images_per_s=%.1f",
+        (unsigned long long)n.samples, (unsigned long long)n.rejects, j->images, j->vit, j->vae, j->shrunk, j->decode_s,
+        j->decode_s > 0 ? (double)j->images / j->decode_s : 0.0);
     return status;
 }
 

@@ -57,6 +57,61 @@ PY
     [[ "$output" == *"failures=0"* ]]
 }
 
+@test "resample: AVX2 and portable code and the PNG fast path all give Pillow's bytes (PSNR >= 35 dB, sizes equal)" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    for f in $(ls "$DATA/inputs"); do seq_line "$f" '"und":true,"gen":true,"cond":true'; done >"$T/all.jsonl"
+    for opts in --no-simd --no-png-fast-path "--no-simd --no-shrink-on-load"; do
+        # shellcheck disable=SC2086
+        pipe "$DATA/inputs" "$T/all.jsonl" "$T/out.rec" $opts
+        run python3 "$CHECK" "$T/out.rec" "$DATA" --min-psnr 35 --report
+        echo "$opts: $output"
+        [ "$status" -eq 0 ]
+    done
+    # without shrink-on-load every compared output is Pillow's, byte for byte
+    [ "$(grep -c 'psnr=99.00' <<<"$output")" -eq 50 ]
+}
+
+@test "WebP: shrink-on-load (by 2 on a 4096x3072 WebP) stays within 35 dB of Pillow's result on the source" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    command -v vips >/dev/null || skip "the vips command is not installed"
+    # pixels doubled, so that the WebP shrunk by 2 is the 2048x1536 JPEG again, near enough
+    vips zoom "$DATA/inputs/photo-2048x1536.jpg" "$T/z.v" 2 2
+    vips copy "$T/z.v" "$T/big.webp[Q=95]"
+    seq_line big.webp '"und":true,"gen":true,"cond":true' >"$T/w.jsonl"
+    run bash -c "'$READ' -q --root '$T' '$T/w.jsonl' | '$IMG' --root '$T' -o '$T/w.rec' 2>&1"
+    echo "$output"
+    [[ "$output" == *"shrunk_on_load=1"* ]]
+    run python3 "$CHECK" "$T/w.rec" "$DATA" --alias big.webp=photo-2048x1536.jpg --min-psnr 35 --report
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"psnr_checked=2 failures=0"* ]]
+    run bash -c "'$READ' -q --root '$T' '$T/w.jsonl' | '$IMG' --root '$T' --no-shrink-on-load -o /dev/null 2>&1"
+    [[ "$output" == *"shrunk_on_load=0"* ]]
+}
+
+@test "HEIF/AVIF: decoded where libvips has heifload (vs Pillow on the source), else a one-line reject" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    command -v vips >/dev/null || skip "the vips command is not installed"
+    if vips -l 2>/dev/null | grep -q heifload; then
+        vips copy "$DATA/inputs/photo-1200x900.png" "$T/p.avif[Q=90,compression=av1]" ||
+            skip "this libheif has no AV1 encoder to make the test file"
+        vips copy "$DATA/inputs/photo-1200x900.png" "$T/p.heic[Q=90]" || rm -f "$T/p.heic"
+        for f in "$T"/p.*; do seq_line "$(basename "$f")" '"und":true,"gen":true,"cond":true'; done >"$T/h.jsonl"
+        pipe "$T" "$T/h.jsonl" "$T/h.rec"
+        run python3 "$CHECK" "$T/h.rec" "$DATA" --alias p.avif=photo-1200x900.png --alias p.heic=photo-1200x900.png \
+            --min-psnr 35 --report
+        echo "$output"
+        [ "$status" -eq 0 ]
+        [[ "$output" == *"failures=0"* ]]
+    else
+        # an ftyp box with the avif brand and nothing a loader could use
+        printf '\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf' >"$T/p.avif"
+        seq_line p.avif '"und":true' >"$T/h.jsonl"
+        "$READ" -q --root "$T" "$T/h.jsonl" | "$IMG" -q --root "$T" | "$CAT" >"$T/out.jsonl"
+        holds 'select(.type=="reject") | .error | test("^p.avif: a HEIF/AVIF file, and this libvips has no HEIF loader")' "$T/out.jsonl"
+    fi
+}
+
 @test "flags: und gives vit only, gen/cond gives vae only; text-only samples pass through" {
     cp "$DATA/inputs/small-200x120.png" "$T/a.png"
     {

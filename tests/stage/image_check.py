@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
 """image_check.py — compare bagel-image's records with the Pillow references.
 
-  image_check.py RECORDS DATA_DIR [--min-psnr 35] [--report]
+  image_check.py RECORDS DATA_DIR [--min-psnr 35] [--report] [--alias NAME=REF]...
+  image_check.py RECORDS --pillow ROOT [--min-psnr 35] [--report]
 
 RECORDS is a bagel-image output (msgpack records, read here with a minimal
 decoder: Python's standard library only, as in CI). For every image segment,
 its vit/vae shape must equal DATA_DIR/expected.tsv, and where the fidelity
 column says psnr, the PSNR against DATA_DIR/ref/NAME.OUT.rgb.xz must reach
 --min-psnr. Prints one line per output with --report, then a summary line;
-exits 1 on any failure."""
+exits 1 on any failure. --alias NAME=REF checks the image NAME against
+REF's expected size and reference (a file re-encoded from REF: WebP, AVIF).
+
+With --pillow, the references are made here, with Pillow (BAGEL's transforms:
+exif_transpose, pil_img2rgb, MaxLongEdgeMinShortEdgeResize, BICUBIC), for
+each image under ROOT; exits 77 when Pillow is not installed."""
 import lzma, math, os, struct, sys
 
 
@@ -73,9 +79,94 @@ def psnr(a, b):
     return 10 * math.log10(255.0 * 255.0 * len(a) / sse)
 
 
+def target(rule, w, h):
+    mx, mn, s, maxpix = rule
+    md = lambda v: max(s, int(round(v / s) * s))
+    sc = lambda w, h, k: (md(round(w * k)), md(round(h * k)))
+    k = max(min(mx / max(w, h), 1.0), mn / min(w, h))
+    nw, nh = sc(w, h, k)
+    if nw * nh > maxpix:
+        nw, nh = sc(nw, nh, maxpix / (nw * nh))
+    if max(nw, nh) > mx:
+        nw, nh = sc(nw, nh, mx / max(nw, nh))
+    return nw, nh
+
+
+def pillow_refs(path):
+    """Pillow's ViT and VAE inputs of one file, as BAGEL makes them."""
+    from PIL import Image, ImageOps
+    im = ImageOps.exif_transpose(Image.open(path))
+    if im.mode == "RGBA" or im.info.get("transparency") is not None:
+        im = im.convert("RGBA")
+        white = Image.new("RGB", im.size, (255, 255, 255))
+        white.paste(im, mask=im.split()[3])
+        im = white
+    else:
+        im = im.convert("RGB")
+    out = {}
+    for name, rule in (("vit", (980, 378, 14, 2007040)), ("vae", (1024, 512, 16, 1806336))):
+        w, h = target(rule, *im.size)
+        out[name] = (w, h, im.resize((w, h), Image.BICUBIC).tobytes())
+    return out
+
+
+def psnr_fast(a, b):
+    try:
+        import numpy as np
+    except ImportError:
+        return psnr(a, b)
+    if len(a) != len(b): return -1.0
+    d = np.frombuffer(a, np.uint8).astype(np.int32) - np.frombuffer(b, np.uint8).astype(np.int32)
+    sse = float((d * d).sum())
+    return 99.0 if sse == 0 else 10 * math.log10(255.0 * 255.0 * len(a) / sse)
+
+
+def main_pillow(rec_path, root, min_psnr, report):
+    try:
+        import PIL
+    except ImportError:
+        print("skipped: Pillow is not installed (Debian: python3-pil)")
+        sys.exit(77)
+    b = open(rec_path, "rb").read()
+    i, bad, rows = 0, 0, []
+    while i < len(b):
+        r, i = unpack(b, i)
+        if r.get("type") == "reject":
+            print("FAIL rejected: %s" % r.get("error"))
+            bad += 1
+        if r.get("type") != "sample": continue
+        for seg in r["segments"]:
+            if seg.get("kind") != "image": continue
+            ref = pillow_refs(os.path.join(root, seg["path"]))
+            line = []
+            for out in ("vit", "vae"):
+                w, h, px = ref[out]
+                t = seg.get(out)
+                if t is None or t["shape"] != [h, w, 3]:
+                    print("FAIL %s %s: shape %s, expected [%d, %d, 3]" % (seg["path"], out, t and t["shape"], h, w))
+                    bad += 1
+                    continue
+                p = psnr_fast(bytes(t["data"]), px)
+                rows.append((seg["path"], out, p))
+                line.append("%s %dx%d %.2f dB" % (out, w, h, p))
+                if p < min_psnr:
+                    print("FAIL %s %s: PSNR %.2f dB < %.1f" % (seg["path"], out, p, min_psnr))
+                    bad += 1
+            if report: print("%-52s %s" % (seg["path"], "  ".join(line)))
+    for out in ("vit", "vae"):
+        q = [p for _, o, p in rows if o == out]
+        if q: print("%s: n=%d psnr_min=%.2f psnr_mean=%.2f" % (out, len(q), min(q), sum(q) / len(q)))
+    print("outputs=%d failures=%d" % (len(rows), bad))
+    sys.exit(1 if bad or not rows else 0)
+
+
 def main():
-    rec_path, data = sys.argv[1], sys.argv[2]
+    rec_path = sys.argv[1]
     min_psnr = float(sys.argv[sys.argv.index("--min-psnr") + 1]) if "--min-psnr" in sys.argv else 35.0
+    if "--pillow" in sys.argv:
+        main_pillow(rec_path, sys.argv[sys.argv.index("--pillow") + 1], min_psnr, "--report" in sys.argv)
+    data = sys.argv[2]
+    alias = dict(a.split("=", 1) for k, a in zip(sys.argv, sys.argv[1:]) if k == "--alias")
     report = "--report" in sys.argv
     exp = {}
     for line in open(os.path.join(data, "expected.tsv")):
@@ -89,14 +180,15 @@ def main():
         if r.get("type") != "sample": continue
         for seg in r["segments"]:
             if seg.get("kind") != "image": continue
-            name = os.path.basename(seg["path"])
+            shown = os.path.basename(seg["path"])
+            name = alias.get(shown, shown)
             for out in ("vit", "vae"):
                 if (name, out) not in exp: continue
                 seen.add((name, out))
                 w, h, fid = exp[(name, out)]
                 t = seg.get(out)
                 if t is None or t["shape"] != [h, w, 3]:
-                    print("FAIL %s %s: shape %s, expected [%d, %d, 3]" % (name, out, t and t["shape"], h, w))
+                    print("FAIL %s %s: shape %s, expected [%d, %d, 3]" % (shown, out, t and t["shape"], h, w))
                     bad += 1
                     continue
                 if fid != "psnr":
@@ -104,12 +196,14 @@ def main():
                     continue
                 ref = lzma.decompress(open(os.path.join(data, "ref", "%s.%s.rgb.xz" % (name, out)), "rb").read())
                 p = psnr(bytes(t["data"]), ref)
-                psnrs.append((name, out, p))
-                if report: print("%-40s %s %dx%d psnr=%.2f" % (name, out, w, h, p))
+                psnrs.append((shown, out, p))
+                if report: print("%-40s %s %dx%d psnr=%.2f" % (shown, out, w, h, p))
                 if p < min_psnr:
-                    print("FAIL %s %s: PSNR %.2f dB < %.1f" % (name, out, p, min_psnr))
+                    print("FAIL %s %s: PSNR %.2f dB < %.1f" % (shown, out, p, min_psnr))
                     bad += 1
-    missing = set(exp) - seen
+    # with aliases the records hold only the re-encoded files
+    want = {k for k in exp if k[0] in alias.values()} if alias else set(exp)
+    missing = want - seen
     for m in sorted(missing):
         print("FAIL %s %s: not in the records" % m)
     bad += len(missing)
