@@ -60,7 +60,7 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 
 /* A name from a file, printable on one line: control bytes and quotes
  * escaped, cut at 120 bytes. */
-static const char *show(const char *s, char *buf, size_t cap)
+static const char *show_q(const char *s, char *buf, size_t cap, int quotes)
 {
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)s; *p && o + 8 < cap; p++) {
@@ -69,7 +69,7 @@ static const char *show(const char *s, char *buf, size_t cap)
             o += 3;
             break;
         }
-        if (*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
+        if (*p < 0x20 || *p == 0x7f || (quotes && (*p == '"' || *p == '\\')))
             o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", *p);
         else
             buf[o++] = (char)*p;
@@ -86,6 +86,8 @@ static void fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
     if (o < cap)
         snprintf(buf + o, cap - o, "]");
 }
+
+static const char *show(const char *s, char *buf, size_t cap) { return show_q(s, buf, cap, 1); }
 
 /* ---- name lookup: open addressing over tensor pointers */
 
@@ -284,7 +286,8 @@ static int parse(st_file_t *f, const unsigned char *buf, size_t len, char *err, 
     json_t *root = json_loadb((const char *)buf + 8, (size_t)hn, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         char tb[200];
-        seterr(err, errlen, "%s: header: invalid JSON at byte %d: %s", P, je.position, show(je.text, tb, sizeof tb));
+        seterr(err, errlen, "%s: header: invalid JSON at byte %d: %s", P, je.position,
+               show_q(je.text, tb, sizeof tb, 0));
         return -1;
     }
     int rc = -1;
@@ -648,7 +651,7 @@ static st_set_t *set_open_index(const char *path, char *err, size_t errlen)
     fp = NULL;
     if (!root) {
         char tb[200];
-        seterr(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, show(je.text, tb, sizeof tb));
+        seterr(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, show_q(je.text, tb, sizeof tb, 0));
         goto fail;
     }
     json_t *wm = json_object_get(root, "weight_map");
