@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 typedef struct model_batch {
-    int S;        /* tokens in the packed sequence */
+    int S; /* tokens in the packed sequence */
     int n_samples;
     int32_t *sample_lens; /* (n_samples) */
 
@@ -35,34 +35,34 @@ typedef struct model_batch {
     int32_t *text_pos; /* (n_text) sequence positions */
 
     /* ViT patches of understanding images */
-    int n_vit;            /* patches */
-    int vit_dim;          /* 3·patch² */
-    float *vit_tokens;    /* (n_vit, vit_dim) normalized to [-1, 1] */
-    int32_t *vit_posid;   /* (n_vit) row·max_side + col */
-    int32_t *vit_pos;     /* (n_vit) sequence positions */
+    int n_vit;          /* patches */
+    int vit_dim;        /* 3·patch² */
+    float *vit_tokens;  /* (n_vit, vit_dim) normalized to [-1, 1] */
+    int32_t *vit_posid; /* (n_vit) row·max_side + col */
+    int32_t *vit_pos;   /* (n_vit) sequence positions */
     int n_vit_images;
-    int32_t *vit_lens;    /* (n_vit_images) patches per image */
+    int32_t *vit_lens; /* (n_vit_images) patches per image */
 
     /* latent tokens of VAE images, noisy targets and clean conditions */
     int n_lat;
-    int lat_dim;          /* latent_patch² · z_channels */
-    float *x0;            /* (n_lat, lat_dim) clean latent tokens */
-    float *eps;           /* (n_lat, lat_dim) noise */
-    float *tau;           /* (n_lat) raw logit-normal draw, -inf for clean images */
-    float *t;             /* (n_lat) sigmoid(tau) then shifted; 0 for clean */
-    int32_t *lat_posid;   /* (n_lat) row·max_latent_size + col */
-    int32_t *lat_pos;     /* (n_lat) sequence positions */
+    int lat_dim;        /* latent_patch² · z_channels */
+    float *x0;          /* (n_lat, lat_dim) clean latent tokens */
+    float *eps;         /* (n_lat, lat_dim) noise */
+    float *tau;         /* (n_lat) raw logit-normal draw, -inf for clean images */
+    float *t;           /* (n_lat) sigmoid(tau) then shifted; 0 for clean */
+    int32_t *lat_posid; /* (n_lat) row·max_latent_size + col */
+    int32_t *lat_pos;   /* (n_lat) sequence positions */
     int n_vae_images;
-    int32_t *vae_hw;      /* (n_vae_images, 2) latent token grid h, w */
+    int32_t *vae_hw; /* (n_vae_images, 2) latent token grid h, w */
 
     /* losses */
     int n_mse;
-    int32_t *mse_pos;     /* (n_mse) sequence positions of noisy latents */
-    int32_t *mse_lat;     /* (n_mse) their latent token index */
+    int32_t *mse_pos; /* (n_mse) sequence positions of noisy latents */
+    int32_t *mse_lat; /* (n_mse) their latent token index */
     int n_ce;
-    int32_t *ce_pos;      /* (n_ce) sequence positions with a CE label */
-    int32_t *ce_label;    /* (n_ce) */
-    float *ce_weight;     /* (n_ce) len2weight "square": 1/sqrt(n+1) */
+    int32_t *ce_pos;   /* (n_ce) sequence positions with a CE label */
+    int32_t *ce_label; /* (n_ce) */
+    float *ce_weight;  /* (n_ce) len2weight "square": 1/sqrt(n+1) */
 
     /* capacities of the arrays above (the packer grows them) */
     int cap_S, cap_splits, cap_samples, cap_vit, cap_lat, cap_vit_images, cap_vae_images;

@@ -20,7 +20,8 @@ int model_save(const model_t *m, const float *src, const char *path, int dtype, 
     m->ops->download(host, base, m->n_floats * sizeof(float));
     for (int i = 0; i < m->n_params; i++) {
         const model_param_t *p = &m->params[i];
-        if (st_writer_add_f32(w, p->name, dtype, p->ndim, p->shape, host + p->offset, err, errlen)) goto out;
+        if (st_writer_add_f32(w, p->name, dtype, p->ndim, p->shape, host + p->offset, err, errlen))
+            goto out;
     }
     rc = st_writer_write(w, path, err, errlen);
 out:
@@ -52,7 +53,8 @@ int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err
     int rc = -1, used = 0;
     size_t maxn = 0;
     for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].numel > maxn) maxn = m->params[i].numel;
+        if (m->params[i].numel > maxn)
+            maxn = m->params[i].numel;
     float *host = malloc(maxn * sizeof(float)), *conv = NULL;
     if (!host) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -62,7 +64,8 @@ int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err
         const model_param_t *p = &m->params[i];
         if (p->group == MODEL_GROUP_FIXED) {
             /* recomputed by model_new; keep them whatever the file holds */
-            if (st_set_find(s, p->name)) used++;
+            if (st_set_find(s, p->name))
+                used++;
             if (dst) {
                 m->ops->download(host, *p->w, p->numel * 4);
                 m->ops->upload(base + p->offset, host, p->numel * 4);
@@ -98,7 +101,8 @@ int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err
         }
         m->ops->upload(base + p->offset, host, p->numel * sizeof(float));
     }
-    if (n_extra) *n_extra = st_set_count(s) - used;
+    if (n_extra)
+        *n_extra = st_set_count(s) - used;
     rc = 0;
 out:
     free(host);

@@ -18,16 +18,16 @@ const model_loss_opts_t model_default_loss = {.ce_weight = 1.0f, .mse_weight = 1
 /* ---- activations ---------------------------------------------------- */
 
 typedef struct llm_layer_acts {
-    float *rstd1;        /* (S) */
-    float *a;            /* (S, H) input norm */
-    float *qraw, *q;     /* (S, Q) before QK-norm; after QK-norm and RoPE */
-    float *kraw, *k, *v; /* (S, K) */
-    float *rstdq, *rstdk; /* (S·nh), (S·nkv) */
-    float *o;            /* (S, Q) attention output */
-    float *lse;          /* (S, nh) */
-    float *xmid;         /* (S, H) after the attention residual */
-    float *rstd2;        /* (S) */
-    float *bn;           /* (S, H) post-attention norm */
+    float *rstd1;          /* (S) */
+    float *a;              /* (S, H) input norm */
+    float *qraw, *q;       /* (S, Q) before QK-norm; after QK-norm and RoPE */
+    float *kraw, *k, *v;   /* (S, K) */
+    float *rstdq, *rstdk;  /* (S·nh), (S·nkv) */
+    float *o;              /* (S, Q) attention output */
+    float *lse;            /* (S, nh) */
+    float *xmid;           /* (S, H) after the attention residual */
+    float *rstd2;          /* (S) */
+    float *bn;             /* (S, H) post-attention norm */
     float *gate, *up, *mm; /* (S, I) */
 } llm_layer_acts_t;
 
@@ -37,55 +37,55 @@ typedef struct vit_layer_acts {
     float *lse;               /* (Nv, heads) */
     float *xmid;              /* (Nv, Dv) */
     float *mean2, *rstd2, *bn;
-    float *f1, *g;            /* (Nv, Iv) */
+    float *f1, *g; /* (Nv, Iv) */
 } vit_layer_acts_t;
 
 struct model_acts {
     /* batch, uploaded */
-    int32_t *pos_row;       /* (S) RoPE position per storage row */
-    int32_t *row_of_pos;    /* (S) */
-    int32_t *split_start;   /* (splits + 1) */
-    uint8_t *split_mode;    /* (splits) */
-    int32_t *split_first;   /* (splits) */
-    int32_t *text_ids, *text_row; /* (S) */
-    int32_t *ce_row, *ce_label;   /* (Nc) */
-    float *ce_dloss, *ce_loss;    /* (Nc) */
-    float *vit_tokens;      /* (Nv, 3p²) */
-    int32_t *vit_posid, *vit_row; /* (Nv) */
+    int32_t *pos_row;               /* (S) RoPE position per storage row */
+    int32_t *row_of_pos;            /* (S) */
+    int32_t *split_start;           /* (splits + 1) */
+    uint8_t *split_mode;            /* (splits) */
+    int32_t *split_first;           /* (splits) */
+    int32_t *text_ids, *text_row;   /* (S) */
+    int32_t *ce_row, *ce_label;     /* (Nc) */
+    float *ce_dloss, *ce_loss;      /* (Nc) */
+    float *vit_tokens;              /* (Nv, 3p²) */
+    int32_t *vit_posid, *vit_row;   /* (Nv) */
     int32_t *vit_start, *vit_first; /* (vit images + 1) */
     uint8_t *vit_mode;
-    float *x0, *eps, *t;    /* (Nl, D), (Nl, D), (Nl) */
-    int32_t *lat_posid;     /* (Nl) */
-    int32_t *mse_row, *mse_lat; /* (Nl) */
+    float *x0, *eps, *t;         /* (Nl, D), (Nl, D), (Nl) */
+    int32_t *lat_posid;          /* (Nl) */
+    int32_t *mse_row, *mse_lat;  /* (Nl) */
     float *mse_dloss, *mse_loss; /* (Nl) */
 
     /* language model */
-    float **resid;          /* (L + 1) × (S, H): layer inputs, then the last output */
-    llm_layer_acts_t *ll;   /* (L) */
-    float *rstdf, *hf;      /* (S), (S, H) final norms */
+    float **resid;        /* (L + 1) × (S, H): layer inputs, then the last output */
+    llm_layer_acts_t *ll; /* (L) */
+    float *rstdf, *hf;    /* (S), (S, H) final norms */
     /* heads */
-    float *hc, *dhc;        /* (Nc, H) */
-    float *ce_scratch;      /* (chunk, V) */
+    float *hc, *dhc;                      /* (Nc, H) */
+    float *ce_scratch;                    /* (chunk, V) */
     float *hm, *pred, *tgt, *dpred, *dhm; /* (Nl, H), (Nl, D) ... */
     /* latent embedding */
-    float *xt, *target;     /* (Nl, D) */
-    float *tf;              /* (Nl, 256) */
+    float *xt, *target;      /* (Nl, D) */
+    float *tf;               /* (Nl, 256) */
     float *te1, *te1s, *te2; /* (Nl, H) */
     /* ViT */
-    float **vres;           /* (Lv + 1) × (Nv, Dv) */
-    vit_layer_acts_t *vl;   /* (Lv) */
+    float **vres;                /* (Lv + 1) × (Nv, Dv) */
+    vit_layer_acts_t *vl;        /* (Lv) */
     float *pmean, *prstd, *vout; /* (Nv), (Nv), (Nv, Dv) */
-    float *c1, *c1g, *c2;   /* (Nv, H) */
+    float *c1, *c1g, *c2;        /* (Nv, H) */
 
     /* backward scratch */
-    float *dres, *dhf, *da, *dbn;      /* (S, H) */
-    float *dq, *dqraw, *do_;           /* (S, Q) */
-    float *dk, *dkraw, *dv;            /* (S, K) */
-    float *dgate, *dup, *dmm;          /* (S, I) */
+    float *dres, *dhf, *da, *dbn;                      /* (S, H) */
+    float *dq, *dqraw, *do_;                           /* (S, Q) */
+    float *dk, *dkraw, *dv;                            /* (S, K) */
+    float *dgate, *dup, *dmm;                          /* (S, I) */
     float *dvres, *dva, *dvq, *dvk, *dvv, *dvo, *dvbn; /* (Nv, Dv) */
-    float *dvf1, *dvg;                 /* (Nv, Iv) */
-    float *dc1, *dc1g, *dc2;           /* (Nv, H) */
-    float *dte1, *dte1s;               /* (Nl, H) */
+    float *dvf1, *dvg;                                 /* (Nv, Iv) */
+    float *dc1, *dc1g, *dc2;                           /* (Nv, H) */
+    float *dte1, *dte1s;                               /* (Nl, H) */
 
     /* the batch as last run */
     int S, n_und, n_text, n_vit, n_vit_images, n_lat, n_ce, n_mse, n_splits;
@@ -129,7 +129,6 @@ static void P(planner_t *p, float **w, float **g, int group, int trainable, int 
     p->n++;
 }
 
-
 static void plan_params(planner_t *p)
 {
     model_t *m = p->m;
@@ -152,13 +151,13 @@ static void plan_params(planner_t *p)
             P(p, &we->v_b, &ge->v_b, G, 1, 1, K, 0, "%s.layers.%d.self_attn.v_proj%s.bias", lm, l, x);
             P(p, &we->o_w, &ge->o_w, G, 1, 2, H, Q, "%s.layers.%d.self_attn.o_proj%s.weight", lm, l, x);
             if (c->qk_norm) {
-                P(p, &we->q_norm, &ge->q_norm, G, 1, 1, c->head_dim, 0, "%s.layers.%d.self_attn.q_norm%s.weight",
-                  lm, l, x);
-                P(p, &we->k_norm, &ge->k_norm, G, 1, 1, c->head_dim, 0, "%s.layers.%d.self_attn.k_norm%s.weight",
-                  lm, l, x);
+                P(p, &we->q_norm, &ge->q_norm, G, 1, 1, c->head_dim, 0, "%s.layers.%d.self_attn.q_norm%s.weight", lm, l,
+                  x);
+                P(p, &we->k_norm, &ge->k_norm, G, 1, 1, c->head_dim, 0, "%s.layers.%d.self_attn.k_norm%s.weight", lm, l,
+                  x);
             }
-            P(p, &we->post_norm, &ge->post_norm, G, 1, 1, H, 0, "%s.layers.%d.post_attention_layernorm%s.weight",
-              lm, l, x);
+            P(p, &we->post_norm, &ge->post_norm, G, 1, 1, H, 0, "%s.layers.%d.post_attention_layernorm%s.weight", lm, l,
+              x);
             const char *mlp = e ? "mlp_moe_gen" : "mlp";
             P(p, &we->gate_w, &ge->gate_w, G, 1, 2, I, H, "%s.layers.%d.%s.gate_proj.weight", lm, l, mlp);
             P(p, &we->up_w, &ge->up_w, G, 1, 2, I, H, "%s.layers.%d.%s.up_proj.weight", lm, l, mlp);
@@ -179,16 +178,15 @@ static void plan_params(planner_t *p)
         P(p, &w->vae2llm_b, &g->vae2llm_b, G, 1, 1, H, 0, "vae2llm.bias");
         P(p, &w->llm2vae_w, &g->llm2vae_w, G, 1, 2, D, H, "llm2vae.weight");
         P(p, &w->llm2vae_b, &g->llm2vae_b, G, 1, 1, D, 0, "llm2vae.bias");
-        P(p, &w->latent_pos, &g->latent_pos, MODEL_GROUP_FIXED, 0, 2, (int64_t)L * L, H,
-          "latent_pos_embed.pos_embed");
+        P(p, &w->latent_pos, &g->latent_pos, MODEL_GROUP_FIXED, 0, 2, (int64_t)L * L, H, "latent_pos_embed.pos_embed");
     }
     if (c->visual_und) {
         int Dv = c->vit_hidden, Iv = c->vit_inter, G = MODEL_GROUP_VIT;
         const char *vm = "vit_model.vision_model";
         P(p, &w->patch_w, &g->patch_w, G, 1, 2, Dv, model_vit_dim(c), "%s.embeddings.patch_embedding.weight", vm);
         P(p, &w->patch_b, &g->patch_b, G, 1, 1, Dv, 0, "%s.embeddings.patch_embedding.bias", vm);
-        P(p, &w->vit_posemb, &g->vit_posemb, G, 1, 2, c->vit_positions, Dv,
-          "%s.embeddings.position_embedding.weight", vm);
+        P(p, &w->vit_posemb, &g->vit_posemb, G, 1, 2, c->vit_positions, Dv, "%s.embeddings.position_embedding.weight",
+          vm);
         for (int j = 0; j < c->vit_layers; j++) {
             model_vit_layer_t *wv = &w->vit[j], *gv = &g->vit[j];
             const char *e = "encoder.layers";
@@ -277,20 +275,24 @@ static void fill_fixed(model_t *m)
 
 model_t *model_new(const model_config_t *cfg, const op_table_t *ops, char *err, size_t errlen)
 {
-    if (model_config_check(cfg, err, errlen)) return NULL;
+    if (model_config_check(cfg, err, errlen))
+        return NULL;
     model_t *m = calloc(1, sizeof *m);
-    if (!m) goto oom;
+    if (!m)
+        goto oom;
     m->cfg = *cfg;
     m->ops = ops;
     m->w.layers = calloc((size_t)cfg->layers * 2, sizeof(model_expert_t));
     m->g.layers = calloc((size_t)cfg->layers * 2, sizeof(model_expert_t));
     m->w.vit = calloc((size_t)(cfg->vit_layers > 0 ? cfg->vit_layers : 1), sizeof(model_vit_layer_t));
     m->g.vit = calloc((size_t)(cfg->vit_layers > 0 ? cfg->vit_layers : 1), sizeof(model_vit_layer_t));
-    if (!m->w.layers || !m->g.layers || !m->w.vit || !m->g.vit) goto oom;
+    if (!m->w.layers || !m->g.layers || !m->w.vit || !m->g.vit)
+        goto oom;
     planner_t pl = {.m = m, .pass = 0};
     plan_params(&pl);
     m->params = calloc((size_t)pl.n, sizeof *m->params);
-    if (!m->params) goto oom;
+    if (!m->params)
+        goto oom;
     m->n_params = pl.n;
     pl = (planner_t){.m = m, .pass = 1};
     plan_params(&pl);
@@ -306,7 +308,8 @@ model_t *model_new(const model_config_t *cfg, const op_table_t *ops, char *err, 
         return NULL;
     }
     for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].trainable) m->n_trainable += m->params[i].numel;
+        if (m->params[i].trainable)
+            m->n_trainable += m->params[i].numel;
     bind_slots(m);
     fill_fixed(m);
     return m;
@@ -319,10 +322,14 @@ oom:
 void model_destroy(model_t **pm)
 {
     model_t *m = *pm;
-    if (!m) return;
-    if (m->param_mem) m->ops->free(m->param_mem);
-    if (m->grad_mem) m->ops->free(m->grad_mem);
-    if (m->act_mem) m->ops->free(m->act_mem);
+    if (!m)
+        return;
+    if (m->param_mem)
+        m->ops->free(m->param_mem);
+    if (m->grad_mem)
+        m->ops->free(m->grad_mem);
+    if (m->act_mem)
+        m->ops->free(m->act_mem);
     if (m->a) {
         free(m->a->resid);
         free(m->a->ll);
@@ -342,7 +349,8 @@ void model_destroy(model_t **pm)
 const model_param_t *model_find(const model_t *m, const char *name)
 {
     for (int i = 0; i < m->n_params; i++)
-        if (!strcmp(m->params[i].name, name)) return &m->params[i];
+        if (!strcmp(m->params[i].name, name))
+            return &m->params[i];
     return NULL;
 }
 
@@ -357,7 +365,8 @@ void model_freeze(model_t *m, const char *prefix)
             *p->g = NULL;
         }
     }
-    if (m->cfg.tie_embeddings) m->g.lm_head = m->g.embed;
+    if (m->cfg.tie_embeddings)
+        m->g.lm_head = m->g.embed;
 }
 
 void model_zero_grad(model_t *m) { m->ops->zero(m->grad_mem, m->n_floats * sizeof(float)); }
@@ -401,7 +410,8 @@ static void plan_acts(model_t *m, model_acts_t *a, aplan_t *p)
     a->ce_label = TI(p, Nc);
     a->ce_dloss = TF(p, Nc);
     a->ce_loss = TF(p, Nc);
-    for (int l = 0; l <= c->layers; l++) a->resid[l] = TF(p, S * H);
+    for (int l = 0; l <= c->layers; l++)
+        a->resid[l] = TF(p, S * H);
     for (int l = 0; l < c->layers; l++) {
         llm_layer_acts_t *L = &a->ll[l];
         L->rstd1 = TF(p, S);
@@ -470,7 +480,8 @@ static void plan_acts(model_t *m, model_acts_t *a, aplan_t *p)
         a->vit_start = TI(p, nvi + 1);
         a->vit_first = TI(p, nvi);
         a->vit_mode = TU(p, nvi);
-        for (int l = 0; l <= c->vit_layers; l++) a->vres[l] = TF(p, Nv * Dv);
+        for (int l = 0; l <= c->vit_layers; l++)
+            a->vres[l] = TF(p, Nv * Dv);
         for (int l = 0; l < c->vit_layers; l++) {
             vit_layer_acts_t *V = &a->vl[l];
             V->mean1 = TF(p, Nv);
@@ -512,22 +523,28 @@ static void plan_acts(model_t *m, model_acts_t *a, aplan_t *p)
 int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen)
 {
     model_caps_t k = *caps;
-    if (k.ce_chunk <= 0) k.ce_chunk = 64;
-    if (k.n_splits <= 0) k.n_splits = k.S;
-    if (k.n_vit_images <= 0) k.n_vit_images = k.n_vit > 0 ? k.n_vit : 1;
+    if (k.ce_chunk <= 0)
+        k.ce_chunk = 64;
+    if (k.n_splits <= 0)
+        k.n_splits = k.S;
+    if (k.n_vit_images <= 0)
+        k.n_vit_images = k.n_vit > 0 ? k.n_vit : 1;
     if (m->act_mem && k.S <= m->caps.S && k.n_vit <= m->caps.n_vit && k.n_lat <= m->caps.n_lat &&
         k.n_ce <= m->caps.n_ce && k.n_splits <= m->caps.n_splits && k.n_vit_images <= m->caps.n_vit_images)
         return 0;
-    if (m->act_mem) m->ops->free(m->act_mem);
+    if (m->act_mem)
+        m->ops->free(m->act_mem);
     m->act_mem = NULL;
     if (!m->a) {
         m->a = calloc(1, sizeof *m->a);
-        if (!m->a) goto oom;
+        if (!m->a)
+            goto oom;
         m->a->resid = calloc((size_t)m->cfg.layers + 1, sizeof(float *));
         m->a->ll = calloc((size_t)m->cfg.layers + 1, sizeof(llm_layer_acts_t));
         m->a->vres = calloc((size_t)m->cfg.vit_layers + 1, sizeof(float *));
         m->a->vl = calloc((size_t)m->cfg.vit_layers + 1, sizeof(vit_layer_acts_t));
-        if (!m->a->resid || !m->a->ll || !m->a->vres || !m->a->vl) goto oom;
+        if (!m->a->resid || !m->a->ll || !m->a->vres || !m->a->vl)
+            goto oom;
     }
     m->caps = k;
     aplan_t p = {0};
@@ -554,14 +571,15 @@ void model_plan_print(const model_t *m, FILE *out)
     size_t per[MODEL_GROUP_COUNT] = {0}, tr[MODEL_GROUP_COUNT] = {0};
     for (int i = 0; i < m->n_params; i++) {
         per[m->params[i].group] += m->params[i].numel;
-        if (m->params[i].trainable) tr[m->params[i].group] += m->params[i].numel;
+        if (m->params[i].trainable)
+            tr[m->params[i].group] += m->params[i].numel;
     }
     for (int g = 0; g < MODEL_GROUP_COUNT; g++)
         if (per[g])
             fprintf(out, "plan group=%s params=%zu param_bytes=%zu grad_bytes=%zu\n", names[g], per[g], per[g] * 4,
                     tr[g] * 4);
-    fprintf(out, "plan params=%zu trainable=%zu param_block=%zu grad_block=%zu act_block=%zu tokens=%d\n",
-            m->n_floats, m->n_trainable, m->n_floats * 4, m->n_floats * 4, m->act_bytes, m->caps.S);
+    fprintf(out, "plan params=%zu trainable=%zu param_block=%zu grad_block=%zu act_block=%zu tokens=%d\n", m->n_floats,
+            m->n_trainable, m->n_floats * 4, m->n_floats * 4, m->act_bytes, m->caps.S);
 }
 
 /* ---- forward --------------------------------------------------------- */
@@ -573,8 +591,8 @@ static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t er
     model_acts_t *a = m->a;
     const op_table_t *o = m->ops;
     const model_caps_t *k = &m->caps;
-    if (b->S > k->S || b->n_vit > k->n_vit || b->n_lat > k->n_lat || b->n_ce > k->n_ce ||
-        b->n_splits > k->n_splits || b->n_vit_images > k->n_vit_images) {
+    if (b->S > k->S || b->n_vit > k->n_vit || b->n_lat > k->n_lat || b->n_ce > k->n_ce || b->n_splits > k->n_splits ||
+        b->n_vit_images > k->n_vit_images) {
         snprintf(err, errlen,
                  "batch (tokens %d, vit %d, latents %d, ce %d, splits %d) exceeds the reserved capacity (%d, %d, "
                  "%d, %d, %d)",
@@ -591,16 +609,19 @@ static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t er
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (int r = 0; r < b->S; r++) tmp[r] = b->pos[b->pos_of_row[r]];
+    for (int r = 0; r < b->S; r++)
+        tmp[r] = b->pos[b->pos_of_row[r]];
     o->upload(a->pos_row, tmp, (size_t)b->S * 4);
     o->upload(a->row_of_pos, b->row_of_pos, (size_t)b->S * 4);
     o->upload(a->split_start, b->split_start, (size_t)(b->n_splits + 1) * 4);
     o->upload(a->split_mode, b->split_mode, (size_t)b->n_splits);
     o->upload(a->split_first, b->split_first, (size_t)b->n_splits * 4);
     o->upload(a->text_ids, b->text_ids, (size_t)b->n_text * 4);
-    for (int i = 0; i < b->n_text; i++) tmp[i] = b->row_of_pos[b->text_pos[i]];
+    for (int i = 0; i < b->n_text; i++)
+        tmp[i] = b->row_of_pos[b->text_pos[i]];
     o->upload(a->text_row, tmp, (size_t)b->n_text * 4);
-    for (int i = 0; i < b->n_ce; i++) tmp[i] = b->row_of_pos[b->ce_pos[i]];
+    for (int i = 0; i < b->n_ce; i++)
+        tmp[i] = b->row_of_pos[b->ce_pos[i]];
     o->upload(a->ce_row, tmp, (size_t)b->n_ce * 4);
     o->upload(a->ce_label, b->ce_label, (size_t)b->n_ce * 4);
     if (m->cfg.visual_gen && b->n_lat) {
@@ -609,14 +630,16 @@ static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t er
         o->upload(a->eps, b->eps, (size_t)b->n_lat * D * 4);
         o->upload(a->t, b->t, (size_t)b->n_lat * 4);
         o->upload(a->lat_posid, b->lat_posid, (size_t)b->n_lat * 4);
-        for (int i = 0; i < b->n_mse; i++) tmp[i] = b->row_of_pos[b->mse_pos[i]];
+        for (int i = 0; i < b->n_mse; i++)
+            tmp[i] = b->row_of_pos[b->mse_pos[i]];
         o->upload(a->mse_row, tmp, (size_t)b->n_mse * 4);
         o->upload(a->mse_lat, b->mse_lat, (size_t)b->n_mse * 4);
     }
     if (m->cfg.visual_und && b->n_vit) {
         o->upload(a->vit_tokens, b->vit_tokens, (size_t)b->n_vit * b->vit_dim * 4);
         o->upload(a->vit_posid, b->vit_posid, (size_t)b->n_vit * 4);
-        for (int i = 0; i < b->n_vit; i++) tmp[i] = b->row_of_pos[b->vit_pos[i]];
+        for (int i = 0; i < b->n_vit; i++)
+            tmp[i] = b->row_of_pos[b->vit_pos[i]];
         o->upload(a->vit_row, tmp, (size_t)b->n_vit * 4);
         /* each ViT image is its own sample of one full split */
         int32_t *st = malloc((size_t)(b->n_vit_images + 1) * 8);
@@ -717,8 +740,7 @@ static void vit_forward(model_t *m)
         o->linear_fwd(y, V->g, L->fc2_w, L->fc2_b, Nv, Iv, Dv);
         o->axpy(y, 1.0f, V->xmid, (size_t)Nv * Dv);
     }
-    o->layernorm_fwd(a->vout, a->pmean, a->prstd, a->vres[c->vit_layers], w->post_w, w->post_b, Nv, Dv,
-                     c->vit_eps);
+    o->layernorm_fwd(a->vout, a->pmean, a->prstd, a->vres[c->vit_layers], w->post_w, w->post_b, Nv, Dv, c->vit_eps);
     o->linear_fwd(a->c1, a->vout, w->conn1_w, w->conn1_b, Nv, Dv, H);
     o->gelu_fwd(a->c1g, a->c1, (size_t)Nv * H);
     o->linear_fwd(a->c2, a->c1g, w->conn2_w, w->conn2_b, Nv, H, H);
@@ -757,16 +779,17 @@ static void llm_layer_forward(model_t *m, int l)
     for (int e = 0; e < 2; e++) {
         const model_expert_t *E = &m->w.layers[2 * l + e];
         int r = sp[e].r0, n = sp[e].n;
-        if (!n) continue;
+        if (!n)
+            continue;
         o->rmsnorm_fwd(L->a + (size_t)r * H, L->rstd1 + r, x + (size_t)r * H, E->in_norm, n, H, c->rms_eps);
         o->linear_fwd(L->qraw + (size_t)r * Q, L->a + (size_t)r * H, E->q_w, E->q_b, n, H, Q);
         o->linear_fwd(L->kraw + (size_t)r * K, L->a + (size_t)r * H, E->k_w, E->k_b, n, H, K);
         o->linear_fwd(L->v + (size_t)r * K, L->a + (size_t)r * H, E->v_w, E->v_b, n, H, K);
         if (c->qk_norm) {
-            o->rmsnorm_fwd(L->q + (size_t)r * Q, L->rstdq + (size_t)r * c->heads, L->qraw + (size_t)r * Q,
-                           E->q_norm, n * c->heads, hd, c->rms_eps);
-            o->rmsnorm_fwd(L->k + (size_t)r * K, L->rstdk + (size_t)r * c->kv_heads, L->kraw + (size_t)r * K,
-                           E->k_norm, n * c->kv_heads, hd, c->rms_eps);
+            o->rmsnorm_fwd(L->q + (size_t)r * Q, L->rstdq + (size_t)r * c->heads, L->qraw + (size_t)r * Q, E->q_norm,
+                           n * c->heads, hd, c->rms_eps);
+            o->rmsnorm_fwd(L->k + (size_t)r * K, L->rstdk + (size_t)r * c->kv_heads, L->kraw + (size_t)r * K, E->k_norm,
+                           n * c->kv_heads, hd, c->rms_eps);
         } else {
             o->rows_copy(L->q + (size_t)r * Q, NULL, L->qraw + (size_t)r * Q, NULL, n, Q);
             o->rows_copy(L->k + (size_t)r * K, NULL, L->kraw + (size_t)r * K, NULL, n, K);
@@ -779,7 +802,8 @@ static void llm_layer_forward(model_t *m, int l)
     for (int e = 0; e < 2; e++) {
         const model_expert_t *E = &m->w.layers[2 * l + e];
         int r = sp[e].r0, n = sp[e].n;
-        if (!n) continue;
+        if (!n)
+            continue;
         size_t rh = (size_t)r * H, ri = (size_t)r * I;
         o->linear_fwd(L->xmid + rh, L->o + (size_t)r * Q, E->o_w, NULL, n, Q, H);
         o->axpy(L->xmid + rh, 1.0f, x + rh, (size_t)n * H);
@@ -799,7 +823,8 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
         snprintf(err, errlen, "model_forward before model_reserve");
         return -1;
     }
-    if (upload_batch(m, b, err, errlen)) return -1;
+    if (upload_batch(m, b, err, errlen))
+        return -1;
     const op_table_t *o = m->ops;
     const model_config_t *c = &m->cfg;
     model_acts_t *a = m->a;
@@ -810,14 +835,18 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
 
     /* embeddings into the residual stream, expert order */
     o->rows_copy(a->resid[0], a->text_row, w->embed, a->text_ids, a->n_text, H);
-    if (a->n_vit) vit_forward(m);
-    if (a->n_lat) latent_forward(m);
+    if (a->n_vit)
+        vit_forward(m);
+    if (a->n_lat)
+        latent_forward(m);
 
-    for (int l = 0; l < c->layers; l++) llm_layer_forward(m, l);
+    for (int l = 0; l < c->layers; l++)
+        llm_layer_forward(m, l);
 
     int nu = a->n_und, ng = S - nu;
     float *xl = a->resid[c->layers];
-    if (nu) o->rmsnorm_fwd(a->hf, a->rstdf, xl, w->norm[0], nu, H, c->rms_eps);
+    if (nu)
+        o->rmsnorm_fwd(a->hf, a->rstdf, xl, w->norm[0], nu, H, c->rms_eps);
     if (ng)
         o->rmsnorm_fwd(a->hf + (size_t)nu * H, a->rstdf + nu, xl + (size_t)nu * H, w->norm[1], ng, H, c->rms_eps);
 
@@ -828,7 +857,8 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
     const model_loss_opts_t *lp = &a->lo;
     if (b->n_ce) {
         double wsum = 0;
-        for (int i = 0; i < b->n_ce; i++) wsum += lp->ce_reweight ? b->ce_weight[i] : 1.0;
+        for (int i = 0; i < b->n_ce; i++)
+            wsum += lp->ce_reweight ? b->ce_weight[i] : 1.0;
         double den = lp->ce_norm > 0 ? lp->ce_norm : wsum;
         float *dl = malloc((size_t)b->n_ce * sizeof(float));
         float *ls = malloc((size_t)b->n_ce * sizeof(float));
@@ -842,11 +872,13 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
             dl[i] = (float)((lp->ce_reweight ? b->ce_weight[i] : 1.0) / den * lp->ce_weight * lp->grad_scale);
         o->upload(a->ce_dloss, dl, (size_t)b->n_ce * 4);
         o->rows_copy(a->hc, NULL, a->hf, a->ce_row, b->n_ce, H);
-        if (train) o->zero(a->dhc, (size_t)b->n_ce * H * 4);
-        o->classifier_ce(a->ce_loss, train ? a->dhc : NULL, train ? m->g.lm_head : NULL, a->hc, w->lm_head,
-                         a->ce_label, a->ce_dloss, b->n_ce, H, c->vocab, a->ce_scratch, m->caps.ce_chunk);
+        if (train)
+            o->zero(a->dhc, (size_t)b->n_ce * H * 4);
+        o->classifier_ce(a->ce_loss, train ? a->dhc : NULL, train ? m->g.lm_head : NULL, a->hc, w->lm_head, a->ce_label,
+                         a->ce_dloss, b->n_ce, H, c->vocab, a->ce_scratch, m->caps.ce_chunk);
         o->download(ls, a->ce_loss, (size_t)b->n_ce * 4);
-        for (int i = 0; i < b->n_ce; i++) L.ce_sum += (lp->ce_reweight ? b->ce_weight[i] : 1.0) * ls[i];
+        for (int i = 0; i < b->n_ce; i++)
+            L.ce_sum += (lp->ce_reweight ? b->ce_weight[i] : 1.0) * ls[i];
         L.ce = L.ce_sum / den;
         free(dl);
         free(ls);
@@ -858,20 +890,24 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        for (int i = 0; i < b->n_mse; i++) buf[i] = (float)(lp->mse_weight / den * lp->grad_scale);
+        for (int i = 0; i < b->n_mse; i++)
+            buf[i] = (float)(lp->mse_weight / den * lp->grad_scale);
         o->upload(a->mse_dloss, buf, (size_t)b->n_mse * 4);
         o->rows_copy(a->hm, NULL, a->hf, a->mse_row, b->n_mse, H);
         o->linear_fwd(a->pred, a->hm, w->llm2vae_w, w->llm2vae_b, b->n_mse, H, D);
         o->rows_copy(a->tgt, NULL, a->target, a->mse_lat, b->n_mse, D);
-        if (train) o->zero(a->dpred, (size_t)b->n_mse * D * 4);
+        if (train)
+            o->zero(a->dpred, (size_t)b->n_mse * D * 4);
         o->mse(a->mse_loss, train ? a->dpred : NULL, a->pred, a->tgt, a->mse_dloss, b->n_mse, D);
         o->download(buf, a->mse_loss, (size_t)b->n_mse * 4);
-        for (int i = 0; i < b->n_mse; i++) L.mse_sum += buf[i];
+        for (int i = 0; i < b->n_mse; i++)
+            L.mse_sum += buf[i];
         L.mse = L.mse_sum / den;
         free(buf);
     }
     L.total = lp->ce_weight * L.ce + lp->mse_weight * L.mse;
-    if (out) *out = L;
+    if (out)
+        *out = L;
     m->loaded_batch = 1;
     return 0;
 }
@@ -880,9 +916,11 @@ void model_hidden(const model_t *m, const model_batch_t *b, float *out)
 {
     int H = m->cfg.hidden;
     float *tmp = malloc((size_t)b->S * H * sizeof(float));
-    if (!tmp) return;
+    if (!tmp)
+        return;
     m->ops->download(tmp, m->a->hf, (size_t)b->S * H * sizeof(float));
-    for (int p = 0; p < b->S; p++) memcpy(out + (size_t)p * H, tmp + (size_t)b->row_of_pos[p] * H, (size_t)H * 4);
+    for (int p = 0; p < b->S; p++)
+        memcpy(out + (size_t)p * H, tmp + (size_t)b->row_of_pos[p] * H, (size_t)H * 4);
     free(tmp);
 }
 
@@ -909,7 +947,8 @@ static void llm_layer_backward(model_t *m, int l)
         const model_expert_t *E = &m->w.layers[2 * l + e];
         model_expert_t *G = &m->g.layers[2 * l + e];
         int r = sp[e].r0, n = sp[e].n;
-        if (!n) continue;
+        if (!n)
+            continue;
         size_t rh = (size_t)r * H, ri = (size_t)r * I;
         o->linear_bwd(a->dmm + ri, G->down_w, NULL, a->dres + rh, L->mm + ri, E->down_w, n, I, H);
         o->swiglu_bwd(a->dgate + ri, a->dup + ri, a->dmm + ri, L->gate + ri, L->up + ri, (size_t)n * I);
@@ -937,13 +976,14 @@ static void llm_layer_backward(model_t *m, int l)
         const model_expert_t *E = &m->w.layers[2 * l + e];
         model_expert_t *G = &m->g.layers[2 * l + e];
         int r = sp[e].r0, n = sp[e].n;
-        if (!n) continue;
+        if (!n)
+            continue;
         size_t rh = (size_t)r * H, rq = (size_t)r * Q, rk = (size_t)r * K;
         if (c->qk_norm) {
             o->rmsnorm_bwd(dqr + rq, G->q_norm, a->dq + rq, L->qraw + rq, E->q_norm, L->rstdq + (size_t)r * c->heads,
                            n * c->heads, hd);
-            o->rmsnorm_bwd(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm,
-                           L->rstdk + (size_t)r * c->kv_heads, n * c->kv_heads, hd);
+            o->rmsnorm_bwd(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm, L->rstdk + (size_t)r * c->kv_heads,
+                           n * c->kv_heads, hd);
         }
         o->linear_bwd(a->da + rh, G->q_w, G->q_b, dqr + rq, L->a + rh, E->q_w, n, H, Q);
         o->linear_bwd(a->da + rh, G->k_w, G->k_b, dkr + rk, L->a + rh, E->k_w, n, H, K);
@@ -969,8 +1009,8 @@ static void vit_backward(model_t *m)
     o->gelu_bwd(a->dc1, a->dc1g, a->c1, (size_t)Nv * H);
     o->linear_bwd(a->dva, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H);
     o->zero(a->dvres, (size_t)Nv * Dv * 4);
-    o->layernorm_bwd(a->dvres, g->post_w, g->post_b, a->dva, a->vres[c->vit_layers], w->post_w, a->pmean, a->prstd,
-                     Nv, Dv);
+    o->layernorm_bwd(a->dvres, g->post_w, g->post_b, a->dva, a->vres[c->vit_layers], w->post_w, a->pmean, a->prstd, Nv,
+                     Dv);
     for (int l = c->vit_layers - 1; l >= 0; l--) {
         vit_layer_acts_t *V = &a->vl[l];
         const model_vit_layer_t *L = &w->vit[l];
@@ -996,7 +1036,8 @@ static void vit_backward(model_t *m)
         o->layernorm_bwd(a->dvres, G->ln1_w, G->ln1_b, a->dva, a->vres[l], L->ln1_w, V->mean1, V->rstd1, Nv, Dv);
     }
     o->linear_bwd(NULL, g->patch_w, g->patch_b, a->dvres, a->vit_tokens, w->patch_w, Nv, model_vit_dim(c), Dv);
-    if (g->vit_posemb) o->rows_add(g->vit_posemb, a->vit_posid, a->dvres, NULL, Nv, Dv);
+    if (g->vit_posemb)
+        o->rows_add(g->vit_posemb, a->vit_posid, a->dvres, NULL, Nv, Dv);
 }
 
 static void latent_backward(model_t *m)
@@ -1031,7 +1072,8 @@ int model_backward(model_t *m, char *err, size_t errlen)
 
     /* heads: the classifier's gradient came with the forward */
     o->zero(a->dhf, (size_t)S * H * 4);
-    if (a->n_ce) o->rows_add(a->dhf, a->ce_row, a->dhc, NULL, a->n_ce, H);
+    if (a->n_ce)
+        o->rows_add(a->dhf, a->ce_row, a->dhc, NULL, a->n_ce, H);
     if (a->n_mse) {
         o->zero(a->dhm, (size_t)a->n_mse * H * 4);
         o->linear_bwd(a->dhm, g->llm2vae_w, g->llm2vae_b, a->dpred, a->hm, w->llm2vae_w, a->n_mse, H, D);
@@ -1040,17 +1082,22 @@ int model_backward(model_t *m, char *err, size_t errlen)
     int nu = a->n_und, ng = S - nu;
     float *xl = a->resid[c->layers];
     o->zero(a->dres, (size_t)S * H * 4);
-    if (nu) o->rmsnorm_bwd(a->dres, g->norm[0], a->dhf, xl, w->norm[0], a->rstdf, nu, H);
+    if (nu)
+        o->rmsnorm_bwd(a->dres, g->norm[0], a->dhf, xl, w->norm[0], a->rstdf, nu, H);
     if (ng)
         o->rmsnorm_bwd(a->dres + (size_t)nu * H, g->norm[1], a->dhf + (size_t)nu * H, xl + (size_t)nu * H, w->norm[1],
                        a->rstdf + nu, ng, H);
 
-    for (int l = c->layers - 1; l >= 0; l--) llm_layer_backward(m, l);
+    for (int l = c->layers - 1; l >= 0; l--)
+        llm_layer_backward(m, l);
 
     /* dres = d(embeddings) */
-    if (g->embed) o->rows_add(g->embed, a->text_ids, a->dres, a->text_row, a->n_text, H);
-    if (a->n_vit) vit_backward(m);
-    if (a->n_lat) latent_backward(m);
+    if (g->embed)
+        o->rows_add(g->embed, a->text_ids, a->dres, a->text_row, a->n_text, H);
+    if (a->n_vit)
+        vit_backward(m);
+    if (a->n_lat)
+        latent_backward(m);
     m->loaded_batch = 0;
     return 0;
 }

@@ -26,23 +26,23 @@
 /* one expert's weights in one decoder layer (shapes: H hidden, Q = nh·hd,
  * K = nkv·hd, I intermediate) */
 typedef struct model_expert {
-    float *in_norm;        /* (H) */
-    float *q_w, *q_b;      /* (Q, H), (Q) */
-    float *k_w, *k_b;      /* (K, H), (K) */
-    float *v_w, *v_b;      /* (K, H), (K) */
-    float *o_w;            /* (H, Q) */
+    float *in_norm;         /* (H) */
+    float *q_w, *q_b;       /* (Q, H), (Q) */
+    float *k_w, *k_b;       /* (K, H), (K) */
+    float *v_w, *v_b;       /* (K, H), (K) */
+    float *o_w;             /* (H, Q) */
     float *q_norm, *k_norm; /* (hd) */
-    float *post_norm;      /* (H) */
-    float *gate_w, *up_w;  /* (I, H) */
-    float *down_w;         /* (H, I) */
+    float *post_norm;       /* (H) */
+    float *gate_w, *up_w;   /* (I, H) */
+    float *down_w;          /* (H, I) */
 } model_expert_t;
 
 typedef struct model_vit_layer {
-    float *ln1_w, *ln1_b;             /* (Dv) */
+    float *ln1_w, *ln1_b;                                 /* (Dv) */
     float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b; /* (Dv, Dv), (Dv) */
-    float *ln2_w, *ln2_b;             /* (Dv) */
-    float *fc1_w, *fc1_b;             /* (Iv, Dv), (Iv) */
-    float *fc2_w, *fc2_b;             /* (Dv, Iv), (Dv) */
+    float *ln2_w, *ln2_b;                                 /* (Dv) */
+    float *fc1_w, *fc1_b;                                 /* (Iv, Dv), (Iv) */
+    float *fc2_w, *fc2_b;                                 /* (Dv, Iv), (Dv) */
 } model_vit_layer_t;
 
 /* parameters, and with the same layout their gradients (NULL where frozen) */
@@ -52,32 +52,32 @@ typedef struct model_weights {
     float *norm[2];         /* (H) final norms: und, gen */
     float *lm_head;         /* (V, H); = embed when tied */
     /* generation */
-    float *te1_w, *te1_b;   /* (H, 256), (H) */
-    float *te2_w, *te2_b;   /* (H, H), (H) */
+    float *te1_w, *te1_b;         /* (H, 256), (H) */
+    float *te2_w, *te2_b;         /* (H, H), (H) */
     float *vae2llm_w, *vae2llm_b; /* (H, D), (H) */
     float *llm2vae_w, *llm2vae_b; /* (D, H), (D) */
-    float *latent_pos;      /* (G², H) fixed sin-cos */
+    float *latent_pos;            /* (G², H) fixed sin-cos */
     /* understanding */
     float *patch_w, *patch_b; /* (Dv, 3·p²), (Dv) */
-    float *vit_posemb;      /* (positions, Dv) learned */
-    model_vit_layer_t *vit; /* (Lv) */
-    float *post_w, *post_b; /* (Dv) */
+    float *vit_posemb;        /* (positions, Dv) learned */
+    model_vit_layer_t *vit;   /* (Lv) */
+    float *post_w, *post_b;   /* (Dv) */
     float *conn1_w, *conn1_b; /* (H, Dv), (H) */
     float *conn2_w, *conn2_b; /* (H, H), (H) */
-    float *vit_pos;         /* (max_side², H) fixed sin-cos */
+    float *vit_pos;           /* (max_side², H) fixed sin-cos */
 } model_weights_t;
 
 enum { MODEL_GROUP_LLM, MODEL_GROUP_GEN_HEADS, MODEL_GROUP_VIT, MODEL_GROUP_FIXED, MODEL_GROUP_COUNT };
 
 typedef struct model_param {
-    char name[112];  /* BAGEL's state-dict name */
+    char name[112]; /* BAGEL's state-dict name */
     int ndim;
     int64_t shape[2];
-    size_t offset;   /* floats from the start of the parameter block */
+    size_t offset; /* floats from the start of the parameter block */
     size_t numel;
-    int trainable;   /* 0 for the fixed sin-cos tables and frozen parts */
-    int group;       /* MODEL_GROUP_* */
-    float **w, **g;  /* the slots in model_t.w / model_t.g */
+    int trainable;  /* 0 for the fixed sin-cos tables and frozen parts */
+    int group;      /* MODEL_GROUP_* */
+    float **w, **g; /* the slots in model_t.w / model_t.g */
 } model_param_t;
 
 /* activation capacity: the largest batch the model accepts */
@@ -113,15 +113,15 @@ typedef struct model {
     const op_table_t *ops;
     int n_params;
     model_param_t *params;
-    size_t n_floats;       /* parameter floats */
-    size_t n_trainable;    /* gradient floats */
+    size_t n_floats;    /* parameter floats */
+    size_t n_trainable; /* gradient floats */
     float *param_mem, *grad_mem;
     model_weights_t w, g;
     model_caps_t caps;
     size_t act_bytes;
     void *act_mem;
-    model_acts_t *a;       /* pointers into act_mem */
-    int loaded_batch;      /* a batch's activations are present for backward */
+    model_acts_t *a;  /* pointers into act_mem */
+    int loaded_batch; /* a batch's activations are present for backward */
 } model_t;
 
 /* Lays out parameters (BAGEL names) and allocates parameters and gradients on
@@ -144,8 +144,8 @@ const model_param_t *model_find(const model_t *m, const char *name);
 
 /* Forward over a packed batch, then (when train) the gradients of the
  * normalized loss accumulate into m->g with model_backward. */
-int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *lo, int train,
-                  model_losses_t *out, char *err, size_t errlen);
+int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *lo, int train, model_losses_t *out,
+                  char *err, size_t errlen);
 int model_backward(model_t *m, char *err, size_t errlen);
 void model_zero_grad(model_t *m);
 

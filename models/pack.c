@@ -67,81 +67,109 @@ void pack_reset(pack_t *p) { model_batch_clear(&p->b); }
 /* grows *arr (elements of size es) to hold need elements; cap in elements */
 static int grow(void **arr, int *cap, long need, size_t es)
 {
-    if (need <= *cap) return 0;
+    if (need <= *cap)
+        return 0;
     long c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    if (c > (long)1 << 30) return -1;
+    while (c < need)
+        c *= 2;
+    if (c > (long)1 << 30)
+        return -1;
     void *n = realloc(*arr, (size_t)c * es);
-    if (!n) return -1;
+    if (!n)
+        return -1;
     *arr = n;
     *cap = (int)c;
     return 0;
 }
 
 /* every per-token array shares cap_S, and so on per group */
-static int reserve(model_batch_t *b, long S, long splits, long samples, long vit, long lat, long vit_img,
-                   long vae_img)
+static int reserve(model_batch_t *b, long S, long splits, long samples, long vit, long lat, long vit_img, long vae_img)
 {
     if (S > b->cap_S) {
         int c = b->cap_S;
         int c2 = c;
-        if (grow((void **)&b->pos, &c2, S, 4)) return -1;
+        if (grow((void **)&b->pos, &c2, S, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->row_of_pos, &c2, S, 4)) return -1;
+        if (grow((void **)&b->row_of_pos, &c2, S, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->pos_of_row, &c2, S, 4)) return -1;
+        if (grow((void **)&b->pos_of_row, &c2, S, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->text_ids, &c2, S, 4)) return -1;
+        if (grow((void **)&b->text_ids, &c2, S, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->text_pos, &c2, S, 4)) return -1;
+        if (grow((void **)&b->text_pos, &c2, S, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->ce_pos, &c2, S, 4)) return -1;
+        if (grow((void **)&b->ce_pos, &c2, S, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->ce_label, &c2, S, 4)) return -1;
+        if (grow((void **)&b->ce_label, &c2, S, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->ce_weight, &c2, S, 4)) return -1;
+        if (grow((void **)&b->ce_weight, &c2, S, 4))
+            return -1;
         b->cap_S = c2;
     }
     if (splits + 1 > b->cap_splits) {
         int c = b->cap_splits, c2 = c;
-        if (grow((void **)&b->split_start, &c2, splits + 1, 4)) return -1;
+        if (grow((void **)&b->split_start, &c2, splits + 1, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->split_mode, &c2, splits + 1, 1)) return -1;
+        if (grow((void **)&b->split_mode, &c2, splits + 1, 1))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->split_first, &c2, splits + 1, 4)) return -1;
+        if (grow((void **)&b->split_first, &c2, splits + 1, 4))
+            return -1;
         b->cap_splits = c2;
     }
-    if (samples > b->cap_samples && grow((void **)&b->sample_lens, &b->cap_samples, samples, 4)) return -1;
+    if (samples > b->cap_samples && grow((void **)&b->sample_lens, &b->cap_samples, samples, 4))
+        return -1;
     if (vit > b->cap_vit) {
         int c = b->cap_vit, c2 = c;
-        if (grow((void **)&b->vit_tokens, &c2, vit, (size_t)b->vit_dim * 4)) return -1;
+        if (grow((void **)&b->vit_tokens, &c2, vit, (size_t)b->vit_dim * 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->vit_posid, &c2, vit, 4)) return -1;
+        if (grow((void **)&b->vit_posid, &c2, vit, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->vit_pos, &c2, vit, 4)) return -1;
+        if (grow((void **)&b->vit_pos, &c2, vit, 4))
+            return -1;
         b->cap_vit = c2;
     }
     if (lat > b->cap_lat) {
         int c = b->cap_lat, c2 = c;
-        if (grow((void **)&b->x0, &c2, lat, (size_t)b->lat_dim * 4)) return -1;
+        if (grow((void **)&b->x0, &c2, lat, (size_t)b->lat_dim * 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->eps, &c2, lat, (size_t)b->lat_dim * 4)) return -1;
+        if (grow((void **)&b->eps, &c2, lat, (size_t)b->lat_dim * 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->tau, &c2, lat, 4)) return -1;
+        if (grow((void **)&b->tau, &c2, lat, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->t, &c2, lat, 4)) return -1;
+        if (grow((void **)&b->t, &c2, lat, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->lat_posid, &c2, lat, 4)) return -1;
+        if (grow((void **)&b->lat_posid, &c2, lat, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->lat_pos, &c2, lat, 4)) return -1;
+        if (grow((void **)&b->lat_pos, &c2, lat, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->mse_pos, &c2, lat, 4)) return -1;
+        if (grow((void **)&b->mse_pos, &c2, lat, 4))
+            return -1;
         c2 = c;
-        if (grow((void **)&b->mse_lat, &c2, lat, 4)) return -1;
+        if (grow((void **)&b->mse_lat, &c2, lat, 4))
+            return -1;
         b->cap_lat = c2;
     }
-    if (vit_img > b->cap_vit_images && grow((void **)&b->vit_lens, &b->cap_vit_images, vit_img, 4)) return -1;
-    if (vae_img > b->cap_vae_images && grow((void **)&b->vae_hw, &b->cap_vae_images, vae_img, 8)) return -1;
+    if (vit_img > b->cap_vit_images && grow((void **)&b->vit_lens, &b->cap_vit_images, vit_img, 4))
+        return -1;
+    if (vae_img > b->cap_vae_images && grow((void **)&b->vae_hw, &b->cap_vae_images, vae_img, 8))
+        return -1;
     return 0;
 }
 
@@ -160,9 +188,12 @@ long pack_sample_tokens(const model_config_t *cfg, const pack_sample_t *s)
             lat = (long)(g->lat_h / cfg->latent_patch) * (g->lat_w / cfg->latent_patch);
         else if (g->vae)
             lat = (long)(g->vae_h / ls) * (g->vae_w / ls);
-        if (g->loss) n += lat + 2;
-        if (g->cond) n += lat + 2;
-        if (g->und && g->vit) n += (long)(g->vit_h / vp) * (g->vit_w / vp) + 2;
+        if (g->loss)
+            n += lat + 2;
+        if (g->cond)
+            n += lat + 2;
+        if (g->und && g->vit)
+            n += (long)(g->vit_h / vp) * (g->vit_w / vp) + 2;
     }
     return n;
 }
@@ -181,14 +212,13 @@ void pack_update_t(model_batch_t *b, float shift)
 }
 
 /* the latent grid of an image segment, and a check that it is usable */
-static int latent_grid(const model_config_t *cfg, const pack_segment_t *g, int *h, int *w, char *err,
-                       size_t errlen)
+static int latent_grid(const model_config_t *cfg, const pack_segment_t *g, int *h, int *w, char *err, size_t errlen)
 {
     int p = cfg->latent_patch;
     if (g->latent) {
         if (g->lat_c != cfg->z_channels || g->lat_h % p || g->lat_w % p || g->lat_h <= 0 || g->lat_w <= 0) {
-            snprintf(err, errlen, "latent [%d,%d,%d] does not fit %d channels in %dx%d patches", g->lat_c,
-                     g->lat_h, g->lat_w, cfg->z_channels, p, p);
+            snprintf(err, errlen, "latent [%d,%d,%d] does not fit %d channels in %dx%d patches", g->lat_c, g->lat_h,
+                     g->lat_w, cfg->z_channels, p, p);
             return -1;
         }
         *h = g->lat_h / p;
@@ -196,8 +226,7 @@ static int latent_grid(const model_config_t *cfg, const pack_segment_t *g, int *
     } else if (g->vae && cfg->ae == MODEL_AE_IDENTITY) {
         int s = model_latent_stride(cfg);
         if (g->vae_h % s || g->vae_w % s || g->vae_h <= 0 || g->vae_w <= 0) {
-            snprintf(err, errlen, "vae image %dx%d is not a multiple of the latent stride %d", g->vae_w,
-                     g->vae_h, s);
+            snprintf(err, errlen, "vae image %dx%d is not a multiple of the latent stride %d", g->vae_w, g->vae_h, s);
             return -1;
         }
         *h = g->vae_h / s;
@@ -237,8 +266,10 @@ static void text_token(model_batch_t *b, cursor_t *c, int id, int pos)
 
 static int drawn(pack_t *p, int forced, int cfg, float prob)
 {
-    if (!cfg) return 0;
-    if (forced != PACK_DRAW) return forced;
+    if (!cfg)
+        return 0;
+    if (forced != PACK_DRAW)
+        return forced;
     return rng_uniform(&p->rng) < prob;
 }
 
@@ -267,13 +298,15 @@ static void add_vae(pack_t *p, cursor_t *c, const pack_segment_t *g, int h, int 
         }
         b->pos[c->curr++] = c->rope;
     }
-    for (size_t i = 0; i < (size_t)n * D; i++) b->eps[(size_t)b->n_lat * D + i] = (float)rng_normal(&p->rng);
+    for (size_t i = 0; i < (size_t)n * D; i++)
+        b->eps[(size_t)b->n_lat * D + i] = (float)rng_normal(&p->rng);
     b->n_lat += n;
     b->vae_hw[2 * b->n_vae_images] = h;
     b->vae_hw[2 * b->n_vae_images + 1] = w;
     b->n_vae_images++;
     text_token(b, c, cfg->eoi_id, c->rope);
-    if (!noisy) c->rope++;
+    if (!noisy)
+        c->rope++;
 }
 
 static void add_vit(pack_t *p, cursor_t *c, const pack_segment_t *g)
@@ -331,8 +364,8 @@ int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen)
         if (g->kind == PACK_TEXT) {
             for (int k = 0; k < g->n_tokens; k++)
                 if (g->tokens[k] < 0 || g->tokens[k] >= cfg->vocab) {
-                    snprintf(err, errlen, "segment %d: token %d is outside the vocabulary of %d", i,
-                             g->tokens[k], cfg->vocab);
+                    snprintf(err, errlen, "segment %d: token %d is outside the vocabulary of %d", i, g->tokens[k],
+                             cfg->vocab);
                     return -1;
                 }
             tokens += g->n_tokens + 2;
@@ -370,13 +403,13 @@ int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen)
                 return -1;
             }
             if (!g->vit || g->vit_h <= 0 || g->vit_w <= 0 || g->vit_h % vp || g->vit_w % vp) {
-                snprintf(err, errlen, "segment %d: vit image %dx%d is missing or not a multiple of %d", i,
-                         g->vit_w, g->vit_h, vp);
+                snprintf(err, errlen, "segment %d: vit image %dx%d is missing or not a multiple of %d", i, g->vit_w,
+                         g->vit_h, vp);
                 return -1;
             }
             if (g->vit_h / vp > cfg->vit_max_side || g->vit_w / vp > cfg->vit_max_side) {
-                snprintf(err, errlen, "segment %d: vit image %dx%d exceeds %d patches per side", i, g->vit_w,
-                         g->vit_h, cfg->vit_max_side);
+                snprintf(err, errlen, "segment %d: vit image %dx%d exceeds %d patches per side", i, g->vit_w, g->vit_h,
+                         cfg->vit_max_side);
                 return -1;
             }
             long n = (long)(g->vit_h / vp) * (g->vit_w / vp);
@@ -401,14 +434,16 @@ int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen)
     for (int i = 0; i < s->n_segments; i++) {
         const pack_segment_t *g = &s->seg[i];
         if (g->kind == PACK_TEXT) {
-            if (drawn(p, g->drop, g->cfg, p->opts.text_drop)) continue; /* rope not advanced */
+            if (drawn(p, g->drop, g->cfg, p->opts.text_drop))
+                continue; /* rope not advanced */
             int n = g->n_tokens;
             split_open(b, &c, OP_SPLIT_CAUSAL);
             int first = c.curr;
             text_token(b, &c, cfg->bos_id, c.rope);
-            for (int k = 0; k < n; k++) text_token(b, &c, g->tokens[k], c.rope + 1 + k);
+            for (int k = 0; k < n; k++)
+                text_token(b, &c, g->tokens[k], c.rope + 1 + k);
             if (g->loss) {
-                float wgt = 1.0f / sqrtf((float)(n + 1));
+                float wgt = (float)(1.0 / sqrt((double)(n + 1))); /* in double, as BAGEL */
                 for (int k = 0; k <= n; k++) {
                     b->ce_pos[b->n_ce] = first + k;
                     b->ce_label[b->n_ce] = k < n ? g->tokens[k] : cfg->eos_id;
@@ -421,8 +456,10 @@ int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen)
             continue;
         }
         int h = 0, w = 0;
-        if (g->loss || g->cond) latent_grid(cfg, g, &h, &w, err, errlen);
-        if (g->loss) add_vae(p, &c, g, h, w, 1);
+        if (g->loss || g->cond)
+            latent_grid(cfg, g, &h, &w, err, errlen);
+        if (g->loss)
+            add_vae(p, &c, g, h, w, 1);
         if (g->cond) {
             if (drawn(p, g->drop_vae, g->cfg, p->opts.vae_drop))
                 c.rope++;

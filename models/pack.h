@@ -23,18 +23,18 @@ enum { PACK_TEXT = 0, PACK_IMAGE = 1 };
 enum { PACK_DRAW = -1 };
 
 typedef struct pack_segment {
-    int kind;                /* PACK_TEXT or PACK_IMAGE */
-    int loss, cfg;           /* text: CE; image: a noisy VAE target */
-    int drop;                /* text: condition-dropout decision (PACK_DRAW, 0, 1) */
-    const int32_t *tokens;   /* text ids, without special tokens */
+    int kind;              /* PACK_TEXT or PACK_IMAGE */
+    int loss, cfg;         /* text: CE; image: a noisy VAE target */
+    int drop;              /* text: condition-dropout decision (PACK_DRAW, 0, 1) */
+    const int32_t *tokens; /* text ids, without special tokens */
     int n_tokens;
-    int und, cond;           /* image: a ViT copy; a clean VAE copy */
-    int drop_vae, drop_vit;  /* image: decisions for the clean copies */
-    const uint8_t *vit;      /* (vit_h, vit_w, 3) u8, when und */
+    int und, cond;          /* image: a ViT copy; a clean VAE copy */
+    int drop_vae, drop_vit; /* image: decisions for the clean copies */
+    const uint8_t *vit;     /* (vit_h, vit_w, 3) u8, when und */
     int vit_h, vit_w;
-    const uint8_t *vae;      /* (vae_h, vae_w, 3) u8: pixels for the identity autoencoder */
+    const uint8_t *vae; /* (vae_h, vae_w, 3) u8: pixels for the identity autoencoder */
     int vae_h, vae_w;
-    const float *latent;     /* (lat_c, lat_h, lat_w) scaled latent z, for the FLUX autoencoder */
+    const float *latent; /* (lat_c, lat_h, lat_w) scaled latent z, for the FLUX autoencoder */
     int lat_c, lat_h, lat_w;
 } pack_segment_t;
 
@@ -53,7 +53,7 @@ extern const pack_opts_t pack_default_opts;
 typedef struct pack {
     const model_config_t *cfg;
     pack_opts_t opts;
-    rng_t rng;      /* dropout draws, timesteps and noise */
+    rng_t rng; /* dropout draws, timesteps and noise */
     model_batch_t b;
 } pack_t;
 
@@ -70,8 +70,6 @@ long pack_sample_tokens(const model_config_t *cfg, const pack_sample_t *s);
  * the config's shift) and noise from the packer's rng. On error the batch is
  * unchanged and err says which segment and what. */
 int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen);
-
-
 
 /* t = shift(sigmoid(tau)) for every latent token (0 where tau = -inf); the
  * packer calls it, and so can a caller that sets tau itself */

@@ -21,7 +21,8 @@ static inline uint64_t rng_splitmix64(uint64_t *x)
 
 static inline void rng_seed(rng_t *r, uint64_t seed)
 {
-    for (int i = 0; i < 4; i++) r->s[i] = rng_splitmix64(&seed);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = rng_splitmix64(&seed);
 }
 
 static inline uint64_t rng_next(rng_t *r)
@@ -47,7 +48,8 @@ static inline double rng_uniform(rng_t *r) { return (double)(rng_next(r) >> 11) 
 static inline double rng_normal(rng_t *r)
 {
     double u1 = rng_uniform(r), u2 = rng_uniform(r);
-    if (u1 < 0x1.0p-60) u1 = 0x1.0p-60;
+    if (u1 < 0x1.0p-60)
+        u1 = 0x1.0p-60;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 

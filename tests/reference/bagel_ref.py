@@ -32,6 +32,10 @@ MODE_CAUSAL, MODE_FULL, MODE_NOISE = 0, 1, 2
 # hashes and deterministic streams
 
 
+# float64 for the golden files; the benchmark (bench_ref.py) sets float32
+DTYPE = torch.float64
+
+
 def fnv1a64(data):
     h = 0xCBF29CE484222325
     for b in data:
@@ -221,7 +225,7 @@ def make_params(cfg, seed):
             w = sincos_2d(cfg.max_latent, cfg.H)
         else:
             w = gen_weight(name, shape, seed)
-        t = torch.from_numpy(w).to(torch.float64)
+        t = torch.from_numpy(w).to(DTYPE)
         t.requires_grad_(name not in FIXED)
         params[name] = t
     return params
@@ -435,7 +439,7 @@ def siglip(P, cfg, tokens, pos_ids, seqlens):
 
 
 def timestep_embed(P, t):
-    k = torch.arange(128, dtype=torch.float64)
+    k = torch.arange(128, dtype=DTYPE)
     f = torch.exp(-math.log(10000.0) * k / 128.0)
     a = t[:, None] * f[None, :]
     e = torch.cat([torch.cos(a), torch.sin(a)], dim=-1)
@@ -461,7 +465,7 @@ def forward(P, cfg, b, eps, loss_cfg, masks):
     emb_parts.append(F.embedding(I64("packed_text_ids"), P[lm + "embed_tokens.weight"]))
 
     if cfg.visual_und and b["packed_vit_token_indexes"]:
-        vt = torch.from_numpy(np.concatenate(b["vit_tokens"], axis=0))
+        vt = torch.from_numpy(np.concatenate(b["vit_tokens"], axis=0)).to(DTYPE)
         vpos = I64("packed_vit_position_ids")
         f = siglip(P, cfg, vt, vpos, b["vit_token_seqlens"])
         f = lin(gelu_tanh(lin(f, P, "connector.fc1")), P, "connector.fc2")
@@ -471,10 +475,10 @@ def forward(P, cfg, b, eps, loss_cfg, masks):
 
     mse_rows = None
     if cfg.visual_gen and b["packed_vae_token_indexes"]:
-        x0 = torch.from_numpy(np.concatenate(b["x0_tokens"], axis=0))
-        tau = torch.tensor(b["packed_timesteps"], dtype=torch.float64)
+        x0 = torch.from_numpy(np.concatenate(b["x0_tokens"], axis=0)).to(DTYPE)
+        tau = torch.tensor(b["packed_timesteps"], dtype=DTYPE)
         t = shifted_t(tau, cfg.shift)
-        e = torch.from_numpy(eps)
+        e = torch.from_numpy(eps).to(DTYPE)
         assert e.shape == x0.shape, (e.shape, x0.shape)
         xt = (1.0 - t[:, None]) * x0 + t[:, None] * e
         emb = lin(xt, P, "vae2llm") + timestep_embed(P, t)
@@ -499,8 +503,8 @@ def forward(P, cfg, b, eps, loss_cfg, masks):
         """Per-token expert: und weights for text/ViT tokens, *_moe_gen for VAE tokens."""
         return torch.where(g1, fn("_moe_gen"), fn(""))
 
-    pos = torch.tensor(b["packed_position_ids"], dtype=torch.float64)
-    inv_freq = 1.0 / cfg.theta ** (torch.arange(0, cfg.hd, 2, dtype=torch.float64) / cfg.hd)
+    pos = torch.tensor(b["packed_position_ids"], dtype=DTYPE)
+    inv_freq = 1.0 / cfg.theta ** (torch.arange(0, cfg.hd, 2, dtype=DTYPE) / cfg.hd)
     ang = pos[:, None] * inv_freq[None, :]
     ang = torch.cat([ang, ang], dim=-1)
     cos, sin = torch.cos(ang)[:, None, :], torch.sin(ang)[:, None, :]
@@ -548,14 +552,14 @@ def forward(P, cfg, b, eps, loss_cfg, masks):
 
     # losses (§4.3, one rank)
     ce_idx = I64("ce_loss_indexes")
-    zero = torch.zeros((), dtype=torch.float64)
+    zero = torch.zeros((), dtype=DTYPE)
     ce_tok = None
     if len(ce_idx):
         W = P[lm + "embed_tokens.weight"] if cfg.tie else P["language_model.lm_head.weight"]
         logits = h[ce_idx] @ W.t()
         ce_tok = F.cross_entropy(logits, I64("packed_label_ids"), reduction="none")
         if loss_cfg.get("ce_reweight"):
-            w = torch.tensor(b["ce_loss_weights"], dtype=torch.float64)  # 1/sqrt(n+1), float64
+            w = torch.tensor(b["ce_loss_weights"], dtype=DTYPE)  # 1/sqrt(n+1), float64
             ce = (ce_tok * w).sum() / w.sum()
         else:
             ce = ce_tok.sum() / len(ce_idx)
@@ -584,14 +588,15 @@ def grad_projection(name, g):
     g = np.ascontiguousarray(g.reshape(-1), dtype=np.float64)
     n = g.size
     out = [math.sqrt(float(np.dot(g, g)))]
-    for k in range(8):
-        key = fnv1a64(("proj:%s:%d" % (name, k)).encode("utf-8"))
-        acc = 0.0
-        for s in range(0, n, CHUNK):
-            m = min(CHUNK, n - s)
-            bit = (stream_u64(key, s, m) >> U64(63)).astype(np.float64)
-            acc += float(np.dot(g[s:s + m], 2.0 * bit - 1.0))
-        out.append(acc)
+    key = fnv1a64(("proj:%s" % name).encode("utf-8"))
+    acc = [0.0] * 8
+    for s in range(0, n, CHUNK):
+        m = min(CHUNK, n - s)
+        z = stream_u64(key, s, m)
+        for k in range(8):
+            bit = ((z >> U64(63 - k)) & U64(1)).astype(np.float64)
+            acc[k] += float(np.dot(g[s:s + m], 2.0 * bit - 1.0))
+    out += acc
     return np.array(out, dtype=np.float64)
 
 
