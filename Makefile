@@ -19,7 +19,7 @@ VERSION := $(shell cat VERSION)
 
 # ---- dependencies, found with pkg-config; each missing one named with the
 # Debian package that provides it
-DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev vips:libvips-dev libutf8proc:libutf8proc-dev openblas:libopenblas-dev
+DEPS_BUILD := libzmq:libzmq3-dev msgpack:libmsgpack-dev jansson:libjansson-dev vips:libvips-dev libutf8proc:libutf8proc-dev openblas:libopenblas-dev libdeflate:libdeflate-dev
 DEPS_TEST := cmocka:libcmocka-dev
 
 pc_missing = $(strip $(foreach d,$(1),$(if $(shell pkg-config --exists $(word 1,$(subst :, ,$(d))) && echo y),,$(word 2,$(subst :, ,$(d))))))
@@ -37,7 +37,7 @@ $(error missing libraries: apt-get install $(MISSING_BUILD) (or run scripts/inst
 endif
 endif
 PKGS := libzmq msgpack jansson vips libutf8proc openblas
-# bagel-image inflates PNGs with libdeflate (libvips-dev brings it, through libtiff-dev)
+# bagel-image inflates PNGs with libdeflate
 PKGS += libdeflate
 
 WERROR ?= $(if $(CI),1,0)
@@ -98,7 +98,7 @@ GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/
 TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tools/bench-model $(BUILD)/tests/tools/gen-records
 
 .SECONDARY:
-.PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image demo clean tests-build
+.PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image bench-model demo clean tests-build
 .DEFAULT_GOAL := all
 
 all: $(BINS) $(TOOLS) $(LIB_MODEL) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
@@ -188,7 +188,7 @@ fuzz: $(FUZZ_TARGETS)
 	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
 
-bench: bench-ipc bench-read bench-tokenize bench-image
+bench: bench-ipc bench-read bench-tokenize bench-image bench-model
 
 bench-ipc: all
 	@BUILD=$(BUILD) scripts/bench/ipc.sh
@@ -201,6 +201,9 @@ bench-tokenize: all
 
 bench-image: all
 	@BUILD=$(BUILD) scripts/bench/image.sh
+
+bench-model: all
+	@BUILD=$(BUILD) scripts/bench/model.sh
 
 DEMO := $(BUILD)/demo
 demo: all

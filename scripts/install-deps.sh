@@ -13,6 +13,7 @@ packages=(
     libjansson-dev                  # jansson: JSON in and out
     libutf8proc-dev                 # utf8proc: NFC and Unicode categories (the tokenizer)
     libvips-dev                     # libvips: image decoding, resizing, encoding
+    libdeflate-dev                  # libdeflate: bagel-image inflates plain PNGs with it
     libvips-tools                   # the vips command: bagel-image's benchmark makes its images with it
     jq                              # the peer of bagel-read's benchmark
     manpages manpages-dev manpages-zh  # part of the tokenizer's test and benchmark corpus
