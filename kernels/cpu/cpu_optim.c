@@ -15,7 +15,7 @@
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
                float wd, int step)
 {
-    float decay = 1.0f - lr * wd;
+    float decay = (float)(1.0 - (double)lr * wd);
     float step_size = (float)((double)lr / (1.0 - pow((double)b1, step)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, step));
 #pragma omp parallel for if (n > CPU_OMP_MIN)
