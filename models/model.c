@@ -912,6 +912,14 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
     return 0;
 }
 
+void model_token_losses(const model_t *m, float *ce, float *mse)
+{
+    if (ce && m->a->n_ce)
+        m->ops->download(ce, m->a->ce_loss, (size_t)m->a->n_ce * sizeof(float));
+    if (mse && m->a->n_mse)
+        m->ops->download(mse, m->a->mse_loss, (size_t)m->a->n_mse * sizeof(float));
+}
+
 void model_hidden(const model_t *m, const model_batch_t *b, float *out)
 {
     int H = m->cfg.hidden;
