@@ -146,7 +146,11 @@ $(BUILD)/tests/tools/gen-records: $(call obj,tests/tools/gen_records.c) $(LIB_IP
 
 TEST_SUPPORT_OBJ := $(call obj,$(wildcard tests/support/*.c))
 
-$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(TEST_SUPPORT_OBJ) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
+# a unit test of code compiled into a stage's executable links those objects
+# too: TEST_OBJ_<name> for build/tests/test_<name>
+TEST_OBJ_tb := $(call obj,stages/train/tb.c)
+
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(TEST_OBJ_$$*) $(TEST_SUPPORT_OBJ) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs cmocka) -o $@
 
