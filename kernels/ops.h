@@ -168,6 +168,19 @@ typedef struct op_table {
     /* Σ g², accumulated in double */
     double (*sumsq)(const float *g, size_t n);
     void (*scale)(float *x, float s, size_t n);
+
+    /* forward only, for the frozen autoencoder (models/ae.c) */
+    /* nearest-neighbour ×2: out[p, 2y + dy, 2x + dx] = in[p, y, x] for planes
+     * p < np, in [np, h, w], out [np, 2h, 2w] */
+    void (*upsample2x)(float *out, const float *in, int np, int h, int w);
+    /* out = a·in + b elementwise; out may be in */
+    void (*affine)(float *out, const float *in, float a, float b, size_t m);
+    /* diagonal Gaussian sample: z = mean + exp(0.5·logvar)·eps */
+    void (*gauss_sample)(float *z, const float *mean, const float *logvar, const float *eps, size_t m);
+    /* the inverse of patchify_u8 to bytes, BAGEL's decode (bagel-reference.md
+     * §6.4): tokens -> u8 [H, W, C], ((x·0.5 + 0.5) clamped to [0, 1])·255
+     * truncated, in fp32 (NaN -> 0) */
+    void (*unpatchify_u8)(uint8_t *img, const float *tokens, int H, int W, int C, int p);
 } op_table_t;
 
 /* floats of scratch classifier_ce needs for `chunk` rows of a V-wide vocabulary */

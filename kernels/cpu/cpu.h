@@ -91,4 +91,10 @@ double cpu_sumsq(const float *g, size_t n);
 void cpu_scale(float *x, float s, size_t n);
 void cpu_axpy(float *y, float a, const float *x, size_t m);
 
+/* cpu_layout.c */
+void cpu_upsample2x(float *out, const float *in, int np, int h, int w);
+void cpu_affine(float *out, const float *in, float a, float b, size_t m);
+void cpu_gauss_sample(float *z, const float *mean, const float *logvar, const float *eps, size_t m);
+void cpu_unpatchify_u8(uint8_t *img, const float *tokens, int H, int W, int C, int p);
+
 #endif

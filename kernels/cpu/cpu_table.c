@@ -44,4 +44,8 @@ const op_table_t op_cpu = {
     .ema = cpu_ema,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
+    .upsample2x = cpu_upsample2x,
+    .affine = cpu_affine,
+    .gauss_sample = cpu_gauss_sample,
+    .unpatchify_u8 = cpu_unpatchify_u8,
 };
