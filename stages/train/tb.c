@@ -23,7 +23,7 @@
 #define TB_WRITER_NAME "bagelpipe"
 
 /* The largest record payload: a text event with the longest tag and text,
- * plus the fixed fields and their varint lengths (64 is ample). */
+ * plus the fixed fields and their varint lengths (well under 128 bytes). */
 #define TB_PAYLOAD_MAX (TB_TAG_MAX + TB_TEXT_MAX + 128)
 #define TB_FRAME       (8 + 4 + 4) // length, its CRC, the data's CRC
 
@@ -31,8 +31,8 @@ struct tb_writer {
     int fd;
     bool broken;     // a failed write could not be cut back: the tail is garbage
     uint64_t size;   // bytes of whole records in the file
-    char path[4096]; //
-    char err[512];   //
+    char path[4096]; // the event file, for messages
+    char err[512];   // the last failure, for tb_error
     uint8_t *buf;    // (TB_FRAME + TB_PAYLOAD_MAX) one framed record
 };
 
