@@ -483,6 +483,7 @@ data_t *data_start(rd_t *in, const model_config_t *cfg, const data_opts_t *o, FI
         d->n_keep = resume->n_out;
         memcpy(d->keep, resume->out, (size_t)resume->n_out * sizeof(uint64_t));
         d->batches = resume->batches;
+        d->next_ready = resume->batches;
         if (input_offset > resume->next) {
             snprintf(err, errlen, "the input starts at record %llu, after the saved position %llu",
                      (unsigned long long)input_offset, (unsigned long long)resume->next);

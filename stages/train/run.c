@@ -163,6 +163,24 @@ static double rss_mib(void)
     return res * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
 }
 
+/* Fault injection for the tests: BAGEL_TEST_NAN_STEPS=2,5 makes the losses
+ * of those steps (1-based, counting attempts) NaN. */
+static int test_nan_step(long step)
+{
+    static long attempt;
+    const char *e = getenv("BAGEL_TEST_NAN_STEPS");
+    (void)step;
+    attempt++;
+    if (!e)
+        return 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", e);
+    for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
+        if (atol(t) == attempt)
+            return 1;
+    return 0;
+}
+
 /* ---- per-task sums ------------------------------------------------------- */
 
 #define MAX_TASKS 12
@@ -228,6 +246,7 @@ typedef struct run {
     char dir[1024];
     data_pos_t pos; /* after the last batch trained on */
     long bad_in_row, stale_vals, last_saved;
+    int tb_failed;
     double best;
     long best_step;
     char err[600];
@@ -336,6 +355,7 @@ static int save_checkpoint(run_t *r, long step)
     snprintf(p, sizeof p, "%s/checkpoints", r->dir);
     fsync_path(p);
     r->last_saved = step;
+    tb_flush(r->tb);
     log_info("checkpoint=%s", dir);
     return keep_old_checkpoints(r);
 }
@@ -769,6 +789,8 @@ int train_run(train_opts_t *o)
         }
         double ce = n_ce ? ce_sum / (o->ce_reweight ? wsum : n_ce) : 0, mse = n_mse ? mse_sum / n_mse : 0;
         double loss = o->ce_weight * ce + o->mse_weight * mse;
+        if (test_nan_step(r->opt->step + 1))
+            loss = NAN;
         optim_report_t rep = {0};
         long step_before = r->opt->step;
         if (nonfinite || !isfinite(loss)) {
@@ -827,8 +849,11 @@ int train_run(train_opts_t *o)
             tb_scalar(r->tb, "train/lr", step, wt, (float)rep.lr);
             tb_scalar(r->tb, "train/grad_norm", step, wt, (float)rep.norm);
             tb_scalar(r->tb, "perf/tokens_per_s", step, wt, (float)(tokens / dt));
-            tb_scalar(r->tb, "perf/data_wait", step, wt, (float)(wait / dt));
-            tb_flush(r->tb);
+            if (tb_scalar(r->tb, "perf/data_wait", step, wt, (float)(wait / dt)) && !r->tb_failed) {
+                /* the run goes on without its TensorBoard file, said once */
+                log_error("TensorBoard: %s", tb_error(r->tb));
+                r->tb_failed = 1;
+            }
             if (!o->quiet)
                 fprintf(stderr,
                         "step %ld/%ld | loss %.4f (ce %.4f mse %.4f) | norm %.3f | lr %.3g | %.0f ms | %.0f tok/s | "

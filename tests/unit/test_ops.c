@@ -1300,6 +1300,8 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.groupnorm_fwd, (const void *)op_cpu.groupnorm_bwd,
         (const void *)op_cpu.adamw,         (const void *)op_cpu.ema,
         (const void *)op_cpu.sumsq,         (const void *)op_cpu.scale,
+        (const void *)op_cpu.upsample2x,    (const void *)op_cpu.affine,
+        (const void *)op_cpu.gauss_sample,  (const void *)op_cpu.unpatchify_u8,
     };
     /* the list above names every function pointer of op_table_t */
     assert_int_equal(sizeof ptrs / sizeof ptrs[0], (sizeof(op_table_t) - sizeof(const char *)) / sizeof(void *));

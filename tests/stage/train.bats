@@ -1,0 +1,161 @@
+#!/usr/bin/env bats
+# train.bats — bagel-train end to end on a small model (tests/stage/data/
+# train-mini.json) and the synthetic dataset tokenized with the tiny test
+# tokenizer: exact resume, a kill -9 during a run, rejects, validation and
+# early stopping, non-finite steps, a corrupt checkpoint, the memory refusal,
+# and the TensorBoard files read back by an independent reader.
+
+setup_file() {
+    BIN=${BAGEL_BIN:-$PWD/build/bin}
+    D=$(mktemp -d /tmp/bagel-train-data-XXXXXX)
+    "$BIN/bagel-synth" -q --out "$D/shapes" --seed 3 --count 24
+    "$BIN/bagel-read" -q --root "$D/shapes" "$D"/shapes/*.jsonl \
+      | "$BIN/bagel-tokenize" -q --tokenizer tests/fuzz/tiny-tokenizer.json \
+      | "$BIN/bagel-image" -q --root "$D/shapes" --vae-max 32 --vae-min 16 --vit-max 56 --vit-min 28 \
+      | "$BIN/bagel-cat" --raw -q --out "$D/data.msgpack"
+    export BAGEL_TRAIN_DATA="$D"
+}
+
+teardown_file() {
+    rm -rf "$BAGEL_TRAIN_DATA"
+}
+
+setup() {
+    BIN=${BAGEL_BIN:-$PWD/build/bin}
+    TRAIN="$BIN/bagel-train"
+    CFG="$PWD/tests/stage/data/train-mini.json"
+    DATA="$BAGEL_TRAIN_DATA/data.msgpack"
+    T=$(mktemp -d /tmp/bagel-bats-XXXXXX)
+    # small budgets: a few samples per micro-batch
+    ARGS=(--config "$CFG" -q --tokens 96 --max-tokens 160 --max-sample-tokens 160 --warmup 2 --lr 1e-3
+          --buffer 4 --seed 7)
+}
+
+teardown() {
+    rm -rf "$T"
+}
+
+losses() { # step and loss of each metrics line, in order
+    grep '"step"' "$1/metrics.jsonl" | sed -E 's/.*"step": ?([0-9]+).*"loss": ?([-0-9.e+]+).*/\1 \2/' | sort -n
+}
+
+@test "a run writes checkpoints, metrics, config, TensorBoard files; the loss falls" {
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 12 --save-every 6 "$DATA"
+    [ "$status" -eq 0 ]
+    [ -f "$T/run/checkpoints/step-6/model.safetensors" ]
+    [ -f "$T/run/checkpoints/step-12/ema.safetensors" ]
+    [ -f "$T/run/checkpoints/step-12/optimizer.safetensors" ]
+    [ -f "$T/run/checkpoints/step-12/llm_config.json" ]
+    [ -f "$T/run/checkpoints/step-12/vit_config.json" ]
+    [ -f "$T/run/config.json" ]
+    [ "$(grep -c '"step"' "$T/run/metrics.jsonl")" -eq 12 ]
+    first=$(losses "$T/run" | head -3 | awk '{s += $2} END {print s / 3}')
+    last=$(losses "$T/run" | tail -3 | awk '{s += $2} END {print s / 3}')
+    awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }'
+}
+
+@test "TensorBoard: an independent reader finds every step's scalars, CRCs valid" {
+    "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 4 "$DATA"
+    python3 tests/unit/data/tb/read_events.py "$T"/run/tb/events.out.tfevents.* >"$T/events.jsonl"
+    [ "$(grep -c '"train/loss"' "$T/events.jsonl")" -eq 4 ]
+    [ "$(grep -c '"train/lr"' "$T/events.jsonl")" -eq 4 ]
+}
+
+@test "exact resume: 4 steps, stop, 4 more == 8 steps at once (losses and weights bit-identical)" {
+    "$TRAIN" "${ARGS[@]}" --out "$T/a" --steps 8 --save-every 4 "$DATA"
+    "$TRAIN" "${ARGS[@]}" --out "$T/b" --steps 4 "$DATA"
+    "$TRAIN" "${ARGS[@]}" --out "$T/b" --steps 8 --resume auto "$DATA"
+    diff <(losses "$T/a") <(losses "$T/b")
+    cmp "$T/a/checkpoints/step-8/model.safetensors" "$T/b/checkpoints/step-8/model.safetensors"
+    cmp "$T/a/checkpoints/step-8/ema.safetensors" "$T/b/checkpoints/step-8/ema.safetensors"
+    cmp "$T/a/checkpoints/step-8/optimizer.safetensors" "$T/b/checkpoints/step-8/optimizer.safetensors"
+}
+
+@test "exact resume with the input restarted at the saved position (bagel-read --skip)" {
+    D="$BAGEL_TRAIN_DATA"
+    "$TRAIN" "${ARGS[@]}" --out "$T/a" --steps 6 --save-every 3 "$DATA"
+    "$TRAIN" "${ARGS[@]}" --out "$T/b" --steps 3 "$DATA"
+    st="$T/b/checkpoints/step-3/trainer_state.json"
+    next=$(tr -d ' \n' <"$st" | sed -E 's/.*"next":([0-9]+).*/\1/')
+    first_out=$(tr -d ' \n' <"$st" | sed -E 's/.*"outstanding":\[([0-9]*).*/\1/')
+    pos=${first_out:-$next}
+    [ "$pos" -le "$next" ]
+    "$BIN/bagel-read" -q --root "$D/shapes" --skip "$pos" "$D"/shapes/*.jsonl \
+      | "$BIN/bagel-tokenize" -q --tokenizer tests/fuzz/tiny-tokenizer.json \
+      | "$BIN/bagel-image" -q --root "$D/shapes" --vae-max 32 --vae-min 16 --vit-max 56 --vit-min 28 \
+      | "$TRAIN" "${ARGS[@]}" --out "$T/b" --steps 6 --resume auto --input-offset "$pos"
+    diff <(losses "$T/a") <(losses "$T/b")
+    cmp "$T/a/checkpoints/step-6/model.safetensors" "$T/b/checkpoints/step-6/model.safetensors"
+    # an input that starts after the saved position cannot resume exactly
+    run "$TRAIN" "${ARGS[@]}" --out "$T/b" --steps 9 --resume "$T/b/checkpoints/step-3" --input-offset 1000000 "$DATA"
+    [ "$status" -eq 3 ]
+    [[ "$output" == *"after the saved position"* ]]
+}
+
+@test "kill -9 during a run: the last complete checkpoint resumes, half-written ones are ignored" {
+    "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 200 --save-every 1 --keep-last 2 "$DATA" &
+    pid=$!
+    for i in $(seq 1 200); do
+        [ -d "$T/run/checkpoints/step-3" ] && break
+        sleep 0.1
+    done
+    kill -9 $pid
+    wait $pid || true
+    mkdir -p "$T/run/checkpoints/step-9999.tmp" "$T/run/checkpoints/step-9998"
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 2000 --resume auto "$DATA" --save-every 0
+    [ "$status" -eq 0 ]
+    [[ "$output" != *"step-9999"* ]]
+    [[ "$output" != *"step-9998"* ]]
+}
+
+@test "a sample longer than the budget is a reject in rejects.jsonl, the run goes on" {
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 3 --max-sample-tokens 70 "$DATA"
+    [ "$status" -eq 0 ]
+    grep -q 'exceed the per-sample budget of 70' "$T/run/rejects.jsonl"
+    [ "$(grep -c '"step"' "$T/run/metrics.jsonl")" -eq 3 ]
+}
+
+@test "validation: val lines in metrics, the best checkpoint kept, early stop with patience" {
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 40 --save-every 0 --val "$DATA" --val-every 2 --patience 1 \
+        --lr 0.05 --warmup 0 "$DATA"
+    [ "$status" -eq 0 ]
+    grep -q '"val_loss"' "$T/run/metrics.jsonl"
+    [ -L "$T/run/checkpoints/best" ]
+    [ -f "$T/run/checkpoints/best/model.safetensors" ]
+}
+
+@test "non-finite steps are skipped with a warning, and K in a row stop the run" {
+    BAGEL_TEST_NAN_STEPS=2 run "$TRAIN" "${ARGS[@]}" --out "$T/a" --steps 4 "$DATA"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"not finite, the step is skipped"* ]]
+    BAGEL_TEST_NAN_STEPS=1,2,3 run "$TRAIN" "${ARGS[@]}" --out "$T/b" --steps 6 --max-bad-steps 3 "$DATA"
+    [ "$status" -eq 3 ]
+    [[ "$output" == *"3 non-finite steps in a row"* ]]
+}
+
+@test "a corrupt checkpoint is a clear error naming the file" {
+    "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 2 "$DATA"
+    f="$T/run/checkpoints/step-2/model.safetensors"
+    head -c 1000 "$f" >"$f.cut" && mv "$f.cut" "$f"
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 4 --resume auto "$DATA"
+    [ "$status" -eq 3 ]
+    [[ "$output" == *"step-2/model.safetensors"* ]]
+    [ "$(echo "$output" | grep -c 'bagel-train: ')" -ge 1 ]
+}
+
+@test "a plan beyond --max-memory is refused before step 0" {
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 2 --max-memory 1M "$DATA"
+    [ "$status" -eq 3 ]
+    [[ "$output" == *"the plan needs"* ]]
+    [ ! -e "$T/run/metrics.jsonl" ]
+}
+
+@test "bad options are usage errors" {
+    run "$TRAIN" --out "$T/r" --schedule sideways
+    [ "$status" -eq 2 ]
+    run "$TRAIN" --steps 3
+    [ "$status" -eq 2 ]
+    run "$TRAIN" --out "$T/r" --freeze wings --config "$CFG" --steps 1 "$DATA"
+    [ "$status" -eq 3 ]
+    [[ "$output" == *"--freeze: 'wings'"* ]]
+}
