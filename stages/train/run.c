@@ -33,6 +33,7 @@
 #include "../../models/safetensors.h"
 #include "../common/log.h"
 #include "../common/stage.h"
+#include "report.h"
 #include "tb.h"
 
 void train_opts_default(train_opts_t *o)
@@ -356,6 +357,12 @@ static int save_checkpoint(run_t *r, long step)
     fsync_path(p);
     r->last_saved = step;
     tb_flush(r->tb);
+    {
+        char e2[300], title[200];
+        snprintf(title, sizeof title, "bagel-train: %s, step %ld", r->cfg.name, step);
+        if (report_write(r->dir, title, e2, sizeof e2))
+            log_error("report: %s", e2);
+    }
     log_info("checkpoint=%s", dir);
     return keep_old_checkpoints(r);
 }
