@@ -41,6 +41,24 @@ static void conv_to_linear(float *dst, const float *conv, int Dv, int p)
                         conv[(((size_t)o * 3 + c) * p + ky) * p + kx];
 }
 
+/* appends ", text" (or "text" first) to buf while it has room; counts always */
+static void note(char *buf, size_t cap, int *n, const char *text)
+{
+    size_t k = strlen(buf);
+    if (k + strlen(text) + 16 < cap)
+        snprintf(buf + k, cap - k, "%s%s", *n ? ", " : "", text);
+    else if (k + 6 < cap && !strstr(buf, "..."))
+        snprintf(buf + k, cap - k, ", ...");
+    (*n)++;
+}
+
+static int is_patch_conv(const model_t *m, const model_param_t *p, const st_tensor_t *t)
+{
+    int cp = m->cfg.vit_patch;
+    return strstr(p->name, "patch_embedding.weight") && t->ndim == 4 && t->shape[0] == p->shape[0] &&
+           t->shape[1] == 3 && t->shape[2] == cp && t->shape[3] == cp;
+}
+
 int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err, size_t errlen)
 {
     float *base = dst ? dst : m->param_mem;
@@ -51,11 +69,34 @@ int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err
         return -1;
     }
     int rc = -1, used = 0;
+    float *host = NULL, *conv = NULL;
+    /* strict: every parameter present with its shape; all problems named at once */
+    char missing[600] = "", shaped[900] = "";
+    int n_missing = 0, n_shaped = 0;
     size_t maxn = 0;
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].numel > maxn)
-            maxn = m->params[i].numel;
-    float *host = malloc(maxn * sizeof(float)), *conv = NULL;
+    for (int i = 0; i < m->n_params; i++) {
+        const model_param_t *p = &m->params[i];
+        if (p->numel > maxn)
+            maxn = p->numel;
+        const st_tensor_t *t = st_set_find(s, p->name);
+        if (t)
+            used++;
+        if (p->group == MODEL_GROUP_FIXED)
+            continue; /* recomputed, as the official resume does */
+        if (!t) {
+            note(missing, sizeof missing, &n_missing, p->name);
+        } else if (!is_patch_conv(m, p, t) && st_expect(t, -1, p->ndim, p->shape, e2, sizeof e2)) {
+            const char *q = strstr(e2, "tensor \"");
+            note(shaped, sizeof shaped, &n_shaped, q ? q + 7 : e2);
+        }
+    }
+    if (n_missing || n_shaped) {
+        snprintf(err, errlen, "%s: not a checkpoint of the %s model: %d missing tensor%s%s%s%s; %d mis-shaped%s%s",
+                 path, m->cfg.name, n_missing, n_missing == 1 ? "" : "s", n_missing ? " (" : "", missing,
+                 n_missing ? ")" : "", n_shaped, n_shaped ? ": " : "", shaped);
+        goto out;
+    }
+    host = malloc(maxn * sizeof(float));
     if (!host) {
         snprintf(err, errlen, "%s: out of memory", path);
         goto out;
@@ -63,9 +104,6 @@ int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err
     for (int i = 0; i < m->n_params; i++) {
         const model_param_t *p = &m->params[i];
         if (p->group == MODEL_GROUP_FIXED) {
-            /* recomputed by model_new; keep them whatever the file holds */
-            if (st_set_find(s, p->name))
-                used++;
             if (dst) {
                 m->ops->download(host, *p->w, p->numel * 4);
                 m->ops->upload(base + p->offset, host, p->numel * 4);
@@ -73,36 +111,35 @@ int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err
             continue;
         }
         const st_tensor_t *t = st_set_find(s, p->name);
-        if (!t) {
-            char shp[48];
-            if (p->ndim == 2)
-                snprintf(shp, sizeof shp, "[%lld,%lld]", (long long)p->shape[0], (long long)p->shape[1]);
-            else
-                snprintf(shp, sizeof shp, "[%lld]", (long long)p->shape[0]);
-            snprintf(err, errlen, "%s: no tensor \"%s\", expected %s for the %s model", path, p->name, shp,
-                     m->cfg.name);
-            goto out;
-        }
-        used++;
-        int cfg_p = m->cfg.vit_patch;
-        if (strstr(p->name, "patch_embedding.weight") && t->ndim == 4 && t->shape[0] == p->shape[0] &&
-            t->shape[1] == 3 && t->shape[2] == cfg_p && t->shape[3] == cfg_p) {
-            conv = malloc(p->numel * sizeof(float));
+        if (is_patch_conv(m, p, t)) {
+            conv = conv ? conv : malloc(p->numel * sizeof(float));
             if (!conv || st_read_f32(t, conv, p->numel, e2, sizeof e2)) {
                 snprintf(err, errlen, "%s", conv ? e2 : "out of memory");
                 goto out;
             }
-            conv_to_linear(host, conv, (int)p->shape[0], cfg_p);
-        } else {
-            if (st_expect(t, -1, p->ndim, p->shape, e2, sizeof e2) || st_read_f32(t, host, p->numel, e2, sizeof e2)) {
-                snprintf(err, errlen, "%s", e2);
-                goto out;
-            }
+            conv_to_linear(host, conv, (int)p->shape[0], m->cfg.vit_patch);
+        } else if (st_read_f32(t, host, p->numel, e2, sizeof e2)) {
+            snprintf(err, errlen, "%s", e2);
+            goto out;
         }
         m->ops->upload(base + p->offset, host, p->numel * sizeof(float));
     }
+    /* tensors the model does not have: counted, and named in err as a note */
+    int extra = st_set_count(s) - used;
     if (n_extra)
-        *n_extra = st_set_count(s) - used;
+        *n_extra = extra;
+    err[0] = 0;
+    if (extra > 0) {
+        char names[600] = "";
+        int k = 0;
+        for (int i = 0; i < st_set_count(s); i++) {
+            const st_tensor_t *t = st_set_get(s, i);
+            if (!model_find(m, t->name))
+                note(names, sizeof names, &k, t->name);
+        }
+        snprintf(err, errlen, "%s: %d tensor%s not in the %s model: %s", path, extra, extra == 1 ? "" : "s",
+                 m->cfg.name, names);
+    }
     rc = 0;
 out:
     free(host);

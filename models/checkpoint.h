@@ -19,8 +19,10 @@ int model_save(const model_t *m, const float *src, const char *path, int dtype, 
  * is) into dst (NULL: the model's parameters). Every parameter but the fixed
  * tables (recomputed, as the official resume does) must be present with its
  * shape; F32, BF16 and F16 are read. A SigLIP patch embedding stored as the
- * convolution [Dv, 3, p, p] is converted to BAGEL's linear form. Tensors the
- * model does not have are counted in *n_extra (may be NULL). */
+ * convolution [Dv, 3, p, p] is converted to BAGEL's linear form. Loading is
+ * strict: every missing and every mis-shaped tensor is named in the error.
+ * Tensors the model does not have are counted in *n_extra (may be NULL) and,
+ * on success, named in err as a note (err is "" when there are none). */
 int model_load(model_t *m, float *dst, const char *path, int *n_extra, char *err, size_t errlen);
 
 #endif
