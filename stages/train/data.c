@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../../ipc/half.h"
+#include "../../models/ae.h"
 #include "../common/log.h"
 
 const data_opts_t data_default_opts = {.expected_tokens = 32768,
@@ -77,7 +78,8 @@ static int image_tensor(const msgpack_object *seg, const char *key, const uint8_
     return 0;
 }
 
-int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg, char *err, size_t errlen)
+int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg, int can_encode, char *err,
+                         size_t errlen)
 {
     memset(s, 0, sizeof *s);
     s->rec = rec;
@@ -166,6 +168,19 @@ int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg
         } else if (cfg->ae == MODEL_AE_IDENTITY) {
             if (image_tensor(m, "vae", &g->vae, &g->vae_h, &g->vae_w, i, err, errlen))
                 return -1;
+        } else if (can_encode) {
+            /* encoded by the frozen autoencoder when packed (data_sample_encode) */
+            if (image_tensor(m, "vae", &g->vae, &g->vae_h, &g->vae_w, i, err, errlen))
+                return -1;
+            int f = cfg->vae_downsample;
+            if (g->vae_h % (f * cfg->latent_patch) || g->vae_w % (f * cfg->latent_patch)) {
+                snprintf(err, errlen, "segment %d: vae image %dx%d is not a multiple of %d", i, g->vae_w, g->vae_h,
+                         f * cfg->latent_patch);
+                return -1;
+            }
+            g->lat_c = cfg->z_channels;
+            g->lat_h = g->vae_h / f;
+            g->lat_w = g->vae_w / f;
         } else {
             snprintf(err, errlen,
                      "segment %d: a generation image without latents (run bagel-encode upstream: this model's "
@@ -180,6 +195,34 @@ int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg
 oom:
     snprintf(err, errlen, "out of memory");
     return -1;
+}
+
+int data_sample_encode(data_sample_t *s, struct ae *ae, char *err, size_t errlen)
+{
+    for (int i = 0; i < s->n_seg; i++) {
+        pack_segment_t *g = &s->seg[i];
+        if (g->kind != PACK_IMAGE || s->moments[i] || !g->vae || !(g->loss || g->cond) || !g->lat_c)
+            continue;
+        size_t n = (size_t)2 * g->lat_c * g->lat_h * g->lat_w;
+        float *mo = own(s, malloc(n * sizeof(float)));
+        if (!mo) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        char e2[300];
+        /* one autoencoder serves the training and the validation data threads */
+        static pthread_mutex_t ae_mu = PTHREAD_MUTEX_INITIALIZER;
+        pthread_mutex_lock(&ae_mu);
+        int rc = ae_encode(ae, g->vae, g->vae_h, g->vae_w, mo, e2, sizeof e2);
+        pthread_mutex_unlock(&ae_mu);
+        if (rc) {
+            snprintf(err, errlen, "segment %d: autoencoder: %s", i, e2);
+            return -1;
+        }
+        s->moments[i] = mo;
+        g->vae = NULL; /* the packer takes the latent */
+    }
+    return 0;
 }
 
 int data_sample_draw_latents(data_sample_t *s, const model_config_t *cfg, rng_t *rng, char *err, size_t errlen)
@@ -300,7 +343,7 @@ static data_sample_t *read_sample(data_t *d)
             snprintf(d->err, sizeof d->err, "out of memory");
             return NULL;
         }
-        if (data_sample_from_rec(s, r, d->cfg, err, sizeof err)) {
+        if (data_sample_from_rec(s, r, d->cfg, d->o.ae != NULL, err, sizeof err)) {
             log_error("%s: rejected: %s", rec_id(r, (char[256]){0}, 256), err);
             log_reject(d, r, "bagel-train", err);
             d->st.bad++;
@@ -399,7 +442,8 @@ static int fill(data_t *d, data_batch_t *b)
         }
         char err[300];
         int start = p->b.S;
-        if (data_sample_draw_latents(s, d->cfg, &p->rng, err, sizeof err) ||
+        if ((d->o.ae && data_sample_encode(s, d->o.ae, err, sizeof err)) ||
+            data_sample_draw_latents(s, d->cfg, &p->rng, err, sizeof err) ||
             pack_add(p, &(pack_sample_t){.n_segments = s->n_seg, .seg = s->seg}, err, sizeof err)) {
             log_error("%s: rejected: %s", rec_id(s->rec, (char[256]){0}, 256), err);
             log_reject(d, s->rec, "bagel-train", err);

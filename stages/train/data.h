@@ -20,6 +20,8 @@
 
 #define DATA_MAX_OUTSTANDING 1024
 
+struct ae;
+
 typedef struct data_opts {
     long expected_tokens;      /* a batch is complete at this many tokens (32768) */
     long max_tokens;           /* and never longer (36864) */
@@ -30,6 +32,7 @@ typedef struct data_opts {
     uint64_t seed;
     pack_opts_t pack; /* condition dropout */
     int train;        /* 0: validation (no dropout, fixed draws) */
+    struct ae *ae;    /* the frozen autoencoder for images that come without latents; may be NULL */
 } data_opts_t;
 
 extern const data_opts_t data_default_opts;
@@ -97,7 +100,10 @@ typedef struct data_sample {
     int *moments_bf16;
 } data_sample_t;
 
-int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg, char *err, size_t errlen);
+int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg, int can_encode, char *err,
+                         size_t errlen);
+/* Encodes, with the autoencoder, the images that came without latents. */
+int data_sample_encode(data_sample_t *s, struct ae *ae, char *err, size_t errlen);
 int data_sample_draw_latents(data_sample_t *s, const model_config_t *cfg, rng_t *rng, char *err, size_t errlen);
 void data_sample_free(data_sample_t *s);
 

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../models/ae.h"
 #include "../../models/checkpoint.h"
 #include "../../models/model.h"
 #include "../../models/optim.h"
@@ -244,6 +245,7 @@ typedef struct run {
     float *ema;
     FILE *metrics, *rejects;
     tb_writer_t *tb;
+    ae_t *ae;
     char dir[1024];
     data_pos_t pos; /* after the last batch trained on */
     long bad_in_row, stale_vals, last_saved;
@@ -637,6 +639,25 @@ int train_run(train_opts_t *o)
         m->ops->upload(r->ema, m->param_mem, m->n_floats * sizeof(float)); /* CPU: host memory */
     }
 
+    if (o->vae) {
+        if (r->cfg.ae != MODEL_AE_FLUX) {
+            snprintf(r->err, sizeof r->err, "--vae: the %s model's autoencoder is the identity, not FLUX's",
+                     r->cfg.name);
+            goto fail;
+        }
+        ae_config_t ac = ae_flux_config;
+        ac.z_channels = r->cfg.z_channels;
+        ac.scale = r->cfg.ae_scale;
+        ac.shift = r->cfg.ae_shift;
+        r->ae = ae_new(&ac, &op_cpu, r->err, sizeof r->err);
+        int extra = 0;
+        int side = r->cfg.vae_max > 0 ? r->cfg.vae_max : 1024;
+        if (!r->ae || ae_load(r->ae, o->vae, &extra, r->err, sizeof r->err) ||
+            ae_reserve(r->ae, side, side, r->err, sizeof r->err))
+            goto fail;
+        o->data.ae = r->ae;
+        log_info("vae=%s (images without latents are encoded here, up to %dx%d)", o->vae, side, side);
+    }
     /* activations for the largest micro-batch the packer can make */
     long S = o->data.max_tokens;
     model_caps_t caps = {.S = (int)S,
@@ -946,6 +967,7 @@ out:
         r->m->ops->free(r->ema);
     optim_destroy(&r->opt);
     model_destroy(&r->m);
+    ae_destroy(&r->ae);
     free(spans);
     free(ce_tok);
     free(mse_tok);
