@@ -314,6 +314,21 @@ static data_sample_t *read_sample(data_t *d)
         if (r->type == REC_END) {
             d->st.ends++;
             rec_destroy(&r);
+            /* an epoch of a source is complete when its end has come and
+             * every one of its samples and rejects (the reader counts) */
+            const acct_t *a = rd_acct(d->in);
+            uint64_t complete = 0;
+            for (int i = 0; a && i < acct_count(a); i++) {
+                const acct_entry_t *e = acct_entry(a, i);
+                if (acct_entry_complete(e)) {
+                    complete++;
+                    if (complete > d->st.epochs_complete)
+                        log_info("input: %s epoch %lld complete (%llu samples, %llu rejects)", e->source,
+                                 (long long)e->epoch, (unsigned long long)e->samples, (unsigned long long)e->rejects);
+                }
+            }
+            if (complete > d->st.epochs_complete)
+                d->st.epochs_complete = complete;
             continue;
         }
         uint64_t ord = d->ordinal++;

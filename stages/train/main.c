@@ -274,5 +274,6 @@ int main(int argc, char **argv)
     o.ninputs = st.ninputs;
     o.stream = &st.so;
     o.quiet = st.progress == PROGRESS_OFF;
-    return stage_exit(train_run(&o));
+    /* SIGINT/SIGTERM: the run finishes its step, saves and ends with 0 */
+    return train_run(&o);
 }

@@ -93,19 +93,27 @@ losses() { # step and loss of each metrics line, in order
 }
 
 @test "kill -9 during a run: the last complete checkpoint resumes, half-written ones are ignored" {
-    "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 200 --save-every 1 --keep-last 2 "$DATA" &
+    # a checkpoint every step, so the kill most likely lands in one
+    "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 100000 --save-every 1 --keep-last 2 \
+        "$DATA" "$DATA" "$DATA" "$DATA" "$DATA" "$DATA" "$DATA" "$DATA" &
     pid=$!
-    for i in $(seq 1 200); do
-        [ -d "$T/run/checkpoints/step-3" ] && break
+    for i in $(seq 1 300); do
+        [ "$(grep -c '"step"' "$T/run/metrics.jsonl" 2>/dev/null)" -ge 3 ] && break
         sleep 0.1
     done
+    sleep 0.$((RANDOM % 5))
     kill -9 $pid
     wait $pid || true
+    last=$(ls "$T/run/checkpoints" | sed -n 's/^step-\([0-9]*\)$/\1/p' | sort -n | tail -1)
+    [ -f "$T/run/checkpoints/step-$last/trainer_state.json" ]
     mkdir -p "$T/run/checkpoints/step-9999.tmp" "$T/run/checkpoints/step-9998"
-    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 2000 --resume auto "$DATA" --save-every 0
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps $((last + 3)) --resume auto --save-every 0 \
+        "$DATA" "$DATA" "$DATA" "$DATA" "$DATA" "$DATA" "$DATA" "$DATA"
     [ "$status" -eq 0 ]
     [[ "$output" != *"step-9999"* ]]
     [[ "$output" != *"step-9998"* ]]
+    [ -f "$T/run/checkpoints/step-$((last + 3))/trainer_state.json" ]
+    [ "$(grep '"step"' "$T/run/metrics.jsonl" | tail -1 | sed -E 's/.*"step": ?([0-9]+).*/\1/')" -eq $((last + 3)) ]
 }
 
 @test "a sample longer than the budget is a reject in rejects.jsonl, the run goes on" {
@@ -148,6 +156,38 @@ losses() { # step and loss of each metrics line, in order
     [ "$status" -eq 3 ]
     [[ "$output" == *"the plan needs"* ]]
     [ ! -e "$T/run/metrics.jsonl" ]
+}
+
+@test "SIGTERM: the step finishes, a checkpoint is saved, exit 0" {
+    "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 100000 --save-every 0 "$DATA" "$DATA" "$DATA" 2>"$T/err" &
+    pid=$!
+    for i in $(seq 1 300); do
+        grep -q '"step"' "$T/run/metrics.jsonl" 2>/dev/null && break
+        sleep 0.1
+    done
+    kill -TERM $pid
+    wait $pid
+    ls "$T/run/checkpoints" | grep -q '^step-[0-9]*$'
+}
+
+@test "--init loads weights only; --freeze keeps a branch's weights fixed" {
+    "$TRAIN" "${ARGS[@]}" --out "$T/a" --steps 2 "$DATA"
+    run "$TRAIN" "${ARGS[@]}" --out "$T/b" --steps 2 --init "$T/a/checkpoints/step-2" --freeze vit,connector "$DATA"
+    [ "$status" -eq 0 ]
+    # the frozen tensors are byte-identical to the initial ones, the others moved
+    python3 - "$T/a/checkpoints/step-2/model.safetensors" "$T/b/checkpoints/step-2/model.safetensors" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items() if k != "__metadata__"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+frozen = [k for k in a if k.startswith(("vit_model.", "connector."))]
+assert frozen and all(a[k] == b[k] for k in frozen), "a frozen tensor changed"
+moved = [k for k in a if k.startswith("language_model.") and a[k] != b[k]]
+assert moved, "nothing trained"
+PY
 }
 
 @test "bad options are usage errors" {
