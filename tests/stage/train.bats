@@ -199,3 +199,23 @@ PY
     [ "$status" -eq 3 ]
     [[ "$output" == *"--freeze: 'wings'"* ]]
 }
+
+@test "latents from upstream (posterior mean and log-variance) are sampled and trained on; a wrong shape is a reject" {
+    # 12 text-to-image samples whose images come as FLUX-style moments [2·4, 4, 4]
+    awk 'BEGIN { srand(11)
+        for (i = 1; i <= 13; i++) {
+            c = (i == 1) ? 6 : 8; n = c * 16
+            printf "{\"v\":1,\"type\":\"sample\",\"id\":\"lat#%d\",\"source\":\"lat\",\"seq\":%d,\"epoch\":0,\"task\":\"t2i\",\"segments\":[", i, i
+            printf "{\"kind\":\"text\",\"role\":\"user\",\"text\":\"x\",\"loss\":false,\"cfg\":true,\"tokens\":{\"dtype\":\"i32\",\"shape\":[4],\"data\":[%d,%d,%d,%d]}},", i, i + 1, i + 2, i + 3
+            printf "{\"kind\":\"image\",\"role\":\"assistant\",\"path\":\"p.png\",\"und\":false,\"gen\":true,\"loss\":true,\"latent\":{\"dtype\":\"f32\",\"shape\":[%d,4,4],\"data\":[", c
+            for (k = 0; k < n; k++) printf "%s%.4f", (k ? "," : ""), (k < n / 2 ? rand() * 2 - 1 : -2 - rand())
+            printf "]}}]}\n"
+        } }' >"$T/lat.jsonl"
+    "$BIN/bagel-cat" --encode -q --out "$T/lat.msgpack" "$T/lat.jsonl"
+    run "$TRAIN" -q --config "$PWD/tests/stage/data/train-flux-mini.json" --out "$T/run" --steps 3 --tokens 40 \
+        --max-tokens 64 --max-sample-tokens 64 --warmup 0 "$T/lat.msgpack"
+    [ "$status" -eq 0 ]
+    [ "$(grep -c '"step"' "$T/run/metrics.jsonl")" -eq 3 ]
+    grep -q '"mse_tokens": *[1-9]' "$T/run/metrics.jsonl"
+    grep -q 'lat#1".*latent must be f32 or bf16 \[8, h, w\]' "$T/run/rejects.jsonl"
+}
