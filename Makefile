@@ -95,7 +95,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 GPU_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_SRC)))
-TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tools/bench-model $(BUILD)/tests/tools/gen-records
+TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tools/bench-model $(BUILD)/tests/tools/gen-records $(BUILD)/tests/tools/make-ae
 
 .SECONDARY:
 .PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image bench-model demo clean tests-build
@@ -137,6 +137,10 @@ $(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tools/bench-model: $(call obj,scripts/bench/bench_model.c tests/support/refcase.c) $(LIB_MODEL) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/tools/make-ae: $(call obj,tests/tools/make_ae.c) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

@@ -290,6 +290,28 @@ static void fmt_shape(char *buf, size_t len, const ae_param_t *p)
         snprintf(buf, len, "[%lld]", (long long)p->shape[0]);
 }
 
+int ae_save(const ae_t *ae, const char *path, char *err, size_t errlen)
+{
+    st_writer_t *w = st_writer_new();
+    float *host = malloc(ae->n_floats * sizeof(float));
+    int rc = -1;
+    if (!w || !host) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    ae->ops->download(host, ae->param_mem, ae->n_floats * sizeof(float));
+    for (int i = 0; i < ae->n_params; i++) {
+        const ae_param_t *p = &ae->params[i];
+        if (st_writer_add_f32(w, p->name, ST_F32, p->ndim, p->shape, host + p->offset, err, errlen))
+            goto out;
+    }
+    rc = st_writer_write(w, path, err, errlen);
+out:
+    st_writer_destroy(&w);
+    free(host);
+    return rc;
+}
+
 int ae_load(ae_t *ae, const char *path, int *n_extra, char *err, size_t errlen)
 {
     char e2[400];

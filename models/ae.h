@@ -126,6 +126,9 @@ int ae_load(ae_t *ae, const char *path, int *n_extra, char *err, size_t errlen);
 /* The deterministic test weights of tests/reference/FORMAT.md
  * ("Autoencoder"). */
 void ae_init_test(ae_t *ae, uint64_t seed);
+/* Writes every parameter under its BFL name (F32) to path: for tests and for
+ * autoencoders made here. 0, or -1 with err. */
+int ae_save(const ae_t *ae, const char *path, char *err, size_t errlen);
 
 /* img: u8 [H, W, in_channels]; H and W multiples of 2^(n_levels − 1).
  * mean_logvar: [2z, H/8, W/8] f32 (host), the first z planes the mean. */

@@ -286,7 +286,8 @@ static int parse_root(model_config_t *cfg, const json_t *root, const char *label
         const json_t *ae = json_object_get(bg, "autoencoder");
         ctx_t ac = c;
         ac.prefix = "bagel.autoencoder.";
-        static const char *const ae_keys[] = {"type", "z_channels", "downsample", "scale_factor", "shift_factor", NULL};
+        static const char *const ae_keys[] = {"type",         "z_channels", "downsample",     "scale_factor",
+                                              "shift_factor", "ch",         "num_res_blocks", NULL};
         if (ae && !json_is_object(ae)) {
             ok = !bad(&bc, "autoencoder", ae, "an object");
         } else {
@@ -303,7 +304,9 @@ static int parse_root(model_config_t *cfg, const json_t *root, const char *label
                      !get_int(&ac, ae, "z_channels", 0, id ? 3 : 16, &cfg->z_channels) &&
                      !get_int(&ac, ae, "downsample", 0, id ? 1 : 8, &cfg->vae_downsample) &&
                      !get_float(&ac, ae, "scale_factor", id ? 1.0f : 0.3611f, &cfg->ae_scale) &&
-                     !get_float(&ac, ae, "shift_factor", id ? 0.0f : 0.1159f, &cfg->ae_shift);
+                     !get_float(&ac, ae, "shift_factor", id ? 0.0f : 0.1159f, &cfg->ae_shift) &&
+                     !get_int(&ac, ae, "ch", 0, 128, &cfg->ae_ch) &&
+                     !get_int(&ac, ae, "num_res_blocks", 0, 2, &cfg->ae_res_blocks);
             }
         }
     }
@@ -522,6 +525,11 @@ static int check(const model_config_t *c, const char *L, char *err, size_t errle
                   "bagel.autoencoder: the identity autoencoder has z_channels 3, downsample 1, scale_factor 1, "
                   "shift_factor 0 (got %d, %d, %g, %g)",
                   c->z_channels, c->vae_downsample, (double)c->ae_scale, (double)c->ae_shift);
+        if (c->ae == MODEL_AE_FLUX) {
+            CHECK(c->ae_ch >= 32 && c->ae_ch <= 1024 && c->ae_ch % 32 == 0,
+                  "bagel.autoencoder.ch: %d, expected a multiple of 32 (its group norms) from 32 to 1024", c->ae_ch);
+            CHECK_RANGE(c->ae_res_blocks, "bagel.autoencoder.num_res_blocks", 1, 6);
+        }
         CHECK_RANGE(c->latent_patch, "bagel.latent_patch_size", 1, 64);
         CHECK_RANGE(c->max_latent_size, "bagel.max_latent_size", 1, 1024);
         CHECK_REAL(c->timestep_shift, "bagel.timestep_shift", 0.0, 1000.0);
@@ -613,8 +621,9 @@ static void emit_bagel(out_t *o, const model_config_t *c, const char *ind)
     else
         put(o,
             "%s\"autoencoder\": {\"type\": \"flux\", \"z_channels\": %d, \"downsample\": %d, \"scale_factor\": %s, "
-            "\"shift_factor\": %s},\n",
-            ind, c->z_channels, c->vae_downsample, fmtf(c->ae_scale, f2, sizeof f2), fmtf(c->ae_shift, f3, sizeof f3));
+            "\"shift_factor\": %s, \"ch\": %d, \"num_res_blocks\": %d},\n",
+            ind, c->z_channels, c->vae_downsample, fmtf(c->ae_scale, f2, sizeof f2), fmtf(c->ae_shift, f3, sizeof f3),
+            c->ae_ch, c->ae_res_blocks);
     put(o,
         "%s\"vae_transform\": [%d, %d],\n%s\"vit_transform\": [%d, %d],\n"
         "%s\"tokens\": {\"bos\": %d, \"eos\": %d, \"start_of_image\": %d, \"end_of_image\": %d}",

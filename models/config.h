@@ -47,6 +47,8 @@ typedef struct model_config {
     int vae_downsample;   /* 8 (FLUX), 1 (identity) */
     int latent_patch;     /* 2 */
     int max_latent_size;  /* latent grid side of latent_pos_embed (64 released, 32 training default) */
+    int ae_ch;            /* FLUX autoencoder: channels of its first level (128) */
+    int ae_res_blocks;    /* and residual blocks per level (2); its levels are FLUX's four, x1 x2 x4 x4 */
     float ae_scale;       /* 0.3611 (FLUX), 1 (identity) */
     float ae_shift;       /* 0.1159 (FLUX), 0 (identity) */
     float timestep_shift; /* training shift, 1.0 */

@@ -645,8 +645,15 @@ int train_run(train_opts_t *o)
                      r->cfg.name);
             goto fail;
         }
+        if (r->cfg.vae_downsample != 8) {
+            snprintf(r->err, sizeof r->err, "--vae: FLUX's autoencoder downsamples by 8, the %s config says %d",
+                     r->cfg.name, r->cfg.vae_downsample);
+            goto fail;
+        }
         ae_config_t ac = ae_flux_config;
         ac.z_channels = r->cfg.z_channels;
+        ac.ch = r->cfg.ae_ch;
+        ac.num_res_blocks = r->cfg.ae_res_blocks;
         ac.scale = r->cfg.ae_scale;
         ac.shift = r->cfg.ae_shift;
         r->ae = ae_new(&ac, &op_cpu, r->err, sizeof r->err);

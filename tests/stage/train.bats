@@ -219,3 +219,25 @@ PY
     grep -q '"mse_tokens": *[1-9]' "$T/run/metrics.jsonl"
     grep -q 'lat#1".*latent must be f32 or bf16 \[8, h, w\]' "$T/run/rejects.jsonl"
 }
+
+@test "--vae: images that arrive without latents are encoded by the frozen autoencoder" {
+    D="$BAGEL_TRAIN_DATA"
+    FCFG="$PWD/tests/stage/data/train-flux-mini.json"
+    "$BIN/../tests/tools/make-ae" "$FCFG" 5 "$T/ae.safetensors"
+    "$BIN/bagel-read" -q --root "$D/shapes" "$D/shapes/t2i.jsonl" "$D/shapes/edit.jsonl" \
+      | "$BIN/bagel-tokenize" -q --tokenizer tests/fuzz/tiny-tokenizer.json \
+      | "$BIN/bagel-image" -q --root "$D/shapes" --vae-max 64 --vae-min 32 --vit-max 56 --vit-min 28 \
+      >"$T/pix.msgpack"
+    # without an autoencoder such samples are rejects that say what to do
+    run "$TRAIN" -q --config "$FCFG" --out "$T/no" --steps 2 --tokens 64 --max-tokens 96 --max-sample-tokens 96 \
+        "$T/pix.msgpack"
+    grep -q 'run bagel-encode upstream' "$T/no/rejects.jsonl"
+    run "$TRAIN" -q --config "$FCFG" --vae "$T/ae.safetensors" --out "$T/run" --steps 3 --tokens 64 \
+        --max-tokens 96 --max-sample-tokens 96 --warmup 0 "$T/pix.msgpack"
+    [ "$status" -eq 0 ]
+    [ "$(grep -c '"step"' "$T/run/metrics.jsonl")" -eq 3 ]
+    grep -q '"mse_tokens": *[1-9]' "$T/run/metrics.jsonl"
+    # a wrong file is one clear error naming the tensor
+    run "$TRAIN" -q --config "$FCFG" --vae "$CFG" --out "$T/bad" --steps 1 "$T/pix.msgpack"
+    [ "$status" -eq 3 ]
+}
