@@ -182,9 +182,19 @@ FUZZ_CFLAGS := -O1 -g -std=gnu11 -fopenmp -fsanitize=fuzzer,address,undefined $(
 
 # a fuzz target links the libraries and every stage's code but its main
 FUZZ_LINK_SRC := $(IPC_SRC) $(STAGE_COMMON_SRC) $(STAGE_LIB_SRC) $(MODEL_SRC)
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LINK_SRC) $(wildcard ipc/*.h stages/*/*.h models/*.h kernels/*.h)
+# every source is compiled once with the fuzzing flags (-fsanitize=fuzzer-no-link
+# keeps libFuzzer's main out of the objects); each target links them
+FUZZ_OBJ := $(patsubst %.c,build-fuzz/obj/%.o,$(FUZZ_LINK_SRC))
+FUZZ_OBJ_CFLAGS := $(subst -fsanitize=fuzzer$(comma),-fsanitize=fuzzer-no-link$(comma),$(FUZZ_CFLAGS))
+build-fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $< $(FUZZ_LINK_SRC) $(shell pkg-config --libs $(PKGS)) -lpthread -lm -o $@
+	clang $(FUZZ_OBJ_CFLAGS) -MMD -MP -c $< -o $@
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $< $(FUZZ_OBJ) $(shell pkg-config --libs $(PKGS)) -lpthread -lm -o $@
+
+-include $(shell find build-fuzz/obj -name '*.d' 2>/dev/null)
 
 fuzz: $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
