@@ -40,6 +40,11 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    /* one line, whatever the input held: jansson quotes the text near a
+     * syntax error, control characters included */
+    for (char *p = err; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
 }
 
 static int check(const model_config_t *c, const char *L, char *err, size_t errlen);
