@@ -1,0 +1,95 @@
+/* cuda_act.cu — elementwise activations: SwiGLU, GELU (tanh form computed
+ * as x·sigmoid(2u), exactly as kernels/cpu/cpu_act.c explains) and SiLU.
+ * Backwards accumulate and skip NULL gradients. */
+#include "cuda_internal.h"
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/π) */
+#define GELU_C 0.044715f
+
+__device__ static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__global__ void k_swiglu_fwd(float *out, const float *gate, const float *up, size_t m)
+{
+    CU_FOR(i, m) out[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
+}
+
+__global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m)
+{
+    CU_FOR(i, m)
+    {
+        float g = gate[i], s = sigmoidf_(g);
+        if (dgate)
+            dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+        if (dup)
+            dup[i] += dout[i] * g * s;
+    }
+}
+
+__global__ void k_gelu_fwd(float *out, const float *in, size_t m)
+{
+    CU_FOR(i, m)
+    {
+        float x = in[i];
+        out[i] = x * sigmoidf_(2.0f * GELU_K * (x + GELU_C * x * x * x));
+    }
+}
+
+__global__ void k_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
+{
+    CU_FOR(i, m)
+    {
+        float x = in[i];
+        float s = sigmoidf_(2.0f * GELU_K * (x + GELU_C * x * x * x));
+        float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+        din[i] += dout[i] * (s + x * s * (1.0f - s) * du);
+    }
+}
+
+__global__ void k_silu_fwd(float *out, const float *in, size_t m) { CU_FOR(i, m) out[i] = in[i] * sigmoidf_(in[i]); }
+
+__global__ void k_silu_bwd(float *din, const float *dout, const float *in, size_t m)
+{
+    CU_FOR(i, m)
+    {
+        float x = in[i], s = sigmoidf_(x);
+        din[i] += dout[i] * s * (1.0f + x * (1.0f - s));
+    }
+}
+
+#define LAUNCH(kern, m, ...)                                                                                           \
+    do {                                                                                                               \
+        if ((m) == 0)                                                                                                  \
+            return;                                                                                                    \
+        kern<<<cuda_blocks(m), CU_THREADS, 0, cuda_stream>>>(__VA_ARGS__);                                             \
+        CU_LAUNCHED();                                                                                                 \
+    } while (0)
+
+void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t m)
+{
+    LAUNCH(k_swiglu_fwd, m, out, gate, up, m);
+}
+
+void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m)
+{
+    if (!dgate && !dup)
+        return;
+    LAUNCH(k_swiglu_bwd, m, dgate, dup, dout, gate, up, m);
+}
+
+void cuda_gelu_fwd(float *out, const float *in, size_t m) { LAUNCH(k_gelu_fwd, m, out, in, m); }
+
+void cuda_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
+{
+    if (!din)
+        return;
+    LAUNCH(k_gelu_bwd, m, din, dout, in, m);
+}
+
+void cuda_silu_fwd(float *out, const float *in, size_t m) { LAUNCH(k_silu_fwd, m, out, in, m); }
+
+void cuda_silu_bwd(float *din, const float *dout, const float *in, size_t m)
+{
+    if (!din)
+        return;
+    LAUNCH(k_silu_bwd, m, din, dout, in, m);
+}

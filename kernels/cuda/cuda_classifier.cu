@@ -1,0 +1,88 @@
+/* cuda_classifier.cu — the LM head fused with cross-entropy, chunked over
+ * token rows so that at most `chunk` rows of logits exist in the caller's
+ * scratch (kernels/cpu/cpu_classifier.c): per chunk, logits = h·wᵀ (sgemm),
+ * one block per row for a stable logsumexp, the loss and, when gradients
+ * are wanted, dlogits = (softmax − onehot)·dloss[r] in place; then
+ * dh += dlogits·w and dw += dlogitsᵀ·h (sgemm). A label outside [0, V) is a
+ * row without target: loss 0, no gradient. dloss NULL: loss only. */
+#include "cuda_internal.h"
+
+#include <math.h>
+
+__device__ static float block_max(float v, float *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float x = lane < nw ? sh[lane] : -INFINITY;
+        for (int o = 16; o > 0; o >>= 1)
+            x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+        if (lane == 0)
+            sh[32] = x;
+    }
+    __syncthreads();
+    return sh[32];
+}
+
+__global__ void k_ce_rows(float *loss, float *z_all, const int32_t *label, const float *dloss, int V, int grad)
+{
+    __shared__ float sh[33];
+    int r = blockIdx.x;
+    float *z = z_all + (size_t)r * V;
+    int y = label[r];
+    if (y < 0 || y >= V) {
+        if (loss && threadIdx.x == 0)
+            loss[r] = 0.0f;
+        for (int j = threadIdx.x; j < V; j += blockDim.x)
+            z[j] = 0.0f;
+        return;
+    }
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < V; j += blockDim.x)
+        mx = fmaxf(mx, z[j]);
+    mx = block_max(mx, sh);
+    float s = 0.0f;
+    for (int j = threadIdx.x; j < V; j += blockDim.x)
+        s += expf(z[j] - mx);
+    s = cuda_block_sum(s, sh); /* ends with a barrier: every z[y] read below precedes any write */
+    float lse = mx + logf(s), zy = z[y];
+    if (loss && threadIdx.x == 0)
+        loss[r] = lse - zy;
+    if (grad) {
+        float g = dloss[r];
+        __syncthreads();
+        for (int j = threadIdx.x; j < V; j += blockDim.x) {
+            float e = expf(z[j] - lse) * g;
+            z[j] = j == y ? e - g : e;
+        }
+    }
+}
+
+void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const float *w, const int32_t *label,
+                        const float *dloss, int n, int c, int V, float *scratch, int chunk)
+{
+    if (n <= 0 || V <= 0 || c <= 0)
+        return;
+    if (chunk <= 0 || chunk > n)
+        chunk = n;
+    int grad = (dh || dw) && dloss;
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        int R = n - r0 < chunk ? n - r0 : chunk;
+        const float *hc = h + (size_t)r0 * c;
+        cuda_gemm_rm('n', 't', R, V, c, 1.0f, hc, c, w, c, 0.0f, scratch, V);
+        k_ce_rows<<<R, 512, 0, cuda_stream>>>(loss ? loss + r0 : NULL, scratch, label + r0, dloss ? dloss + r0 : NULL,
+                                              V, grad);
+        CU_LAUNCHED();
+        if (!grad)
+            continue;
+        if (dh)
+            cuda_gemm_rm('n', 'n', R, c, V, 1.0f, scratch, V, w, c, 1.0f, dh + (size_t)r0 * c, c);
+        if (dw)
+            cuda_gemm_rm('t', 'n', V, c, R, 1.0f, scratch, V, hc, c, 1.0f, dw, c);
+    }
+}

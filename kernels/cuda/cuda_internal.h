@@ -1,0 +1,176 @@
+/* cuda_internal.h — shared by the files of the CUDA backend: the check
+ * macros, the stream and handles, launch helpers and every cuda_* function
+ * that cuda_table.cu gathers into op_cuda. Not for models: they call op_cuda.
+ *
+ * All functions have C linkage so that the table and C tests see them. */
+#ifndef BAGEL_CUDA_INTERNAL_H
+#define BAGEL_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops_cuda.h"
+
+extern "C" {
+
+/* print "cuda_ops: file:line: what: msg" and abort (see ops_cuda.h for why) */
+[[noreturn]] void cuda_ops_die(const char *file, int line, const char *what, const char *msg);
+
+#define CU_CHECK(call)                                                                                                 \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess)                                                                                         \
+            cuda_ops_die(__FILE__, __LINE__, #call, cudaGetErrorString(e_));                                           \
+    } while (0)
+#define CUBLAS_CHECK(call)                                                                                             \
+    do {                                                                                                               \
+        cublasStatus_t e_ = (call);                                                                                    \
+        if (e_ != CUBLAS_STATUS_SUCCESS)                                                                               \
+            cuda_ops_die(__FILE__, __LINE__, #call, cublasGetStatusString(e_));                                        \
+    } while (0)
+/* after every kernel launch: a bad configuration fails here, not later */
+#define CU_LAUNCHED() CU_CHECK(cudaGetLastError())
+#define CU_REQUIRE(cond, msg)                                                                                          \
+    do {                                                                                                               \
+        if (!(cond))                                                                                                   \
+            cuda_ops_die(__FILE__, __LINE__, #cond, msg);                                                              \
+    } while (0)
+
+/* the backend's state (cuda_mem.cu) */
+extern cudaStream_t cuda_stream;
+extern cublasHandle_t cuda_blas;
+
+/* a device buffer the ops reuse (conv's im2col columns): grown, never shrunk,
+ * freed by cuda_ops_shutdown; growing synchronizes (cudaMalloc) */
+float *cuda_scratch(size_t floats);
+/* a device double for reductions that come back to the host */
+double *cuda_scratch_double(void);
+
+/* row-major C[m,n] = alpha·op(A)·op(B) + beta·C, with op given per operand
+ * as 't' (transposed) or 'n', and leading dimensions as row-major strides;
+ * turned into cuBLAS's column-major call (cuda_linear.cu) */
+void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
+                  float beta, float *c, int ldc);
+
+/* cuda_mem.cu */
+void *cuda_alloc(size_t bytes);
+void cuda_free(void *p);
+void cuda_zero(void *p, size_t bytes);
+void cuda_upload(void *dst, const void *host_src, size_t bytes);
+void cuda_download(void *host_dst, const void *src, size_t bytes);
+void cuda_sync(void);
+
+/* cuda_linear.cu */
+void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim);
+void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                     int in_dim, int out_dim);
+/* dst[j] += Σ_r src[r·c + j], r < n */
+void cuda_colsum_add(float *dst, const float *src, int n, int c);
+
+/* cuda_norm.cu */
+void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
+void cuda_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
+                      int n, int c);
+void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
+                        int c, float eps);
+void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                        const float *mean, const float *rstd, int n, int c);
+void cuda_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
+                        int c, int hw, int groups, float eps);
+void cuda_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                        const float *mean, const float *rstd, int n, int c, int hw, int groups);
+
+/* cuda_rope.cu */
+void cuda_rope_fwd(float *x, const int32_t *pos, int n, int h, int d, float theta);
+void cuda_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float theta);
+
+/* cuda_act.cu */
+void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
+void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
+void cuda_gelu_fwd(float *out, const float *in, size_t m);
+void cuda_gelu_bwd(float *din, const float *dout, const float *in, size_t m);
+void cuda_silu_fwd(float *out, const float *in, size_t m);
+void cuda_silu_bwd(float *din, const float *dout, const float *in, size_t m);
+
+/* cuda_attention.cu */
+void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
+void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                        const float *q, const float *k, const float *v, const op_attn_t *a);
+
+/* cuda_rows.cu */
+void cuda_rows_copy(float *out, const int32_t *oi, const float *in, const int32_t *ii, int n, int c);
+void cuda_rows_add(float *out, const int32_t *oi, const float *in, const int32_t *ii, int n, int c);
+
+/* cuda_classifier.cu */
+void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const float *w, const int32_t *label,
+                        const float *dloss, int n, int c, int V, float *scratch, int chunk);
+
+/* cuda_loss.cu */
+void cuda_mse(float *loss, float *dpred, const float *pred, const float *target, const float *dloss, int n, int d);
+void cuda_flow_noise(float *xt, float *target, const float *x0, const float *eps, const float *t, int n, int d);
+void cuda_timestep_freq(float *out, const float *t, int n, int half);
+
+/* cuda_patch.cu */
+void cuda_patchify_u8(float *out, const uint8_t *img, int H, int W, int C, int p);
+void cuda_patchify_chw(float *out, const float *z, int C, int H, int W, int p);
+void cuda_unpatchify_chw(float *z, const float *tokens, int C, int H, int W, int p);
+
+/* cuda_conv.cu */
+void cuda_conv2d_fwd(float *out, const float *in, const float *w, const float *b, int n, int ci, int h, int wd, int co,
+                     int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
+void cuda_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                     int ci, int h, int wd, int co, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b,
+                     int pad_r);
+
+/* cuda_optim.cu */
+void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
+                float wd, int step);
+void cuda_ema(float *e, const float *p, size_t n, float decay);
+double cuda_sumsq(const float *g, size_t n);
+void cuda_scale(float *x, float s, size_t n);
+void cuda_axpy(float *y, float a, const float *x, size_t m);
+
+/* cuda_layout.cu */
+void cuda_upsample2x(float *out, const float *in, int np, int h, int w);
+void cuda_affine(float *out, const float *in, float a, float b, size_t m);
+void cuda_gauss_sample(float *z, const float *mean, const float *logvar, const float *eps, size_t m);
+void cuda_unpatchify_u8(uint8_t *img, const float *tokens, int H, int W, int C, int p);
+}
+
+/* grid for a grid-stride loop over m elements with 256 threads a block */
+#define CU_THREADS 256
+static inline unsigned cuda_blocks(size_t m)
+{
+    size_t b = (m + CU_THREADS - 1) / CU_THREADS;
+    if (b < 1)
+        b = 1;
+    return b > 65536 ? 65536u : (unsigned)b;
+}
+#define CU_FOR(i, m) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (m); i += (size_t)gridDim.x * blockDim.x)
+
+/* block-wide sum of one value per thread (blockDim.x a multiple of 32, at
+ * most 1024); every thread gets the result. Uses 33 slots of shared memory. */
+template <typename T> __device__ inline T cuda_block_sum(T v, T *sh)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads(); /* sh may still be read from a previous call */
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        T x = lane < nw ? sh[lane] : (T)0;
+        for (int o = 16; o > 0; o >>= 1)
+            x += __shfl_xor_sync(0xffffffffu, x, o);
+        if (lane == 0)
+            sh[32] = x;
+    }
+    __syncthreads();
+    return sh[32];
+}
+
+#endif

@@ -1,0 +1,261 @@
+/* cuda_norm.cu — RMSNorm and LayerNorm over the last dimension of [n, c],
+ * and GroupNorm over NCHW, the same formulas as kernels/cpu/cpu_norm.c and
+ * cpu_conv.c. One block per row (per sample-group for GroupNorm) with block
+ * reductions; weight and bias gradients by column blocks that walk every
+ * row, so nothing is written by two blocks. GroupNorm sums in double, as the
+ * CPU does. */
+#include "cuda_internal.h"
+
+#define NORM_THREADS 256
+
+__global__ void k_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int c, float eps)
+{
+    __shared__ float sh[33];
+    const float *x = in + (size_t)blockIdx.x * c;
+    float *y = out + (size_t)blockIdx.x * c;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        ss += x[i] * x[i];
+    ss = cuda_block_sum(ss, sh);
+    float rs = 1.0f / sqrtf(ss / (float)c + eps);
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        y[i] = w[i] * (x[i] * rs);
+    if (rstd && threadIdx.x == 0)
+        rstd[blockIdx.x] = rs;
+}
+
+__global__ void k_rmsnorm_bwd_din(float *din, const float *dout, const float *in, const float *w, const float *rstd,
+                                  int c)
+{
+    __shared__ float sh[33];
+    const float *x = in + (size_t)blockIdx.x * c, *g = dout + (size_t)blockIdx.x * c;
+    float *dx = din + (size_t)blockIdx.x * c;
+    float rs = rstd[blockIdx.x], dot = 0.0f;
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        dot += g[i] * w[i] * x[i] * rs;
+    dot = cuda_block_sum(dot, sh) / (float)c;
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        dx[i] += rs * (g[i] * w[i] - x[i] * rs * dot);
+}
+
+/* dw[i] += Σ_r dout·(x − mean)·rstd (mean NULL: 0), db[i] += Σ_r dout;
+ * 32 columns a block, 8 row lanes */
+__global__ void k_norm_bwd_dwdb(float *dw, float *db, const float *dout, const float *in, const float *mean,
+                                const float *rstd, int n, int c)
+{
+    __shared__ float sw[8][33], sb[8][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    float aw = 0.0f, ab = 0.0f;
+    if (j < c)
+        for (int r = threadIdx.y; r < n; r += 8) {
+            float g = dout[(size_t)r * c + j], x = in[(size_t)r * c + j];
+            aw += g * (x - (mean ? mean[r] : 0.0f)) * rstd[r];
+            ab += g;
+        }
+    sw[threadIdx.y][threadIdx.x] = aw;
+    sb[threadIdx.y][threadIdx.x] = ab;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < c) {
+        float s = 0.0f, t = 0.0f;
+        for (int y = 0; y < 8; y++)
+            s += sw[y][threadIdx.x], t += sb[y][threadIdx.x];
+        if (dw)
+            dw[j] += s;
+        if (db)
+            db[j] += t;
+    }
+}
+
+void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps)
+{
+    if (n <= 0 || c <= 0)
+        return;
+    k_rmsnorm_fwd<<<n, NORM_THREADS, 0, cuda_stream>>>(out, rstd, in, w, c, eps);
+    CU_LAUNCHED();
+}
+
+void cuda_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
+                      int n, int c)
+{
+    if (n <= 0 || c <= 0)
+        return;
+    if (din) {
+        k_rmsnorm_bwd_din<<<n, NORM_THREADS, 0, cuda_stream>>>(din, dout, in, w, rstd, c);
+        CU_LAUNCHED();
+    }
+    if (dw) {
+        k_norm_bwd_dwdb<<<(c + 31) / 32, dim3(32, 8), 0, cuda_stream>>>(dw, NULL, dout, in, NULL, rstd, n, c);
+        CU_LAUNCHED();
+    }
+}
+
+/* two passes, mean then squared deviations, biased variance (as the CPU) */
+__global__ void k_layernorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                                int c, float eps)
+{
+    __shared__ float sh[33];
+    const float *x = in + (size_t)blockIdx.x * c;
+    float *y = out + (size_t)blockIdx.x * c;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        s += x[i];
+    float mu = cuda_block_sum(s, sh) / (float)c;
+    float v = 0.0f;
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        v += (x[i] - mu) * (x[i] - mu);
+    float var = cuda_block_sum(v, sh) / (float)c;
+    float rs = 1.0f / sqrtf(var + eps);
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        y[i] = (x[i] - mu) * rs * w[i] + (b ? b[i] : 0.0f);
+    if (threadIdx.x == 0) {
+        if (mean)
+            mean[blockIdx.x] = mu;
+        if (rstd)
+            rstd[blockIdx.x] = rs;
+    }
+}
+
+__global__ void k_layernorm_bwd_din(float *din, const float *dout, const float *in, const float *w, const float *mean,
+                                    const float *rstd, int c)
+{
+    __shared__ float sh[33];
+    const float *x = in + (size_t)blockIdx.x * c, *g = dout + (size_t)blockIdx.x * c;
+    float *dx = din + (size_t)blockIdx.x * c;
+    float mu = mean[blockIdx.x], rs = rstd[blockIdx.x], gm = 0.0f, gx = 0.0f;
+    for (int i = threadIdx.x; i < c; i += blockDim.x) {
+        float gi = g[i] * w[i];
+        gm += gi;
+        gx += gi * (x[i] - mu) * rs;
+    }
+    gm = cuda_block_sum(gm, sh) / (float)c;
+    gx = cuda_block_sum(gx, sh) / (float)c;
+    for (int i = threadIdx.x; i < c; i += blockDim.x)
+        dx[i] += rs * (g[i] * w[i] - gm - (x[i] - mu) * rs * gx);
+}
+
+void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
+                        int c, float eps)
+{
+    if (n <= 0 || c <= 0)
+        return;
+    k_layernorm_fwd<<<n, NORM_THREADS, 0, cuda_stream>>>(out, mean, rstd, in, w, b, c, eps);
+    CU_LAUNCHED();
+}
+
+void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                        const float *mean, const float *rstd, int n, int c)
+{
+    if (n <= 0 || c <= 0)
+        return;
+    if (din) {
+        k_layernorm_bwd_din<<<n, NORM_THREADS, 0, cuda_stream>>>(din, dout, in, w, mean, rstd, c);
+        CU_LAUNCHED();
+    }
+    if (dw || db) {
+        k_norm_bwd_dwdb<<<(c + 31) / 32, dim3(32, 8), 0, cuda_stream>>>(dw, db, dout, in, mean, rstd, n, c);
+        CU_LAUNCHED();
+    }
+}
+
+/* one block per (sample, group): statistics in double over cpg·hw values */
+__global__ void k_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
+                                int c, int hw, int groups, float eps)
+{
+    __shared__ double sh[33];
+    int i = blockIdx.x / groups, gi = blockIdx.x % groups, cpg = c / groups;
+    size_t cnt = (size_t)cpg * hw, base = ((size_t)i * c + (size_t)gi * cpg) * hw;
+    const float *x = in + base;
+    double s = 0.0;
+    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x)
+        s += x[j];
+    double mu = cuda_block_sum(s, sh) / (double)cnt;
+    double v = 0.0;
+    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x)
+        v += (x[j] - mu) * (x[j] - mu);
+    v = cuda_block_sum(v, sh);
+    float muf = (float)mu, rs = (float)(1.0 / sqrt(v / (double)cnt + eps));
+    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x) {
+        int ch = gi * cpg + (int)(j / hw);
+        float wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f;
+        out[base + j] = (x[j] - muf) * rs * wc + bc;
+    }
+    if (threadIdx.x == 0) {
+        if (mean)
+            mean[blockIdx.x] = muf;
+        if (rstd)
+            rstd[blockIdx.x] = rs;
+    }
+}
+
+__global__ void k_groupnorm_bwd_din(float *din, const float *dout, const float *in, const float *w, const float *mean,
+                                    const float *rstd, int c, int hw, int groups)
+{
+    __shared__ double sh[33];
+    int i = blockIdx.x / groups, gi = blockIdx.x % groups, cpg = c / groups;
+    size_t cnt = (size_t)cpg * hw, base = ((size_t)i * c + (size_t)gi * cpg) * hw;
+    const float *x = in + base, *gy = dout + base;
+    float mu = mean[blockIdx.x], rs = rstd[blockIdx.x];
+    double gm = 0.0, gx = 0.0;
+    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x) {
+        float wc = w ? w[gi * cpg + (int)(j / hw)] : 1.0f;
+        double gj = (double)gy[j] * wc;
+        gm += gj;
+        gx += gj * (x[j] - mu) * rs;
+    }
+    gm = cuda_block_sum(gm, sh);
+    gx = cuda_block_sum(gx, sh);
+    float gmf = (float)(gm / (double)cnt), gxf = (float)(gx / (double)cnt);
+    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x) {
+        float wc = w ? w[gi * cpg + (int)(j / hw)] : 1.0f;
+        din[base + j] += rs * (gy[j] * wc - gmf - (x[j] - mu) * rs * gxf);
+    }
+}
+
+/* one block per channel, over samples and pixels, in double */
+__global__ void k_groupnorm_bwd_dwdb(float *dw, float *db, const float *dout, const float *in, const float *mean,
+                                     const float *rstd, int n, int c, int hw, int groups)
+{
+    __shared__ double sh[33];
+    int ch = blockIdx.x, gi = ch / (c / groups);
+    double aw = 0.0, ab = 0.0;
+    for (int i = 0; i < n; i++) {
+        const float *x = in + ((size_t)i * c + ch) * hw, *gy = dout + ((size_t)i * c + ch) * hw;
+        float mu = mean[(size_t)i * groups + gi], rs = rstd[(size_t)i * groups + gi];
+        for (int p = threadIdx.x; p < hw; p += blockDim.x) {
+            aw += (double)gy[p] * (x[p] - mu) * rs;
+            ab += gy[p];
+        }
+    }
+    aw = cuda_block_sum(aw, sh);
+    ab = cuda_block_sum(ab, sh);
+    if (threadIdx.x == 0) {
+        if (dw)
+            dw[ch] += (float)aw;
+        if (db)
+            db[ch] += (float)ab;
+    }
+}
+
+void cuda_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
+                        int c, int hw, int groups, float eps)
+{
+    if (n <= 0 || c <= 0 || groups <= 0 || hw <= 0)
+        return;
+    k_groupnorm_fwd<<<n * groups, NORM_THREADS, 0, cuda_stream>>>(out, mean, rstd, in, w, b, c, hw, groups, eps);
+    CU_LAUNCHED();
+}
+
+void cuda_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                        const float *mean, const float *rstd, int n, int c, int hw, int groups)
+{
+    if (n <= 0 || c <= 0 || groups <= 0 || hw <= 0)
+        return;
+    if (din) {
+        k_groupnorm_bwd_din<<<n * groups, NORM_THREADS, 0, cuda_stream>>>(din, dout, in, w, mean, rstd, c, hw, groups);
+        CU_LAUNCHED();
+    }
+    if (dw || db) {
+        k_groupnorm_bwd_dwdb<<<c, NORM_THREADS, 0, cuda_stream>>>(dw, db, dout, in, mean, rstd, n, c, hw, groups);
+        CU_LAUNCHED();
+    }
+}
