@@ -39,8 +39,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             rec_enc_gather(e, buf);
             rec_t *again = NULL;
             int rc2 = rec_decode(buf, n, &lim, &again, err);
-            if (rc == 0 && (rc2 != 0 || !msgpack_object_equal(r->root, again->root)))
+            if (rc == 0 && rc2 != 0)
                 abort();
+            if (rc == 0) {
+                /* the same tree: compared as its encoding, since a NaN float
+                 * is never equal to itself as a value */
+                rec_enc_t *e2 = rec_enc_new();
+                if (rec_encode(e2, again, err) != 0 || rec_enc_size(e2) != n)
+                    abort();
+                char *buf2 = malloc(n ? n : 1);
+                rec_enc_gather(e2, buf2);
+                if (memcmp(buf, buf2, n) != 0)
+                    abort();
+                free(buf2);
+                rec_enc_destroy(&e2);
+            }
             rec_destroy(&again);
             free(buf);
         }
