@@ -158,7 +158,7 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(TEST_OBJ_$$*) $(TEST_
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs cmocka) -o $@
 
-$(BUILD)/tests/gpu/test_%: $(BUILD)/obj/tests/gpu/test_%.o $(LIB_CUDA) $(LIB_IPC)
+$(BUILD)/tests/gpu/test_%: $(BUILD)/obj/tests/gpu/test_%.o $(LIB_CUDA) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CUDA_LIBS) -o $@
 

@@ -1,0 +1,649 @@
+/* test_ops_cuda.c — every op of op_cuda against op_cpu, its reference (TAP).
+ *
+ * Each test draws fresh random inputs on the host, runs op_cpu on host
+ * copies and op_cuda on device copies, and compares every output by
+ * normalized error ||gpu − cpu|| / ||cpu|| (a NaN anywhere fails): 1e-5 for
+ * elementwise ops, 1e-4 for reductions, products and attention (fp32 sums
+ * in another order). Outputs a forward overwrites start as NaN on the device
+ * (an element never written shows); gradients start at random values (a
+ * backward must add, not overwrite); NULL gradients are passed where the op
+ * allows them. Sizes are odd on purpose; attention covers causal, full and
+ * noise splits, several samples, GQA and a permutation of the storage rows.
+ *
+ * Without a CUDA device (cuda_ops_init fails) it prints "1..0 # SKIP no
+ * GPU: ..." and exits 0; exit 1 when any test fails. */
+#include "../../kernels/cpu/cpu.h"
+#include "../../kernels/cuda/ops_cuda.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL_EW  1e-5
+#define TOL_RED 1e-4
+#define MSG_LEN 512
+
+static const op_table_t *C = &op_cpu, *G = &op_cuda;
+static char msg[MSG_LEN];
+static int n_fail_checks;
+
+/* ---- tracked buffers, released after each test */
+#define MAX_TRACK 512
+static void *host_bufs[MAX_TRACK], *dev_bufs[MAX_TRACK];
+static int n_host, n_dev;
+
+static void *host_alloc(size_t bytes)
+{
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p || n_host == MAX_TRACK) {
+        fprintf(stderr, "test_ops_cuda: out of host memory or tracking slots\n");
+        exit(1);
+    }
+    return host_bufs[n_host++] = p;
+}
+
+static void *dev_alloc(size_t bytes)
+{
+    void *p = G->alloc(bytes);
+    if (!p || n_dev == MAX_TRACK) {
+        fprintf(stderr, "test_ops_cuda: out of device memory or tracking slots\n");
+        exit(1);
+    }
+    return dev_bufs[n_dev++] = p;
+}
+
+static void release(void)
+{
+    for (int i = 0; i < n_host; i++)
+        free(host_bufs[i]);
+    for (int i = 0; i < n_dev; i++)
+        G->free(dev_bufs[i]);
+    n_host = n_dev = 0;
+}
+
+static unsigned long long rng = 42;
+static float uniform(void) /* [-1, 1) */
+{
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((double)(rng >> 40) / (double)(1ULL << 24) * 2.0 - 1.0);
+}
+
+/* host floats uniform in [lo, hi) */
+static float *hrand(size_t n, float lo, float hi)
+{
+    float *p = host_alloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * 0.5f * (uniform() + 1.0f);
+    return p;
+}
+
+static float *hcopy(const float *src, size_t n)
+{
+    float *p = host_alloc(n * sizeof(float));
+    memcpy(p, src, n * sizeof(float));
+    return p;
+}
+
+/* a device copy of host data of any type */
+static void *dcopy(const void *src, size_t bytes)
+{
+    void *p = dev_alloc(bytes);
+    G->upload(p, src, bytes);
+    return p;
+}
+
+#define DF(h, n) ((float *)dcopy((h), (size_t)(n) * sizeof(float)))
+
+/* a device buffer of n NaNs: forward outputs, to catch unwritten elements */
+static float *dnan(size_t n)
+{
+    float *h = host_alloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    return DF(h, n);
+}
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+    if (n_fail_checks++ == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* compare device floats with the CPU's by normalized error */
+static void check(const char *what, const float *dev, const float *ref, size_t n, double tol)
+{
+    float *got = host_alloc(n * sizeof(float));
+    G->download(got, dev, n * sizeof(float));
+    double d2 = 0.0, r2 = 0.0;
+    size_t worst = 0;
+    double wd = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(got[i]) != isnan(ref[i])) {
+            fail("%s: element %zu is %g, cpu %g", what, i, got[i], ref[i]);
+            return;
+        }
+        if (isnan(ref[i]))
+            continue;
+        double e = (double)got[i] - ref[i];
+        d2 += e * e, r2 += (double)ref[i] * ref[i];
+        if (fabs(e) > wd)
+            wd = fabs(e), worst = i;
+    }
+    double rel = sqrt(d2) / (r2 > 0.0 ? sqrt(r2) : 1.0);
+    if (!(rel <= tol))
+        fail("%s: normalized error %.3g > %.1g (worst element %zu: %g, cpu %g)", what, rel, tol, worst, got[worst],
+             ref[worst]);
+}
+
+static void check_bytes(const char *what, const uint8_t *dev, const uint8_t *ref, size_t n)
+{
+    uint8_t *got = host_alloc(n);
+    G->download(got, dev, n);
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != ref[i]) {
+            fail("%s: byte %zu is %u, cpu %u", what, i, got[i], ref[i]);
+            return;
+        }
+}
+
+/* ---- tests: each runs the op on both backends and checks */
+
+static void t_linear(void)
+{
+    int n = 37, i = 45, o = 29;
+    float *x = hrand((size_t)n * i, -1, 1), *w = hrand((size_t)o * i, -1, 1), *b = hrand(o, -1, 1);
+    float *dx = DF(x, n * i), *dw_ = DF(w, o * i), *db_ = DF(b, o);
+    for (int bias = 0; bias < 2; bias++) {
+        float *out = hrand((size_t)n * o, -1, 1), *dout = dnan((size_t)n * o);
+        C->linear_fwd(out, x, w, bias ? b : NULL, n, i, o);
+        G->linear_fwd(dout, dx, dw_, bias ? db_ : NULL, n, i, o);
+        check(bias ? "linear_fwd" : "linear_fwd without bias", dout, out, (size_t)n * o, TOL_RED);
+    }
+    float *g = hrand((size_t)n * o, -1, 1), *dg = DF(g, n * o);
+    float *gin = hrand((size_t)n * i, -1, 1), *gw = hrand((size_t)o * i, -1, 1), *gb = hrand(o, -1, 1);
+    float *dgin = DF(gin, n * i), *dgw = DF(gw, o * i), *dgb = DF(gb, o);
+    C->linear_bwd(gin, gw, gb, g, x, w, n, i, o);
+    G->linear_bwd(dgin, dgw, dgb, dg, dx, dw_, n, i, o);
+    check("linear_bwd din", dgin, gin, (size_t)n * i, TOL_RED);
+    check("linear_bwd dw", dgw, gw, (size_t)o * i, TOL_RED);
+    check("linear_bwd db", dgb, gb, o, TOL_RED);
+    /* NULL gradients skipped: dw alone */
+    C->linear_bwd(NULL, gw, NULL, g, x, w, n, i, o);
+    G->linear_bwd(NULL, dgw, NULL, dg, dx, dw_, n, i, o);
+    check("linear_bwd dw alone", dgw, gw, (size_t)o * i, TOL_RED);
+}
+
+static void t_rmsnorm(void)
+{
+    int n = 7, c = 333;
+    float *x = hrand((size_t)n * c, -2, 2), *w = hrand(c, 0.5f, 1.5f);
+    float *out = hrand((size_t)n * c, 0, 1), *rs = hrand(n, 0, 1);
+    float *dx = DF(x, n * c), *dw_ = DF(w, c), *dout = dnan((size_t)n * c), *drs = dnan(n);
+    C->rmsnorm_fwd(out, rs, x, w, n, c, 1e-6f);
+    G->rmsnorm_fwd(dout, drs, dx, dw_, n, c, 1e-6f);
+    check("rmsnorm_fwd out", dout, out, (size_t)n * c, TOL_RED);
+    check("rmsnorm_fwd rstd", drs, rs, n, TOL_RED);
+    float *g = hrand((size_t)n * c, -1, 1), *gin = hrand((size_t)n * c, -1, 1), *gw = hrand(c, -1, 1);
+    float *dg = DF(g, n * c), *dgin = DF(gin, n * c), *dgw = DF(gw, c);
+    C->rmsnorm_bwd(gin, gw, g, x, w, rs, n, c);
+    G->rmsnorm_bwd(dgin, dgw, dg, dx, dw_, DF(rs, n), n, c);
+    check("rmsnorm_bwd din", dgin, gin, (size_t)n * c, TOL_RED);
+    check("rmsnorm_bwd dw", dgw, gw, c, TOL_RED);
+}
+
+static void t_layernorm(void)
+{
+    int n = 9, c = 257;
+    float *x = hrand((size_t)n * c, -1, 3), *w = hrand(c, 0.5f, 1.5f), *b = hrand(c, -1, 1);
+    float *out = hrand((size_t)n * c, 0, 1), *mu = hrand(n, 0, 1), *rs = hrand(n, 0, 1);
+    float *dx = DF(x, n * c), *dout = dnan((size_t)n * c), *dmu = dnan(n), *drs = dnan(n);
+    float *dw_ = DF(w, c), *db_ = DF(b, c);
+    C->layernorm_fwd(out, mu, rs, x, w, b, n, c, 1e-5f);
+    G->layernorm_fwd(dout, dmu, drs, dx, dw_, db_, n, c, 1e-5f);
+    check("layernorm_fwd out", dout, out, (size_t)n * c, TOL_RED);
+    check("layernorm_fwd mean", dmu, mu, n, TOL_RED);
+    check("layernorm_fwd rstd", drs, rs, n, TOL_RED);
+    float *g = hrand((size_t)n * c, -1, 1), *gin = hrand((size_t)n * c, -1, 1);
+    float *gw = hrand(c, -1, 1), *gb = hrand(c, -1, 1);
+    float *dg = DF(g, n * c), *dgin = DF(gin, n * c), *dgw = DF(gw, c), *dgb = DF(gb, c);
+    C->layernorm_bwd(gin, gw, gb, g, x, w, mu, rs, n, c);
+    G->layernorm_bwd(dgin, dgw, dgb, dg, dx, dw_, DF(mu, n), DF(rs, n), n, c);
+    check("layernorm_bwd din", dgin, gin, (size_t)n * c, TOL_RED);
+    check("layernorm_bwd dw", dgw, gw, c, TOL_RED);
+    check("layernorm_bwd db", dgb, gb, c, TOL_RED);
+}
+
+static void t_rope(void)
+{
+    int n = 11, h = 3, d = 38;
+    size_t m = (size_t)n * h * d;
+    int32_t pos[11];
+    for (int r = 0; r < n; r++)
+        pos[r] = r * 37 % 300;
+    int32_t *dpos = dcopy(pos, sizeof pos);
+    float *x = hrand(m, -1, 1), *dx = DF(x, m);
+    C->rope_fwd(x, pos, n, h, d, 10000.0f);
+    G->rope_fwd(dx, dpos, n, h, d, 10000.0f);
+    check("rope_fwd", dx, x, m, TOL_EW);
+    C->rope_bwd(x, pos, n, h, d, 1000000.0f);
+    G->rope_bwd(dx, dpos, n, h, d, 1000000.0f);
+    check("rope_bwd (in place)", dx, x, m, TOL_EW);
+    /* an odd head_dim leaves its last element alone */
+    float *y = hrand((size_t)n * 5, -1, 1), *dy = DF(y, n * 5);
+    C->rope_fwd(y, pos, n, 1, 5, 10000.0f);
+    G->rope_fwd(dy, dpos, n, 1, 5, 10000.0f);
+    check("rope_fwd odd d", dy, y, (size_t)n * 5, TOL_EW);
+}
+
+static void t_act(void)
+{
+    size_t m = 1001;
+    float *a = hrand(m, -6, 6), *b = hrand(m, -3, 3), *g = hrand(m, -1, 1);
+    float *da = DF(a, m), *db = DF(b, m), *dg = DF(g, m);
+    float *out = hrand(m, 0, 1), *dout = dnan(m);
+    C->swiglu_fwd(out, a, b, m);
+    G->swiglu_fwd(dout, da, db, m);
+    check("swiglu_fwd", dout, out, m, TOL_EW);
+    float *g1 = hrand(m, -1, 1), *g2 = hrand(m, -1, 1), *dg1 = DF(g1, m), *dg2 = DF(g2, m);
+    C->swiglu_bwd(g1, g2, g, a, b, m);
+    G->swiglu_bwd(dg1, dg2, dg, da, db, m);
+    check("swiglu_bwd dgate", dg1, g1, m, TOL_EW);
+    check("swiglu_bwd dup", dg2, g2, m, TOL_EW);
+    C->swiglu_bwd(NULL, g2, g, a, b, m);
+    G->swiglu_bwd(NULL, dg2, dg, da, db, m);
+    check("swiglu_bwd dup alone", dg2, g2, m, TOL_EW);
+
+    out = hrand(m, 0, 1), dout = dnan(m);
+    C->gelu_fwd(out, a, m);
+    G->gelu_fwd(dout, da, m);
+    check("gelu_fwd", dout, out, m, TOL_EW);
+    C->gelu_bwd(g1, g, a, m);
+    G->gelu_bwd(dg1, dg, da, m);
+    check("gelu_bwd", dg1, g1, m, TOL_EW);
+
+    out = hrand(m, 0, 1), dout = dnan(m);
+    C->silu_fwd(out, a, m);
+    G->silu_fwd(dout, da, m);
+    check("silu_fwd", dout, out, m, TOL_EW);
+    C->silu_bwd(g1, g, a, m);
+    G->silu_bwd(dg1, dg, da, m);
+    check("silu_bwd", dg1, g1, m, TOL_EW);
+}
+
+/* ---- attention over a packing: splits given as (length, mode, new sample) */
+typedef struct {
+    int len, mode, new_sample;
+} split_spec_t;
+
+static void attn_case(const char *name, const split_spec_t *sp, int ns, int nh, int nkv, int d, int permute)
+{
+    int S = 0;
+    for (int i = 0; i < ns; i++)
+        S += sp[i].len;
+    int32_t *start = host_alloc(sizeof(int32_t) * (ns + 1)), *first = host_alloc(sizeof(int32_t) * ns);
+    uint8_t *mode = host_alloc(ns);
+    int32_t *rop = host_alloc(sizeof(int32_t) * S);
+    for (int i = 0, p = 0; i < ns; i++) {
+        start[i] = p;
+        mode[i] = (uint8_t)sp[i].mode;
+        first[i] = i == 0 || sp[i].new_sample ? i : first[i - 1];
+        p += sp[i].len;
+    }
+    start[ns] = S;
+    /* storage order: a fixed shuffle of the positions */
+    for (int p = 0; p < S; p++)
+        rop[p] = p;
+    if (permute)
+        for (int p = S - 1; p > 0; p--) {
+            int j = (int)((uniform() + 1.0f) * 0.5f * (p + 1)) % (p + 1);
+            int t = rop[p];
+            rop[p] = rop[j], rop[j] = t;
+        }
+    op_attn_t ha = {S, nh, nkv, d, 1.0f / sqrtf((float)d), ns, start, mode, first, permute ? rop : NULL};
+    op_attn_t da = ha;
+    da.split_start = dcopy(start, sizeof(int32_t) * (ns + 1));
+    da.split_mode = dcopy(mode, ns);
+    da.split_first = dcopy(first, sizeof(int32_t) * ns);
+    da.row_of_pos = permute ? dcopy(rop, sizeof(int32_t) * S) : NULL;
+
+    size_t nq = (size_t)S * nh * d, nk = (size_t)S * nkv * d;
+    float *q = hrand(nq, -2, 2), *k = hrand(nk, -2, 2), *v = hrand(nk, -1, 1);
+    float *dq_ = DF(q, nq), *dk_ = DF(k, nk), *dv_ = DF(v, nk);
+    float *out = hrand(nq, 0, 1), *lse = hrand((size_t)S * nh, 0, 1);
+    float *dout = dnan(nq), *dlse = dnan((size_t)S * nh);
+    char what[160];
+    C->attention_fwd(out, lse, q, k, v, &ha);
+    G->attention_fwd(dout, dlse, dq_, dk_, dv_, &da);
+    snprintf(what, sizeof what, "%s: attention_fwd out", name);
+    check(what, dout, out, nq, TOL_RED);
+    snprintf(what, sizeof what, "%s: attention_fwd lse", name);
+    check(what, dlse, lse, (size_t)S * nh, TOL_RED);
+
+    /* the backward from the CPU's own forward, so both see one out and lse */
+    float *g = hrand(nq, -1, 1), *gq = hrand(nq, -1, 1), *gk = hrand(nk, -1, 1), *gv = hrand(nk, -1, 1);
+    float *dg = DF(g, nq), *dgq = DF(gq, nq), *dgk = DF(gk, nk), *dgv = DF(gv, nk);
+    float *dout_c = DF(out, nq), *dlse_c = DF(lse, (size_t)S * nh);
+    C->attention_bwd(gq, gk, gv, g, out, lse, q, k, v, &ha);
+    G->attention_bwd(dgq, dgk, dgv, dg, dout_c, dlse_c, dq_, dk_, dv_, &da);
+    snprintf(what, sizeof what, "%s: attention_bwd dq", name);
+    check(what, dgq, gq, nq, TOL_RED);
+    snprintf(what, sizeof what, "%s: attention_bwd dk", name);
+    check(what, dgk, gk, nk, TOL_RED);
+    snprintf(what, sizeof what, "%s: attention_bwd dv", name);
+    check(what, dgv, gv, nk, TOL_RED);
+    /* NULL gradients: dv alone */
+    C->attention_bwd(NULL, NULL, gv, g, out, lse, q, k, v, &ha);
+    G->attention_bwd(NULL, NULL, dgv, dg, dout_c, dlse_c, dq_, dk_, dv_, &da);
+    snprintf(what, sizeof what, "%s: attention_bwd dv alone", name);
+    check(what, dgv, gv, nk, TOL_RED);
+}
+
+static void t_attention_causal(void)
+{
+    split_spec_t sp[] = {{77, OP_SPLIT_CAUSAL, 1}};
+    attn_case("one causal split", sp, 1, 4, 4, 40, 0);
+}
+
+static void t_attention_packed(void)
+{
+    /* two samples: text, clean image (full), noised image, text; then text,
+     * noised image, text; GQA 6:2 and permuted rows */
+    split_spec_t sp[] = {{10, OP_SPLIT_CAUSAL, 1}, {17, OP_SPLIT_FULL, 0},   {13, OP_SPLIT_NOISE, 0},
+                         {5, OP_SPLIT_CAUSAL, 0},  {20, OP_SPLIT_CAUSAL, 1}, {40, OP_SPLIT_NOISE, 0},
+                         {3, OP_SPLIT_CAUSAL, 0}};
+    attn_case("packed, GQA 6:2, permuted, d=64", sp, 7, 6, 2, 64, 1);
+}
+
+static void t_attention_wide(void)
+{
+    /* head_dim 128 as the model; a sample that opens with a full split, and
+     * one-position splits */
+    split_spec_t sp[] = {{1, OP_SPLIT_CAUSAL, 1}, {33, OP_SPLIT_FULL, 0}, {1, OP_SPLIT_CAUSAL, 0},
+                         {50, OP_SPLIT_FULL, 1},  {1, OP_SPLIT_NOISE, 0}, {31, OP_SPLIT_CAUSAL, 0}};
+    attn_case("d=128, GQA 4:1, permuted", sp, 6, 4, 1, 128, 1);
+}
+
+static void t_rows(void)
+{
+    int n = 23, c = 300, rows_in = 17, rows_out = 9;
+    int32_t oi[23], ii[23];
+    for (int r = 0; r < n; r++)
+        oi[r] = (r * 7) % rows_out, ii[r] = (r * 5 + 3) % rows_in; /* oi repeats */
+    int32_t *doi = dcopy(oi, sizeof oi), *dii = dcopy(ii, sizeof ii);
+    float *in = hrand((size_t)rows_in * c, -1, 1), *din = DF(in, rows_in * c);
+    float *out = hrand((size_t)rows_out * c, -1, 1), *dout = DF(out, rows_out * c);
+    C->rows_add(out, oi, in, ii, n, c);
+    G->rows_add(dout, doi, din, dii, n, c);
+    check("rows_add with repeated destinations", dout, out, (size_t)rows_out * c, TOL_EW);
+    /* copy: the gather (oi NULL) */
+    float *g = hrand((size_t)n * c, 0, 1), *dg = dnan((size_t)n * c);
+    C->rows_copy(g, NULL, in, ii, n, c);
+    G->rows_copy(dg, NULL, din, dii, n, c);
+    check("rows_copy gather", dg, g, (size_t)n * c, 0.0);
+    /* copy: a scatter to distinct rows, identity source */
+    int32_t perm[9];
+    for (int r = 0; r < 9; r++)
+        perm[r] = (r * 4) % 9;
+    float *s = hrand((size_t)9 * c, -1, 1), *ds = DF(s, 9 * c);
+    C->rows_copy(s, perm, in, NULL, 9, c);
+    G->rows_copy(ds, dcopy(perm, sizeof perm), din, NULL, 9, c);
+    check("rows_copy scatter", ds, s, (size_t)9 * c, 0.0);
+}
+
+static void t_classifier(void)
+{
+    int n = 37, c = 24, V = 301, chunk = 8;
+    float *h = hrand((size_t)n * c, -1, 1), *w = hrand((size_t)V * c, -1, 1), *dl = hrand(n, 0, 1);
+    int32_t lab[37];
+    for (int r = 0; r < n; r++)
+        lab[r] = r % 9 == 4 ? -100 : r % 11 == 6 ? V : (r * 53) % V; /* some outside [0, V) */
+    float *dh_ = DF(h, n * c), *dw_ = DF(w, V * c), *ddl = DF(dl, n);
+    int32_t *dlab = dcopy(lab, sizeof lab);
+    float *scr = host_alloc(op_ce_scratch_floats(chunk, V) * sizeof(float));
+    float *dscr = dev_alloc(op_ce_scratch_floats(chunk, V) * sizeof(float));
+    float *loss = hrand(n, 0, 1), *dloss = dnan(n);
+    float *gh = hrand((size_t)n * c, -1, 1), *gw = hrand((size_t)V * c, -1, 1);
+    float *dgh = DF(gh, n * c), *dgw = DF(gw, V * c);
+    C->classifier_ce(loss, gh, gw, h, w, lab, dl, n, c, V, scr, chunk);
+    G->classifier_ce(dloss, dgh, dgw, dh_, dw_, dlab, ddl, n, c, V, dscr, chunk);
+    check("classifier_ce loss", dloss, loss, n, TOL_RED);
+    check("classifier_ce dh", dgh, gh, (size_t)n * c, TOL_RED);
+    check("classifier_ce dw", dgw, gw, (size_t)V * c, TOL_RED);
+    /* dloss NULL: the loss only, gradients untouched */
+    loss = hrand(n, 0, 1), dloss = dnan(n);
+    C->classifier_ce(loss, gh, gw, h, w, lab, NULL, n, c, V, scr, 5);
+    G->classifier_ce(dloss, dgh, dgw, dh_, dw_, dlab, NULL, n, c, V, dscr, 5);
+    check("classifier_ce loss only", dloss, loss, n, TOL_RED);
+    check("classifier_ce dh untouched", dgh, gh, (size_t)n * c, TOL_RED);
+    /* one chunk for all rows (chunk 0), dh alone */
+    C->classifier_ce(NULL, gh, NULL, h, w, lab, dl, n, c, V, host_alloc((size_t)n * V * 4), 0);
+    G->classifier_ce(NULL, dgh, NULL, dh_, dw_, dlab, ddl, n, c, V, dev_alloc((size_t)n * V * 4), 0);
+    check("classifier_ce dh alone, one chunk", dgh, gh, (size_t)n * c, TOL_RED);
+}
+
+static void t_loss(void)
+{
+    int n = 13, d = 67;
+    size_t m = (size_t)n * d;
+    float *p = hrand(m, -1, 1), *t = hrand(m, -1, 1), *dl = hrand(n, 0, 2);
+    float *loss = hrand(n, 0, 1), *g = hrand(m, -1, 1);
+    float *dloss = dnan(n), *dg = DF(g, m);
+    C->mse(loss, g, p, t, dl, n, d);
+    G->mse(dloss, dg, DF(p, m), DF(t, m), DF(dl, n), n, d);
+    check("mse loss", dloss, loss, n, TOL_RED);
+    check("mse dpred", dg, g, m, TOL_EW);
+
+    float *x0 = hrand(m, -1, 1), *eps = hrand(m, -1, 1), *tt = hrand(n, 0, 1);
+    float *xt = hrand(m, 0, 1), *tg = hrand(m, 0, 1), *dxt = dnan(m), *dtg = dnan(m);
+    C->flow_noise(xt, tg, x0, eps, tt, n, d);
+    G->flow_noise(dxt, dtg, DF(x0, m), DF(eps, m), DF(tt, n), n, d);
+    check("flow_noise xt", dxt, xt, m, TOL_EW);
+    check("flow_noise target", dtg, tg, m, TOL_EW);
+
+    int half = 128;
+    float *ts = hrand(n, 0, 1), *f = hrand((size_t)n * 2 * half, 0, 1), *df = dnan((size_t)n * 2 * half);
+    ts[0] = 0.0f, ts[1] = 1.0f;
+    C->timestep_freq(f, ts, n, half);
+    G->timestep_freq(df, DF(ts, n), n, half);
+    check("timestep_freq", df, f, (size_t)n * 2 * half, TOL_EW);
+}
+
+static void t_patch(void)
+{
+    int H = 12, W = 18, Cc = 3, p = 3;
+    size_t npx = (size_t)H * W * Cc, ntok = (size_t)(H / p) * (W / p) * p * p * Cc;
+    uint8_t *img = host_alloc(npx);
+    for (size_t i = 0; i < npx; i++)
+        img[i] = (uint8_t)(i * 37 + 11);
+    float *tok = hrand(ntok, 0, 1), *dtok = dnan(ntok);
+    C->patchify_u8(tok, img, H, W, Cc, p);
+    G->patchify_u8(dtok, dcopy(img, npx), H, W, Cc, p);
+    check("patchify_u8", dtok, tok, ntok, 0.0);
+
+    int Cz = 5, Hz = 8, Wz = 6, pz = 2;
+    size_t nz = (size_t)Cz * Hz * Wz;
+    float *z = hrand(nz, -1, 1), *t2 = hrand(nz, 0, 1), *dt2 = dnan(nz);
+    C->patchify_chw(t2, z, Cz, Hz, Wz, pz);
+    G->patchify_chw(dt2, DF(z, nz), Cz, Hz, Wz, pz);
+    check("patchify_chw", dt2, t2, nz, 0.0);
+    float *z2 = hrand(nz, 0, 1), *dz2 = dnan(nz);
+    C->unpatchify_chw(z2, t2, Cz, Hz, Wz, pz);
+    G->unpatchify_chw(dz2, DF(t2, nz), Cz, Hz, Wz, pz);
+    check("unpatchify_chw", dz2, z2, nz, 0.0);
+
+    /* tokens to bytes, with values past the clamp and a NaN */
+    float *tk = hrand(ntok, -1.3f, 1.3f);
+    tk[5] = NAN;
+    uint8_t *out = host_alloc(npx), *dout = dcopy(out, npx);
+    C->unpatchify_u8(out, tk, H, W, Cc, p);
+    G->unpatchify_u8(dout, DF(tk, ntok), H, W, Cc, p);
+    check_bytes("unpatchify_u8", dout, out, npx);
+}
+
+static void conv_case(const char *name, int n, int ci, int h, int wd, int co, int kh, int kw, int stride, int pt,
+                      int pl, int pb, int pr, int bias)
+{
+    int ho = (h + pt + pb - kh) / stride + 1, wo = (wd + pl + pr - kw) / stride + 1;
+    size_t nin = (size_t)n * ci * h * wd, nw = (size_t)co * ci * kh * kw, nout = (size_t)n * co * ho * wo;
+    float *x = hrand(nin, -1, 1), *w = hrand(nw, -1, 1), *b = hrand(co, -1, 1);
+    float *dx = DF(x, nin), *dw_ = DF(w, nw), *db_ = DF(b, co);
+    float *out = hrand(nout, 0, 1), *dout = dnan(nout);
+    char what[160];
+    C->conv2d_fwd(out, x, w, bias ? b : NULL, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
+    G->conv2d_fwd(dout, dx, dw_, bias ? db_ : NULL, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
+    snprintf(what, sizeof what, "%s: conv2d_fwd", name);
+    check(what, dout, out, nout, TOL_RED);
+    float *g = hrand(nout, -1, 1), *gx = hrand(nin, -1, 1), *gw = hrand(nw, -1, 1), *gb = hrand(co, -1, 1);
+    float *dg = DF(g, nout), *dgx = DF(gx, nin), *dgw = DF(gw, nw), *dgb = DF(gb, co);
+    C->conv2d_bwd(gx, gw, gb, g, x, w, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
+    G->conv2d_bwd(dgx, dgw, dgb, dg, dx, dw_, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
+    snprintf(what, sizeof what, "%s: conv2d_bwd din", name);
+    check(what, dgx, gx, nin, TOL_RED);
+    snprintf(what, sizeof what, "%s: conv2d_bwd dw", name);
+    check(what, dgw, gw, nw, TOL_RED);
+    snprintf(what, sizeof what, "%s: conv2d_bwd db", name);
+    check(what, dgb, gb, co, TOL_RED);
+}
+
+static void t_conv(void)
+{
+    conv_case("3x3 pad 1", 2, 3, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1);
+    conv_case("3x3 stride 2, pad right/bottom (Downsample)", 2, 4, 10, 7, 6, 3, 3, 2, 0, 0, 1, 1, 1);
+    conv_case("1x1 without bias", 3, 7, 5, 6, 4, 1, 1, 1, 0, 0, 0, 0, 0);
+}
+
+static void t_groupnorm(void)
+{
+    int n = 2, c = 12, hw = 35, groups = 4;
+    size_t m = (size_t)n * c * hw;
+    float *x = hrand(m, -1, 3), *w = hrand(c, 0.5f, 1.5f), *b = hrand(c, -1, 1);
+    float *out = hrand(m, 0, 1), *mu = hrand((size_t)n * groups, 0, 1), *rs = hrand((size_t)n * groups, 0, 1);
+    float *dx = DF(x, m), *dw_ = DF(w, c), *db_ = DF(b, c);
+    float *dout = dnan(m), *dmu = dnan((size_t)n * groups), *drs = dnan((size_t)n * groups);
+    C->groupnorm_fwd(out, mu, rs, x, w, b, n, c, hw, groups, 1e-6f);
+    G->groupnorm_fwd(dout, dmu, drs, dx, dw_, db_, n, c, hw, groups, 1e-6f);
+    check("groupnorm_fwd out", dout, out, m, TOL_RED);
+    check("groupnorm_fwd mean", dmu, mu, (size_t)n * groups, TOL_RED);
+    check("groupnorm_fwd rstd", drs, rs, (size_t)n * groups, TOL_RED);
+    float *g = hrand(m, -1, 1), *gx = hrand(m, -1, 1), *gw = hrand(c, -1, 1), *gb = hrand(c, -1, 1);
+    float *dgx = DF(gx, m), *dgw = DF(gw, c), *dgb = DF(gb, c);
+    C->groupnorm_bwd(gx, gw, gb, g, x, w, mu, rs, n, c, hw, groups);
+    G->groupnorm_bwd(dgx, dgw, dgb, DF(g, m), dx, dw_, DF(mu, (size_t)n * groups), DF(rs, (size_t)n * groups), n, c, hw,
+                     groups);
+    check("groupnorm_bwd din", dgx, gx, m, TOL_RED);
+    check("groupnorm_bwd dw", dgw, gw, c, TOL_RED);
+    check("groupnorm_bwd db", dgb, gb, c, TOL_RED);
+}
+
+static void t_optim(void)
+{
+    size_t n = 5003;
+    float *p = hrand(n, -1, 1), *g = hrand(n, -1, 1), *m = hrand(n, -0.1f, 0.1f), *v = hrand(n, 0, 0.01f);
+    float *dp = DF(p, n), *dg = DF(g, n), *dm = DF(m, n), *dv = DF(v, n);
+    for (int step = 1; step <= 3; step++) {
+        C->adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+        G->adamw(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+    }
+    check("adamw p", dp, p, n, TOL_EW);
+    check("adamw m", dm, m, n, TOL_EW);
+    check("adamw v", dv, v, n, TOL_EW);
+
+    float *e = hrand(n, -1, 1), *de = DF(e, n);
+    C->ema(e, p, n, 0.999f);
+    G->ema(de, dp, n, 0.999f);
+    check("ema", de, e, n, TOL_EW);
+
+    double sc = C->sumsq(g, n), sg = G->sumsq(dg, n);
+    if (!(fabs(sg - sc) <= 1e-9 * sc))
+        fail("sumsq: %.17g, cpu %.17g", sg, sc);
+    if (G->sumsq(dg, 0) != 0.0)
+        fail("sumsq of nothing is not 0");
+
+    C->scale(p, 0.37f, n);
+    G->scale(dp, 0.37f, n);
+    check("scale", dp, p, n, TOL_EW);
+    C->axpy(p, -1.7f, g, n);
+    G->axpy(dp, -1.7f, dg, n);
+    check("axpy", dp, p, n, TOL_EW);
+}
+
+static void t_layout(void)
+{
+    int np = 5, h = 7, w = 9;
+    size_t nin = (size_t)np * h * w;
+    float *in = hrand(nin, -1, 1), *out = hrand(nin * 4, 0, 1), *dout = dnan(nin * 4), *din = DF(in, nin);
+    C->upsample2x(out, in, np, h, w);
+    G->upsample2x(dout, din, np, h, w);
+    check("upsample2x", dout, out, nin * 4, 0.0);
+
+    float *a = hcopy(in, nin), *da = DF(in, nin);
+    C->affine(a, a, 1.7f, -0.3f, nin); /* in place */
+    G->affine(da, da, 1.7f, -0.3f, nin);
+    check("affine in place", da, a, nin, TOL_EW);
+
+    float *mu = hrand(nin, -1, 1), *lv = hrand(nin, -4, 2), *eps = hrand(nin, -2, 2);
+    float *z = hrand(nin, 0, 1), *dz = dnan(nin);
+    C->gauss_sample(z, mu, lv, eps, nin);
+    G->gauss_sample(dz, DF(mu, nin), DF(lv, nin), DF(eps, nin), nin);
+    check("gauss_sample", dz, z, nin, TOL_EW);
+}
+
+/* ---- TAP */
+
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} test_t;
+
+static const test_t tests[] = {
+    {"linear forward and backward", t_linear},
+    {"rmsnorm forward and backward", t_rmsnorm},
+    {"layernorm forward and backward", t_layernorm},
+    {"rope forward and backward", t_rope},
+    {"swiglu, gelu, silu forward and backward", t_act},
+    {"attention: one causal split", t_attention_causal},
+    {"attention: packed samples, causal/full/noise, GQA, permuted rows", t_attention_packed},
+    {"attention: head_dim 128, sample opening with a full split", t_attention_wide},
+    {"rows_copy and rows_add", t_rows},
+    {"classifier_ce with ignored labels, chunks, loss only", t_classifier},
+    {"mse, flow_noise, timestep_freq", t_loss},
+    {"patchify and unpatchify", t_patch},
+    {"conv2d forward and backward", t_conv},
+    {"groupnorm forward and backward", t_groupnorm},
+    {"adamw, ema, sumsq, scale, axpy", t_optim},
+    {"upsample2x, affine, gauss_sample", t_layout},
+};
+
+int main(void)
+{
+    char err[256] = "";
+    if (cuda_ops_init(0, err, sizeof err) != 0) {
+        printf("1..0 # SKIP no GPU: %s\n", err);
+        return fflush(stdout) == 0 ? 0 : 1;
+    }
+    int n = (int)(sizeof tests / sizeof tests[0]), failed = 0;
+    printf("1..%d\n", n);
+    for (int i = 0; i < n; i++) {
+        n_fail_checks = 0;
+        msg[0] = '\0';
+        tests[i].fn();
+        G->sync();
+        release();
+        printf("%s %d - %s\n", n_fail_checks ? "not ok" : "ok", i + 1, tests[i].name);
+        if (n_fail_checks) {
+            printf("#   %s%s\n", msg, n_fail_checks > 1 ? " (and more)" : "");
+            failed++;
+        }
+    }
+    cuda_ops_shutdown();
+    if (fflush(stdout) != 0)
+        return 1;
+    return failed ? 1 : 0;
+}
