@@ -53,6 +53,7 @@ static int init_fail(char *err, size_t errlen, const char *fmt, ...)
 
 int cuda_ops_init(int device, char *err, size_t errlen)
 {
+    cuda_ops_shutdown(); /* a second init starts over instead of leaking */
     int count = 0;
     cudaError_t rc = cudaGetDeviceCount(&count);
     if (rc != cudaSuccess || count == 0)
@@ -67,6 +68,7 @@ int cuda_ops_init(int device, char *err, size_t errlen)
      * mantissa bits and miss the CPU backend by ~1e-3 */
     INIT_TRY_BLAS(cublasSetMathMode(cuda_blas, CUBLAS_PEDANTIC_MATH));
     INIT_TRY(cudaMalloc((void **)&scratch_dbl, sizeof(double)));
+    (void)cudaGetLastError(); /* start the ops' launch checks clean */
     return 0;
 }
 
@@ -77,10 +79,13 @@ void cuda_ops_shutdown(void)
     if (cuda_blas)
         cublasDestroy(cuda_blas);
     cuda_blas = NULL;
-    cudaFree(scratch);
+    /* guarded: a runtime call before init would make device 0 current */
+    if (scratch)
+        cudaFree(scratch);
     scratch = NULL;
     scratch_floats = 0;
-    cudaFree(scratch_dbl);
+    if (scratch_dbl)
+        cudaFree(scratch_dbl);
     scratch_dbl = NULL;
     if (cuda_stream)
         cudaStreamDestroy(cuda_stream);

@@ -10,8 +10,9 @@
  * allows them. Sizes are odd on purpose; attention covers causal, full and
  * noise splits, several samples, GQA and a permutation of the storage rows.
  *
- * Without a CUDA device (cuda_ops_init fails) it prints "1..0 # SKIP no
- * GPU: ..." and exits 0; exit 1 when any test fails. */
+ * Without a CUDA device it prints "1..0 # SKIP no GPU: ..." and exits 0;
+ * a cuda_ops_init that fails on a present device is a failed test. Exit 1
+ * when any test fails. */
 #include "../../kernels/cpu/cpu.h"
 #include "../../kernels/cuda/ops_cuda.h"
 
@@ -625,8 +626,14 @@ int main(void)
 {
     char err[256] = "";
     if (cuda_ops_init(0, err, sizeof err) != 0) {
-        printf("1..0 # SKIP no GPU: %s\n", err);
-        return fflush(stdout) == 0 ? 0 : 1;
+        /* no device is a skip; a device the backend cannot start on is a failure */
+        if (strncmp(err, "no CUDA device", 14) == 0) {
+            printf("1..0 # SKIP no GPU: %s\n", err);
+            return fflush(stdout) == 0 ? 0 : 1;
+        }
+        printf("1..1\nnot ok 1 - cuda_ops_init on device 0\n#   %s\n", err);
+        fflush(stdout);
+        return 1;
     }
     int n = (int)(sizeof tests / sizeof tests[0]), failed = 0;
     printf("1..%d\n", n);
