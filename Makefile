@@ -136,6 +136,14 @@ $(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# the compute executables run on CUDA too when it is built
+ifeq ($(CUDA_ON),1)
+CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/tools/bench-model
+$(CUDA_EXES): $(LIB_CUDA)
+$(CUDA_EXES): LDLIBS += $(CUDA_LIBS)
+$(call obj,$(wildcard stages/train/*.c) scripts/bench/bench_model.c): CFLAGS += -DBAGEL_CUDA
+endif
+
 $(BUILD)/tools/bench-model: $(call obj,scripts/bench/bench_model.c tests/support/refcase.c) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -158,7 +166,7 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(TEST_OBJ_$$*) $(TEST_
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(shell pkg-config --libs cmocka) -o $@
 
-$(BUILD)/tests/gpu/test_%: $(BUILD)/obj/tests/gpu/test_%.o $(LIB_CUDA) $(LIB_MODEL) $(LIB_IPC)
+$(BUILD)/tests/gpu/test_%: $(BUILD)/obj/tests/gpu/test_%.o $(TEST_SUPPORT_OBJ) $(LIB_CUDA) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CUDA_LIBS) -o $@
 

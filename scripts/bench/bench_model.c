@@ -3,7 +3,7 @@
  * second; scripts/bench/model.sh runs the PyTorch reference beside it on the
  * same batch with the same threads.
  *
- *   bench-model CASE.json [ITERS]       (threads: OMP_NUM_THREADS) */
+ *   bench-model CASE.json [ITERS] [cpu|cuda]     (threads: OMP_NUM_THREADS) */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +12,10 @@
 #include "../../kernels/ops.h"
 #include "../../models/model.h"
 #include "../../tests/support/refcase.h"
+#ifdef BAGEL_CUDA
+#include "../../kernels/cuda/ops_cuda.h"
+#endif
+#include <string.h>
 
 static double now(void)
 {
@@ -34,7 +38,20 @@ int main(int argc, char **argv)
         return 1;
     }
     model_batch_t *b = &rc.pack.b;
-    model_t *m = model_new(&rc.cfg, &op_cpu, err, sizeof err);
+    const op_table_t *ops = &op_cpu;
+    if (argc > 3 && !strcmp(argv[3], "cuda")) {
+#ifdef BAGEL_CUDA
+        if (cuda_ops_init(0, err, sizeof err)) {
+            fprintf(stderr, "bench-model: %s\n", err);
+            return 1;
+        }
+        ops = &op_cuda;
+#else
+        fprintf(stderr, "bench-model: built without CUDA\n");
+        return 1;
+#endif
+    }
+    model_t *m = model_new(&rc.cfg, ops, err, sizeof err);
     if (!m) {
         fprintf(stderr, "bench-model: %s\n", err);
         return 1;
@@ -67,8 +84,10 @@ int main(int argc, char **argv)
                 best = dt;
         }
     }
-    printf("bench-model case=%s tokens=%d threads=%d iters=%d loss=%.6f best_ms=%.1f mean_ms=%.1f tokens_per_s=%.0f\n",
-           rc.name, b->S, omp_get_max_threads(), iters, L.total, best * 1e3, total / iters * 1e3, b->S / best);
+    printf("bench-model device=%s case=%s tokens=%d threads=%d iters=%d loss=%.6f best_ms=%.1f mean_ms=%.1f "
+           "tokens_per_s=%.0f\n",
+           ops->name, rc.name, b->S, omp_get_max_threads(), iters, L.total, best * 1e3, total / iters * 1e3,
+           b->S / best);
     model_destroy(&m);
     refcase_free(&rc);
     return 0;

@@ -32,6 +32,7 @@ static const char help[] =
     "      --init-ema          take the EMA weights of --init\n"
     "      --finetune DIR      preset: config and EMA weights from DIR, lr 2e-5, BAGEL's fine-tune budgets\n"
     "      --freeze LIST       comma list of llm, vit, connector, und, gen (branches kept fixed)\n"
+    "      --device cpu|cuda   where the model runs (default cpu; cuda when built with CUDA)\n"
     "      --vae PATH          the FLUX autoencoder (ae.safetensors) for images that arrive without latents\n"
     "Run:\n"
     "      --out DIR           the run directory (checkpoints/, metrics.jsonl, tb/, rejects.jsonl)\n"
@@ -108,6 +109,7 @@ enum {
     O_VAL_METRIC,
     O_OUTDIR,
     O_VAE,
+    O_DEVICE,
 };
 
 static double num_arg(const char *opt, const char *arg, double lo, double hi)
@@ -182,6 +184,7 @@ int main(int argc, char **argv)
         {"patience", required_argument, 0, O_PATIENCE},
         {"val-metric", required_argument, 0, O_VAL_METRIC},
         {"vae", required_argument, 0, O_VAE},
+        {"device", required_argument, 0, O_DEVICE},
         {0, 0, 0, 0},
     };
     int c;
@@ -252,6 +255,7 @@ int main(int argc, char **argv)
         case O_VIT_DROP: o.data.pack.vit_drop = (float)num_arg("vit-drop", optarg, 0, 1); break;
         case O_VAL: o.val = optarg; break;
         case O_VAE: o.vae = optarg; break;
+        case O_DEVICE: o.device = optarg; break;
         case O_VAL_EVERY: o.val_every = int_arg("val-every", optarg, 1, 1000000000); break;
         case O_PATIENCE: o.patience = (int)int_arg("patience", optarg, 1, 1000000); break;
         case O_VAL_METRIC:

@@ -36,6 +36,9 @@
 #include "../common/stage.h"
 #include "report.h"
 #include "tb.h"
+#ifdef BAGEL_CUDA
+#include "../../kernels/cuda/ops_cuda.h"
+#endif
 
 void train_opts_default(train_opts_t *o)
 {
@@ -60,6 +63,7 @@ void train_opts_default(train_opts_t *o)
     o->ce_weight = 1.0;
     o->mse_weight = 1.0;
     o->val_metric = "loss";
+    o->device = "cpu";
     o->data = data_default_opts;
 }
 
@@ -599,7 +603,21 @@ int train_run(train_opts_t *o)
     if (o->data.max_tokens < o->data.expected_tokens)
         o->data.max_tokens = o->data.expected_tokens;
 
-    r->m = model_new(&r->cfg, &op_cpu, r->err, sizeof r->err);
+    const op_table_t *ops = &op_cpu;
+    if (!strcmp(o->device, "cuda")) {
+#ifdef BAGEL_CUDA
+        if (cuda_ops_init(0, r->err, sizeof r->err))
+            goto fail;
+        ops = &op_cuda;
+#else
+        snprintf(r->err, sizeof r->err, "--device cuda: this bagel-train was built without CUDA (make CUDA=1)");
+        goto fail;
+#endif
+    } else if (strcmp(o->device, "cpu")) {
+        snprintf(r->err, sizeof r->err, "--device: '%s', expected cpu or cuda", o->device);
+        goto fail;
+    }
+    r->m = model_new(&r->cfg, ops, r->err, sizeof r->err);
     if (!r->m)
         goto fail;
     model_t *m = r->m;
@@ -636,7 +654,12 @@ int train_run(train_opts_t *o)
         r->ema = m->ops->alloc(m->n_floats * sizeof(float));
         if (!r->ema)
             goto oom;
-        m->ops->upload(r->ema, m->param_mem, m->n_floats * sizeof(float)); /* CPU: host memory */
+        float *host = malloc(m->n_floats * sizeof(float));
+        if (!host)
+            goto oom;
+        m->ops->download(host, m->param_mem, m->n_floats * sizeof(float));
+        m->ops->upload(r->ema, host, m->n_floats * sizeof(float));
+        free(host);
     }
 
     if (o->vae) {
