@@ -277,6 +277,8 @@ struct data {
     data_sample_t **buf; /* the overflow buffer, in order */
     int nbuf;
     uint64_t batches;
+    uint8_t *logged; /* per accounting entry: its completion was logged */
+    int n_logged;
 };
 
 static void log_reject(data_t *d, const rec_t *r, const char *stage, const char *why)
@@ -320,15 +322,24 @@ static data_sample_t *read_sample(data_t *d)
             uint64_t complete = 0;
             for (int i = 0; a && i < acct_count(a); i++) {
                 const acct_entry_t *e = acct_entry(a, i);
-                if (acct_entry_complete(e)) {
-                    complete++;
-                    if (complete > d->st.epochs_complete)
-                        log_info("input: %s epoch %lld complete (%llu samples, %llu rejects)", e->source,
-                                 (long long)e->epoch, (unsigned long long)e->samples, (unsigned long long)e->rejects);
+                if (!acct_entry_complete(e))
+                    continue;
+                complete++;
+                if (i >= d->n_logged) {
+                    uint8_t *n = realloc(d->logged, (size_t)(i + 64));
+                    if (!n)
+                        continue;
+                    memset(n + d->n_logged, 0, (size_t)(i + 64 - d->n_logged));
+                    d->logged = n;
+                    d->n_logged = i + 64;
+                }
+                if (!d->logged[i]) {
+                    d->logged[i] = 1;
+                    log_info("input: %s epoch %lld complete (%llu samples, %llu rejects)", e->source,
+                             (long long)e->epoch, (unsigned long long)e->samples, (unsigned long long)e->rejects);
                 }
             }
-            if (complete > d->st.epochs_complete)
-                d->st.epochs_complete = complete;
+            d->st.epochs_complete = complete;
             continue;
         }
         uint64_t ord = d->ordinal++;
@@ -676,6 +687,7 @@ void data_stop(data_t **pd)
         drop_sample(&d->buf[i]);
     free(d->buf);
     free(d->slots);
+    free(d->logged);
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
     free(d);
