@@ -38,6 +38,7 @@
 #include "tb.h"
 #ifdef BAGEL_CUDA
 #include "../../kernels/cuda/ops_cuda.h"
+#include "../../kernels/cuda/runtime.h"
 #endif
 
 void train_opts_default(train_opts_t *o)
@@ -185,6 +186,35 @@ static int test_nan_step(long step)
         if (atol(t) == attempt)
             return 1;
     return 0;
+}
+
+/* The official trainer's table of peak dense bf16 TFLOP/s by device name
+ * (bagel-reference.md §4.6); 0 when unknown (no MFU). */
+static __attribute__((unused)) double gpu_peak_tflops(const char *name)
+{
+    static const struct {
+        const char *key;
+        double tflops;
+    } t[] = {{"MI300X", 1336}, {"H100", 989},  {"H800", 989}, {"H200", 989}, {"A100", 312},     {"A800", 312},
+             {"L40", 181.05},  {"L20", 119.5}, {"H20", 148},  {"910B", 354}, {"3070 Ti", 21.75}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (strstr(name, t[i].key))
+            return t[i].tflops;
+    return 0;
+}
+
+/* The model FLOPs of one batch as the official trainer counts them
+ * (bagel-reference.md §4.6): 6·N_dense per token for one expert's linears
+ * and the vocabulary projections, 12·hd·nh·L per (sample length)² for
+ * attention. */
+static double batch_flops(const model_config_t *c, const model_batch_t *b)
+{
+    double H = c->hidden, I = c->inter, hd = c->head_dim, nh = c->heads, nkv = c->kv_heads, L = c->layers;
+    double dense = L * (3 * H * I + H * (nh * hd + 2 * nkv * hd + nh * hd)) + 2.0 * c->vocab * H;
+    double sq = 0;
+    for (int i = 0; i < b->n_samples; i++)
+        sq += (double)b->sample_lens[i] * b->sample_lens[i];
+    return 6 * dense * b->S + 12 * hd * nh * L * sq;
 }
 
 /* ---- per-task sums ------------------------------------------------------- */
@@ -793,7 +823,7 @@ int train_run(train_opts_t *o)
     double t_run = now_s();
     while (r->opt->step < o->steps && !end_of_input) {
         double t0 = now_s(), wait = 0;
-        double ce_sum = 0, mse_sum = 0, wsum = 0;
+        double ce_sum = 0, mse_sum = 0, wsum = 0, flops = 0;
         long n_ce = 0, n_mse = 0, tokens = 0, samples = 0;
         int micro = 0, nonfinite = 0;
         task_sums_t tasks = {0};
@@ -821,6 +851,7 @@ int train_run(train_opts_t *o)
             wsum += L.n_ce && L.ce > 0 ? L.ce_sum / L.ce : L.n_ce;
             tokens += b->pack.b.S;
             samples += b->n_info;
+            flops += batch_flops(&r->cfg, &b->pack.b);
             add_task_losses(&tasks, m, b, ce_tok, mse_tok);
             if (r->opt->step == 0 && micro == 0) {
                 const model_batch_t *bb = &b->pack.b;
@@ -889,11 +920,13 @@ int train_run(train_opts_t *o)
             }
             data_stats_t ds = data_stats(d);
             json_t *line = json_pack(
-                "{s:I,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:n,s:o,s:I,s:f}", "step", (json_int_t)step,
-                "loss", loss, "ce", ce, "mse", mse, "lr", rep.lr, "grad_norm", rep.norm, "tokens", (json_int_t)tokens,
-                "samples", (json_int_t)samples, "ce_tokens", (json_int_t)n_ce, "mse_tokens", (json_int_t)n_mse,
-                "tokens_per_s", tokens / dt, "samples_per_s", samples / dt, "data_wait", wait / dt, "mem_mib",
-                rss_mib(), "mfu", "tasks", bytask, "rejects", (json_int_t)ds.rejects, "time", now_s() - t_run);
+                "{s:I,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:f,s:o,s:I,s:f}", "step",
+                (json_int_t)step, "loss", loss, "ce", ce, "mse", mse, "lr", rep.lr, "grad_norm", rep.norm, "tokens",
+                (json_int_t)tokens, "samples", (json_int_t)samples, "ce_tokens", (json_int_t)n_ce, "mse_tokens",
+                (json_int_t)n_mse, "tokens_per_s", tokens / dt, "samples_per_s", samples / dt, "data_wait", wait / dt,
+                "mem_mib", rss_mib(), "mfu",
+                o->peak_tflops > 0 ? json_real(flops / dt / 1e12 / o->peak_tflops) : json_null(), "tflops",
+                flops / dt / 1e12, "tasks", bytask, "rejects", (json_int_t)ds.rejects, "time", now_s() - t_run);
             char *s = line ? json_dumps(line, JSON_COMPACT) : NULL;
             if (s)
                 fprintf(r->metrics, "%s\n", s);

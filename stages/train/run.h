@@ -16,6 +16,7 @@ typedef struct train_opts {
     int accum, keep_last, save_bf16, max_bad_steps, patience, quiet, ce_reweight;
     uint64_t seed, input_offset;
     unsigned long long max_memory;
+    double peak_tflops; /* for MFU; 0: known GPUs' peaks, none on the CPU */
     double lr, min_lr, beta1, beta2, eps, weight_decay, clip, ema, ce_weight, mse_weight, timestep_shift;
     data_opts_t data;
     const char *const *inputs;
