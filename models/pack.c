@@ -184,7 +184,9 @@ long pack_sample_tokens(const model_config_t *cfg, const pack_sample_t *s)
             continue;
         }
         long lat = 0;
-        if (g->latent)
+        /* lat_c is set before the latent is drawn: moments read from the
+         * record, or pixels the trainer's autoencoder will encode */
+        if (g->latent || g->lat_c)
             lat = (long)(g->lat_h / cfg->latent_patch) * (g->lat_w / cfg->latent_patch);
         else if (g->vae)
             lat = (long)(g->vae_h / ls) * (g->vae_w / ls);
