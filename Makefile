@@ -138,10 +138,10 @@ $(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
 
 # the compute executables run on CUDA too when it is built
 ifeq ($(CUDA_ON),1)
-CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/tools/bench-model
+CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/bin/bagel-encode $(BUILD)/bin/bagel-decode $(BUILD)/tools/bench-model
 $(CUDA_EXES): $(LIB_CUDA)
 $(CUDA_EXES): LDLIBS += $(CUDA_LIBS)
-$(call obj,$(wildcard stages/train/*.c) scripts/bench/bench_model.c): CFLAGS += -DBAGEL_CUDA
+$(call obj,$(wildcard stages/train/*.c stages/encode/*.c stages/decode/*.c) scripts/bench/bench_model.c): CFLAGS += -DBAGEL_CUDA
 endif
 
 $(BUILD)/tools/bench-model: $(call obj,scripts/bench/bench_model.c tests/support/refcase.c) $(LIB_MODEL) $(LIB_IPC)

@@ -1,0 +1,160 @@
+#!/usr/bin/env bats
+# encode.bats — bagel-encode and bagel-decode: the identity autoencoder's
+# latents decode to the vae pixels exactly; a FLUX-shaped autoencoder's
+# moments have the shape and dtype the trainer reads, and training on them
+# matches training with the trainer encoding the same pixels itself; a
+# missing tensor, a sample without pixels, --drop-pixels.
+
+setup_file() {
+    BIN=${BAGEL_BIN:-$PWD/build/bin}
+    D=$(mktemp -d /tmp/bagel-encode-data-XXXXXX)
+    "$BIN/bagel-synth" -q --out "$D/shapes" --seed 3 --count 12
+    "$BIN/bagel-read" -q --root "$D/shapes" "$D"/shapes/*.jsonl \
+      | "$BIN/bagel-tokenize" -q --tokenizer tests/fuzz/tiny-tokenizer.json \
+      | "$BIN/bagel-image" -q --root "$D/shapes" --vae-max 32 --vae-min 16 --vit-max 56 --vit-min 28 \
+      | "$BIN/bagel-cat" --raw -q --out "$D/pix.msgpack"
+    "$BIN/bagel-read" -q --root "$D/shapes" "$D/shapes/t2i.jsonl" "$D/shapes/edit.jsonl" \
+      | "$BIN/bagel-tokenize" -q --tokenizer tests/fuzz/tiny-tokenizer.json \
+      | "$BIN/bagel-image" -q --root "$D/shapes" --vae-max 64 --vae-min 32 --vit-max 56 --vit-min 28 \
+      | "$BIN/bagel-cat" --raw -q --out "$D/pix64.msgpack"
+    export BAGEL_ENCODE_DATA="$D"
+}
+
+teardown_file() {
+    rm -rf "$BAGEL_ENCODE_DATA"
+}
+
+setup() {
+    BIN=${BAGEL_BIN:-$PWD/build/bin}
+    D="$BAGEL_ENCODE_DATA"
+    CFG="$PWD/tests/stage/data/train-mini.json"
+    FCFG="$PWD/tests/stage/data/train-flux-mini.json"
+    T=$(mktemp -d /tmp/bagel-bats-XXXXXX)
+}
+
+teardown() {
+    rm -rf "$T"
+}
+
+# every gen image's vae pixels against DIR/<id>-<segment>.png, byte for byte
+same_pixels() { # records.jsonl dir
+    python3 - "$1" "$2" <<'PY'
+import json, re, subprocess, sys
+recs, d = sys.argv[1], sys.argv[2]
+n = 0
+for line in open(recs):
+    r = json.loads(line)
+    if r["type"] != "sample":
+        continue
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", r["id"])
+    for i, s in enumerate(r["segments"]):
+        if "vae" not in s:
+            continue
+        png = "%s/%s-%d.png" % (d, safe, i)
+        subprocess.run(["vips", "rawsave", png, png + ".raw"], check=True)
+        got = open(png + ".raw", "rb").read()
+        want = bytes(s["vae"]["data"])
+        if got != want:
+            sys.exit("%s: differs from the vae pixels" % png)
+        n += 1
+if n == 0:
+    sys.exit("no images compared")
+print(n, "images equal")
+PY
+}
+
+@test "identity: encode then decode gives the vae pixels exactly (bf16 and f32)" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    command -v vips >/dev/null || skip "the vips command is not installed"
+    "$BIN/bagel-cat" --full -q "$D/pix.msgpack" >"$T/pix.jsonl"
+    for dt in bf16 f32; do
+        "$BIN/bagel-encode" -q --config "$CFG" --dtype $dt "$D/pix.msgpack" --out "$T/enc-$dt.msgpack"
+        "$BIN/bagel-cat" "$T/enc-$dt.msgpack" | grep -q "\"latent\":{\"dtype\":\"$dt\",\"shape\":\[6,"
+        "$BIN/bagel-decode" -q --config "$CFG" --out-dir "$T/png-$dt" "$T/enc-$dt.msgpack"
+        run same_pixels "$T/pix.jsonl" "$T/png-$dt"
+        echo "$output"
+        [ "$status" -eq 0 ]
+    done
+}
+
+@test "identity: bagel-train trains on the latents" {
+    "$BIN/bagel-encode" -q --config "$CFG" --drop-pixels "$D/pix.msgpack" --out "$T/enc.msgpack"
+    args=(-q --config "$CFG" --steps 3 --tokens 256 --max-tokens 400 --max-sample-tokens 400 --warmup 0 --seed 7)
+    run "$BIN/bagel-train" "${args[@]}" --out "$T/lat" "$T/enc.msgpack"
+    [ "$status" -eq 0 ]
+    grep -q '"mse_tokens": *[1-9]' "$T/lat/metrics.jsonl"
+    # no loss comparison: drawing the latents takes numbers from the packer's
+    # generator (which the pixels' path does not), so the two runs' dropout and
+    # noise differ; the FLUX test below compares like with like
+    [ "$(grep -c '"step"' "$T/lat/metrics.jsonl")" -eq 3 ]
+}
+
+@test "FLUX-shaped: moments [2z, H/8, W/8]; training on them equals the trainer encoding the pixels" {
+    "$BIN/../tests/tools/make-ae" "$FCFG" 5 "$T/ae.safetensors"
+    "$BIN/bagel-encode" -q --config "$FCFG" --vae "$T/ae.safetensors" --dtype f32 "$D/pix64.msgpack" \
+        --out "$T/enc.msgpack"
+    "$BIN/bagel-cat" "$T/enc.msgpack" | grep -q '"latent":{"dtype":"f32","shape":\[8,[0-9]*,[0-9]*\]'
+    # every latent is an eighth of its image along each side
+    "$BIN/bagel-cat" "$T/enc.msgpack" | grep -o '"vae":{"dtype":"u8","shape":\[[0-9]*,[0-9]*,3\][^}]*},"latent":{"dtype":"f32","shape":\[[0-9]*,[0-9]*,[0-9]*\]' \
+        | sed -E 's/.*\[([0-9]+),([0-9]+),3\].*\[([0-9]+),([0-9]+),([0-9]+)\]/\1 \2 \4 \5/' >"$T/shapes"
+    [ -s "$T/shapes" ]
+    awk '{ if ($1 != 8 * $3 || $2 != 8 * $4) exit 1 }' "$T/shapes"
+    args=(-q --config "$FCFG" --steps 2 --tokens 64 --max-tokens 96 --max-sample-tokens 96 --warmup 0 --seed 7)
+    run "$BIN/bagel-train" "${args[@]}" --out "$T/cached" "$T/enc.msgpack"
+    [ "$status" -eq 0 ]
+    grep -q '"mse_tokens": *[1-9]' "$T/cached/metrics.jsonl"
+    run "$BIN/bagel-train" "${args[@]}" --vae "$T/ae.safetensors" --out "$T/live" "$D/pix64.msgpack"
+    [ "$status" -eq 0 ]
+    a=$(grep '"step"' "$T/cached/metrics.jsonl" | sed -E 's/.*"loss": ?([-0-9.e+]+).*/\1/')
+    b=$(grep '"step"' "$T/live/metrics.jsonl" | sed -E 's/.*"loss": ?([-0-9.e+]+).*/\1/')
+    echo "cached: $a live: $b"
+    paste <(echo "$a") <(echo "$b") | awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-4) exit 1 } END { exit NR != 2 }'
+}
+
+@test "a tensor missing from ae.safetensors is a one-line fatal error naming it" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    "$BIN/../tests/tools/make-ae" "$FCFG" 5 "$T/ae.safetensors"
+    python3 - "$T/ae.safetensors" "$T/bad.safetensors" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h["encoder.conv_in.renamed"] = h.pop("encoder.conv_in.weight")
+hb = json.dumps(h).encode()
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b[8 + n:])
+PY
+    run "$BIN/bagel-encode" -q --config "$FCFG" --vae "$T/bad.safetensors" "$D/pix64.msgpack" --out "$T/o.msgpack"
+    [ "$status" -eq 3 ]
+    [[ "$output" == *encoder.conv_in.weight* ]]
+    # FLUX without --vae is refused too
+    run "$BIN/bagel-encode" -q --config "$FCFG" "$D/pix64.msgpack" --out "$T/o.msgpack"
+    [ "$status" -eq 3 ]
+    [[ "$output" == *--vae* ]]
+}
+
+@test "a generation image without vae pixels is a reject naming the segment; one with a latent passes" {
+    "$BIN/bagel-read" -q --root "$D/shapes" "$D/shapes/t2i.jsonl" \
+      | "$BIN/bagel-tokenize" -q --tokenizer tests/fuzz/tiny-tokenizer.json >"$T/nopix.msgpack"
+    run "$BIN/bagel-encode" -q --config "$CFG" "$T/nopix.msgpack" --out "$T/o.msgpack"
+    [ "$status" -eq 0 ]
+    "$BIN/bagel-cat" "$T/o.msgpack" | grep '"type":"reject"' | grep -q 'segments\[[0-9]*\]: a generation image without'
+    [ "$("$BIN/bagel-cat" "$T/o.msgpack" | grep -c '^{"v":1,"type":"sample"')" -eq 0 ]
+    # already encoded, pixels dropped: passes unchanged
+    "$BIN/bagel-encode" -q --config "$CFG" --drop-pixels "$D/pix.msgpack" --out "$T/enc.msgpack"
+    "$BIN/bagel-encode" -q --config "$CFG" "$T/enc.msgpack" --out "$T/again.msgpack"
+    cmp <("$BIN/bagel-cat" "$T/enc.msgpack") <("$BIN/bagel-cat" "$T/again.msgpack")
+}
+
+@test "--drop-pixels removes vae and keeps vit; --sample stores a point" {
+    "$BIN/bagel-encode" -q --config "$CFG" --drop-pixels "$D/pix.msgpack" --out "$T/enc.msgpack"
+    "$BIN/bagel-cat" "$T/enc.msgpack" >"$T/enc.jsonl"
+    ! grep -q '"vae":' "$T/enc.jsonl"
+    grep -q '"latent":' "$T/enc.jsonl"
+    grep -q '"vit":' "$T/enc.jsonl"
+    [ "$(stat -c %s "$T/enc.msgpack")" -lt "$(stat -c %s "$D/pix.msgpack")" ] || true
+    "$BIN/../tests/tools/make-ae" "$FCFG" 5 "$T/ae.safetensors"
+    "$BIN/bagel-encode" -q --config "$FCFG" --vae "$T/ae.safetensors" --sample --dtype f32 "$D/pix64.msgpack" \
+        --out "$T/s.msgpack"
+    "$BIN/bagel-cat" --full "$T/s.msgpack" | grep -q '"latent":{"dtype":"f32","shape":\[8,'
+    "$BIN/bagel-cat" --full "$T/s.msgpack" | grep -Eq -- '-30(\.0)?(,|\])'
+}
