@@ -56,7 +56,8 @@ static const char help[] =
     "      --timestep-shift S  training shift of the logit-normal timesteps (default: the config's)\n"
     "Packing:\n"
     "      --tokens N          expected tokens per micro-batch (default 32768)\n"
-    "      --max-tokens N      at most (default 36864)   --max-sample-tokens N (default 16384)\n"
+    "      --max-tokens N      at most (default 36864, or 9/8 of --tokens)\n"
+    "      --max-sample-tokens N  longer samples are rejects (default 16384, at most --max-tokens)\n"
     "      --buffer N          held-back samples (default 50)   --prefetch N batches ahead (default 2)\n"
     "      --text-drop P --vae-drop P --vit-drop P  condition dropout (0.1, 0.3, 0.3)\n"
     "Validation:\n"
@@ -190,7 +191,7 @@ int main(int argc, char **argv)
         {"peak-tflops", required_argument, 0, O_PEAK},
         {0, 0, 0, 0},
     };
-    int c;
+    int c, max_set = 0, sample_set = 0;
     while ((c = getopt_long(argc, argv, STAGE_SHORTOPTS, longopts, NULL)) != -1) {
         if (c == OPT_OUT) { /* --out is the run directory here, not a stream */
             o.out = optarg;
@@ -249,8 +250,14 @@ int main(int argc, char **argv)
         case O_CE_REWEIGHT: o.ce_reweight = 1; break;
         case O_SHIFT: o.timestep_shift = num_arg("timestep-shift", optarg, 0.01, 100); break;
         case O_TOKENS: o.data.expected_tokens = int_arg("tokens", optarg, 16, 1 << 24); break;
-        case O_MAX_TOKENS: o.data.max_tokens = int_arg("max-tokens", optarg, 16, 1 << 24); break;
-        case O_MAX_SAMPLE: o.data.max_per_sample = int_arg("max-sample-tokens", optarg, 4, 1 << 24); break;
+        case O_MAX_TOKENS:
+            o.data.max_tokens = int_arg("max-tokens", optarg, 16, 1 << 24);
+            max_set = 1;
+            break;
+        case O_MAX_SAMPLE:
+            o.data.max_per_sample = int_arg("max-sample-tokens", optarg, 4, 1 << 24);
+            sample_set = 1;
+            break;
         case O_BUFFER: o.data.max_buffer = (int)int_arg("buffer", optarg, 0, DATA_MAX_OUTSTANDING - 1); break;
         case O_PREFETCH: o.data.prefetch = (int)int_arg("prefetch", optarg, 1, 64); break;
         case O_TEXT_DROP: o.data.pack.text_drop = (float)num_arg("text-drop", optarg, 0, 1); break;
@@ -274,6 +281,12 @@ int main(int argc, char **argv)
     }
     for (int i = optind; i < argc && st.ninputs < STAGE_MAX_INPUTS; i++)
         st.inputs[st.ninputs++] = argv[i];
+    /* --tokens alone keeps BAGEL's proportions: max = 9/8 of it, and a sample
+     * at most half of the default ratio (16384 of 32768) */
+    if (!max_set && o.data.expected_tokens != data_default_opts.expected_tokens)
+        o.data.max_tokens = o.data.expected_tokens + o.data.expected_tokens / 8;
+    if (!sample_set && o.data.max_per_sample > o.data.max_tokens)
+        o.data.max_per_sample = o.data.max_tokens;
     if (!o.out) {
         log_error("--out: the run directory is required");
         return EXIT_USAGE;
