@@ -12,7 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rec_limits_t lim = rec_default_limits;
     lim.max_message = 1 << 20;
     lim.max_items = 1 << 16;
-    char err[REC_ERR_LEN];
+    char err[REC_ERR_LEN] = "";
     size_t need;
     // as a stream: scan record after record
     size_t off = 0;
@@ -26,6 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     // as one message
     rec_t *r = NULL;
+    err[0] = 0; // a success leaves err as it was
     int rc = rec_decode(data, size, &lim, &r, err);
     if (memchr(err, '\n', strnlen(err, sizeof err)))
         abort(); // error messages are one line
