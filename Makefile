@@ -243,6 +243,7 @@ demo: all
 	  | $(BUILD)/bin/bagel-tokenize -q --tokenizer $$(scripts/fetch-tokenizer.sh) \
 	  | $(BUILD)/bin/bagel-image -q --root $(DEMO)/shapes --vae-max 128 --vae-min 64 --vit-max 112 --vit-min 56 \
 	  | $(BUILD)/bin/bagel-train --config tiny --out $(DEMO)/run --steps $(DEMO_STEPS) --tokens 1024 --max-tokens 1536 \
+	      --tokenizer $$(scripts/fetch-tokenizer.sh) \
 	      --max-sample-tokens 1024 --lr 1e-3 --warmup 20 --save-every 100 --log-every 5
 	@scripts/demo-summary.sh $(DEMO)/run
 

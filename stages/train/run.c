@@ -144,6 +144,36 @@ static int write_json(const char *path, json_t *j, char *err, size_t errlen)
     return 0;
 }
 
+/* src into dir/name, fsynced: a checkpoint carries the tokenizer its model
+ * was trained with, as a released BAGEL directory does */
+static int copy_file(const char *src, const char *dir, const char *name, char *err, size_t errlen)
+{
+    char dst[1200];
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    FILE *in = fopen(src, "rb"), *out = in ? fopen(dst, "wb") : NULL;
+    int rc = -1;
+    if (!in || !out) {
+        snprintf(err, errlen, "%s: %s", in ? dst : src, strerror(errno));
+        goto done;
+    }
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            break;
+    if (ferror(in) || ferror(out) || fflush(out) || fsync(fileno(out))) {
+        snprintf(err, errlen, "%s: %s", dst, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    if (in)
+        fclose(in);
+    if (out && fclose(out))
+        rc = -1;
+    return rc;
+}
+
 static double mem_available(void)
 {
     FILE *f = fopen("/proc/meminfo", "r");
@@ -367,6 +397,8 @@ static int save_checkpoint(run_t *r, long step)
     }
     snprintf(p, sizeof p, "%s/optimizer.safetensors", tmp);
     if (optim_save(r->opt, p, r->err, sizeof r->err))
+        return -1;
+    if (r->o->tokenizer && copy_file(r->o->tokenizer, tmp, "tokenizer.json", r->err, sizeof r->err))
         return -1;
     if (model_config_save_dir(&r->cfg, tmp, r->err, sizeof r->err))
         return -1;

@@ -10,7 +10,8 @@
 #include "data.h"
 
 typedef struct train_opts {
-    const char *out, *config, *init, *finetune, *freeze, *resume, *val, *schedule, *val_metric, *vae, *device;
+    const char *out, *config, *init, *finetune, *freeze, *resume, *val, *schedule, *val_metric, *vae, *device,
+        *tokenizer;
     int init_ema;
     long steps, save_every, log_every, warmup, val_every;
     int accum, keep_last, save_bf16, max_bad_steps, patience, quiet, ce_reweight;

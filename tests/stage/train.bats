@@ -40,8 +40,9 @@ losses() { # step and loss of each metrics line, in order
 }
 
 @test "a run writes checkpoints, metrics, config, TensorBoard files; the loss falls" {
-    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 12 --save-every 6 "$DATA"
+    run "$TRAIN" "${ARGS[@]}" --out "$T/run" --steps 12 --save-every 6 --tokenizer tests/fuzz/tiny-tokenizer.json "$DATA"
     [ "$status" -eq 0 ]
+    cmp tests/fuzz/tiny-tokenizer.json "$T/run/checkpoints/step-12/tokenizer.json"
     [ -f "$T/run/checkpoints/step-6/model.safetensors" ]
     [ -f "$T/run/checkpoints/step-12/ema.safetensors" ]
     [ -f "$T/run/checkpoints/step-12/optimizer.safetensors" ]
