@@ -141,10 +141,11 @@ ifeq ($(CUDA_ON),1)
 CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/bin/bagel-encode $(BUILD)/bin/bagel-decode $(BUILD)/tools/bench-model
 $(CUDA_EXES): $(LIB_CUDA)
 $(CUDA_EXES): LDLIBS += $(CUDA_LIBS)
-$(call obj,$(wildcard stages/train/*.c stages/encode/*.c stages/decode/*.c) scripts/bench/bench_model.c): CFLAGS += -DBAGEL_CUDA
+# compute_env.c picks the op table for --device; only these executables use it
+$(call obj,stages/common/compute_env.c): CFLAGS += -DBAGEL_CUDA
 endif
 
-$(BUILD)/tools/bench-model: $(call obj,scripts/bench/bench_model.c tests/support/refcase.c) $(LIB_MODEL) $(LIB_IPC)
+$(BUILD)/tools/bench-model: $(call obj,scripts/bench/bench_model.c tests/support/refcase.c) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 

@@ -12,9 +12,7 @@
 #include "../../kernels/ops.h"
 #include "../../models/model.h"
 #include "../../tests/support/refcase.h"
-#ifdef BAGEL_CUDA
-#include "../../kernels/cuda/ops_cuda.h"
-#endif
+#include "../../stages/common/compute_env.h"
 #include <string.h>
 
 static double now(void)
@@ -38,18 +36,10 @@ int main(int argc, char **argv)
         return 1;
     }
     model_batch_t *b = &rc.pack.b;
-    const op_table_t *ops = &op_cpu;
-    if (argc > 3 && !strcmp(argv[3], "cuda")) {
-#ifdef BAGEL_CUDA
-        if (cuda_ops_init(0, err, sizeof err)) {
-            fprintf(stderr, "bench-model: %s\n", err);
-            return 1;
-        }
-        ops = &op_cuda;
-#else
-        fprintf(stderr, "bench-model: built without CUDA\n");
+    const op_table_t *ops;
+    if (compute_ops(argc > 3 ? argv[3] : "cpu", &ops, NULL, err, sizeof err)) {
+        fprintf(stderr, "bench-model: %s\n", err);
         return 1;
-#endif
     }
     model_t *m = model_new(&rc.cfg, ops, err, sizeof err);
     if (!m) {

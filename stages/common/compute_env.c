@@ -7,7 +7,14 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "../../kernels/ops.h"
 #include "log.h"
+#include "stage.h"
+
+#ifdef BAGEL_CUDA
+#include "../../kernels/cuda/ops_cuda.h"
+#include "../../kernels/cuda/runtime.h"
+#endif
 
 char *openblas_get_corename(void);
 
@@ -55,4 +62,65 @@ void compute_env_setup(char **argv)
         return;
     execv("/proc/self/exe", argv);
     log_error("re-executing with OMP_WAIT_POLICY/OPENBLAS_CORETYPE set failed; going on without");
+}
+
+#ifdef BAGEL_CUDA
+/* The official trainer's table of peak dense bf16 TFLOP/s by device name
+ * (bagel-reference.md §4.6); 0 when unknown. */
+static double gpu_peak_tflops(const char *name)
+{
+    static const struct {
+        const char *key;
+        double tflops;
+    } t[] = {{"MI300X", 1336}, {"H100", 989},  {"H800", 989}, {"H200", 989}, {"A100", 312},     {"A800", 312},
+             {"L40", 181.05},  {"L20", 119.5}, {"H20", 148},  {"910B", 354}, {"3070 Ti", 21.75}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (strstr(name, t[i].key))
+            return t[i].tflops;
+    return 0;
+}
+#endif
+
+int compute_ops(const char *device, const op_table_t **ops, double *peak_tflops, char *err, size_t errlen)
+{
+    *ops = &op_cpu;
+    if (peak_tflops)
+        *peak_tflops = 0;
+    if (!strcmp(device, "cpu"))
+        return 0;
+    if (strcmp(device, "cuda")) {
+        snprintf(err, errlen, "--device: %s: expected cpu or cuda", device);
+        return EXIT_USAGE;
+    }
+#ifdef BAGEL_CUDA
+    cuda_env_t env;
+    char line[600], e2[CUDA_ENV_ERR_LEN];
+    if (cuda_env_probe(&env, 0, e2)) {
+        snprintf(err, errlen, "--device cuda: %s", e2);
+        return EXIT_FATAL;
+    }
+    cuda_env_format(&env, line, sizeof line);
+    log_info("%s", line);
+    if (cuda_ops_init(0, e2, sizeof e2)) {
+        snprintf(err, errlen, "--device cuda: %s", e2);
+        return EXIT_FATAL;
+    }
+    if (peak_tflops)
+        *peak_tflops = gpu_peak_tflops(env.name);
+    *ops = &op_cuda;
+    return 0;
+#else
+    snprintf(err, errlen, "--device cuda: this %s was built without CUDA (make CUDA=1)", log_stage());
+    return EXIT_USAGE;
+#endif
+}
+
+void compute_ops_done(const op_table_t *ops)
+{
+#ifdef BAGEL_CUDA
+    if (ops == &op_cuda)
+        cuda_ops_shutdown();
+#else
+    (void)ops;
+#endif
 }

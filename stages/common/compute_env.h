@@ -4,6 +4,8 @@
 #ifndef BAGEL_COMPUTE_ENV_H
 #define BAGEL_COMPUTE_ENV_H
 
+#include <stddef.h>
+
 /* When the user has not chosen otherwise, re-executes the program once with
  *  - OMP_WAIT_POLICY=PASSIVE: the OpenMP threads of our kernels otherwise
  *    spin between parallel regions and take the cores OpenBLAS's own threads
@@ -13,5 +15,17 @@
  *    report a generic model).
  * Returns only when nothing was to be done (or exec failed). */
 void compute_env_setup(char **argv);
+
+/* The op table for a --device value: "cpu", or "cuda" when this executable
+ * was built with CUDA (-DBAGEL_CUDA), which probes device 0 and logs its line
+ * (kernels/cuda/runtime.h) before starting the backend. *peak_tflops (may be
+ * NULL) gets the device's peak bf16 TFLOP/s from the official trainer's table
+ * of GPU names, 0 where none is known (the CPU). Returns 0, or EXIT_USAGE (an
+ * unknown device, CUDA not built) or EXIT_FATAL (the device fails) with one
+ * line in err. */
+struct op_table;
+int compute_ops(const char *device, const struct op_table **ops, double *peak_tflops, char *err, size_t errlen);
+/* Releases what compute_ops started for ops (the CUDA backend's handles). */
+void compute_ops_done(const struct op_table *ops);
 
 #endif

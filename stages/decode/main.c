@@ -10,13 +10,10 @@
  *       2 usage, 3 fatal (the autoencoder's file, a latent that cannot be
  *       decoded, a file that cannot be written). */
 #include "../../ipc/half.h"
+#include "../common/compute_env.h"
 #include "../common/latent.h"
 #include "../common/log.h"
 #include "../common/stage.h"
-
-#ifdef BAGEL_CUDA
-#include "../../kernels/cuda/ops_cuda.h"
-#endif
 
 #include <errno.h>
 #include <stdio.h>
@@ -175,22 +172,12 @@ int main(int argc, char **argv)
                   !config ? "--config" : "--out-dir");
         return EXIT_USAGE;
     }
-    const op_table_t *ops = &op_cpu;
+    const op_table_t *ops;
     char err[512];
-    if (!strcmp(device, "cuda")) {
-#ifdef BAGEL_CUDA
-        if (cuda_ops_init(0, err, sizeof err)) {
-            log_error("--device cuda: %s", err);
-            return EXIT_FATAL;
-        }
-        ops = &op_cuda;
-#else
-        log_error("--device cuda: this bagel-decode was built without CUDA (make CUDA=1)");
-        return EXIT_USAGE;
-#endif
-    } else if (strcmp(device, "cpu")) {
-        log_error("--device: %s: expected cpu or cuda", device);
-        return EXIT_USAGE;
+    int rc_ops = compute_ops(device, &ops, NULL, err, sizeof err);
+    if (rc_ops) {
+        log_error("%s", err);
+        return rc_ops;
     }
     model_config_t cfg;
     if (model_config_load(&cfg, config, NULL, err, sizeof err)) {
@@ -216,9 +203,6 @@ int main(int argc, char **argv)
     log_info("images=%llu out_dir=%s", images, dir);
     lat_close(&l);
     vips_shutdown();
-#ifdef BAGEL_CUDA
-    if (ops == &op_cuda)
-        cuda_ops_shutdown();
-#endif
+    compute_ops_done(ops);
     return stage_exit(status);
 }

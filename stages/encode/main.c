@@ -12,14 +12,11 @@
  *       file, the device, the output). */
 #include "../../ipc/half.h"
 #include "../../models/rng.h"
+#include "../common/compute_env.h"
 #include "../common/latent.h"
 #include "../common/log.h"
 #include "../common/stage.h"
 #include "../common/transform.h"
-
-#ifdef BAGEL_CUDA
-#include "../../kernels/cuda/ops_cuda.h"
-#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,22 +213,12 @@ int main(int argc, char **argv)
         log_error("--config: missing: name the model config (tiny, bagel-0.5b-mot or a file)");
         return EXIT_USAGE;
     }
-    const op_table_t *ops = &op_cpu;
+    const op_table_t *ops;
     char err[512];
-    if (!strcmp(device, "cuda")) {
-#ifdef BAGEL_CUDA
-        if (cuda_ops_init(0, err, sizeof err)) {
-            log_error("--device cuda: %s", err);
-            return EXIT_FATAL;
-        }
-        ops = &op_cuda;
-#else
-        log_error("--device cuda: this bagel-encode was built without CUDA (make CUDA=1)");
-        return EXIT_USAGE;
-#endif
-    } else if (strcmp(device, "cpu")) {
-        log_error("--device: %s: expected cpu or cuda", device);
-        return EXIT_USAGE;
+    int rc_ops = compute_ops(device, &ops, NULL, err, sizeof err);
+    if (rc_ops) {
+        log_error("%s", err);
+        return rc_ops;
     }
     model_config_t cfg;
     if (model_config_load(&cfg, config, NULL, err, sizeof err)) {
@@ -250,9 +237,6 @@ int main(int argc, char **argv)
              job.encode_s > 0 ? (double)job.images / job.encode_s : 0.0);
     lat_close(&job.lat);
     free(job.mo);
-#ifdef BAGEL_CUDA
-    if (ops == &op_cuda)
-        cuda_ops_shutdown();
-#endif
+    compute_ops_done(ops);
     return stage_exit(status);
 }

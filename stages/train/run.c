@@ -32,14 +32,11 @@
 #include "../../models/model.h"
 #include "../../models/optim.h"
 #include "../../models/safetensors.h"
+#include "../common/compute_env.h"
 #include "../common/log.h"
 #include "../common/stage.h"
 #include "report.h"
 #include "tb.h"
-#ifdef BAGEL_CUDA
-#include "../../kernels/cuda/ops_cuda.h"
-#include "../../kernels/cuda/runtime.h"
-#endif
 
 void train_opts_default(train_opts_t *o)
 {
@@ -215,21 +212,6 @@ static int test_nan_step(long step)
     for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
         if (atol(t) == attempt)
             return 1;
-    return 0;
-}
-
-/* The official trainer's table of peak dense bf16 TFLOP/s by device name
- * (bagel-reference.md §4.6); 0 when unknown (no MFU). */
-static __attribute__((unused)) double gpu_peak_tflops(const char *name)
-{
-    static const struct {
-        const char *key;
-        double tflops;
-    } t[] = {{"MI300X", 1336}, {"H100", 989},  {"H800", 989}, {"H200", 989}, {"A100", 312},     {"A800", 312},
-             {"L40", 181.05},  {"L20", 119.5}, {"H20", 148},  {"910B", 354}, {"3070 Ti", 21.75}};
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
-        if (strstr(name, t[i].key))
-            return t[i].tflops;
     return 0;
 }
 
@@ -665,20 +647,12 @@ int train_run(train_opts_t *o)
     if (o->data.max_tokens < o->data.expected_tokens)
         o->data.max_tokens = o->data.expected_tokens;
 
-    const op_table_t *ops = &op_cpu;
-    if (!strcmp(o->device, "cuda")) {
-#ifdef BAGEL_CUDA
-        if (cuda_ops_init(0, r->err, sizeof r->err))
-            goto fail;
-        ops = &op_cuda;
-#else
-        snprintf(r->err, sizeof r->err, "--device cuda: this bagel-train was built without CUDA (make CUDA=1)");
+    const op_table_t *ops;
+    double peak = 0;
+    if (compute_ops(o->device, &ops, &peak, r->err, sizeof r->err))
         goto fail;
-#endif
-    } else if (strcmp(o->device, "cpu")) {
-        snprintf(r->err, sizeof r->err, "--device: '%s', expected cpu or cuda", o->device);
-        goto fail;
-    }
+    if (o->peak_tflops <= 0)
+        o->peak_tflops = peak;
     r->m = model_new(&r->cfg, ops, r->err, sizeof r->err);
     if (!r->m)
         goto fail;
