@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../support/tmpdir.h"
 #include "../../kernels/ops.h"
 #include "../../models/ae.h"
 #include "../../models/safetensors.h"
@@ -402,16 +403,13 @@ static void test_layout_ops(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/bagel-test-ae-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "ae");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove(dir);
 }
 
 int main(void)

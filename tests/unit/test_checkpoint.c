@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "../support/tmpdir.h"
 #include "../../ipc/half.h"
 #include "../../kernels/ops.h"
 #include "../../models/checkpoint.h"
@@ -181,16 +182,13 @@ static void test_lies(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/bagel-test-ckpt-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "ckpt");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove(dir);
 }
 
 int main(void)

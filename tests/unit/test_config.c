@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "../support/tmpdir.h"
 #include "../../models/config.h"
 
 static char tmpdir[256];
@@ -22,16 +23,13 @@ static char tmpdir[256];
 static int setup_tmp(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_config.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_tmpdir_make(tmpdir, sizeof tmpdir, "config");
 }
 
 static int teardown_tmp(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove(tmpdir);
 }
 
 static const char *tmp_path(const char *name)

@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <math.h>
 
+#include "../support/tmpdir.h"
 #include "../../kernels/ops.h"
 #include "../../models/optim.h"
 #include "../../models/safetensors.h"
@@ -32,16 +33,13 @@ static char tmpdir[256];
 static int setup_tmp(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_optim.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_tmpdir_make(tmpdir, sizeof tmpdir, "optim");
 }
 
 static int teardown_tmp(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove(tmpdir);
 }
 
 /* ---- golden file helpers */

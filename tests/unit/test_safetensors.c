@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../support/tmpdir.h"
 #include "../../models/safetensors.h"
 
 #define DATA "tests/unit/data/safetensors"
@@ -27,16 +28,13 @@ static char tmpdir[256];
 static int setup_tmp(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_safetensors.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_tmpdir_make(tmpdir, sizeof tmpdir, "safetensors");
 }
 
 static int teardown_tmp(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove(tmpdir);
 }
 
 static char *tmp_path(const char *name)

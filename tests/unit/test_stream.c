@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <zmq.h>
 
+#include "../support/tmpdir.h"
 #include "../../ipc/endpoint.h"
 #include "../../ipc/stream.h"
 
@@ -22,16 +23,13 @@ static char dir[256];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/bagel-test-stream-XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return test_tmpdir_make(dir, sizeof dir, "stream");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove(dir);
 }
 
 /* ---- endpoints ---- */
@@ -517,8 +515,7 @@ int main(void)
         cmocka_unit_test(test_acct_many_sources),    cmocka_unit_test(test_file_roundtrip_and_atomic_rename),
         cmocka_unit_test(test_bad_records_in_files), cmocka_unit_test(test_truncated_file),
         cmocka_unit_test(test_open_errors),          cmocka_unit_test(test_zmq_inproc),
-        cmocka_unit_test(test_zmq_bad_messages),
-        cmocka_unit_test(test_zmq_batch),
+        cmocka_unit_test(test_zmq_bad_messages),     cmocka_unit_test(test_zmq_batch),
     };
     return cmocka_run_group_tests_name("stream", tests, setup, teardown);
 }

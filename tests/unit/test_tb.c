@@ -30,6 +30,7 @@
 
 #include <cmocka.h>
 
+#include "../support/tmpdir.h"
 #include "../../stages/train/tb.h"
 
 #define GOLDEN "tests/unit/data/tb/golden.tfevents"
@@ -39,16 +40,13 @@ static char tmpdir[256];
 static int setup_tmp(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_tb.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return test_tmpdir_make(tmpdir, sizeof tmpdir, "tb");
 }
 
 static int teardown_tmp(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return test_tmpdir_remove(tmpdir);
 }
 
 /* ---- the events of make_tb_golden.py (SCALARS, then TEXTS), in order.
