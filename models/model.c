@@ -41,6 +41,15 @@ typedef struct vit_layer_acts {
 } vit_layer_acts_t;
 
 struct model_acts {
+    /* host staging of the step (planned with the activations, so that the
+     * step allocates nothing): storage rows (S), the ViT images' split
+     * starts and firsts (2·(images + 1)) and modes (images + 1), per-token
+     * loss scales and losses (max(Nc, Nl) each) */
+    void *host;
+    int32_t *h_rows, *h_vit;
+    uint8_t *h_mode;
+    float *h_f1, *h_f2;
+
     /* batch, uploaded */
     int32_t *pos_row;               /* (S) RoPE position per storage row */
     int32_t *row_of_pos;            /* (S) */
@@ -331,6 +340,7 @@ void model_destroy(model_t **pm)
     if (m->act_mem)
         m->ops->free(m->act_mem);
     if (m->a) {
+        free(m->a->host);
         free(m->a->resid);
         free(m->a->ll);
         free(m->a->vres);
@@ -558,6 +568,21 @@ int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen
     }
     p = (aplan_t){.base = m->act_mem};
     plan_acts(m, m->a, &p);
+    {
+        model_acts_t *a = m->a;
+        size_t nvi = (size_t)k.n_vit_images + 1, nf = (size_t)(k.n_ce > k.n_lat ? k.n_ce : k.n_lat) + 1;
+        size_t rows = ((size_t)k.S + 1) * 4, vit = 2 * nvi * 4, mode = (nvi + 3) & ~(size_t)3;
+        free(a->host);
+        a->host = malloc(rows + vit + mode + 2 * nf * 4);
+        if (!a->host)
+            goto oom;
+        char *h = a->host;
+        a->h_rows = (int32_t *)h;
+        a->h_vit = (int32_t *)(h + rows);
+        a->h_mode = (uint8_t *)(h + rows + vit);
+        a->h_f1 = (float *)(h + rows + vit + mode);
+        a->h_f2 = a->h_f1 + nf;
+    }
     m->loaded_batch = 0;
     return 0;
 oom:
@@ -604,11 +629,7 @@ static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t er
                  b->n_vit ? "understanding" : "generation");
         return -1;
     }
-    int32_t *tmp = malloc((size_t)(b->S > 0 ? b->S : 1) * sizeof(int32_t));
-    if (!tmp) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
+    int32_t *tmp = a->h_rows;
     for (int r = 0; r < b->S; r++)
         tmp[r] = b->pos[b->pos_of_row[r]];
     o->upload(a->pos_row, tmp, (size_t)b->S * 4);
@@ -642,15 +663,8 @@ static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t er
             tmp[i] = b->row_of_pos[b->vit_pos[i]];
         o->upload(a->vit_row, tmp, (size_t)b->n_vit * 4);
         /* each ViT image is its own sample of one full split */
-        int32_t *st = malloc((size_t)(b->n_vit_images + 1) * 8);
-        uint8_t *md = malloc((size_t)b->n_vit_images + 1);
-        if (!st || !md) {
-            free(st);
-            free(md);
-            free(tmp);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
+        int32_t *st = a->h_vit;
+        uint8_t *md = a->h_mode;
         int32_t *fi = st + b->n_vit_images + 1;
         st[0] = 0;
         for (int i = 0; i < b->n_vit_images; i++) {
@@ -661,10 +675,7 @@ static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t er
         o->upload(a->vit_start, st, (size_t)(b->n_vit_images + 1) * 4);
         o->upload(a->vit_first, fi, (size_t)b->n_vit_images * 4);
         o->upload(a->vit_mode, md, (size_t)b->n_vit_images);
-        free(st);
-        free(md);
     }
-    free(tmp);
     a->S = b->S;
     a->n_und = b->n_und;
     a->n_text = b->n_text;
@@ -860,14 +871,7 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
         for (int i = 0; i < b->n_ce; i++)
             wsum += lp->ce_reweight ? b->ce_weight[i] : 1.0;
         double den = lp->ce_norm > 0 ? lp->ce_norm : wsum;
-        float *dl = malloc((size_t)b->n_ce * sizeof(float));
-        float *ls = malloc((size_t)b->n_ce * sizeof(float));
-        if (!dl || !ls) {
-            free(dl);
-            free(ls);
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
+        float *dl = a->h_f1, *ls = a->h_f2;
         for (int i = 0; i < b->n_ce; i++)
             dl[i] = (float)((lp->ce_reweight ? b->ce_weight[i] : 1.0) / den * lp->ce_weight * lp->grad_scale);
         o->upload(a->ce_dloss, dl, (size_t)b->n_ce * 4);
@@ -880,16 +884,10 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
         for (int i = 0; i < b->n_ce; i++)
             L.ce_sum += (lp->ce_reweight ? b->ce_weight[i] : 1.0) * ls[i];
         L.ce = L.ce_sum / den;
-        free(dl);
-        free(ls);
     }
     if (b->n_mse) {
         double den = lp->mse_norm > 0 ? lp->mse_norm : b->n_mse;
-        float *buf = malloc((size_t)b->n_mse * sizeof(float));
-        if (!buf) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
+        float *buf = a->h_f1;
         for (int i = 0; i < b->n_mse; i++)
             buf[i] = (float)(lp->mse_weight / den * lp->grad_scale);
         o->upload(a->mse_dloss, buf, (size_t)b->n_mse * 4);
@@ -903,7 +901,6 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
         for (int i = 0; i < b->n_mse; i++)
             L.mse_sum += buf[i];
         L.mse = L.mse_sum / den;
-        free(buf);
     }
     L.total = lp->ce_weight * L.ce + lp->mse_weight * L.mse;
     if (out)
