@@ -149,9 +149,10 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
 int model_backward(model_t *m, char *err, size_t errlen);
 void model_zero_grad(model_t *m);
 
-/* Per-token losses of the last forward, host memory: ce [n_ce] in the
- * batch's ce_pos order, mse [n_mse] in mse_pos order (either may be NULL). */
-void model_token_losses(const model_t *m, float *ce, float *mse);
+/* Per-token losses of the last forward, as the forward already brought them
+ * to the host: ce [n_ce] in the batch's ce_pos order, mse [n_mse] in mse_pos
+ * order. Valid until the next forward. */
+void model_token_losses(const model_t *m, const float **ce, const float **mse);
 
 /* The final hidden states (after the final norms) in sequence order, host
  * memory [S, H], of the last forward. */

@@ -264,10 +264,11 @@ static int sample_of(const data_batch_t *b, int pos)
     return lo;
 }
 
-static void add_task_losses(task_sums_t *t, const model_t *m, const data_batch_t *db, float *ce, float *mse)
+static void add_task_losses(task_sums_t *t, const model_t *m, const data_batch_t *db)
 {
     const model_batch_t *b = &db->pack.b;
-    model_token_losses(m, ce, mse);
+    const float *ce, *mse;
+    model_token_losses(m, &ce, &mse);
     for (int i = 0; i < b->n_ce; i++) {
         int k = task_slot(t, db->info[sample_of(db, b->ce_pos[i])].task);
         t->ce[k] += ce[i];
@@ -619,7 +620,6 @@ int train_run(train_opts_t *o)
     rd_t *in = NULL;
     data_t *d = NULL;
     optim_span_t *spans = NULL;
-    float *ce_tok = NULL, *mse_tok = NULL;
 
     snprintf(r->dir, sizeof r->dir, "%s", o->out);
     if (o->finetune) {
@@ -813,10 +813,6 @@ int train_run(train_opts_t *o)
     d = data_start(in, &r->cfg, &o->data, r->rejects, ck[0] ? &r->pos : NULL, o->input_offset, r->err, sizeof r->err);
     if (!d)
         goto fail;
-    ce_tok = malloc((size_t)S * sizeof(float));
-    mse_tok = malloc((size_t)S * sizeof(float));
-    if (!ce_tok || !mse_tok)
-        goto oom;
 
     log_info("model=%s params=%zu trainable=%zu threads=%d steps=%ld start=%ld", r->cfg.name, m->n_floats,
              m->n_trainable, omp_get_max_threads(), o->steps, r->opt->step);
@@ -858,7 +854,7 @@ int train_run(train_opts_t *o)
             tokens += b->pack.b.S;
             samples += b->n_info;
             flops += batch_flops(&r->cfg, &b->pack.b);
-            add_task_losses(&tasks, m, b, ce_tok, mse_tok);
+            add_task_losses(&tasks, m, b);
             if (r->opt->step == 0 && micro == 0) {
                 const model_batch_t *bb = &b->pack.b;
                 for (int i = 0; i < bb->n_mse; i++) {
@@ -1038,7 +1034,5 @@ out:
     model_destroy(&r->m);
     ae_destroy(&r->ae);
     free(spans);
-    free(ce_tok);
-    free(mse_tok);
     return code;
 }
