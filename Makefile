@@ -101,7 +101,7 @@ TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tools/bench-model $(BUILD)/tests/tool
 .PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image bench-model demo clean tests-build
 .DEFAULT_GOAL := all
 
-all: $(BINS) $(TOOLS) $(LIB_MODEL) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS))
+all: $(BINS) $(TOOLS) $(LIB_MODEL) $(if $(filter 1,$(CUDA_ON)),$(LIB_CUDA) $(GPU_BINS) $(BUILD)/tools/bench-attn)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -143,6 +143,8 @@ $(CUDA_EXES): $(LIB_CUDA)
 $(CUDA_EXES): LDLIBS += $(CUDA_LIBS)
 # compute_env.c picks the op table for --device; only these executables use it
 $(call obj,stages/common/compute_env.c): CFLAGS += -DBAGEL_CUDA
+# bench-model reads the device memory in use (cudaMemGetInfo)
+$(call obj,scripts/bench/bench_model.c): CFLAGS += -DBAGEL_CUDA -I$(CUDA_HOME)/include
 endif
 
 $(BUILD)/tools/bench-model: $(call obj,scripts/bench/bench_model.c tests/support/refcase.c) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
@@ -172,6 +174,12 @@ $(BUILD)/tests/gpu/test_%: $(BUILD)/obj/tests/gpu/test_%.o $(TEST_SUPPORT_OBJ) $
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CUDA_LIBS) -o $@
 
 $(BUILD)/obj/tests/gpu/%.o: CFLAGS += -I$(CUDA_HOME)/include
+
+# the attention and linear kernels in TFLOP/s (CUDA only; scripts/bench/attn-gpu.sh)
+$(BUILD)/tools/bench-attn: $(call obj,scripts/bench/bench_attn.c) $(LIB_CUDA) $(LIB_MODEL) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CUDA_LIBS) -o $@
+$(call obj,scripts/bench/bench_attn.c): CFLAGS += -I$(CUDA_HOME)/include
 
 tests-build: all $(UNIT_BINS)
 	@missing="$(call pc_missing,$(DEPS_TEST))"; if [ -n "$$missing" ]; then \

@@ -6,8 +6,9 @@
 # Builds with `make BUILD=$BUILD CUDA=1 all tests-build` (the executables and the
 # unit test binaries), then writes OUT_DIR (git-ignored):
 #
-#   OUT_DIR/build/...   the executables, laid out as under $BUILD: bin/*, tools/*,
-#                       tests/test_* (unit tests), tests/gpu/test_*, tests/tools/*;
+#   OUT_DIR/build.tar.xz  the executables, laid out as under $BUILD: bin/*,
+#                       tools/*, tests/test_* (unit tests), tests/gpu/test_*,
+#                       tests/tools/*; gpu-run.sh unpacks it into OUT_DIR/build,
 #                       so `BUILD=OUT_DIR/build tests/gpu/run.sh` works
 #   OUT_DIR/lib.tar.xz  every shared library they load (per ldd) but those the
 #                       GPU machine has and must use its own of (see EXCLUDED
@@ -264,6 +265,12 @@ for t in test_config test_safetensors; do
     fi
 done
 
+# ---- the executables travel compressed too (the sm_90a kernels make each
+# CUDA executable megabytes that xz shrinks about tenfold); gpu-run.sh
+# unpacks build.tar.xz into OUT_DIR/build before anything runs
+tar -cf - -C "$OUT" build | xz -T0 -6 >"$OUT/build.tar.xz"
+rm -rf "$OUT/build"
+
 # ---- the size a run may carry
 total=$(du -sb "$OUT" | cut -f1)
 if ((total > LIMIT)); then
@@ -271,6 +278,6 @@ if ((total > LIMIT)); then
 fi
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 echo "gpu-bundle: $OUT: ${#exes[@]} executables, ${#sonames[@]} libraries, $(mib "$total") MiB in all" \
-    "(lib.tar.xz $(mib "$(stat -c %s "$OUT/lib.tar.xz")") MiB; a run may carry 64 MiB)"
+    "(lib.tar.xz $(mib "$(stat -c %s "$OUT/lib.tar.xz")") MiB, build.tar.xz $(mib "$(stat -c %s "$OUT/build.tar.xz")") MiB; a run may carry 64 MiB with the tree)"
 echo "gpu-bundle: left out (the GPU machine's own): ${out_names[*]}"
 echo "gpu-bundle: carry [\"$OUT\"] and run: scripts/gpu-run.sh"

@@ -55,6 +55,9 @@ main() {
     local summary=() failed=0 rc
 
     echo "gpu-run: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), in $PWD, log $LOG"
+    if [[ -f "$BUNDLE/build.tar.xz" && ! -d "$BUNDLE/build" ]]; then
+        tar -xJf "$BUNDLE/build.tar.xz" -C "$BUNDLE" || echo "gpu-run: $BUNDLE/build.tar.xz: unpacking failed"
+    fi
     if [[ ! -f "$BUNDLE/env.sh" || ! -d "$BUNDLE/build" ]]; then
         echo "gpu-run: no bundle at $BUNDLE: run scripts/gpu-bundle.sh on the development machine and carry [\"$BUNDLE\"]"
         echo "gpu-run: SUMMARY: no bundle, exit 1"

@@ -1,6 +1,7 @@
 /* cuda_attention.cu — packed attention over samples and splits (op_attn_t in
  * kernels/ops.h), flash-attention style in fp32: no S×S matrix, no mask in
- * memory. The visible keys of a query are walked as spans exactly as
+ * memory. With bf16 math (cuda_ops_set_bf16) the entry points hand over to
+ * the tensor-core kernels of cuda_flash.cu for the head dims it has. The visible keys of a query are walked as spans exactly as
  * kernels/cpu/cpu_attention.c walks them (attn_key_span below is its
  * device twin), reading the split metadata from device memory.
  *
@@ -410,6 +411,10 @@ void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, 
     if (S <= 0 || nh <= 0 || d <= 0)
         return;
     attn_check(a);
+    if (cuda_bf16 && cuda_flash_supports(a)) {
+        cuda_flash_fwd(out, lse, q, k, v, a);
+        return;
+    }
     size_t smem = sizeof(float) * ((size_t)AT_BQ * d + (size_t)AT_BK * (d + 1) + (size_t)AT_BK * d);
     attn_launch_smem(k_attn_fwd, smem);
     dim3 grid((S + AT_BQ - 1) / AT_BQ, nh);
@@ -424,6 +429,10 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     if (S <= 0 || nh <= 0 || d <= 0 || (!dq && !dk && !dv))
         return;
     attn_check(a);
+    if (cuda_bf16 && cuda_flash_supports(a)) {
+        cuda_flash_bwd(dq, dk, dv, dout, out, lse, q, k, v, a);
+        return;
+    }
     attn_dev x = attn_dev_of(a);
     if (dq) {
         size_t smem = sizeof(float) * (2 * (size_t)AT_BQ * d + 2 * (size_t)AT_BK * (d + 1));

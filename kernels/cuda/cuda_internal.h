@@ -42,6 +42,8 @@ extern "C" {
 /* the backend's state (cuda_mem.cu) */
 extern cudaStream_t cuda_stream;
 extern cublasHandle_t cuda_blas;
+/* 1 when the matrix math runs in bf16 (cuda_ops_set_bf16) */
+extern int cuda_bf16;
 
 /* a device buffer the ops reuse (conv's im2col columns): grown, never shrunk,
  * freed by cuda_ops_shutdown; growing synchronizes (cudaMalloc) */
@@ -54,6 +56,13 @@ double *cuda_scratch_double(void);
  * turned into cuBLAS's column-major call (cuda_linear.cu) */
 void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                   float beta, float *c, int ldc);
+
+/* cuda_flash.cu: the bf16 tensor-core attention, for head dims up to 128
+ * that round up to 48, 64, 80 or 128 */
+int cuda_flash_supports(const op_attn_t *a);
+void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
+void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                    const float *q, const float *k, const float *v, const op_attn_t *a);
 
 /* cuda_mem.cu */
 void *cuda_alloc(size_t bytes);

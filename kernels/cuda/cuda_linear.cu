@@ -1,4 +1,5 @@
-/* cuda_linear.cu — the linear layer on cuBLAS (fp32, no TF32), the
+/* cuda_linear.cu — the linear layer on cuBLAS (fp32 without TF32, or bf16
+ * tensor-core math with fp32 accumulation: cuda_ops_set_bf16), the
  * row-major-to-column-major gemm wrapper every product here goes through,
  * and the column-sum kernel for bias gradients. */
 #include "cuda_internal.h"
@@ -11,8 +12,15 @@ void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const floa
 {
     if (m <= 0 || n <= 0)
         return;
-    CUBLAS_CHECK(cublasSgemm(cuda_blas, tb == 't' ? CUBLAS_OP_T : CUBLAS_OP_N, ta == 't' ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
+    cublasOperation_t opb = tb == 't' ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta == 't' ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (!cuda_bf16) {
+        CUBLAS_CHECK(cublasSgemm(cuda_blas, opb, opa, n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
+        return;
+    }
+    /* fp32 operands rounded to bf16 on the way into the tensor cores, fp32
+     * accumulation and output */
+    CUBLAS_CHECK(cublasGemmEx(cuda_blas, opb, opa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c,
+                              CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
 }
 
 __global__ void k_bias_rows(float *out, const float *b, size_t total, int c)

@@ -12,6 +12,18 @@
 
 cudaStream_t cuda_stream;
 cublasHandle_t cuda_blas;
+int cuda_bf16;
+
+/* bf16 products need cuBLAS's default math mode (pedantic mode keeps every
+ * product in the precision of its operands) */
+void cuda_ops_set_bf16(int on)
+{
+    cuda_bf16 = on != 0;
+    if (cuda_blas)
+        CUBLAS_CHECK(cublasSetMathMode(cuda_blas, cuda_bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH));
+}
+
+int cuda_ops_bf16(void) { return cuda_bf16; }
 
 static float *scratch;
 static size_t scratch_floats;

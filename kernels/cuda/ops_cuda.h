@@ -29,6 +29,15 @@ extern "C" {
  * aborts. Must succeed before any op_cuda entry is used. */
 int cuda_ops_init(int device, char *err, size_t errlen);
 
+/* The precision of the matrix math, for ops queued from now on: 0 (the
+ * default) fp32 products without TF32, the oracle-exact mode the fp32 tests
+ * use; 1 bf16 operands on the tensor cores with fp32 accumulation, for the
+ * linear layers, every other product (convolutions, the classifier) and
+ * attention (kernels/cuda/cuda_flash.cu). Storage, reductions, the losses
+ * and the optimizer stay fp32 either way. */
+void cuda_ops_set_bf16(int on);
+int cuda_ops_bf16(void);
+
 /* Release what cuda_ops_init made; safe to call twice or without init. */
 void cuda_ops_shutdown(void);
 

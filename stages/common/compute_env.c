@@ -81,13 +81,23 @@ static double gpu_peak_tflops(const char *name)
 }
 #endif
 
-int compute_ops(const char *device, const op_table_t **ops, double *peak_tflops, char *err, size_t errlen)
+int compute_ops(const char *device, const char *precision, const op_table_t **ops, double *peak_tflops, char *err,
+                size_t errlen)
 {
     *ops = &op_cpu;
     if (peak_tflops)
         *peak_tflops = 0;
-    if (!strcmp(device, "cpu"))
+    if (precision && strcmp(precision, "fp32") && strcmp(precision, "bf16")) {
+        snprintf(err, errlen, "--precision: %s: expected fp32 or bf16", precision);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(device, "cpu")) {
+        if (precision && !strcmp(precision, "bf16")) {
+            snprintf(err, errlen, "--precision bf16: the cpu backend computes in fp32 only");
+            return EXIT_USAGE;
+        }
         return 0;
+    }
     if (strcmp(device, "cuda")) {
         snprintf(err, errlen, "--device: %s: expected cpu or cuda", device);
         return EXIT_USAGE;
@@ -105,6 +115,9 @@ int compute_ops(const char *device, const op_table_t **ops, double *peak_tflops,
         snprintf(err, errlen, "--device cuda: %s", e2);
         return EXIT_FATAL;
     }
+    cuda_ops_set_bf16(!precision || !strcmp(precision, "bf16"));
+    log_info("precision: %s", cuda_ops_bf16() ? "bf16 matrix math (tensor cores), fp32 storage and accumulation"
+                                              : "fp32 throughout");
     if (peak_tflops)
         *peak_tflops = gpu_peak_tflops(env.name);
     *ops = &op_cuda;

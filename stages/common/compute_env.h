@@ -18,13 +18,18 @@ void compute_env_setup(char **argv);
 
 /* The op table for a --device value: "cpu", or "cuda" when this executable
  * was built with CUDA (-DBAGEL_CUDA), which probes device 0 and logs its line
- * (kernels/cuda/runtime.h) before starting the backend. *peak_tflops (may be
+ * (kernels/cuda/runtime.h) before starting the backend. precision is a
+ * --precision value: "fp32", "bf16" (CUDA only: bf16 operands on the tensor
+ * cores for the matrix products and attention, fp32 accumulation, storage,
+ * master weights and optimizer state) or NULL for the device's default (bf16
+ * on cuda, fp32 on cpu). *peak_tflops (may be
  * NULL) gets the device's peak bf16 TFLOP/s from the official trainer's table
  * of GPU names, 0 where none is known (the CPU). Returns 0, or EXIT_USAGE (an
  * unknown device, CUDA not built) or EXIT_FATAL (the device fails) with one
  * line in err. */
 struct op_table;
-int compute_ops(const char *device, const struct op_table **ops, double *peak_tflops, char *err, size_t errlen);
+int compute_ops(const char *device, const char *precision, const struct op_table **ops, double *peak_tflops, char *err,
+                size_t errlen);
 /* Releases what compute_ops started for ops (the CUDA backend's handles). */
 void compute_ops_done(const struct op_table *ops);
 

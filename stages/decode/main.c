@@ -28,9 +28,10 @@ static const char help[] =
     "      --config NAME|PATH  the model config (its autoencoder: FLUX's or the identity)\n"
     "      --vae FILE          the FLUX autoencoder's ae.safetensors (required for FLUX)\n"
     "      --device cpu|cuda   where the autoencoder runs (default cpu)\n"
+    "      --precision fp32|bf16  matrix math on cuda (default bf16: tensor cores, fp32 accumulation)\n"
     "      --out-dir DIR       where the PNG files go (made if missing)\n";
 
-enum { OPT_CONFIG = 1, OPT_VAE, OPT_DEVICE, OPT_OUT_DIR };
+enum { OPT_CONFIG = 1, OPT_VAE, OPT_DEVICE, OPT_PRECISION, OPT_OUT_DIR };
 
 /* The latent of one segment to DIR/<id>-<i>.png. 0, or -1 with err. */
 static int decode_segment(lat_t *l, const char *dir, const char *id, uint32_t i, const msgpack_object *lo, char *err,
@@ -149,10 +150,11 @@ int main(int argc, char **argv)
         {"config", required_argument, 0, OPT_CONFIG},
         {"vae", required_argument, 0, OPT_VAE},
         {"device", required_argument, 0, OPT_DEVICE},
+        {"precision", required_argument, 0, OPT_PRECISION},
         {"out-dir", required_argument, 0, OPT_OUT_DIR},
         {0, 0, 0, 0},
     };
-    const char *config = NULL, *vae = NULL, *device = "cpu", *dir = NULL;
+    const char *config = NULL, *vae = NULL, *device = "cpu", *precision = NULL, *dir = NULL;
     int c;
     while ((c = getopt_long(argc, argv, STAGE_SHORTOPTS, longopts, NULL)) != -1) {
         if (stage_option(&st, c, optarg, help))
@@ -161,6 +163,7 @@ int main(int argc, char **argv)
         case OPT_CONFIG: config = optarg; break;
         case OPT_VAE: vae = optarg; break;
         case OPT_DEVICE: device = optarg; break;
+        case OPT_PRECISION: precision = optarg; break;
         case OPT_OUT_DIR: dir = optarg; break;
         default: return EXIT_USAGE;
         }
@@ -174,7 +177,7 @@ int main(int argc, char **argv)
     }
     const op_table_t *ops;
     char err[512];
-    int rc_ops = compute_ops(device, &ops, NULL, err, sizeof err);
+    int rc_ops = compute_ops(device, precision, &ops, NULL, err, sizeof err);
     if (rc_ops) {
         log_error("%s", err);
         return rc_ops;

@@ -30,13 +30,14 @@ static const char help[] =
     "      --config NAME|PATH  the model config (its autoencoder: FLUX's or the identity)\n"
     "      --vae FILE          the FLUX autoencoder's ae.safetensors (required for FLUX, refused for identity)\n"
     "      --device cpu|cuda   where the autoencoder runs (default cpu)\n"
+    "      --precision fp32|bf16  matrix math on cuda (default bf16: tensor cores, fp32 accumulation)\n"
     "      --dtype bf16|f32    the latent's dtype (default bf16)\n"
     "      --sample            store one drawn sample as the mean with log-variance -30 (a point: the\n"
     "                          trainer's draw then adds ~3e-7), instead of the distribution\n"
     "      --seed N            the draws of --sample (default 0)\n"
     "      --drop-pixels       remove \"vae\" once encoded (a smaller cache)\n";
 
-enum { OPT_CONFIG = 1, OPT_VAE, OPT_DEVICE, OPT_DTYPE, OPT_SAMPLE, OPT_SEED, OPT_DROP };
+enum { OPT_CONFIG = 1, OPT_VAE, OPT_DEVICE, OPT_PRECISION, OPT_DTYPE, OPT_SAMPLE, OPT_SEED, OPT_DROP };
 
 typedef struct {
     lat_t lat;
@@ -174,6 +175,7 @@ int main(int argc, char **argv)
         {"config", required_argument, 0, OPT_CONFIG},
         {"vae", required_argument, 0, OPT_VAE},
         {"device", required_argument, 0, OPT_DEVICE},
+        {"precision", required_argument, 0, OPT_PRECISION},
         {"dtype", required_argument, 0, OPT_DTYPE},
         {"sample", no_argument, 0, OPT_SAMPLE},
         {"seed", required_argument, 0, OPT_SEED},
@@ -181,7 +183,7 @@ int main(int argc, char **argv)
         {0, 0, 0, 0},
     };
     job_t job = {.dtype = REC_BF16};
-    const char *config = NULL, *vae = NULL, *device = "cpu";
+    const char *config = NULL, *vae = NULL, *device = "cpu", *precision = NULL;
     unsigned long long seed = 0;
     int c;
     while ((c = getopt_long(argc, argv, STAGE_SHORTOPTS, longopts, NULL)) != -1) {
@@ -191,6 +193,7 @@ int main(int argc, char **argv)
         case OPT_CONFIG: config = optarg; break;
         case OPT_VAE: vae = optarg; break;
         case OPT_DEVICE: device = optarg; break;
+        case OPT_PRECISION: precision = optarg; break;
         case OPT_DTYPE:
             if (strcmp(optarg, "bf16") && strcmp(optarg, "f32")) {
                 log_error("--dtype: %s: expected bf16 or f32", optarg);
@@ -215,7 +218,7 @@ int main(int argc, char **argv)
     }
     const op_table_t *ops;
     char err[512];
-    int rc_ops = compute_ops(device, &ops, NULL, err, sizeof err);
+    int rc_ops = compute_ops(device, precision, &ops, NULL, err, sizeof err);
     if (rc_ops) {
         log_error("%s", err);
         return rc_ops;

@@ -33,6 +33,7 @@ static const char help[] =
     "      --finetune DIR      preset: config and EMA weights from DIR, lr 2e-5, BAGEL's fine-tune budgets\n"
     "      --freeze LIST       comma list of llm, vit, connector, und, gen (branches kept fixed)\n"
     "      --device cpu|cuda   where the model runs (default cpu; cuda when built with CUDA)\n"
+    "      --precision fp32|bf16  matrix math on cuda (default bf16: tensor cores, fp32 accumulation and master weights)\n"
     "      --tokenizer FILE    the tokenizer.json the data was tokenized with: copied into every checkpoint\n"
     "      --peak-tflops X     the device's peak bf16 rate for the MFU figure (default: known GPUs)\n"
     "      --vae PATH          the FLUX autoencoder (ae.safetensors) for images that arrive without latents\n"
@@ -113,6 +114,7 @@ enum {
     O_OUTDIR,
     O_VAE,
     O_DEVICE,
+    O_PRECISION,
     O_PEAK,
     O_TOKENIZER,
 };
@@ -190,6 +192,7 @@ int main(int argc, char **argv)
         {"val-metric", required_argument, 0, O_VAL_METRIC},
         {"vae", required_argument, 0, O_VAE},
         {"device", required_argument, 0, O_DEVICE},
+        {"precision", required_argument, 0, O_PRECISION},
         {"peak-tflops", required_argument, 0, O_PEAK},
         {"tokenizer", required_argument, 0, O_TOKENIZER},
         {0, 0, 0, 0},
@@ -269,6 +272,7 @@ int main(int argc, char **argv)
         case O_VAL: o.val = optarg; break;
         case O_VAE: o.vae = optarg; break;
         case O_DEVICE: o.device = optarg; break;
+        case O_PRECISION: o.precision = optarg; break;
         case O_PEAK: o.peak_tflops = num_arg("peak-tflops", optarg, 0, 1e6); break;
         case O_TOKENIZER: o.tokenizer = optarg; break;
         case O_VAL_EVERY: o.val_every = int_arg("val-every", optarg, 1, 1000000000); break;

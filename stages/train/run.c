@@ -648,7 +648,7 @@ int train_run(train_opts_t *o)
 
     const op_table_t *ops;
     double peak = 0;
-    if (compute_ops(o->device, &ops, &peak, r->err, sizeof r->err))
+    if (compute_ops(o->device, o->precision, &ops, &peak, r->err, sizeof r->err))
         goto fail;
     if (o->peak_tflops <= 0)
         o->peak_tflops = peak;

@@ -10,7 +10,7 @@
 #include "data.h"
 
 typedef struct train_opts {
-    const char *out, *config, *init, *finetune, *freeze, *resume, *val, *schedule, *val_metric, *vae, *device,
+    const char *out, *config, *init, *finetune, *freeze, *resume, *val, *schedule, *val_metric, *vae, *device, *precision,
         *tokenizer;
     int init_ema;
     long steps, save_every, log_every, warmup, val_every;

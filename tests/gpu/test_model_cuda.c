@@ -33,7 +33,7 @@ int main(void)
     }
     closedir(d);
     qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
-    printf("1..%d\n", n);
+    printf("1..%d\n", 2 * n);
     int failed = 0;
     for (int i = 0; i < n; i++) {
         char path[300], msg[1024];
@@ -48,6 +48,23 @@ int main(void)
             printf("ok %d - %s on CUDA matches the PyTorch reference\n", i + 1, names[i]);
         }
     }
+    /* bf16 math: products and attention with bf16 operands, so every loss
+     * and gradient within a few times bf16's rounding (2^-8) of the fp32
+     * reference */
+    cuda_ops_set_bf16(1);
+    for (int i = 0; i < n; i++) {
+        char path[300], msg[1024];
+        snprintf(path, sizeof path, "tests/reference/cases/%s.json", names[i]);
+        fflush(stdout);
+        if (refcheck_case(path, &op_cuda, 3e-2, msg, sizeof msg)) {
+            printf("not ok %d - bf16: %s: %s\n", n + i + 1, names[i], msg);
+            failed++;
+        } else {
+            printf("ok %d - bf16: %s on CUDA matches the PyTorch reference within bf16 tolerance\n", n + i + 1,
+                   names[i]);
+        }
+    }
+    cuda_ops_set_bf16(0);
     cuda_ops_shutdown();
     return failed ? 1 : 0;
 }

@@ -24,11 +24,16 @@
 
 #define TOL_EW  1e-5
 #define TOL_RED 1e-4
+/* bf16 operands (8 significant bits) with fp32 accumulation: products land
+ * near 4e-3 of the fp32 result; a wrong element or index lands far above */
+#define TOL_BF16 2e-2
 #define MSG_LEN 512
 
 static const op_table_t *C = &op_cpu, *G = &op_cuda;
 static char msg[MSG_LEN];
 static int n_fail_checks;
+/* the tolerance of products and attention: TOL_RED, or TOL_BF16 in the bf16 passes */
+static double tol_red = TOL_RED;
 
 /* ---- tracked buffers, released after each test */
 #define MAX_TRACK 512
@@ -165,20 +170,20 @@ static void t_linear(void)
         float *out = hrand((size_t)n * o, -1, 1), *dout = dnan((size_t)n * o);
         C->linear_fwd(out, x, w, bias ? b : NULL, n, i, o);
         G->linear_fwd(dout, dx, dw_, bias ? db_ : NULL, n, i, o);
-        check(bias ? "linear_fwd" : "linear_fwd without bias", dout, out, (size_t)n * o, TOL_RED);
+        check(bias ? "linear_fwd" : "linear_fwd without bias", dout, out, (size_t)n * o, tol_red);
     }
     float *g = hrand((size_t)n * o, -1, 1), *dg = DF(g, n * o);
     float *gin = hrand((size_t)n * i, -1, 1), *gw = hrand((size_t)o * i, -1, 1), *gb = hrand(o, -1, 1);
     float *dgin = DF(gin, n * i), *dgw = DF(gw, o * i), *dgb = DF(gb, o);
     C->linear_bwd(gin, gw, gb, g, x, w, n, i, o);
     G->linear_bwd(dgin, dgw, dgb, dg, dx, dw_, n, i, o);
-    check("linear_bwd din", dgin, gin, (size_t)n * i, TOL_RED);
-    check("linear_bwd dw", dgw, gw, (size_t)o * i, TOL_RED);
-    check("linear_bwd db", dgb, gb, o, TOL_RED);
+    check("linear_bwd din", dgin, gin, (size_t)n * i, tol_red);
+    check("linear_bwd dw", dgw, gw, (size_t)o * i, tol_red);
+    check("linear_bwd db", dgb, gb, o, tol_red);
     /* NULL gradients skipped: dw alone */
     C->linear_bwd(NULL, gw, NULL, g, x, w, n, i, o);
     G->linear_bwd(NULL, dgw, NULL, dg, dx, dw_, n, i, o);
-    check("linear_bwd dw alone", dgw, gw, (size_t)o * i, TOL_RED);
+    check("linear_bwd dw alone", dgw, gw, (size_t)o * i, tol_red);
 }
 
 static void t_rmsnorm(void)
@@ -189,14 +194,14 @@ static void t_rmsnorm(void)
     float *dx = DF(x, n * c), *dw_ = DF(w, c), *dout = dnan((size_t)n * c), *drs = dnan(n);
     C->rmsnorm_fwd(out, rs, x, w, n, c, 1e-6f);
     G->rmsnorm_fwd(dout, drs, dx, dw_, n, c, 1e-6f);
-    check("rmsnorm_fwd out", dout, out, (size_t)n * c, TOL_RED);
-    check("rmsnorm_fwd rstd", drs, rs, n, TOL_RED);
+    check("rmsnorm_fwd out", dout, out, (size_t)n * c, tol_red);
+    check("rmsnorm_fwd rstd", drs, rs, n, tol_red);
     float *g = hrand((size_t)n * c, -1, 1), *gin = hrand((size_t)n * c, -1, 1), *gw = hrand(c, -1, 1);
     float *dg = DF(g, n * c), *dgin = DF(gin, n * c), *dgw = DF(gw, c);
     C->rmsnorm_bwd(gin, gw, g, x, w, rs, n, c);
     G->rmsnorm_bwd(dgin, dgw, dg, dx, dw_, DF(rs, n), n, c);
-    check("rmsnorm_bwd din", dgin, gin, (size_t)n * c, TOL_RED);
-    check("rmsnorm_bwd dw", dgw, gw, c, TOL_RED);
+    check("rmsnorm_bwd din", dgin, gin, (size_t)n * c, tol_red);
+    check("rmsnorm_bwd dw", dgw, gw, c, tol_red);
 }
 
 static void t_layernorm(void)
@@ -208,17 +213,17 @@ static void t_layernorm(void)
     float *dw_ = DF(w, c), *db_ = DF(b, c);
     C->layernorm_fwd(out, mu, rs, x, w, b, n, c, 1e-5f);
     G->layernorm_fwd(dout, dmu, drs, dx, dw_, db_, n, c, 1e-5f);
-    check("layernorm_fwd out", dout, out, (size_t)n * c, TOL_RED);
-    check("layernorm_fwd mean", dmu, mu, n, TOL_RED);
-    check("layernorm_fwd rstd", drs, rs, n, TOL_RED);
+    check("layernorm_fwd out", dout, out, (size_t)n * c, tol_red);
+    check("layernorm_fwd mean", dmu, mu, n, tol_red);
+    check("layernorm_fwd rstd", drs, rs, n, tol_red);
     float *g = hrand((size_t)n * c, -1, 1), *gin = hrand((size_t)n * c, -1, 1);
     float *gw = hrand(c, -1, 1), *gb = hrand(c, -1, 1);
     float *dg = DF(g, n * c), *dgin = DF(gin, n * c), *dgw = DF(gw, c), *dgb = DF(gb, c);
     C->layernorm_bwd(gin, gw, gb, g, x, w, mu, rs, n, c);
     G->layernorm_bwd(dgin, dgw, dgb, dg, dx, dw_, DF(mu, n), DF(rs, n), n, c);
-    check("layernorm_bwd din", dgin, gin, (size_t)n * c, TOL_RED);
-    check("layernorm_bwd dw", dgw, gw, c, TOL_RED);
-    check("layernorm_bwd db", dgb, gb, c, TOL_RED);
+    check("layernorm_bwd din", dgin, gin, (size_t)n * c, tol_red);
+    check("layernorm_bwd dw", dgw, gw, c, tol_red);
+    check("layernorm_bwd db", dgb, gb, c, tol_red);
 }
 
 static void t_rope(void)
@@ -323,9 +328,9 @@ static void attn_case(const char *name, const split_spec_t *sp, int ns, int nh, 
     C->attention_fwd(out, lse, q, k, v, &ha);
     G->attention_fwd(dout, dlse, dq_, dk_, dv_, &da);
     snprintf(what, sizeof what, "%s: attention_fwd out", name);
-    check(what, dout, out, nq, TOL_RED);
+    check(what, dout, out, nq, tol_red);
     snprintf(what, sizeof what, "%s: attention_fwd lse", name);
-    check(what, dlse, lse, (size_t)S * nh, TOL_RED);
+    check(what, dlse, lse, (size_t)S * nh, tol_red);
 
     /* the backward from the CPU's own forward, so both see one out and lse */
     float *g = hrand(nq, -1, 1), *gq = hrand(nq, -1, 1), *gk = hrand(nk, -1, 1), *gv = hrand(nk, -1, 1);
@@ -334,16 +339,16 @@ static void attn_case(const char *name, const split_spec_t *sp, int ns, int nh, 
     C->attention_bwd(gq, gk, gv, g, out, lse, q, k, v, &ha);
     G->attention_bwd(dgq, dgk, dgv, dg, dout_c, dlse_c, dq_, dk_, dv_, &da);
     snprintf(what, sizeof what, "%s: attention_bwd dq", name);
-    check(what, dgq, gq, nq, TOL_RED);
+    check(what, dgq, gq, nq, tol_red);
     snprintf(what, sizeof what, "%s: attention_bwd dk", name);
-    check(what, dgk, gk, nk, TOL_RED);
+    check(what, dgk, gk, nk, tol_red);
     snprintf(what, sizeof what, "%s: attention_bwd dv", name);
-    check(what, dgv, gv, nk, TOL_RED);
+    check(what, dgv, gv, nk, tol_red);
     /* NULL gradients: dv alone */
     C->attention_bwd(NULL, NULL, gv, g, out, lse, q, k, v, &ha);
     G->attention_bwd(NULL, NULL, dgv, dg, dout_c, dlse_c, dq_, dk_, dv_, &da);
     snprintf(what, sizeof what, "%s: attention_bwd dv alone", name);
-    check(what, dgv, gv, nk, TOL_RED);
+    check(what, dgv, gv, nk, tol_red);
 }
 
 static void t_attention_causal(void)
@@ -414,19 +419,19 @@ static void t_classifier(void)
     float *dgh = DF(gh, n * c), *dgw = DF(gw, V * c);
     C->classifier_ce(loss, gh, gw, h, w, lab, dl, n, c, V, scr, chunk);
     G->classifier_ce(dloss, dgh, dgw, dh_, dw_, dlab, ddl, n, c, V, dscr, chunk);
-    check("classifier_ce loss", dloss, loss, n, TOL_RED);
-    check("classifier_ce dh", dgh, gh, (size_t)n * c, TOL_RED);
-    check("classifier_ce dw", dgw, gw, (size_t)V * c, TOL_RED);
+    check("classifier_ce loss", dloss, loss, n, tol_red);
+    check("classifier_ce dh", dgh, gh, (size_t)n * c, tol_red);
+    check("classifier_ce dw", dgw, gw, (size_t)V * c, tol_red);
     /* dloss NULL: the loss only, gradients untouched */
     loss = hrand(n, 0, 1), dloss = dnan(n);
     C->classifier_ce(loss, gh, gw, h, w, lab, NULL, n, c, V, scr, 5);
     G->classifier_ce(dloss, dgh, dgw, dh_, dw_, dlab, NULL, n, c, V, dscr, 5);
-    check("classifier_ce loss only", dloss, loss, n, TOL_RED);
-    check("classifier_ce dh untouched", dgh, gh, (size_t)n * c, TOL_RED);
+    check("classifier_ce loss only", dloss, loss, n, tol_red);
+    check("classifier_ce dh untouched", dgh, gh, (size_t)n * c, tol_red);
     /* one chunk for all rows (chunk 0), dh alone */
     C->classifier_ce(NULL, gh, NULL, h, w, lab, dl, n, c, V, host_alloc((size_t)n * V * 4), 0);
     G->classifier_ce(NULL, dgh, NULL, dh_, dw_, dlab, ddl, n, c, V, dev_alloc((size_t)n * V * 4), 0);
-    check("classifier_ce dh alone, one chunk", dgh, gh, (size_t)n * c, TOL_RED);
+    check("classifier_ce dh alone, one chunk", dgh, gh, (size_t)n * c, tol_red);
 }
 
 static void t_loss(void)
@@ -438,7 +443,7 @@ static void t_loss(void)
     float *dloss = dnan(n), *dg = DF(g, m);
     C->mse(loss, g, p, t, dl, n, d);
     G->mse(dloss, dg, DF(p, m), DF(t, m), DF(dl, n), n, d);
-    check("mse loss", dloss, loss, n, TOL_RED);
+    check("mse loss", dloss, loss, n, tol_red);
     check("mse dpred", dg, g, m, TOL_EW);
 
     float *x0 = hrand(m, -1, 1), *eps = hrand(m, -1, 1), *tt = hrand(n, 0, 1);
@@ -500,17 +505,17 @@ static void conv_case(const char *name, int n, int ci, int h, int wd, int co, in
     C->conv2d_fwd(out, x, w, bias ? b : NULL, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
     G->conv2d_fwd(dout, dx, dw_, bias ? db_ : NULL, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
     snprintf(what, sizeof what, "%s: conv2d_fwd", name);
-    check(what, dout, out, nout, TOL_RED);
+    check(what, dout, out, nout, tol_red);
     float *g = hrand(nout, -1, 1), *gx = hrand(nin, -1, 1), *gw = hrand(nw, -1, 1), *gb = hrand(co, -1, 1);
     float *dg = DF(g, nout), *dgx = DF(gx, nin), *dgw = DF(gw, nw), *dgb = DF(gb, co);
     C->conv2d_bwd(gx, gw, gb, g, x, w, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
     G->conv2d_bwd(dgx, dgw, dgb, dg, dx, dw_, n, ci, h, wd, co, kh, kw, stride, pt, pl, pb, pr);
     snprintf(what, sizeof what, "%s: conv2d_bwd din", name);
-    check(what, dgx, gx, nin, TOL_RED);
+    check(what, dgx, gx, nin, tol_red);
     snprintf(what, sizeof what, "%s: conv2d_bwd dw", name);
-    check(what, dgw, gw, nw, TOL_RED);
+    check(what, dgw, gw, nw, tol_red);
     snprintf(what, sizeof what, "%s: conv2d_bwd db", name);
-    check(what, dgb, gb, co, TOL_RED);
+    check(what, dgb, gb, co, tol_red);
 }
 
 static void t_conv(void)
@@ -530,17 +535,17 @@ static void t_groupnorm(void)
     float *dout = dnan(m), *dmu = dnan((size_t)n * groups), *drs = dnan((size_t)n * groups);
     C->groupnorm_fwd(out, mu, rs, x, w, b, n, c, hw, groups, 1e-6f);
     G->groupnorm_fwd(dout, dmu, drs, dx, dw_, db_, n, c, hw, groups, 1e-6f);
-    check("groupnorm_fwd out", dout, out, m, TOL_RED);
-    check("groupnorm_fwd mean", dmu, mu, (size_t)n * groups, TOL_RED);
-    check("groupnorm_fwd rstd", drs, rs, (size_t)n * groups, TOL_RED);
+    check("groupnorm_fwd out", dout, out, m, tol_red);
+    check("groupnorm_fwd mean", dmu, mu, (size_t)n * groups, tol_red);
+    check("groupnorm_fwd rstd", drs, rs, (size_t)n * groups, tol_red);
     float *g = hrand(m, -1, 1), *gx = hrand(m, -1, 1), *gw = hrand(c, -1, 1), *gb = hrand(c, -1, 1);
     float *dgx = DF(gx, m), *dgw = DF(gw, c), *dgb = DF(gb, c);
     C->groupnorm_bwd(gx, gw, gb, g, x, w, mu, rs, n, c, hw, groups);
     G->groupnorm_bwd(dgx, dgw, dgb, DF(g, m), dx, dw_, DF(mu, (size_t)n * groups), DF(rs, (size_t)n * groups), n, c, hw,
                      groups);
-    check("groupnorm_bwd din", dgx, gx, m, TOL_RED);
-    check("groupnorm_bwd dw", dgw, gw, c, TOL_RED);
-    check("groupnorm_bwd db", dgb, gb, c, TOL_RED);
+    check("groupnorm_bwd din", dgx, gx, m, tol_red);
+    check("groupnorm_bwd dw", dgw, gw, c, tol_red);
+    check("groupnorm_bwd db", dgb, gb, c, tol_red);
 }
 
 static void t_optim(void)
@@ -596,6 +601,65 @@ static void t_layout(void)
     check("gauss_sample", dz, z, nin, TOL_EW);
 }
 
+/* ---- bf16 math: the products and attention on the tensor cores */
+
+static void with_bf16(void (*fn)(void))
+{
+    cuda_ops_set_bf16(1);
+    tol_red = TOL_BF16;
+    fn();
+    G->sync();
+    cuda_ops_set_bf16(0);
+    tol_red = TOL_RED;
+}
+
+static void t_bf16_linear(void) { with_bf16(t_linear); }
+static void t_bf16_classifier(void) { with_bf16(t_classifier); }
+static void t_bf16_conv(void) { with_bf16(t_conv); }
+static void t_bf16_attention_fixed(void)
+{
+    with_bf16(t_attention_packed);
+    with_bf16(t_attention_wide);
+}
+
+/* random packings: 1 to 5 samples of 1 to 4 splits, lengths from 1 to 300
+ * (ragged tiles everywhere, whole tiles inside long splits), every mode, GQA
+ * or not, permuted rows or not, at each head dim the kernels have (72 runs
+ * padded to 80; 40 falls back to the fp32 kernel) */
+static void attn_random(void)
+{
+    static const int dims[] = {64, 128, 72, 48, 40};
+    for (int c = 0; c < 10; c++) {
+        split_spec_t sp[20];
+        int ns = 0, n_samples = 1 + (int)((uniform() + 1.0f) * 2.5f) % 5;
+        for (int smp = 0; smp < n_samples; smp++) {
+            int nsp = 1 + (int)((uniform() + 1.0f) * 2.0f) % 4;
+            for (int j = 0; j < nsp && ns < 20; j++) {
+                int len = 1 + (int)((uniform() + 1.0f) * 150.0f) % 300;
+                int mode = (int)((uniform() + 1.0f) * 1.5f) % 3;
+                sp[ns++] = (split_spec_t){len, mode, j == 0};
+            }
+        }
+        int d = dims[c % 5], nkv = 1 + c % 2, nh = nkv * (1 + c % 3);
+        char name[96];
+        snprintf(name, sizeof name, "random packing %d (%d splits, d=%d, %d:%d heads)", c, ns, d, nh, nkv);
+        attn_case(name, sp, ns, nh, nkv, d, c % 3 != 0);
+    }
+}
+
+static void t_bf16_attention_random(void) { with_bf16(attn_random); }
+
+/* one long packing as the recipe's: 2100 positions in three samples, so that
+ * the unmasked-tile path and causal fronts far from the diagonal run */
+static void attn_long(void)
+{
+    split_spec_t sp[] = {{60, OP_SPLIT_CAUSAL, 1}, {1026, OP_SPLIT_NOISE, 0}, {731, OP_SPLIT_FULL, 1},
+                         {40, OP_SPLIT_CAUSAL, 0}, {250, OP_SPLIT_CAUSAL, 0}};
+    attn_case("long packing, d=64, GQA 14:2", sp, 5, 14, 2, 64, 1);
+}
+
+static void t_bf16_attention_long(void) { with_bf16(attn_long); }
+
 /* ---- TAP */
 
 typedef struct {
@@ -620,6 +684,12 @@ static const test_t tests[] = {
     {"groupnorm forward and backward", t_groupnorm},
     {"adamw, ema, sumsq, scale, axpy", t_optim},
     {"upsample2x, affine, gauss_sample", t_layout},
+    {"bf16: linear forward and backward", t_bf16_linear},
+    {"bf16: classifier_ce", t_bf16_classifier},
+    {"bf16: conv2d forward and backward", t_bf16_conv},
+    {"bf16: attention, the fixed packings", t_bf16_attention_fixed},
+    {"bf16: attention, 10 random packings, head dims 40-128", t_bf16_attention_random},
+    {"bf16: attention, a 2100-position packing", t_bf16_attention_long},
 };
 
 int main(void)

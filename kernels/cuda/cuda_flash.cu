@@ -1,0 +1,742 @@
+/* cuda_flash.cu — packed attention (op_attn_t) on the tensor cores: bf16
+ * operands, fp32 accumulation, the softmax in fp32, for --precision bf16.
+ *
+ * The same function as cuda_attention.cu (which stays the fp32 path and the
+ * fallback for head dims this file has no instance for) and the same
+ * outputs: out and the gradients fp32 by storage row, lse (natural log) by
+ * storage row and head.
+ *
+ * Staging: q, k and v are gathered into sequence order and rounded to bf16,
+ * head-major ([head][S][DP]) so that a tile of rows is one contiguous run,
+ * and the head dim padded with zeros to DP, a multiple of 16 (the ViT's 72
+ * runs as 80): zeros add nothing to a product. The split of every position
+ * goes into a table, and each tile element's visibility is decided from it
+ * with the rule of op_attn_visible.
+ *
+ * Forward (FA2 order): a block owns 64 queries of one head, four warps of 16
+ * rows, Q's fragments in registers; it walks key tiles of 64 from the start
+ * of its first query's sample to the last key its last query sees, so tiles
+ * of other samples and past the causal front are never touched. Per tile:
+ * S = Q·Kᵀ (mma.sync m16n8k16), the mask, the online softmax in the
+ * log2 domain, P rounded to bf16 and reused from the accumulator registers
+ * as the A operand of O += P·V (V's fragments through ldmatrix.trans).
+ *
+ * Backward, deterministic (every gradient row has one owner, no atomics):
+ * dQ in one kernel that mirrors the forward (P recomputed from lse, dP =
+ * dO·Vᵀ, dS = P ⊙ (dP − D), dQ += dS·K); dK and dV in another, a block per
+ * 64 keys of one kv head, walking the query tiles that can see them for every
+ * query head of its GQA group: Sᵀ = K·Qᵀ, Pᵀ, dV += Pᵀ·dO, dPᵀ = V·dOᵀ,
+ * dK += dSᵀ·Q. D = rowsum(dO ⊙ O) comes from a staging kernel. A warp whose
+ * 16×64 score tile is wholly masked skips the rest of that tile.
+ *
+ * Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t; A
+ * (16×16, row-major) a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..),
+ * a3 = (g+8, 2t+8..); B (16×8, "col") b0 = (k 2t..2t+1, n g), b1 = (k 2t+8..,
+ * n g); C (16×8) c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..). So a C tile pair
+ * of 16×8 accumulators over keys 16j.. is the A fragment over those keys. */
+#include "cuda_internal.h"
+
+#include <cuda_bf16.h>
+#include <math.h>
+
+#define FA_BQ 64      /* queries a forward/dQ block; keys a dK/dV block */
+#define FA_BK 64      /* keys (queries, for dK/dV) a tile */
+#define FA_THREADS 128
+#define FA_LOG2E 1.4426950408889634f
+
+typedef __nv_bfloat16 bf16;
+
+struct fa_meta {
+    int S, nh, nkv, d, n_splits;
+    float scale;
+    const int32_t *ss, *sf, *sp; /* split_start, split_first, split of each position */
+    const uint8_t *sm;           /* split_mode */
+};
+
+/* ---- small device helpers */
+
+__device__ static inline uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ static inline void mma16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                       uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* four 8×8 bf16 matrices, transposed: lane l gives the row address of matrix
+ * l / 8, row l % 8 */
+__device__ static inline void ldsm_x4_t(uint32_t r[4], const bf16 *p)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+__device__ static inline uint32_t lds32(const bf16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
+__device__ static inline int fa_split_of(const int32_t *ss, int n_splits, int pos)
+{
+    int lo = 0, hi = n_splits - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (ss[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+/* what the mask needs of a position: its split (-1 past the range), the
+ * first split of its sample and its split's mode */
+struct fa_pos {
+    int sp, first, mode;
+};
+
+__device__ static inline fa_pos fa_pos_of(const fa_meta &m, int p, int end)
+{
+    fa_pos r = {-1, -1, 0};
+    if (p < end) {
+        r.sp = m.sp[p];
+        r.first = m.sf[r.sp];
+        r.mode = m.sm[r.sp];
+    }
+    return r;
+}
+
+/* op_attn_visible on those facts */
+__device__ static inline bool fa_visible(int q, const fa_pos &qi, int k, const fa_pos &ki)
+{
+    if (qi.sp < 0 || ki.sp < 0 || ki.first != qi.first)
+        return false;
+    if (ki.sp != qi.sp)
+        return ki.sp < qi.sp && ki.mode != OP_SPLIT_NOISE;
+    return k <= q || qi.mode != OP_SPLIT_CAUSAL;
+}
+
+/* Whether key k is visible to every query of [q0, q1) (so a tile of such keys
+ * needs no mask): the queries all in one sample and k before their splits
+ * and not noise, or all of them in k's own split with k visible to q0. */
+__device__ static inline bool fa_key_sees_all(const fa_pos &k_, int k, const fa_pos &qa, const fa_pos &qb, int q0)
+{
+    if (k_.sp < 0 || qa.sp < 0 || qb.sp < 0 || qa.first != qb.first || k_.first != qa.first)
+        return false;
+    if (k_.sp < qa.sp)
+        return k_.mode != OP_SPLIT_NOISE;
+    return k_.sp == qa.sp && qa.sp == qb.sp && (k_.mode != OP_SPLIT_CAUSAL || k <= q0);
+}
+
+/* the keys the queries [q0, q1) can see lie in [lo, hi) */
+__device__ static inline void fa_key_range(const fa_meta &m, int q0, int q1, int *lo, int *hi)
+{
+    int s0 = m.sp[q0], s1 = m.sp[q1 - 1];
+    *lo = m.ss[m.sf[s0]];
+    *hi = m.sm[s1] == OP_SPLIT_CAUSAL ? q1 : m.ss[s1 + 1];
+}
+
+/* the queries that can see keys [k0, k1) lie in [lo, hi): from the start of
+ * the first key's split to the end of the last key's sample */
+__device__ static inline void fa_query_range(const fa_meta &m, int k0, int k1, int *lo, int *hi)
+{
+    int s0 = m.sp[k0], s1 = m.sp[k1 - 1];
+    *lo = m.ss[s0];
+    int e = s1;
+    while (e + 1 < m.n_splits && m.sf[e + 1] == m.sf[s1])
+        e++;
+    *hi = m.ss[e + 1];
+}
+
+/* rows [p0, p0 + 64) of a staged [S][DP] bf16 head into shared memory with
+ * row stride DP + 8 (16-byte rows, conflict-free ldmatrix); zeros past S */
+template <int DP> __device__ static inline void fa_load_tile(bf16 *dst, const bf16 *src, int p0, int S)
+{
+    constexpr int LD = DP + 8, CH = DP / 8; /* 16-byte chunks a row */
+    for (int c = threadIdx.x; c < 64 * CH; c += FA_THREADS) {
+        int r = c / CH, j = (c % CH) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (p0 + r < S)
+            v = *reinterpret_cast<const uint4 *>(src + (size_t)(p0 + r) * DP + j);
+        *reinterpret_cast<uint4 *>(dst + r * LD + j) = v;
+    }
+}
+
+/* ---- staging */
+
+__global__ void k_fa_pos_split(int32_t *sp, const int32_t *ss, int n_splits, int S)
+{
+    CU_FOR(p, (size_t)S) sp[p] = fa_split_of(ss, n_splits, (int)p);
+}
+
+/* x [rows, nh, d] fp32 by storage row → dst [nh][S][DP] bf16 by position,
+ * zero padded */
+__global__ void k_fa_stage(bf16 *dst, const float *x, const int32_t *rop, int S, int nh, int d, int DP)
+{
+    size_t total = (size_t)nh * S * DP;
+    CU_FOR(i, total)
+    {
+        int j = (int)(i % DP);
+        size_t hp = i / DP;
+        int p = (int)(hp % S), h = (int)(hp / S);
+        float v = 0.0f;
+        if (j < d)
+            v = x[((size_t)(rop ? rop[p] : p) * nh + h) * d + j];
+        dst[i] = __float2bfloat16_rn(v);
+    }
+}
+
+/* D = rowsum(dO ⊙ O) and lse in the log2 domain, [nh][S], one warp a row */
+__global__ void k_fa_stage_rows(float *D, float *lse2, const float *dout, const float *out, const float *lse,
+                                const int32_t *rop, int S, int nh, int d)
+{
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= S * nh)
+        return;
+    int h = w / S, p = w % S;
+    size_t r = (size_t)(rop ? rop[p] : p) * nh + h;
+    float acc = 0.0f;
+    for (int j = lane; j < d; j += 32)
+        acc += dout[r * d + j] * out[r * d + j];
+    for (int o = 16; o > 0; o >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) {
+        D[w] = acc;
+        lse2[w] = lse[r] * FA_LOG2E;
+    }
+}
+
+/* ---- forward */
+
+template <int DP>
+__global__ void __launch_bounds__(FA_THREADS) k_fa_fwd(float *out, float *lse, const bf16 *Q, const bf16 *K,
+                                                       const bf16 *V, const int32_t *rop, fa_meta m)
+{
+    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8;
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *ks = qs + 64 * LD, *vs = ks + 64 * LD;
+    __shared__ fa_pos kinfo[FA_BK];
+    const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int q0 = blockIdx.x * FA_BQ, q1 = min(q0 + FA_BQ, S);
+    const bf16 *Qh = Q + (size_t)h * S * DP, *Kh = K + (size_t)kvh * S * DP, *Vh = V + (size_t)kvh * S * DP;
+    const fa_pos qfirst = fa_pos_of(m, q0, S), qlast = fa_pos_of(m, q1 - 1, S);
+
+    fa_load_tile<DP>(qs, Qh, q0, S);
+    __syncthreads();
+    uint32_t qa[KS][4];
+    const int r0 = warp * 16 + g;
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        qa[kk][0] = lds32(qs + r0 * LD + kk * 16 + 2 * t);
+        qa[kk][1] = lds32(qs + (r0 + 8) * LD + kk * 16 + 2 * t);
+        qa[kk][2] = lds32(qs + r0 * LD + kk * 16 + 2 * t + 8);
+        qa[kk][3] = lds32(qs + (r0 + 8) * LD + kk * 16 + 2 * t + 8);
+    }
+    const int qp[2] = {q0 + r0, q0 + r0 + 8};
+    const fa_pos qi[2] = {fa_pos_of(m, qp[0], S), fa_pos_of(m, qp[1], S)};
+    const float sc = m.scale * FA_LOG2E;
+
+    float o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    int lo, hi;
+    fa_key_range(m, q0, q1, &lo, &hi);
+    for (int k0 = lo; k0 < hi; k0 += FA_BK) {
+        __syncthreads();
+        fa_load_tile<DP>(ks, Kh, k0, S);
+        fa_load_tile<DP>(vs, Vh, k0, S);
+        bool all = true;
+        if (threadIdx.x < FA_BK) {
+            int kp = k0 + threadIdx.x;
+            fa_pos ki = fa_pos_of(m, kp, hi);
+            kinfo[threadIdx.x] = ki;
+            all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
+        }
+        const bool full = __syncthreads_and(all) && q1 - q0 == FA_BQ;
+
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                const bf16 *kr = ks + (j * 8 + g) * LD + kk * 16 + 2 * t;
+                mma16816(s[j], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], lds32(kr), lds32(kr + 8));
+            }
+        }
+        /* mask and scale; the running max per row */
+        bool any = false;
+        float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
+                bool vis = full || fa_visible(qp[r], qi[r], k0 + c, kinfo[c]);
+                s[j][e] = vis ? s[j][e] * sc : -INFINITY;
+                any |= vis;
+                tmax[r] = fmaxf(tmax[r], s[j][e]);
+            }
+        if (!__any_sync(0xffffffffu, any))
+            continue;
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
+            tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
+            float mn = fmaxf(mx[r], tmax[r]);
+            corr[r] = mn == -INFINITY ? 1.0f : exp2f(mx[r] - mn);
+            mx[r] = mn;
+        }
+        float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = e >> 1;
+                float p = s[j][e] == -INFINITY ? 0.0f : exp2f(s[j][e] - mx[r]);
+                s[j][e] = p;
+                ls[r] += p;
+            }
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            l[r] = l[r] * corr[r] + ls[r];
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            o[n][0] *= corr[0], o[n][1] *= corr[0];
+            o[n][2] *= corr[1], o[n][3] *= corr[1];
+        }
+        /* O += P·V over the tile's 4 key steps of 16 */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t a0 = pack_bf16(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            uint32_t a2 = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            uint32_t a3 = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int n = 0; n < NT; n += 2) {
+                /* matrices: keys +0..7 / +8..15 of dims n·8.., then of dims (n+1)·8.. */
+                int mat = lane >> 3, rr = lane & 7;
+                uint32_t b[4];
+                ldsm_x4_t(b, vs + (kk * 16 + (mat & 1) * 8 + rr) * LD + (n + (mat >> 1)) * 8);
+                mma16816(o[n], a0, a1, a2, a3, b[0], b[1]);
+                mma16816(o[n + 1], a0, a1, a2, a3, b[2], b[3]);
+            }
+        }
+    }
+    /* full row sums across the quad; every query sees itself, so l > 0 */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (qp[r] >= S)
+            continue;
+        size_t ri = (size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h;
+        float inv = 1.0f / l[r];
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int c = n * 8 + 2 * t;
+            if (c < m.d)
+                out[ri * m.d + c] = o[n][2 * r] * inv;
+            if (c + 1 < m.d)
+                out[ri * m.d + c + 1] = o[n][2 * r + 1] * inv;
+        }
+        if (t == 0)
+            lse[ri] = (mx[r] + log2f(l[r])) / FA_LOG2E;
+    }
+}
+
+/* ---- backward: dQ */
+
+template <int DP>
+__global__ void __launch_bounds__(FA_THREADS) k_fa_bwd_dq(float *dq, const bf16 *Q, const bf16 *K, const bf16 *V,
+                                                          const bf16 *dO, const float *D, const float *lse2,
+                                                          const int32_t *rop, fa_meta m)
+{
+    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8;
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *os = qs + 64 * LD, *ks = os + 64 * LD, *vs = ks + 64 * LD;
+    __shared__ fa_pos kinfo[FA_BK];
+    const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int q0 = blockIdx.x * FA_BQ, q1 = min(q0 + FA_BQ, S);
+    const bf16 *Qh = Q + (size_t)h * S * DP, *Kh = K + (size_t)kvh * S * DP, *Vh = V + (size_t)kvh * S * DP;
+    const fa_pos qfirst = fa_pos_of(m, q0, S), qlast = fa_pos_of(m, q1 - 1, S);
+
+    fa_load_tile<DP>(qs, Qh, q0, S);
+    fa_load_tile<DP>(os, dO + (size_t)h * S * DP, q0, S);
+    const int r0 = warp * 16 + g;
+    const int qp[2] = {q0 + r0, q0 + r0 + 8};
+    const fa_pos qi[2] = {fa_pos_of(m, qp[0], S), fa_pos_of(m, qp[1], S)};
+    float lq[2], Dq[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        lq[r] = qp[r] < S ? lse2[(size_t)h * S + qp[r]] : 0.0f;
+        Dq[r] = qp[r] < S ? D[(size_t)h * S + qp[r]] : 0.0f;
+    }
+    const float sc = m.scale * FA_LOG2E;
+    float acc[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+
+    int lo, hi;
+    fa_key_range(m, q0, q1, &lo, &hi);
+    for (int k0 = lo; k0 < hi; k0 += FA_BK) {
+        __syncthreads();
+        fa_load_tile<DP>(ks, Kh, k0, S);
+        fa_load_tile<DP>(vs, Vh, k0, S);
+        bool all = true;
+        if (threadIdx.x < FA_BK) {
+            int kp = k0 + threadIdx.x;
+            fa_pos ki = fa_pos_of(m, kp, hi);
+            kinfo[threadIdx.x] = ki;
+            all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
+        }
+        const bool full = __syncthreads_and(all) && q1 - q0 == FA_BQ;
+        /* S = Q·Kᵀ and dP = dO·Vᵀ, A fragments from shared */
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                s[j][e] = dp[j][e] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            const bf16 *qr = qs + r0 * LD + kk * 16 + 2 * t, *orow = os + r0 * LD + kk * 16 + 2 * t;
+            uint32_t a0 = lds32(qr), a1 = lds32(qr + 8 * LD), a2 = lds32(qr + 8), a3 = lds32(qr + 8 * LD + 8);
+            uint32_t d0 = lds32(orow), d1 = lds32(orow + 8 * LD), d2 = lds32(orow + 8), d3 = lds32(orow + 8 * LD + 8);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const bf16 *kr = ks + (j * 8 + g) * LD + kk * 16 + 2 * t, *vr = vs + (j * 8 + g) * LD + kk * 16 + 2 * t;
+                mma16816(s[j], a0, a1, a2, a3, lds32(kr), lds32(kr + 8));
+                mma16816(dp[j], d0, d1, d2, d3, lds32(vr), lds32(vr + 8));
+            }
+        }
+        bool any = false;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
+                bool vis = full || fa_visible(qp[r], qi[r], k0 + c, kinfo[c]);
+                float p = vis ? exp2f(s[j][e] * sc - lq[r]) : 0.0f;
+                s[j][e] = p * (dp[j][e] - Dq[r]); /* dS */
+                any |= vis;
+            }
+        if (!__any_sync(0xffffffffu, any))
+            continue;
+        /* dQ += dS·K: K's fragments as B over (key, dim), transposed loads */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t a0 = pack_bf16(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            uint32_t a2 = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            uint32_t a3 = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int n = 0; n < NT; n += 2) {
+                int mat = lane >> 3, rr = lane & 7;
+                uint32_t b[4];
+                ldsm_x4_t(b, ks + (kk * 16 + (mat & 1) * 8 + rr) * LD + (n + (mat >> 1)) * 8);
+                mma16816(acc[n], a0, a1, a2, a3, b[0], b[1]);
+                mma16816(acc[n + 1], a0, a1, a2, a3, b[2], b[3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (qp[r] >= S)
+            continue;
+        size_t ri = ((size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h) * m.d;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int c = n * 8 + 2 * t;
+            if (c < m.d)
+                dq[ri + c] += m.scale * acc[n][2 * r];
+            if (c + 1 < m.d)
+                dq[ri + c + 1] += m.scale * acc[n][2 * r + 1];
+        }
+    }
+}
+
+/* ---- backward: dK and dV */
+
+template <int DP>
+__global__ void __launch_bounds__(FA_THREADS, 1) k_fa_bwd_dkv(float *dk, float *dv, const bf16 *Q, const bf16 *K,
+                                                              const bf16 *V, const bf16 *dO, const float *D,
+                                                              const float *lse2, const int32_t *rop, fa_meta m)
+{
+    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8;
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    bf16 *ks = reinterpret_cast<bf16 *>(fa_smem), *vs = ks + 64 * LD, *qs = vs + 64 * LD, *os = qs + 64 * LD;
+    __shared__ fa_pos qinfo[FA_BK];
+    __shared__ float lqs[FA_BK], Dqs[FA_BK];
+    const int kvh = blockIdx.y, S = m.S, group = m.nh / m.nkv;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int k0 = blockIdx.x * FA_BQ, k1 = min(k0 + FA_BQ, S);
+
+    fa_load_tile<DP>(ks, K + (size_t)kvh * S * DP, k0, S);
+    fa_load_tile<DP>(vs, V + (size_t)kvh * S * DP, k0, S);
+    const int r0 = warp * 16 + g;
+    const int kp[2] = {k0 + r0, k0 + r0 + 8};
+    const fa_pos ki[2] = {fa_pos_of(m, kp[0], S), fa_pos_of(m, kp[1], S)};
+    const fa_pos kfirst = fa_pos_of(m, k0, S), klast = fa_pos_of(m, k1 - 1, S);
+    const float sc = m.scale * FA_LOG2E;
+    float ak[NT][4], av[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            ak[n][e] = av[n][e] = 0.0f;
+
+    int lo, hi;
+    fa_query_range(m, k0, k1, &lo, &hi);
+    for (int hq = kvh * group; hq < (kvh + 1) * group; hq++) {
+        const bf16 *Qh = Q + (size_t)hq * S * DP, *Oh = dO + (size_t)hq * S * DP;
+        for (int p0 = lo; p0 < hi; p0 += FA_BK) {
+            __syncthreads();
+            fa_load_tile<DP>(qs, Qh, p0, S);
+            fa_load_tile<DP>(os, Oh, p0, S);
+            bool all = true;
+            if (threadIdx.x < FA_BK) {
+                int p = p0 + threadIdx.x;
+                bool in = p < hi;
+                fa_pos qi = fa_pos_of(m, p, hi);
+                qinfo[threadIdx.x] = qi;
+                lqs[threadIdx.x] = in ? lse2[(size_t)hq * S + p] : 0.0f;
+                Dqs[threadIdx.x] = in ? D[(size_t)hq * S + p] : 0.0f;
+                /* query p sees every key of the block: the keys in one split of
+                 * its sample, before p's split and not noise, or p's own split
+                 * with the last key visible to p */
+                all = kfirst.sp >= 0 && kfirst.sp == klast.sp && qi.sp >= 0 && qi.first == kfirst.first &&
+                      ((qi.sp > kfirst.sp && kfirst.mode != OP_SPLIT_NOISE) ||
+                       (qi.sp == kfirst.sp && (kfirst.mode != OP_SPLIT_CAUSAL || p >= k1 - 1)));
+            }
+            const bool full = __syncthreads_and(all) && k1 - k0 == FA_BQ;
+            /* Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ over the warp's 16 keys */
+            float s[8][4], dp[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    s[j][e] = dp[j][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                const bf16 *kr = ks + r0 * LD + kk * 16 + 2 * t, *vr = vs + r0 * LD + kk * 16 + 2 * t;
+                uint32_t a0 = lds32(kr), a1 = lds32(kr + 8 * LD), a2 = lds32(kr + 8), a3 = lds32(kr + 8 * LD + 8);
+                uint32_t v0 = lds32(vr), v1 = lds32(vr + 8 * LD), v2 = lds32(vr + 8), v3 = lds32(vr + 8 * LD + 8);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    const bf16 *qr = qs + (j * 8 + g) * LD + kk * 16 + 2 * t,
+                               *orow = os + (j * 8 + g) * LD + kk * 16 + 2 * t;
+                    mma16816(s[j], a0, a1, a2, a3, lds32(qr), lds32(qr + 8));
+                    mma16816(dp[j], v0, v1, v2, v3, lds32(orow), lds32(orow + 8));
+                }
+            }
+            bool any = false;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
+                    bool vis = full || fa_visible(p0 + c, qinfo[c], kp[r], ki[r]);
+                    float p = vis ? exp2f(s[j][e] * sc - lqs[c]) : 0.0f;
+                    s[j][e] = p;                      /* Pᵀ */
+                    dp[j][e] = p * (dp[j][e] - Dqs[c]); /* dSᵀ */
+                    any |= vis;
+                }
+            if (!__any_sync(0xffffffffu, any))
+                continue;
+            /* dV += Pᵀ·dO and dK += dSᵀ·Q, the B operands (query, dim) transposed */
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                uint32_t p0_ = pack_bf16(s[2 * kk][0], s[2 * kk][1]), p1_ = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+                uint32_t p2_ = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                uint32_t p3_ = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                uint32_t d0_ = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), d1_ = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
+                uint32_t d2_ = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+                uint32_t d3_ = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+#pragma unroll
+                for (int n = 0; n < NT; n += 2) {
+                    int mat = lane >> 3, rr = lane & 7, off = (kk * 16 + (mat & 1) * 8 + rr) * LD + (n + (mat >> 1)) * 8;
+                    uint32_t b[4];
+                    ldsm_x4_t(b, os + off);
+                    mma16816(av[n], p0_, p1_, p2_, p3_, b[0], b[1]);
+                    mma16816(av[n + 1], p0_, p1_, p2_, p3_, b[2], b[3]);
+                    ldsm_x4_t(b, qs + off);
+                    mma16816(ak[n], d0_, d1_, d2_, d3_, b[0], b[1]);
+                    mma16816(ak[n + 1], d0_, d1_, d2_, d3_, b[2], b[3]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (kp[r] >= S)
+            continue;
+        size_t ri = ((size_t)(rop ? rop[kp[r]] : kp[r]) * m.nkv + kvh) * m.d;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int c = n * 8 + 2 * t;
+            for (int u = 0; u < 2; u++) {
+                if (c + u >= m.d)
+                    continue;
+                if (dk)
+                    dk[ri + c + u] += m.scale * ak[n][2 * r + u];
+                if (dv)
+                    dv[ri + c + u] += av[n][2 * r + u];
+            }
+        }
+    }
+}
+
+/* ---- host side */
+
+/* the padded head dim this file has an instance for, 0 when none */
+static int fa_dp(int d)
+{
+    static const int dps[] = {48, 64, 80, 128};
+    for (int dp : dps)
+        if (d <= dp && d > dp - 16)
+            return dp;
+    return 0;
+}
+
+int cuda_flash_supports(const op_attn_t *a) { return fa_dp(a->head_dim) != 0; }
+
+/* staging buffers carved from the backend's scratch */
+struct fa_stage {
+    bf16 *q, *k, *v, *o;
+    float *D, *lse2;
+    int32_t *sp;
+};
+
+static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
+{
+    size_t S = (size_t)a->n_tok, nq = S * a->n_heads * dp, nk = S * a->n_kv_heads * dp;
+    size_t bytes = (nq + 2 * nk + (bwd ? nq : 0)) * sizeof(bf16) + 256 * 6 + S * 4 +
+                   (bwd ? 2 * S * a->n_heads * sizeof(float) : 0);
+    unsigned char *p = reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4));
+    auto take = [&p](size_t b) {
+        void *r = p;
+        p += (b + 255) / 256 * 256;
+        return r;
+    };
+    fa_stage st;
+    st.q = (bf16 *)take(nq * sizeof(bf16));
+    st.k = (bf16 *)take(nk * sizeof(bf16));
+    st.v = (bf16 *)take(nk * sizeof(bf16));
+    st.o = bwd ? (bf16 *)take(nq * sizeof(bf16)) : NULL;
+    st.sp = (int32_t *)take(S * 4);
+    st.D = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
+    st.lse2 = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
+    return st;
+}
+
+static fa_meta fa_meta_of(const op_attn_t *a, const fa_stage &st)
+{
+    fa_meta m;
+    m.S = a->n_tok, m.nh = a->n_heads, m.nkv = a->n_kv_heads, m.d = a->head_dim, m.n_splits = a->n_splits;
+    m.scale = a->scale;
+    m.ss = a->split_start, m.sf = a->split_first, m.sm = a->split_mode, m.sp = st.sp;
+    return m;
+}
+
+static void fa_stage_qkv(const fa_stage &st, const float *q, const float *k, const float *v, const op_attn_t *a,
+                         int dp)
+{
+    int S = a->n_tok;
+    k_fa_pos_split<<<cuda_blocks((size_t)S), CU_THREADS, 0, cuda_stream>>>(st.sp, a->split_start, a->n_splits, S);
+    CU_LAUNCHED();
+    size_t nq = (size_t)S * a->n_heads * dp, nk = (size_t)S * a->n_kv_heads * dp;
+    k_fa_stage<<<cuda_blocks(nq), CU_THREADS, 0, cuda_stream>>>(st.q, q, a->row_of_pos, S, a->n_heads, a->head_dim, dp);
+    CU_LAUNCHED();
+    k_fa_stage<<<cuda_blocks(nk), CU_THREADS, 0, cuda_stream>>>(st.k, k, a->row_of_pos, S, a->n_kv_heads,
+                                                                a->head_dim, dp);
+    CU_LAUNCHED();
+    k_fa_stage<<<cuda_blocks(nk), CU_THREADS, 0, cuda_stream>>>(st.v, v, a->row_of_pos, S, a->n_kv_heads,
+                                                                a->head_dim, dp);
+    CU_LAUNCHED();
+}
+
+template <typename K> static void fa_smem(K kern, size_t bytes)
+{
+    CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+template <int DP> static void fa_fwd(float *out, float *lse, const fa_stage &st, const op_attn_t *a)
+{
+    size_t smem = 3 * 64 * (DP + 8) * sizeof(bf16);
+    fa_smem(k_fa_fwd<DP>, smem);
+    dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
+    k_fa_fwd<DP><<<grid, FA_THREADS, smem, cuda_stream>>>(out, lse, st.q, st.k, st.v, a->row_of_pos, fa_meta_of(a, st));
+    CU_LAUNCHED();
+}
+
+template <int DP>
+static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op_attn_t *a)
+{
+    size_t smem = 4 * 64 * (DP + 8) * sizeof(bf16);
+    fa_meta m = fa_meta_of(a, st);
+    if (dq) {
+        fa_smem(k_fa_bwd_dq<DP>, smem);
+        dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
+        k_fa_bwd_dq<DP><<<grid, FA_THREADS, smem, cuda_stream>>>(dq, st.q, st.k, st.v, st.o, st.D, st.lse2,
+                                                                 a->row_of_pos, m);
+        CU_LAUNCHED();
+    }
+    if (dk || dv) {
+        fa_smem(k_fa_bwd_dkv<DP>, smem);
+        dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_kv_heads);
+        k_fa_bwd_dkv<DP><<<grid, FA_THREADS, smem, cuda_stream>>>(dk, dv, st.q, st.k, st.v, st.o, st.D, st.lse2,
+                                                                  a->row_of_pos, m);
+        CU_LAUNCHED();
+    }
+}
+
+void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a)
+{
+    int dp = fa_dp(a->head_dim);
+    CU_REQUIRE(dp, "flash attention: no instance for this head dim");
+    fa_stage st = fa_carve(a, dp, 0);
+    fa_stage_qkv(st, q, k, v, a, dp);
+    switch (dp) {
+    case 48: fa_fwd<48>(out, lse, st, a); break;
+    case 64: fa_fwd<64>(out, lse, st, a); break;
+    case 80: fa_fwd<80>(out, lse, st, a); break;
+    default: fa_fwd<128>(out, lse, st, a); break;
+    }
+}
+
+void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                    const float *q, const float *k, const float *v, const op_attn_t *a)
+{
+    int dp = fa_dp(a->head_dim), S = a->n_tok, nh = a->n_heads;
+    CU_REQUIRE(dp, "flash attention: no instance for this head dim");
+    fa_stage st = fa_carve(a, dp, 1);
+    fa_stage_qkv(st, q, k, v, a, dp);
+    size_t nq = (size_t)S * nh * dp;
+    k_fa_stage<<<cuda_blocks(nq), CU_THREADS, 0, cuda_stream>>>(st.o, dout, a->row_of_pos, S, nh, a->head_dim, dp);
+    CU_LAUNCHED();
+    size_t rows = (size_t)S * nh;
+    k_fa_stage_rows<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(st.D, st.lse2, dout, out, lse,
+                                                                                  a->row_of_pos, S, nh, a->head_dim);
+    CU_LAUNCHED();
+    switch (dp) {
+    case 48: fa_bwd<48>(dq, dk, dv, st, a); break;
+    case 64: fa_bwd<64>(dq, dk, dv, st, a); break;
+    case 80: fa_bwd<80>(dq, dk, dv, st, a); break;
+    default: fa_bwd<128>(dq, dk, dv, st, a); break;
+    }
+}

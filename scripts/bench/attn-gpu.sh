@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# attn-gpu.sh — on the GPU machine: bagelpipe's attention (BAGEL's masks on
+# the recipe packing, and plain causal) and linear layers (build/tools/
+# bench-attn) beside PyTorch's cuDNN and flash attention on the same causal
+# size and its bf16 matmuls (scripts/bench/attn_torch.py), in one run.
+# Usage: attn-gpu.sh [ITERS]; BUILD (default gpu-bundle/build) names the
+# executables, PY the PyTorch python (default: gpu-bundle/host-env python3).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+BUILD=${BUILD:-gpu-bundle/build}
+ITERS=${1:-10}
+if [[ -z "${PY:-}" ]]; then
+    if [[ -x gpu-bundle/host-env ]]; then PY="gpu-bundle/host-env python3"; else PY=python3; fi
+fi
+ours=$("$BUILD/tools/bench-attn" "$ITERS" 2>&1)
+echo "$ours"
+S=$(sed -n 's/^attn causal S=\([0-9]*\).*/\1/p' <<<"$ours" | head -n1)
+peer=$($PY scripts/bench/attn_torch.py "${S:-10727}" "$ITERS" 2>&1)
+echo "$peer"
+# ratios: our bf16 fwd+bwd on BAGEL's masks and on causal over cuDNN causal
+for d in 64 128; do
+    cud=$(sed -n "s/^torch attn causal .* d=$d cudnn .*fwd+bwd [0-9.]* ms \([0-9.]*\) TFLOP.*/\1/p" <<<"$peer")
+    for pk in recipe causal; do
+        o=$(sed -n "s/^attn $pk *S=.* d=$d bf16 .*fwd+bwd [0-9.]* ms \([0-9.]*\) TFLOP.*/\1/p" <<<"$ours")
+        [[ -n "$cud" && -n "$o" ]] && awk -v o="$o" -v c="$cud" -v pk="$pk" -v d="$d" \
+            'BEGIN { printf "attn-gpu: d=%s %s bf16 fwd+bwd %.1f TFLOP/s = %.2f of cuDNN causal (%.1f)\n", d, pk, o, o / c, c }'
+    done
+done
