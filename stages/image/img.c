@@ -142,7 +142,7 @@ static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want
                       int *shrunk, char *err)
 {
     img_png_t png;
-    if (o->png_fast_path && !img_png_decode(buf, len, o->max_input_pixels, &png)) {
+    if (o->png_fast_path && !img_png_decode(buf, len, o->max_input_pixels, o->simd, &png)) {
         *out = (img_out_t){.data = png.data, .w = png.w, .h = png.h};
         return 0;
     }

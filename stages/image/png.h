@@ -7,6 +7,7 @@
 #define BAGEL_IMG_PNG_H
 
 #include <glib.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,7 +21,9 @@ typedef struct {
 } img_png_t;
 
 /* 0: out holds the image; 1: declined (not such a PNG, over max_pixels or
- * IMG_PNG_MAX_PIXELS, anything unusual, out of memory), out empty. */
-int img_png_decode(const uint8_t *buf, size_t len, int64_t max_pixels, img_png_t *out);
+ * IMG_PNG_MAX_PIXELS, anything unusual, out of memory), out empty. simd:
+ * SSE2 unfiltering on x86-64 (the same bytes as without; false forces the
+ * portable code, which the tests also run). */
+int img_png_decode(const uint8_t *buf, size_t len, int64_t max_pixels, bool simd, img_png_t *out);
 
 #endif
