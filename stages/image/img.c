@@ -37,6 +37,7 @@ void img_opts_default(img_opts_t *o)
         .shrink_on_load = true,
         .shrink_margin = 1.0,
         .simd = true,
+        .avx512 = true,
         .png_fast_path = true,
     };
 }
@@ -322,7 +323,8 @@ static int resize_to(img_out_t *in, bool take, const img_rule_t *r, int img_num,
         return 0;
     }
     uint8_t *dst = g_try_malloc((size_t)tw * th * 3);
-    if (!dst || img_resample(in->data, in->w, in->h, dst, tw, th, o->simd)) {
+    img_simd_t level = !o->simd ? IMG_SIMD_NONE : o->avx512 ? IMG_SIMD_AVX512 : IMG_SIMD_AVX2;
+    if (!dst || img_resample(in->data, in->w, in->h, dst, tw, th, level)) {
         g_free(dst);
         snprintf(err, IMG_ERR_LEN, "out of memory resizing to %dx%d", tw, th);
         return -1;

@@ -34,6 +34,7 @@ typedef struct {
     bool shrink_on_load;      // JPEG DCT-scaled decode (by 2, 4 or 8) where the margin allows
     double shrink_margin;     // shrunk decode >= margin × every output, per axis (default 1)
     bool simd;                // AVX2 resampling, SSE2 PNG unfiltering where the CPU has them (same bytes as without)
+    bool avx512;              // with simd: AVX-512 resampling where the CPU has it (same bytes as AVX2)
     bool png_fast_path;       // plain 8-bit RGB/RGBA PNGs inflated by libdeflate, not libvips (png.h)
 } img_opts_t;
 

@@ -42,6 +42,7 @@ static const char help[] =
     "                            every output (default 1; 2 is slower and closer to Pillow: docs/image.md)\n"
     "      --threads N           libvips threads per process (default 1: scale with processes)\n"
     "      --no-simd             resample and unfilter PNGs without SIMD (the same bytes, slower; for tests)\n"
+    "      --no-avx512           resample with AVX2 at most (the same bytes; for tests)\n"
     "      --no-png-fast-path    decode every PNG with libvips (the same pixels, slower; for tests)\n";
 
 enum {
@@ -62,6 +63,7 @@ enum {
     OPT_SHRINK_MARGIN,
     OPT_THREADS,
     OPT_NO_SIMD,
+    OPT_NO_AVX512,
     OPT_NO_PNG_FAST,
 };
 
@@ -289,6 +291,7 @@ int main(int argc, char **argv)
         {"shrink-margin", required_argument, 0, OPT_SHRINK_MARGIN},
         {"threads", required_argument, 0, OPT_THREADS},
         {"no-simd", no_argument, 0, OPT_NO_SIMD},
+        {"no-avx512", no_argument, 0, OPT_NO_AVX512},
         {"no-png-fast-path", no_argument, 0, OPT_NO_PNG_FAST},
         {0, 0, 0, 0},
     };
@@ -338,6 +341,7 @@ int main(int argc, char **argv)
             break;
         }
         case OPT_NO_SIMD: job.io.simd = false; break;
+        case OPT_NO_AVX512: job.io.avx512 = false; break;
         case OPT_NO_PNG_FAST: job.io.png_fast_path = false; break;
         case OPT_THREADS: bad = int_opt("threads", optarg, 1, 1024, &threads); break;
         default: return EXIT_USAGE;

@@ -5,21 +5,25 @@
  * inside the image and rounded to 22-bit fixed point, the horizontal pass
  * first into 8 bits, then the vertical one.
  *
- * Two implementations of the same integer arithmetic: portable C, and AVX2
- * (chosen at run time where the CPU has it) which gives the same bytes. Not
- * here: other filters, other pixel layouts. */
+ * Three implementations of the same integer arithmetic, which give the same
+ * bytes: portable C, AVX2 and AVX-512 (F, BW, VBMI), the vector ones chosen
+ * at run time where the CPU has them. Not here: other filters, other pixel
+ * layouts. */
 #ifndef BAGEL_IMG_RESAMPLE_H
 #define BAGEL_IMG_RESAMPLE_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-/* in (ih, iw, 3) u8, rows packed -> out (oh, ow, 3) u8, rows packed. simd:
- * false forces the portable code (tests compare both with Pillow). 0, or -1
- * when out of memory or a size is not positive. */
-int img_resample(const uint8_t *in, int iw, int ih, uint8_t *out, int ow, int oh, bool simd);
+/* The widest vector code img_resample may use (where the CPU has it); the
+ * tests run every level and compare each with Pillow. */
+typedef enum { IMG_SIMD_NONE, IMG_SIMD_AVX2, IMG_SIMD_AVX512 } img_simd_t;
 
-/* Whether img_resample(simd = true) uses AVX2 on this CPU. */
+/* in (ih, iw, 3) u8, rows packed -> out (oh, ow, 3) u8, rows packed. 0, or
+ * -1 when out of memory or a size is not positive. */
+int img_resample(const uint8_t *in, int iw, int ih, uint8_t *out, int ow, int oh, img_simd_t simd);
+
+/* Whether img_resample(IMG_SIMD_AVX2 or above) uses AVX2 on this CPU. */
 bool img_resample_has_simd(void);
 
 #endif

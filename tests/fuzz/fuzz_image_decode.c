@@ -3,9 +3,10 @@
  * access, fail on truncation, shrink-on-load) and both outputs. Either both
  * outputs come back with the sizes the rule gives for some input, or an error
  * that is one bounded printable line; nothing leaks (LeakSanitizer). The
- * input's length picks AVX2 or portable resampling and whether plain PNGs
- * take the libdeflate path, so every variant meets the same bytes. Small
- * rules and a small pixel limit keep each run fast. */
+ * input's length picks AVX-512, AVX2 or portable resampling (SSE2 or
+ * portable PNG unfiltering) and whether plain PNGs take the libdeflate path,
+ * so every variant meets the same bytes. Small rules and a small pixel limit
+ * keep each run fast. */
 #include "../../stages/image/img.h"
 
 #include <stdint.h>
@@ -31,8 +32,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.vae = (img_rule_t){.max_edge = 64, .min_edge = 32, .stride = 16, .max_pixels = 64 * 64};
     o.max_input_pixels = 1 << 20;
     o.timeout_ms = 2000;
-    o.simd = size & 2; // both resamplers, and the PNG fast path and libvips' PNG loader
+    o.simd = size & 2; // every resampler and unfilter, and the PNG fast path and libvips' PNG loader
     o.png_fast_path = size & 4;
+    o.avx512 = size & 8;
     img_out_t vit, vae;
     char err[IMG_ERR_LEN];
     img_want_t want = {.vit_num = 1 + (size & 1), .vae_num = 1};
