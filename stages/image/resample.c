@@ -30,6 +30,10 @@ typedef struct {
     int *start;  // (out) first input of each window
     int32_t *w;  // (out, k) weights, 22-bit fixed point
     int32_t *wt; // (k, out) the same, transposed for the gathering pass
+    // (ceil(k / 2), out) the same in pairs of taps (2j, 2j + 1; a missing
+    // last one 0) split as w = hi * 2^15 + lo, lo in [0, 2^15): two int16
+    // lanes each, for the AVX-512 kernel's 16-bit multiply-adds
+    uint32_t *wlo, *whi;
 } rs_axis_t;
 
 static double rs_cubic(double x)
@@ -45,7 +49,7 @@ static double rs_cubic(double x)
 
 static void rs_axis_free(rs_axis_t *a)
 {
-    free(a->start), free(a->w), free(a->wt);
+    free(a->start), free(a->w), free(a->wt), free(a->wlo), free(a->whi);
     *a = (rs_axis_t){0};
 }
 
@@ -89,6 +93,17 @@ static int rs_axis_new(rs_axis_t *a, int in, int out)
             a->wt[(size_t)((lo[o] - s) + x) * out + o] = q;
         }
     }
+    int k2 = (k + 1) / 2;
+    a->wlo = malloc(sizeof(uint32_t) * (size_t)out * k2);
+    a->whi = malloc(sizeof(uint32_t) * (size_t)out * k2);
+    if (!a->wlo || !a->whi)
+        goto fail;
+    for (int j = 0; j < k2; j++)
+        for (int o = 0; o < out; o++) {
+            int32_t w0 = a->w[(size_t)o * k + 2 * j], w1 = 2 * j + 1 < k ? a->w[(size_t)o * k + 2 * j + 1] : 0;
+            a->wlo[(size_t)j * out + o] = (uint32_t)(w0 & 0x7fff) | (uint32_t)(w1 & 0x7fff) << 16;
+            a->whi[(size_t)j * out + o] = (uint32_t)(uint16_t)(w0 >> 15) | (uint32_t)(uint16_t)(w1 >> 15) << 16;
+        }
     free(kk), free(lo), free(n);
     return 0;
 fail:
@@ -169,48 +184,63 @@ __attribute__((target("avx2"))) static void rs_horiz_row_avx2(const uint8_t *row
     rs_horiz_row_c(row, dst, a, x);
 }
 
-/* Sixteen outputs at a time with AVX-512 (F, BW, VBMI): the AVX2 kernel's
- * arithmetic, but where the sixteen windows lie within 128 bytes of the row
- * (downscales up to about 2x at the default sizes) a tap's pixels come from
- * one two-register byte permute of those 128 bytes instead of a gather of
- * sixteen loads. Other blocks gather. Loads are masked at the image's end
- * (end), so nothing past it is read. */
+/* Sixteen outputs at a time with AVX-512 (F, BW, VBMI). Where the sixteen
+ * windows lie within 128 bytes of the row (downscales up to about 2x at the
+ * default sizes), two taps at a time: one two-register byte permute per
+ * channel puts each output's two pixels in the int16 halves of its dword, and
+ * 16-bit multiply-adds with the split weights (rs_axis_t.wlo, whi) give
+ * sum(p w) = 2^15 sum(p hi) + sum(p lo) exactly, mod 2^32 as the int32 sums
+ * of the other kernels; the permute replaces a gather, the multiply-adds
+ * half the 32-bit multiplies. Other blocks run the AVX2 kernel's arithmetic
+ * on sixteen outputs. Loads are masked at the image's end (end). */
 __attribute__((target("avx2,avx512f,avx512bw,avx512vbmi"))) static void
 rs_horiz_row_avx512(const uint8_t *row, uint8_t *dst, const rs_axis_t *a, const uint8_t *end)
 {
     const __m512i bias = _mm512_set1_epi32(1 << (RS_PREC - 1)), ff = _mm512_set1_epi32(0xff),
                   three = _mm512_set1_epi32(3), zero = _mm512_setzero_si512(), top = _mm512_set1_epi32(255),
-                  bytes = _mm512_set1_epi32(0x03020100), step = _mm512_set1_epi32(0x03030303),
-                  splat = _mm512_set1_epi32(0x01010101);
+                  halves = _mm512_set1_epi32(0x00010001), next = _mm512_set1_epi32(0x00030000),
+                  pair = _mm512_set1_epi32(0x00060006);
+    const __mmask64 even = 0x5555555555555555ull; // bytes 0 and 2 of each dword; 1 and 3 zero
     // per 128-bit lane: its 4 pixels' R, G, B into the low 12 bytes; then
     // the lanes' 12-byte groups side by side (dwords 0-2, 4-6, 8-10, 12-14)
     const __m512i pick = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1));
     const __m512i pack = _mm512_setr_epi32(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 0, 0, 0, 0);
-    int x = 0;
+    int x = 0, k2 = (a->k + 1) / 2;
     for (; x + 16 <= a->out; x += 16) {
         __m512i start = _mm512_loadu_si512(a->start + x);
-        __m512i r = bias, g = bias, b = bias;
+        __m512i r, g, b;
         int s0 = a->start[x];
-        if (3 * (a->start[x + 15] - s0 + a->k) <= 128) {
-            // byte j of dword i: 3 (start_i - s0) + j, then + 3 a tap
+        if (3 * (a->start[x + 15] - s0 + 2 * k2) <= 128) {
             const uint8_t *p = row + 3 * (size_t)s0;
             size_t left = (size_t)(end - p);
             __m512i lo = _mm512_maskz_loadu_epi8(left >= 64 ? ~0ull : (1ull << left) - 1, p);
             __m512i hi = _mm512_maskz_loadu_epi8(left >= 128 ? ~0ull : left <= 64 ? 0 : (1ull << (left - 64)) - 1,
                                                  p + 64);
-            __m512i idx = _mm512_add_epi32(
-                _mm512_mullo_epi32(_mm512_mullo_epi32(_mm512_sub_epi32(start, _mm512_set1_epi32(s0)), three), splat),
-                bytes);
-            for (int t = 0; t < a->k; t++) {
-                __m512i v = _mm512_permutex2var_epi8(lo, idx, hi);
-                __m512i w = _mm512_loadu_si512(a->wt + (size_t)t * a->out + x);
-                r = _mm512_add_epi32(r, _mm512_mullo_epi32(_mm512_and_si512(v, ff), w));
-                g = _mm512_add_epi32(g, _mm512_mullo_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 8), ff), w));
-                b = _mm512_add_epi32(b, _mm512_mullo_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 16), ff), w));
-                idx = _mm512_add_epi32(idx, step);
+            // dword i: byte 0 the red of pixel start_i + 2j, byte 2 that of
+            // the next pixel (offsets from p); + 1, + 2 for green and blue
+            __m512i rel = _mm512_mullo_epi32(_mm512_sub_epi32(start, _mm512_set1_epi32(s0)), three);
+            __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(rel, halves), next);
+            __m512i rl = zero, gl = zero, bl = zero, rh = zero, gh = zero, bh = zero;
+            for (int j = 0; j < k2; j++) {
+                __m512i wl = _mm512_loadu_si512(a->wlo + (size_t)j * a->out + x);
+                __m512i wh = _mm512_loadu_si512(a->whi + (size_t)j * a->out + x);
+                __m512i vr = _mm512_maskz_permutex2var_epi8(even, lo, idx, hi);
+                __m512i vg = _mm512_maskz_permutex2var_epi8(even, lo, _mm512_add_epi32(idx, halves), hi);
+                __m512i vb = _mm512_maskz_permutex2var_epi8(even, lo, _mm512_add_epi32(idx, _mm512_add_epi32(halves, halves)), hi);
+                rl = _mm512_add_epi32(rl, _mm512_madd_epi16(vr, wl));
+                rh = _mm512_add_epi32(rh, _mm512_madd_epi16(vr, wh));
+                gl = _mm512_add_epi32(gl, _mm512_madd_epi16(vg, wl));
+                gh = _mm512_add_epi32(gh, _mm512_madd_epi16(vg, wh));
+                bl = _mm512_add_epi32(bl, _mm512_madd_epi16(vb, wl));
+                bh = _mm512_add_epi32(bh, _mm512_madd_epi16(vb, wh));
+                idx = _mm512_add_epi32(idx, pair);
             }
+            r = _mm512_add_epi32(_mm512_add_epi32(bias, rl), _mm512_slli_epi32(rh, 15));
+            g = _mm512_add_epi32(_mm512_add_epi32(bias, gl), _mm512_slli_epi32(gh, 15));
+            b = _mm512_add_epi32(_mm512_add_epi32(bias, bl), _mm512_slli_epi32(bh, 15));
         } else {
             __m512i idx = _mm512_mullo_epi32(start, three);
+            r = g = b = bias;
             for (int t = 0; t < a->k; t++) {
                 __m512i v = _mm512_i32gather_epi32(idx, row, 1);
                 __m512i w = _mm512_loadu_si512(a->wt + (size_t)t * a->out + x);
