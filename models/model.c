@@ -533,8 +533,20 @@ static void plan_acts(model_t *m, model_acts_t *a, aplan_t *p)
 int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen)
 {
     model_caps_t k = *caps;
-    if (k.ce_chunk <= 0)
+    /* the classifier's rows of logits at a time: 64 on the CPU (they stay in
+     * cache); on a GPU enough rows that each of the three products is large
+     * (with 64 the products were small and re-read the whole lm_head weight
+     * per chunk: 69 ms a step where 7 would do), up to 1 GiB of logits */
+    if (k.ce_chunk <= 0) {
         k.ce_chunk = 64;
+        if (strcmp(m->ops->name, "cpu") && m->cfg.vocab > 0) {
+            size_t rows = ((size_t)1 << 30) / ((size_t)m->cfg.vocab * sizeof(float));
+            size_t want = k.n_ce > 0 ? (size_t)k.n_ce : 1;
+            k.ce_chunk = (int)(want < rows ? want : rows);
+            if (k.ce_chunk < 64)
+                k.ce_chunk = 64;
+        }
+    }
     if (k.n_splits <= 0)
         k.n_splits = k.S;
     if (k.n_vit_images <= 0)

@@ -38,6 +38,8 @@
 
 #include <cuda_bf16.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #define FA_BQ 64      /* queries a forward/dQ block; keys a dK/dV block */
 #define FA_BK 64      /* keys (queries, for dK/dV) a tile */
@@ -154,20 +156,6 @@ __device__ static inline void fa_query_range(const fa_meta &m, int k0, int k1, i
     *hi = m.ss[e + 1];
 }
 
-/* rows [p0, p0 + 64) of a staged [S][DP] bf16 head into shared memory with
- * row stride DP + 8 (16-byte rows, conflict-free ldmatrix); zeros past S */
-template <int DP> __device__ static inline void fa_load_tile(bf16 *dst, const bf16 *src, int p0, int S)
-{
-    constexpr int LD = DP + 8, CH = DP / 8; /* 16-byte chunks a row */
-    for (int c = threadIdx.x; c < 64 * CH; c += FA_THREADS) {
-        int r = c / CH, j = (c % CH) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (p0 + r < S)
-            v = *reinterpret_cast<const uint4 *>(src + (size_t)(p0 + r) * DP + j);
-        *reinterpret_cast<uint4 *>(dst + r * LD + j) = v;
-    }
-}
-
 /* ---- staging */
 
 __global__ void k_fa_pos_split(int32_t *sp, const int32_t *ss, int n_splits, int S)
@@ -212,33 +200,136 @@ __global__ void k_fa_stage_rows(float *D, float *lse2, const float *dout, const 
     }
 }
 
+/* ---- pipelining: 16-byte asynchronous copies into shared memory */
+
+__device__ static inline void cp_async16(void *smem, const void *g, bool valid)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    int n = valid ? 16 : 0; /* 0 source bytes: the 16 shared bytes are zeroed */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(g), "r"(n));
+}
+__device__ static inline void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ static inline void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* rows [p0, p0 + 64) of a staged [S][DP] head into dst (row stride DP + 8),
+ * asynchronously; zeros past S */
+template <int DP> __device__ static inline void fa_tile_async(bf16 *dst, const bf16 *src, int p0, int S)
+{
+    constexpr int LD = DP + 8, CH = DP / 8;
+    for (int c = threadIdx.x; c < 64 * CH; c += FA_THREADS) {
+        int r = c / CH, j = (c % CH) * 8;
+        bool ok = p0 + r < S;
+        cp_async16(dst + r * LD + j, src + (size_t)(ok ? p0 + r : 0) * DP + j, ok);
+    }
+}
+
+/* four 8×8 bf16 matrices, not transposed */
+__device__ static inline void ldsm_x4(uint32_t r[4], const bf16 *p)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+/* The A fragment (16 rows from row0, dims kk·16..) of a tile in shared
+ * memory: lane l addresses row row0 + l % 8 + 8·((l / 8) % 2), dims + 8·(l / 16) */
+template <int LD> __device__ static inline void frag_a(uint32_t a[4], const bf16 *tile, int row0, int kk, int lane)
+{
+    ldsm_x4(a, tile + (row0 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + kk * 16 + (lane >> 4) * 8);
+}
+
+/* acc[j] += A·Bᵀ over all dims, where B's rows are the 64 rows of tile (keys
+ * for S = Q·Kᵀ): for each n-tile j of 8 rows, B fragments of two k-steps at
+ * once through ldmatrix (matrix m: rows j·8.., dims kk·16 + 8m), the odd last
+ * k-step by 32-bit loads. af(kk, a) gives the A fragment of k-step kk. */
+template <int DP, typename AF>
+__device__ static inline void mma_abt(float acc[8][4], const bf16 *tile, int lane, AF af)
+{
+    constexpr int LD = DP + 8, KS = DP / 16;
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int kk = 0; kk + 1 < KS; kk += 2) {
+        uint32_t a0[4], a1[4];
+        af(kk, a0);
+        af(kk + 1, a1);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            uint32_t b[4];
+            ldsm_x4(b, tile + (j * 8 + (lane & 7)) * LD + kk * 16 + (lane >> 3) * 8);
+            mma16816(acc[j], a0[0], a0[1], a0[2], a0[3], b[0], b[1]);
+            mma16816(acc[j], a1[0], a1[1], a1[2], a1[3], b[2], b[3]);
+        }
+    }
+    if (KS & 1) {
+        uint32_t a0[4];
+        af(KS - 1, a0);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const bf16 *kr = tile + (j * 8 + g) * LD + (KS - 1) * 16 + 2 * t;
+            mma16816(acc[j], a0[0], a0[1], a0[2], a0[3], lds32(kr), lds32(kr + 8));
+        }
+    }
+}
+
+/* acc[n] += P·B where P is the 16×64 C-layout tile p (rows of the warp,
+ * columns the 64 rows of tile) and B = tile [64][dims]: P's accumulators
+ * are its A fragments, B's through transposed ldmatrix */
+template <int DP>
+__device__ static inline void mma_pb(float acc[DP / 8][4], const float p[8][4], const bf16 *tile, int lane)
+{
+    constexpr int LD = DP + 8, NT = DP / 8;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t a0 = pack_bf16(p[2 * kk][0], p[2 * kk][1]), a1 = pack_bf16(p[2 * kk][2], p[2 * kk][3]);
+        uint32_t a2 = pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        uint32_t a3 = pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+        const int mat = lane >> 3, rr = lane & 7;
+#pragma unroll
+        for (int n = 0; n + 1 < NT; n += 2) {
+            uint32_t b[4];
+            ldsm_x4_t(b, tile + (kk * 16 + (mat & 1) * 8 + rr) * LD + (n + (mat >> 1)) * 8);
+            mma16816(acc[n], a0, a1, a2, a3, b[0], b[1]);
+            mma16816(acc[n + 1], a0, a1, a2, a3, b[2], b[3]);
+        }
+        if (NT & 1) { /* the last 8 dims: matrices 2 and 3 repeat 0 and 1 */
+            uint32_t b[4];
+            ldsm_x4_t(b, tile + (kk * 16 + (mat & 1) * 8 + rr) * LD + (NT - 1) * 8);
+            mma16816(acc[NT - 1], a0, a1, a2, a3, b[0], b[1]);
+        }
+    }
+}
+
 /* ---- forward */
 
-template <int DP>
-__global__ void __launch_bounds__(FA_THREADS) k_fa_fwd(float *out, float *lse, const bf16 *Q, const bf16 *K,
+template <int DP, int MB>
+__global__ void __launch_bounds__(FA_THREADS, MB) k_fa_fwd(float *out, float *lse, const bf16 *Q, const bf16 *K,
                                                        const bf16 *V, const int32_t *rop, fa_meta m)
 {
-    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8;
+    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *ks = qs + 64 * LD, *vs = ks + 64 * LD;
+    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *kb = qs + TILE, *vb = kb + 2 * TILE; /* K, V: two stages */
     __shared__ fa_pos kinfo[FA_BK];
     const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int q0 = blockIdx.x * FA_BQ, q1 = min(q0 + FA_BQ, S);
     const bf16 *Qh = Q + (size_t)h * S * DP, *Kh = K + (size_t)kvh * S * DP, *Vh = V + (size_t)kvh * S * DP;
     const fa_pos qfirst = fa_pos_of(m, q0, S), qlast = fa_pos_of(m, q1 - 1, S);
+    int lo, hi;
+    fa_key_range(m, q0, q1, &lo, &hi);
+    const int ntiles = (hi - lo + FA_BK - 1) / FA_BK;
 
-    fa_load_tile<DP>(qs, Qh, q0, S);
+    fa_tile_async<DP>(qs, Qh, q0, S);
+    fa_tile_async<DP>(kb, Kh, lo, S);
+    fa_tile_async<DP>(vb, Vh, lo, S);
+    cp_commit();
+    cp_wait<0>();
     __syncthreads();
     uint32_t qa[KS][4];
-    const int r0 = warp * 16 + g;
 #pragma unroll
-    for (int kk = 0; kk < KS; kk++) {
-        qa[kk][0] = lds32(qs + r0 * LD + kk * 16 + 2 * t);
-        qa[kk][1] = lds32(qs + (r0 + 8) * LD + kk * 16 + 2 * t);
-        qa[kk][2] = lds32(qs + r0 * LD + kk * 16 + 2 * t + 8);
-        qa[kk][3] = lds32(qs + (r0 + 8) * LD + kk * 16 + 2 * t + 8);
-    }
+    for (int kk = 0; kk < KS; kk++)
+        frag_a<LD>(qa[kk], qs, warp * 16, kk, lane);
+    const int r0 = warp * 16 + g;
     const int qp[2] = {q0 + r0, q0 + r0 + 8};
     const fa_pos qi[2] = {fa_pos_of(m, qp[0], S), fa_pos_of(m, qp[1], S)};
     const float sc = m.scale * FA_LOG2E;
@@ -249,12 +340,13 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_fwd(float *out, float *lse, c
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-    int lo, hi;
-    fa_key_range(m, q0, q1, &lo, &hi);
-    for (int k0 = lo; k0 < hi; k0 += FA_BK) {
-        __syncthreads();
-        fa_load_tile<DP>(ks, Kh, k0, S);
-        fa_load_tile<DP>(vs, Vh, k0, S);
+    for (int it = 0; it < ntiles; it++) {
+        const int k0 = lo + it * FA_BK, cur = it & 1;
+        if (it + 1 < ntiles) { /* the next tile streams in while this one is used */
+            fa_tile_async<DP>(kb + (cur ^ 1) * TILE, Kh, k0 + FA_BK, S);
+            fa_tile_async<DP>(vb + (cur ^ 1) * TILE, Vh, k0 + FA_BK, S);
+        }
+        cp_commit();
         bool all = true;
         if (threadIdx.x < FA_BK) {
             int kp = k0 + threadIdx.x;
@@ -262,18 +354,17 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_fwd(float *out, float *lse, c
             kinfo[threadIdx.x] = ki;
             all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
         }
+        cp_wait<1>();
         const bool full = __syncthreads_and(all) && q1 - q0 == FA_BQ;
+        const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
 
         float s[8][4];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < 8; j++)
             s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                const bf16 *kr = ks + (j * 8 + g) * LD + kk * 16 + 2 * t;
-                mma16816(s[j], qa[kk][0], qa[kk][1], qa[kk][2], qa[kk][3], lds32(kr), lds32(kr + 8));
-            }
-        }
+        mma_abt<DP>(s, ks, lane, [&](int kk, uint32_t a[4]) {
+            a[0] = qa[kk][0], a[1] = qa[kk][1], a[2] = qa[kk][2], a[3] = qa[kk][3];
+        });
         /* mask and scale; the running max per row */
         bool any = false;
         float tmax[2] = {-INFINITY, -INFINITY};
@@ -287,51 +378,37 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_fwd(float *out, float *lse, c
                 any |= vis;
                 tmax[r] = fmaxf(tmax[r], s[j][e]);
             }
-        if (!__any_sync(0xffffffffu, any))
-            continue;
-        float corr[2];
+        if (__any_sync(0xffffffffu, any)) {
+            float corr[2];
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
-            tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
-            float mn = fmaxf(mx[r], tmax[r]);
-            corr[r] = mn == -INFINITY ? 1.0f : exp2f(mx[r] - mn);
-            mx[r] = mn;
-        }
-        float ls[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int r = e >> 1;
-                float p = s[j][e] == -INFINITY ? 0.0f : exp2f(s[j][e] - mx[r]);
-                s[j][e] = p;
-                ls[r] += p;
+            for (int r = 0; r < 2; r++) {
+                tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
+                tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
+                float mn = fmaxf(mx[r], tmax[r]);
+                corr[r] = mn == -INFINITY ? 1.0f : exp2f(mx[r] - mn);
+                mx[r] = mn;
             }
+            float ls[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int r = 0; r < 2; r++)
-            l[r] = l[r] * corr[r] + ls[r];
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            o[n][0] *= corr[0], o[n][1] *= corr[0];
-            o[n][2] *= corr[1], o[n][3] *= corr[1];
-        }
-        /* O += P·V over the tile's 4 key steps of 16 */
+                for (int e = 0; e < 4; e++) {
+                    int r = e >> 1;
+                    float p = s[j][e] == -INFINITY ? 0.0f : exp2f(s[j][e] - mx[r]);
+                    s[j][e] = p;
+                    ls[r] += p;
+                }
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t a0 = pack_bf16(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            uint32_t a2 = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            uint32_t a3 = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            for (int r = 0; r < 2; r++)
+                l[r] = l[r] * corr[r] + ls[r];
 #pragma unroll
-            for (int n = 0; n < NT; n += 2) {
-                /* matrices: keys +0..7 / +8..15 of dims n·8.., then of dims (n+1)·8.. */
-                int mat = lane >> 3, rr = lane & 7;
-                uint32_t b[4];
-                ldsm_x4_t(b, vs + (kk * 16 + (mat & 1) * 8 + rr) * LD + (n + (mat >> 1)) * 8);
-                mma16816(o[n], a0, a1, a2, a3, b[0], b[1]);
-                mma16816(o[n + 1], a0, a1, a2, a3, b[2], b[3]);
+            for (int n = 0; n < NT; n++) {
+                o[n][0] *= corr[0], o[n][1] *= corr[0];
+                o[n][2] *= corr[1], o[n][3] *= corr[1];
             }
+            mma_pb<DP>(o, s, vs, lane);
         }
+        __syncthreads(); /* this stage is refilled next iteration but one */
     }
     /* full row sums across the quad; every query sees itself, so l > 0 */
 #pragma unroll
@@ -360,23 +437,29 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_fwd(float *out, float *lse, c
 
 /* ---- backward: dQ */
 
-template <int DP>
-__global__ void __launch_bounds__(FA_THREADS) k_fa_bwd_dq(float *dq, const bf16 *Q, const bf16 *K, const bf16 *V,
+template <int DP, int MB>
+__global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dq(float *dq, const bf16 *Q, const bf16 *K, const bf16 *V,
                                                           const bf16 *dO, const float *D, const float *lse2,
                                                           const int32_t *rop, fa_meta m)
 {
-    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8;
+    constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *os = qs + 64 * LD, *ks = os + 64 * LD, *vs = ks + 64 * LD;
+    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *os = qs + TILE, *kb = os + TILE, *vb = kb + 2 * TILE;
     __shared__ fa_pos kinfo[FA_BK];
     const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int q0 = blockIdx.x * FA_BQ, q1 = min(q0 + FA_BQ, S);
     const bf16 *Qh = Q + (size_t)h * S * DP, *Kh = K + (size_t)kvh * S * DP, *Vh = V + (size_t)kvh * S * DP;
     const fa_pos qfirst = fa_pos_of(m, q0, S), qlast = fa_pos_of(m, q1 - 1, S);
+    int lo, hi;
+    fa_key_range(m, q0, q1, &lo, &hi);
+    const int ntiles = (hi - lo + FA_BK - 1) / FA_BK;
 
-    fa_load_tile<DP>(qs, Qh, q0, S);
-    fa_load_tile<DP>(os, dO + (size_t)h * S * DP, q0, S);
+    fa_tile_async<DP>(qs, Qh, q0, S);
+    fa_tile_async<DP>(os, dO + (size_t)h * S * DP, q0, S);
+    fa_tile_async<DP>(kb, Kh, lo, S);
+    fa_tile_async<DP>(vb, Vh, lo, S);
+    cp_commit();
     const int r0 = warp * 16 + g;
     const int qp[2] = {q0 + r0, q0 + r0 + 8};
     const fa_pos qi[2] = {fa_pos_of(m, qp[0], S), fa_pos_of(m, qp[1], S)};
@@ -392,12 +475,13 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_bwd_dq(float *dq, const bf16 
     for (int n = 0; n < NT; n++)
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    int lo, hi;
-    fa_key_range(m, q0, q1, &lo, &hi);
-    for (int k0 = lo; k0 < hi; k0 += FA_BK) {
-        __syncthreads();
-        fa_load_tile<DP>(ks, Kh, k0, S);
-        fa_load_tile<DP>(vs, Vh, k0, S);
+    for (int it = 0; it < ntiles; it++) {
+        const int k0 = lo + it * FA_BK, cur = it & 1;
+        if (it + 1 < ntiles) {
+            fa_tile_async<DP>(kb + (cur ^ 1) * TILE, Kh, k0 + FA_BK, S);
+            fa_tile_async<DP>(vb + (cur ^ 1) * TILE, Vh, k0 + FA_BK, S);
+        }
+        cp_commit();
         bool all = true;
         if (threadIdx.x < FA_BK) {
             int kp = k0 + threadIdx.x;
@@ -405,26 +489,18 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_bwd_dq(float *dq, const bf16 
             kinfo[threadIdx.x] = ki;
             all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
         }
+        cp_wait<1>();
         const bool full = __syncthreads_and(all) && q1 - q0 == FA_BQ;
-        /* S = Q·Kᵀ and dP = dO·Vᵀ, A fragments from shared */
+        const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
+        /* S = Q·Kᵀ and dP = dO·Vᵀ */
         float s[8][4], dp[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 s[j][e] = dp[j][e] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) {
-            const bf16 *qr = qs + r0 * LD + kk * 16 + 2 * t, *orow = os + r0 * LD + kk * 16 + 2 * t;
-            uint32_t a0 = lds32(qr), a1 = lds32(qr + 8 * LD), a2 = lds32(qr + 8), a3 = lds32(qr + 8 * LD + 8);
-            uint32_t d0 = lds32(orow), d1 = lds32(orow + 8 * LD), d2 = lds32(orow + 8), d3 = lds32(orow + 8 * LD + 8);
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                const bf16 *kr = ks + (j * 8 + g) * LD + kk * 16 + 2 * t, *vr = vs + (j * 8 + g) * LD + kk * 16 + 2 * t;
-                mma16816(s[j], a0, a1, a2, a3, lds32(kr), lds32(kr + 8));
-                mma16816(dp[j], d0, d1, d2, d3, lds32(vr), lds32(vr + 8));
-            }
-        }
+        mma_abt<DP>(s, ks, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, qs, warp * 16, kk, lane); });
+        mma_abt<DP>(dp, vs, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, os, warp * 16, kk, lane); });
         bool any = false;
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -436,23 +512,9 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_bwd_dq(float *dq, const bf16 
                 s[j][e] = p * (dp[j][e] - Dq[r]); /* dS */
                 any |= vis;
             }
-        if (!__any_sync(0xffffffffu, any))
-            continue;
-        /* dQ += dS·K: K's fragments as B over (key, dim), transposed loads */
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            uint32_t a0 = pack_bf16(s[2 * kk][0], s[2 * kk][1]), a1 = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            uint32_t a2 = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            uint32_t a3 = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-            for (int n = 0; n < NT; n += 2) {
-                int mat = lane >> 3, rr = lane & 7;
-                uint32_t b[4];
-                ldsm_x4_t(b, ks + (kk * 16 + (mat & 1) * 8 + rr) * LD + (n + (mat >> 1)) * 8);
-                mma16816(acc[n], a0, a1, a2, a3, b[0], b[1]);
-                mma16816(acc[n + 1], a0, a1, a2, a3, b[2], b[3]);
-            }
-        }
+        if (__any_sync(0xffffffffu, any))
+            mma_pb<DP>(acc, s, ks, lane); /* dQ += dS·K */
+        __syncthreads();
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -470,24 +532,32 @@ __global__ void __launch_bounds__(FA_THREADS) k_fa_bwd_dq(float *dq, const bf16 
     }
 }
 
-/* ---- backward: dK and dV */
+/* ---- backward: dK and dV, a block per 64 keys and query head */
 
-template <int DP>
-__global__ void __launch_bounds__(FA_THREADS, 1) k_fa_bwd_dkv(float *dk, float *dv, const bf16 *Q, const bf16 *K,
+template <int DP, int MB>
+__global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dkv(float *dk, float *dv, const bf16 *Q, const bf16 *K,
                                                               const bf16 *V, const bf16 *dO, const float *D,
-                                                              const float *lse2, const int32_t *rop, fa_meta m)
+                                                              const float *lse2, const int32_t *rop, fa_meta m,
+                                                              int partial)
 {
-    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8;
+    constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD;
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16 *ks = reinterpret_cast<bf16 *>(fa_smem), *vs = ks + 64 * LD, *qs = vs + 64 * LD, *os = qs + 64 * LD;
+    bf16 *ks = reinterpret_cast<bf16 *>(fa_smem), *vs = ks + TILE, *qb = vs + TILE, *ob = qb + 2 * TILE;
     __shared__ fa_pos qinfo[FA_BK];
     __shared__ float lqs[FA_BK], Dqs[FA_BK];
-    const int kvh = blockIdx.y, S = m.S, group = m.nh / m.nkv;
+    const int hq = blockIdx.y, kvh = hq / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int k0 = blockIdx.x * FA_BQ, k1 = min(k0 + FA_BQ, S);
+    const bf16 *Qh = Q + (size_t)hq * S * DP, *Oh = dO + (size_t)hq * S * DP;
+    int lo, hi;
+    fa_query_range(m, k0, k1, &lo, &hi);
+    const int ntiles = (hi - lo + FA_BK - 1) / FA_BK;
 
-    fa_load_tile<DP>(ks, K + (size_t)kvh * S * DP, k0, S);
-    fa_load_tile<DP>(vs, V + (size_t)kvh * S * DP, k0, S);
+    fa_tile_async<DP>(ks, K + (size_t)kvh * S * DP, k0, S);
+    fa_tile_async<DP>(vs, V + (size_t)kvh * S * DP, k0, S);
+    fa_tile_async<DP>(qb, Qh, lo, S);
+    fa_tile_async<DP>(ob, Oh, lo, S);
+    cp_commit();
     const int r0 = warp * 16 + g;
     const int kp[2] = {k0 + r0, k0 + r0 + 8};
     const fa_pos ki[2] = {fa_pos_of(m, kp[0], S), fa_pos_of(m, kp[1], S)};
@@ -500,104 +570,110 @@ __global__ void __launch_bounds__(FA_THREADS, 1) k_fa_bwd_dkv(float *dk, float *
         for (int e = 0; e < 4; e++)
             ak[n][e] = av[n][e] = 0.0f;
 
-    int lo, hi;
-    fa_query_range(m, k0, k1, &lo, &hi);
-    for (int hq = kvh * group; hq < (kvh + 1) * group; hq++) {
-        const bf16 *Qh = Q + (size_t)hq * S * DP, *Oh = dO + (size_t)hq * S * DP;
-        for (int p0 = lo; p0 < hi; p0 += FA_BK) {
-            __syncthreads();
-            fa_load_tile<DP>(qs, Qh, p0, S);
-            fa_load_tile<DP>(os, Oh, p0, S);
-            bool all = true;
-            if (threadIdx.x < FA_BK) {
-                int p = p0 + threadIdx.x;
-                bool in = p < hi;
-                fa_pos qi = fa_pos_of(m, p, hi);
-                qinfo[threadIdx.x] = qi;
-                lqs[threadIdx.x] = in ? lse2[(size_t)hq * S + p] : 0.0f;
-                Dqs[threadIdx.x] = in ? D[(size_t)hq * S + p] : 0.0f;
-                /* query p sees every key of the block: the keys in one split of
-                 * its sample, before p's split and not noise, or p's own split
-                 * with the last key visible to p */
-                all = kfirst.sp >= 0 && kfirst.sp == klast.sp && qi.sp >= 0 && qi.first == kfirst.first &&
-                      ((qi.sp > kfirst.sp && kfirst.mode != OP_SPLIT_NOISE) ||
-                       (qi.sp == kfirst.sp && (kfirst.mode != OP_SPLIT_CAUSAL || p >= k1 - 1)));
-            }
-            const bool full = __syncthreads_and(all) && k1 - k0 == FA_BQ;
-            /* Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ over the warp's 16 keys */
-            float s[8][4], dp[8][4];
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    s[j][e] = dp[j][e] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                const bf16 *kr = ks + r0 * LD + kk * 16 + 2 * t, *vr = vs + r0 * LD + kk * 16 + 2 * t;
-                uint32_t a0 = lds32(kr), a1 = lds32(kr + 8 * LD), a2 = lds32(kr + 8), a3 = lds32(kr + 8 * LD + 8);
-                uint32_t v0 = lds32(vr), v1 = lds32(vr + 8 * LD), v2 = lds32(vr + 8), v3 = lds32(vr + 8 * LD + 8);
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    const bf16 *qr = qs + (j * 8 + g) * LD + kk * 16 + 2 * t,
-                               *orow = os + (j * 8 + g) * LD + kk * 16 + 2 * t;
-                    mma16816(s[j], a0, a1, a2, a3, lds32(qr), lds32(qr + 8));
-                    mma16816(dp[j], v0, v1, v2, v3, lds32(orow), lds32(orow + 8));
-                }
-            }
-            bool any = false;
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
-                    bool vis = full || fa_visible(p0 + c, qinfo[c], kp[r], ki[r]);
-                    float p = vis ? exp2f(s[j][e] * sc - lqs[c]) : 0.0f;
-                    s[j][e] = p;                      /* Pᵀ */
-                    dp[j][e] = p * (dp[j][e] - Dqs[c]); /* dSᵀ */
-                    any |= vis;
-                }
-            if (!__any_sync(0xffffffffu, any))
-                continue;
-            /* dV += Pᵀ·dO and dK += dSᵀ·Q, the B operands (query, dim) transposed */
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                uint32_t p0_ = pack_bf16(s[2 * kk][0], s[2 * kk][1]), p1_ = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-                uint32_t p2_ = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                uint32_t p3_ = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-                uint32_t d0_ = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]), d1_ = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
-                uint32_t d2_ = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-                uint32_t d3_ = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
-#pragma unroll
-                for (int n = 0; n < NT; n += 2) {
-                    int mat = lane >> 3, rr = lane & 7, off = (kk * 16 + (mat & 1) * 8 + rr) * LD + (n + (mat >> 1)) * 8;
-                    uint32_t b[4];
-                    ldsm_x4_t(b, os + off);
-                    mma16816(av[n], p0_, p1_, p2_, p3_, b[0], b[1]);
-                    mma16816(av[n + 1], p0_, p1_, p2_, p3_, b[2], b[3]);
-                    ldsm_x4_t(b, qs + off);
-                    mma16816(ak[n], d0_, d1_, d2_, d3_, b[0], b[1]);
-                    mma16816(ak[n + 1], d0_, d1_, d2_, d3_, b[2], b[3]);
-                }
-            }
+    for (int it = 0; it < ntiles; it++) {
+        const int p0 = lo + it * FA_BK, cur = it & 1;
+        if (it + 1 < ntiles) {
+            fa_tile_async<DP>(qb + (cur ^ 1) * TILE, Qh, p0 + FA_BK, S);
+            fa_tile_async<DP>(ob + (cur ^ 1) * TILE, Oh, p0 + FA_BK, S);
         }
+        cp_commit();
+        bool all = true;
+        if (threadIdx.x < FA_BK) {
+            int p = p0 + threadIdx.x;
+            bool in = p < hi;
+            fa_pos qi = fa_pos_of(m, p, hi);
+            qinfo[threadIdx.x] = qi;
+            lqs[threadIdx.x] = in ? lse2[(size_t)hq * S + p] : 0.0f;
+            Dqs[threadIdx.x] = in ? D[(size_t)hq * S + p] : 0.0f;
+            /* query p sees every key of the block: the keys in one split of
+             * its sample, before p's split and not noise, or p's own split
+             * with the last key visible to p */
+            all = kfirst.sp >= 0 && kfirst.sp == klast.sp && qi.sp >= 0 && qi.first == kfirst.first &&
+                  ((qi.sp > kfirst.sp && kfirst.mode != OP_SPLIT_NOISE) ||
+                   (qi.sp == kfirst.sp && (kfirst.mode != OP_SPLIT_CAUSAL || p >= k1 - 1)));
+        }
+        cp_wait<1>();
+        const bool full = __syncthreads_and(all) && k1 - k0 == FA_BQ;
+        const bf16 *qs = qb + cur * TILE, *os = ob + cur * TILE;
+        /* Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ over the warp's 16 keys */
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                s[j][e] = dp[j][e] = 0.0f;
+        mma_abt<DP>(s, qs, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, ks, warp * 16, kk, lane); });
+        mma_abt<DP>(dp, os, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, vs, warp * 16, kk, lane); });
+        bool any = false;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
+                bool vis = full || fa_visible(p0 + c, qinfo[c], kp[r], ki[r]);
+                float p = vis ? exp2f(s[j][e] * sc - lqs[c]) : 0.0f;
+                s[j][e] = p;                        /* Pᵀ */
+                dp[j][e] = p * (dp[j][e] - Dqs[c]); /* dSᵀ */
+                any |= vis;
+            }
+        if (__any_sync(0xffffffffu, any)) {
+            mma_pb<DP>(av, s, os, lane);  /* dV += Pᵀ·dO */
+            mma_pb<DP>(ak, dp, qs, lane); /* dK += dSᵀ·Q */
+        }
+        __syncthreads();
     }
+    /* one query head's share: straight into dk/dv when it is the only head
+     * of its group, else into its own partial rows [hq][S][d] that
+     * k_fa_sum_group adds up in a fixed order */
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         if (kp[r] >= S)
             continue;
-        size_t ri = ((size_t)(rop ? rop[kp[r]] : kp[r]) * m.nkv + kvh) * m.d;
+        size_t ri = partial ? ((size_t)hq * S + kp[r]) * m.d
+                            : ((size_t)(rop ? rop[kp[r]] : kp[r]) * m.nkv + kvh) * m.d;
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             int c = n * 8 + 2 * t;
+#pragma unroll
             for (int u = 0; u < 2; u++) {
                 if (c + u >= m.d)
                     continue;
-                if (dk)
-                    dk[ri + c + u] += m.scale * ak[n][2 * r + u];
-                if (dv)
-                    dv[ri + c + u] += av[n][2 * r + u];
+                if (partial) {
+                    dk[ri + c + u] = m.scale * ak[n][2 * r + u];
+                    dv[ri + c + u] = av[n][2 * r + u];
+                } else {
+                    if (dk)
+                        dk[ri + c + u] += m.scale * ak[n][2 * r + u];
+                    if (dv)
+                        dv[ri + c + u] += av[n][2 * r + u];
+                }
             }
         }
+    }
+}
+
+/* dk/dv [row][kvh][d] += Σ over the group's query heads of the partials */
+__global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const float *pv, const int32_t *rop, int S,
+                               int nh, int nkv, int d)
+{
+    size_t total = (size_t)S * nkv * d;
+    int group = nh / nkv;
+    CU_FOR(i, total)
+    {
+        int j = (int)(i % d);
+        size_t pk_ = i / d;
+        int kvh = (int)(pk_ % nkv), p = (int)(pk_ / nkv);
+        float sk = 0.0f, sv = 0.0f;
+        for (int u = 0; u < group; u++) {
+            size_t src = ((size_t)(kvh * group + u) * S + p) * d + j;
+            sk += pk[src];
+            sv += pv[src];
+        }
+        size_t dst = ((size_t)(rop ? rop[p] : p) * nkv + kvh) * d + j;
+        if (dk)
+            dk[dst] += sk;
+        if (dv)
+            dv[dst] += sv;
     }
 }
 
@@ -619,14 +695,17 @@ int cuda_flash_supports(const op_attn_t *a) { return fa_dp(a->head_dim) != 0; }
 struct fa_stage {
     bf16 *q, *k, *v, *o;
     float *D, *lse2;
+    float *pk, *pv; /* per-query-head dK, dV when heads share kv heads */
     int32_t *sp;
 };
 
 static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
 {
     size_t S = (size_t)a->n_tok, nq = S * a->n_heads * dp, nk = S * a->n_kv_heads * dp;
-    size_t bytes = (nq + 2 * nk + (bwd ? nq : 0)) * sizeof(bf16) + 256 * 6 + S * 4 +
-                   (bwd ? 2 * S * a->n_heads * sizeof(float) : 0);
+    int part = bwd && a->n_heads != a->n_kv_heads;
+    size_t np = S * a->n_heads * a->head_dim;
+    size_t bytes = (nq + 2 * nk + (bwd ? nq : 0)) * sizeof(bf16) + 256 * 8 + S * 4 +
+                   (bwd ? 2 * S * a->n_heads * sizeof(float) : 0) + (part ? 2 * np * sizeof(float) : 0);
     unsigned char *p = reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4));
     auto take = [&p](size_t b) {
         void *r = p;
@@ -641,6 +720,8 @@ static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
     st.sp = (int32_t *)take(S * 4);
     st.D = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
     st.lse2 = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
+    st.pk = part ? (float *)take(np * sizeof(float)) : NULL;
+    st.pv = part ? (float *)take(np * sizeof(float)) : NULL;
     return st;
 }
 
@@ -675,33 +756,94 @@ template <typename K> static void fa_smem(K kern, size_t bytes)
     CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
+/* Blocks a multiprocessor should hold at once (the register cap the
+ * compiler gets, __launch_bounds__' second argument), per kernel: forward,
+ * dQ, dK/dV. The head dims of the models (64, 128) have several instances
+ * so that BAGEL_FA_MB="F,Q,KV" (each 1 to 4) can pick among them for
+ * measurement (scripts/bench/attn-gpu.sh); the defaults are the measured
+ * best. */
+static int fa_mb[3] = {0, 0, 0};
+
+static void fa_mb_read(void)
+{
+    if (fa_mb[0])
+        return;
+    int f = 2, q = 2, kv = 1;
+    const char *e = getenv("BAGEL_FA_MB");
+    if (e)
+        sscanf(e, "%d,%d,%d", &f, &q, &kv);
+    fa_mb[0] = f < 1 || f > 4 ? 2 : f;
+    fa_mb[1] = q < 1 || q > 4 ? 2 : q;
+    fa_mb[2] = kv < 1 || kv > 4 ? 1 : kv;
+}
+
+#define FA_MB_SWITCH(mb, DP, LAUNCH)                                                                                   \
+    do {                                                                                                               \
+        if constexpr (DP == 64 || DP == 128) {                                                                         \
+            switch (mb) {                                                                                              \
+            case 1: LAUNCH(DP, 1); break;                                                                              \
+            case 3: LAUNCH(DP, 3); break;                                                                              \
+            case 4: LAUNCH(DP, 4); break;                                                                              \
+            default: LAUNCH(DP, 2); break;                                                                             \
+            }                                                                                                          \
+        } else {                                                                                                       \
+            LAUNCH(DP, 2);                                                                                             \
+        }                                                                                                              \
+    } while (0)
+
 template <int DP> static void fa_fwd(float *out, float *lse, const fa_stage &st, const op_attn_t *a)
 {
-    size_t smem = 3 * 64 * (DP + 8) * sizeof(bf16);
-    fa_smem(k_fa_fwd<DP>, smem);
+    size_t smem = 5 * 64 * (DP + 8) * sizeof(bf16); /* Q, two stages of K and V */
     dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
-    k_fa_fwd<DP><<<grid, FA_THREADS, smem, cuda_stream>>>(out, lse, st.q, st.k, st.v, a->row_of_pos, fa_meta_of(a, st));
+    fa_mb_read();
+#define L_FWD(DD_, MM_)                                                                                                    \
+    do {                                                                                                               \
+        fa_smem(k_fa_fwd<DD_, MM_>, smem);                                                                                 \
+        k_fa_fwd<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(out, lse, st.q, st.k, st.v, a->row_of_pos,             \
+                                                                fa_meta_of(a, st));                                    \
+    } while (0)
+    FA_MB_SWITCH(fa_mb[0], DP, L_FWD);
+#undef L_FWD
     CU_LAUNCHED();
 }
 
 template <int DP>
 static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op_attn_t *a)
 {
-    size_t smem = 4 * 64 * (DP + 8) * sizeof(bf16);
+    size_t smem = 6 * 64 * (DP + 8) * sizeof(bf16); /* two resident tiles, two stages of two */
     fa_meta m = fa_meta_of(a, st);
+    fa_mb_read();
     if (dq) {
-        fa_smem(k_fa_bwd_dq<DP>, smem);
         dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
-        k_fa_bwd_dq<DP><<<grid, FA_THREADS, smem, cuda_stream>>>(dq, st.q, st.k, st.v, st.o, st.D, st.lse2,
-                                                                 a->row_of_pos, m);
+#define L_DQ(DD_, MM_)                                                                                                     \
+    do {                                                                                                               \
+        fa_smem(k_fa_bwd_dq<DD_, MM_>, smem);                                                                              \
+        k_fa_bwd_dq<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(dq, st.q, st.k, st.v, st.o, st.D, st.lse2,          \
+                                                                   a->row_of_pos, m);                                  \
+    } while (0)
+        FA_MB_SWITCH(fa_mb[1], DP, L_DQ);
+#undef L_DQ
         CU_LAUNCHED();
     }
     if (dk || dv) {
-        fa_smem(k_fa_bwd_dkv<DP>, smem);
-        dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_kv_heads);
-        k_fa_bwd_dkv<DP><<<grid, FA_THREADS, smem, cuda_stream>>>(dk, dv, st.q, st.k, st.v, st.o, st.D, st.lse2,
-                                                                  a->row_of_pos, m);
+        dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
+        int part = st.pk != NULL;
+        float *ok = part ? st.pk : dk, *ov = part ? st.pv : dv;
+#define L_DKV(DD_, MM_)                                                                                                    \
+    do {                                                                                                               \
+        fa_smem(k_fa_bwd_dkv<DD_, MM_>, smem);                                                                             \
+        k_fa_bwd_dkv<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(ok, ov, st.q, st.k, st.v, st.o, st.D, st.lse2,     \
+                                                                    a->row_of_pos, m, part);                           \
+    } while (0)
+        FA_MB_SWITCH(fa_mb[2], DP, L_DKV);
+#undef L_DKV
         CU_LAUNCHED();
+        if (part) {
+            size_t total = (size_t)a->n_tok * a->n_kv_heads * a->head_dim;
+            k_fa_sum_group<<<cuda_blocks(total), CU_THREADS, 0, cuda_stream>>>(
+                dk, dv, st.pk, st.pv, a->row_of_pos, a->n_tok, a->n_heads, a->n_kv_heads, a->head_dim);
+            CU_LAUNCHED();
+        }
     }
 }
 

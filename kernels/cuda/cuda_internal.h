@@ -45,9 +45,14 @@ extern cublasHandle_t cuda_blas;
 /* 1 when the matrix math runs in bf16 (cuda_ops_set_bf16) */
 extern int cuda_bf16;
 
-/* a device buffer the ops reuse (conv's im2col columns): grown, never shrunk,
- * freed by cuda_ops_shutdown; growing synchronizes (cudaMalloc) */
-float *cuda_scratch(size_t floats);
+/* device buffers the ops reuse: grown, never shrunk, freed by
+ * cuda_ops_shutdown; growing synchronizes (cudaMalloc). One slot per user
+ * whose buffer may be live while another's is taken: the ops' (conv's
+ * im2col columns, the flash attention's staging), and the two bf16 operand
+ * copies of a product (which may read the ops' slot) */
+enum { CUDA_SCRATCH_OPS, CUDA_SCRATCH_GEMM_A, CUDA_SCRATCH_GEMM_B, CUDA_SCRATCH_SLOTS };
+void *cuda_scratch_slot(int slot, size_t bytes);
+float *cuda_scratch(size_t floats); /* the ops' slot */
 /* a device double for reductions that come back to the host */
 double *cuda_scratch_double(void);
 
@@ -78,6 +83,11 @@ void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const 
                      int in_dim, int out_dim);
 /* dst[j] += Σ_r src[r·c + j], r < n */
 void cuda_colsum_add(float *dst, const float *src, int n, int c);
+/* column sums in two deterministic stages (cuda_norm.cu): dw[j] += Σ_r
+ * dout·(in − mean)·rstd when dw and in are given (mean NULL: 0), db[j] +=
+ * Σ_r dout */
+void cuda_col_reduce(float *dw, float *db, const float *dout, const float *in, const float *mean, const float *rstd,
+                     int n, int c);
 
 /* cuda_norm.cu */
 void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);

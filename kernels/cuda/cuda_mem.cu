@@ -25,8 +25,10 @@ void cuda_ops_set_bf16(int on)
 
 int cuda_ops_bf16(void) { return cuda_bf16; }
 
-static float *scratch;
-static size_t scratch_floats;
+/* grow-only scratch buffers, one per user that may hold one while another
+ * is in use (CUDA_SCRATCH_* in cuda_internal.h) */
+static void *slots[CUDA_SCRATCH_SLOTS];
+static size_t slot_bytes[CUDA_SCRATCH_SLOTS];
 static double *scratch_dbl;
 
 void cuda_ops_die(const char *file, int line, const char *what, const char *msg)
@@ -78,7 +80,7 @@ int cuda_ops_init(int device, char *err, size_t errlen)
     INIT_TRY_BLAS(cublasSetStream(cuda_blas, cuda_stream));
     /* plain fp32 products: TF32 tensor cores would round the inputs to 10
      * mantissa bits and miss the CPU backend by ~1e-3 */
-    INIT_TRY_BLAS(cublasSetMathMode(cuda_blas, CUBLAS_PEDANTIC_MATH));
+    INIT_TRY_BLAS(cublasSetMathMode(cuda_blas, cuda_bf16 ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH));
     INIT_TRY(cudaMalloc((void **)&scratch_dbl, sizeof(double)));
     (void)cudaGetLastError(); /* start the ops' launch checks clean */
     return 0;
@@ -92,10 +94,12 @@ void cuda_ops_shutdown(void)
         cublasDestroy(cuda_blas);
     cuda_blas = NULL;
     /* guarded: a runtime call before init would make device 0 current */
-    if (scratch)
-        cudaFree(scratch);
-    scratch = NULL;
-    scratch_floats = 0;
+    for (int i = 0; i < CUDA_SCRATCH_SLOTS; i++) {
+        if (slots[i])
+            cudaFree(slots[i]);
+        slots[i] = NULL;
+        slot_bytes[i] = 0;
+    }
     if (scratch_dbl)
         cudaFree(scratch_dbl);
     scratch_dbl = NULL;
@@ -104,18 +108,20 @@ void cuda_ops_shutdown(void)
     cuda_stream = NULL;
 }
 
-float *cuda_scratch(size_t floats)
+void *cuda_scratch_slot(int slot, size_t bytes)
 {
-    if (floats > scratch_floats) {
+    if (bytes > slot_bytes[slot]) {
         CU_CHECK(cudaStreamSynchronize(cuda_stream));
-        CU_CHECK(cudaFree(scratch));
-        scratch = NULL;
-        scratch_floats = 0;
-        CU_CHECK(cudaMalloc((void **)&scratch, floats * sizeof(float)));
-        scratch_floats = floats;
+        CU_CHECK(cudaFree(slots[slot]));
+        slots[slot] = NULL;
+        slot_bytes[slot] = 0;
+        CU_CHECK(cudaMalloc(&slots[slot], bytes));
+        slot_bytes[slot] = bytes;
     }
-    return scratch;
+    return slots[slot];
 }
+
+float *cuda_scratch(size_t floats) { return (float *)cuda_scratch_slot(CUDA_SCRATCH_OPS, floats * sizeof(float)); }
 
 double *cuda_scratch_double(void) { return scratch_dbl; }
 

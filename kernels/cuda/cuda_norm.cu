@@ -38,18 +38,26 @@ __global__ void k_rmsnorm_bwd_din(float *din, const float *dout, const float *in
         dx[i] += rs * (g[i] * w[i] - x[i] * rs * dot);
 }
 
-/* dw[i] += Σ_r dout·(x − mean)·rstd (mean NULL: 0), db[i] += Σ_r dout;
- * 32 columns a block, 8 row lanes */
-__global__ void k_norm_bwd_dwdb(float *dw, float *db, const float *dout, const float *in, const float *mean,
-                                const float *rstd, int n, int c)
+/* Column sums over rows, in two deterministic stages so that every
+ * multiprocessor works (one block per 32 columns walking all rows left a
+ * 896-wide norm's weight gradient to 28 blocks: 0.57 ms a call): blocks of
+ * 32 columns × COL_ROWS rows write partial sums, then one thread per column
+ * adds its partials in order.
+ *   dw[j] += Σ_r dout[r,j]·(in[r,j] − mean[r])·rstd[r]   (in given; mean NULL: 0)
+ *   db[j] += Σ_r dout[r,j] */
+#define COL_ROWS 128
+
+__global__ void k_col_partial(float *pw, float *pb, const float *dout, const float *in, const float *mean,
+                              const float *rstd, int n, int c)
 {
     __shared__ float sw[8][33], sb[8][33];
-    int j = blockIdx.x * 32 + threadIdx.x;
+    int j = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * COL_ROWS, r1 = min(n, r0 + COL_ROWS);
     float aw = 0.0f, ab = 0.0f;
     if (j < c)
-        for (int r = threadIdx.y; r < n; r += 8) {
-            float g = dout[(size_t)r * c + j], x = in[(size_t)r * c + j];
-            aw += g * (x - (mean ? mean[r] : 0.0f)) * rstd[r];
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+            float g = dout[(size_t)r * c + j];
+            if (in)
+                aw += g * (in[(size_t)r * c + j] - (mean ? mean[r] : 0.0f)) * rstd[r];
             ab += g;
         }
     sw[threadIdx.y][threadIdx.x] = aw;
@@ -59,11 +67,37 @@ __global__ void k_norm_bwd_dwdb(float *dw, float *db, const float *dout, const f
         float s = 0.0f, t = 0.0f;
         for (int y = 0; y < 8; y++)
             s += sw[y][threadIdx.x], t += sb[y][threadIdx.x];
+        pw[(size_t)blockIdx.y * c + j] = s;
+        pb[(size_t)blockIdx.y * c + j] = t;
+    }
+}
+
+__global__ void k_col_finish(float *dw, float *db, const float *pw, const float *pb, int parts, int c)
+{
+    CU_FOR(j, (size_t)c)
+    {
+        float s = 0.0f, t = 0.0f;
+        for (int p = 0; p < parts; p++)
+            s += pw[(size_t)p * c + j], t += pb[(size_t)p * c + j];
         if (dw)
             dw[j] += s;
         if (db)
             db[j] += t;
     }
+}
+
+void cuda_col_reduce(float *dw, float *db, const float *dout, const float *in, const float *mean, const float *rstd,
+                     int n, int c)
+{
+    if (n <= 0 || c <= 0 || (!dw && !db))
+        return;
+    int parts = (n + COL_ROWS - 1) / COL_ROWS;
+    float *pw = cuda_scratch((size_t)2 * parts * c), *pb = pw + (size_t)parts * c;
+    k_col_partial<<<dim3((c + 31) / 32, parts), dim3(32, 8), 0, cuda_stream>>>(pw, pb, dout, dw ? in : NULL, mean,
+                                                                              rstd, n, c);
+    CU_LAUNCHED();
+    k_col_finish<<<cuda_blocks((size_t)c), CU_THREADS, 0, cuda_stream>>>(dw, db, pw, pb, parts, c);
+    CU_LAUNCHED();
 }
 
 void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps)
@@ -84,8 +118,7 @@ void cuda_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in,
         CU_LAUNCHED();
     }
     if (dw) {
-        k_norm_bwd_dwdb<<<(c + 31) / 32, dim3(32, 8), 0, cuda_stream>>>(dw, NULL, dout, in, NULL, rstd, n, c);
-        CU_LAUNCHED();
+        cuda_col_reduce(dw, NULL, dout, in, NULL, rstd, n, c);
     }
 }
 
@@ -152,8 +185,7 @@ void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, con
         CU_LAUNCHED();
     }
     if (dw || db) {
-        k_norm_bwd_dwdb<<<(c + 31) / 32, dim3(32, 8), 0, cuda_stream>>>(dw, db, dout, in, mean, rstd, n, c);
-        CU_LAUNCHED();
+        cuda_col_reduce(dw, db, dout, in, mean, rstd, n, c);
     }
 }
 

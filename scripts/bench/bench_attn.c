@@ -2,7 +2,8 @@
  * backend in TFLOP/s, on the GPU (scripts/bench/attn-gpu.sh runs PyTorch's
  * cuDNN attention and bf16 matmul beside it in the same run).
  *
- *   bench-attn [ITERS]
+ *   bench-attn [ITERS] [bf16]     (bf16: the tensor-core attention alone;
+ *                                  BAGEL_FA_MB picks its variants, cuda_flash.cu)
  *
  * Attention, forward and forward + backward, at the two model shapes of the
  * benchmark (bagel-0.5b-mot: 14 query heads, 2 kv heads, head dim 64;
@@ -66,6 +67,8 @@ static void *dcopy(const void *h, size_t bytes)
 typedef struct {
     int len, mode, new_sample;
 } spl_t;
+
+static int bf16_only; /* argv[2] "bf16": the tensor-core attention alone */
 
 /* the recipe batch's splits (positions include the image markers) */
 static const spl_t recipe[] = {
@@ -171,7 +174,7 @@ static void attn_bench(const char *name, const spl_t *sp, int ns, int nh, int nk
     x.o = drand(nq, 1), x.lse = drand((size_t)S * nh, 1), x.dq = drand(nq, 1), x.dk = drand(nk, 1),
     x.dv = drand(nk, 1);
     double ff = 4.0 * pairs * d * nh;
-    for (int bf = 0; bf < 2; bf++) {
+    for (int bf = bf16_only; bf < 2; bf++) {
         cuda_ops_set_bf16(bf);
         int it = bf ? iters : (iters + 9) / 10;
         double tf = time_ms(run_fwd, &x, it), tfb = time_ms(run_fwd_bwd, &x, it);
@@ -216,6 +219,7 @@ static void lin_bench(int n, int in, int out, int iters)
 int main(int argc, char **argv)
 {
     int iters = argc > 1 ? atoi(argv[1]) : 10;
+    bf16_only = argc > 2 && !strcmp(argv[2], "bf16");
     char err[256];
     if (cuda_ops_init(0, err, sizeof err)) {
         printf("bench-attn: skipped: %s\n", err);
@@ -229,6 +233,10 @@ int main(int argc, char **argv)
     attn_bench("causal", causal, 1, 14, 2, 64, iters);
     attn_bench("recipe", recipe, nr, 28, 4, 128, iters);
     attn_bench("causal", causal, 1, 28, 4, 128, iters);
+    if (bf16_only) {
+        cuda_ops_shutdown();
+        return 0;
+    }
     lin_bench(S, 896, 4864, iters);
     lin_bench(S, 4864, 896, iters);
     lin_bench(S, 3584, 18944, iters);

@@ -8,6 +8,9 @@
  *    weights and optimizer state), with step ms, tokens/s, model TFLOP/s, MFU
  *    over --peak and the device memory in use; scripts/bench/model-gpu.sh runs
  *    it beside the PyTorch peer (tests/reference/bench_torch_gpu.py);
+ *  - --profile: also the time of every op, each between two syncs, summed
+ *    per op over the timed steps (kernels/prof.h); the step times of such a
+ *    run include those syncs;
  *  - --count: only packs the case and prints its model FLOPs, the line
  *    `bench_ref.py flops` prints for the same case (the two counts agree).
  *
@@ -28,6 +31,7 @@
 #include <time.h>
 
 #include "../../kernels/ops.h"
+#include "../../kernels/prof.h"
 #include "../../models/model.h"
 #include "../../models/optim.h"
 #include "../../stages/common/compute_env.h"
@@ -135,7 +139,7 @@ static int cmp_double(const void *a, const void *b)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count] [--warmup N] "
+    fprintf(stderr, "usage: bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count] [--profile] [--warmup N] "
                     "[--peak TFLOPS]\n");
     return 2;
 }
@@ -143,11 +147,13 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     const char *pos[4] = {0};
-    int npos = 0, train = 0, count_only = 0, warmup = 1;
+    int npos = 0, train = 0, count_only = 0, warmup = 1, profile = 0;
     double peak = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--train"))
             train = 1;
+        else if (!strcmp(argv[i], "--profile"))
+            profile = 1;
         else if (!strcmp(argv[i], "--count"))
             count_only = 1;
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
@@ -185,6 +191,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-model: %s\n", err);
         return rcode;
     }
+    const op_table_t *ops_started = ops;
+    if (profile) /* every op timed between syncs (kernels/prof.h) */
+        ops = op_prof_wrap(ops);
     double mem0 = device_used(ops);
     model_t *m = model_new(&rc.cfg, ops, err, sizeof err);
     if (!m) {
@@ -270,6 +279,8 @@ int main(int argc, char **argv)
         double t = now() - t0;
         if (it == -warmup)
             first_loss = L.total;
+        if (it == -1 && profile)
+            op_prof_reset();
         if (it >= 0)
             dt[it] = t;
     }
@@ -295,12 +306,14 @@ int main(int argc, char **argv)
                ops->name, rc.name, b->S, omp_get_max_threads(), iters, L.total, best * 1e3, total / iters * 1e3,
                b->S / best);
     }
+    if (profile)
+        op_prof_print(stdout, iters);
     free(dt);
     if (ema)
         ops->free(ema);
     optim_destroy(&opt);
     model_destroy(&m);
-    compute_ops_done(ops);
+    compute_ops_done(ops_started);
     refcase_free(&rc);
     return 0;
 }
