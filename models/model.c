@@ -424,6 +424,10 @@ static void plan_acts(model_t *m, model_acts_t *a, aplan_t *p)
         a->resid[l] = TF(p, S * H);
     for (int l = 0; l < c->layers; l++) {
         llm_layer_acts_t *L = &a->ll[l];
+        if (k->recompute && l > 0) { /* every layer in layer 0's buffers */
+            *L = a->ll[0];
+            continue;
+        }
         L->rstd1 = TF(p, S);
         L->a = TF(p, S * H);
         L->qraw = TF(p, S * Q);
@@ -494,6 +498,10 @@ static void plan_acts(model_t *m, model_acts_t *a, aplan_t *p)
             a->vres[l] = TF(p, Nv * Dv);
         for (int l = 0; l < c->vit_layers; l++) {
             vit_layer_acts_t *V = &a->vl[l];
+            if (k->recompute && l > 0) {
+                *V = a->vl[0];
+                continue;
+            }
             V->mean1 = TF(p, Nv);
             V->rstd1 = TF(p, Nv);
             V->a = TF(p, Nv * Dv);
@@ -552,7 +560,8 @@ int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen
     if (k.n_vit_images <= 0)
         k.n_vit_images = k.n_vit > 0 ? k.n_vit : 1;
     if (m->act_mem && k.S <= m->caps.S && k.n_vit <= m->caps.n_vit && k.n_lat <= m->caps.n_lat &&
-        k.n_ce <= m->caps.n_ce && k.n_splits <= m->caps.n_splits && k.n_vit_images <= m->caps.n_vit_images)
+        k.n_ce <= m->caps.n_ce && k.n_splits <= m->caps.n_splits && k.n_vit_images <= m->caps.n_vit_images &&
+        k.recompute == m->caps.recompute)
         return 0;
     if (m->act_mem)
         m->ops->free(m->act_mem);
@@ -736,33 +745,42 @@ typedef struct span {
     int r0, n;
 } span_t;
 
+/* one ViT layer: vres[l] -> vres[l + 1], its activations in vl[l] */
+static void vit_layer_forward(model_t *m, int l, const op_attn_t *at)
+{
+    const op_table_t *o = m->ops;
+    const model_config_t *c = &m->cfg;
+    model_acts_t *a = m->a;
+    int Nv = a->n_vit, Dv = c->vit_hidden, Iv = c->vit_inter;
+    vit_layer_acts_t *V = &a->vl[l];
+    const model_vit_layer_t *L = &m->w.vit[l];
+    float *x = a->vres[l], *y = a->vres[l + 1];
+    o->layernorm_fwd(V->a, V->mean1, V->rstd1, x, L->ln1_w, L->ln1_b, Nv, Dv, c->vit_eps);
+    o->linear_fwd(V->q, V->a, L->q_w, L->q_b, Nv, Dv, Dv);
+    o->linear_fwd(V->k, V->a, L->k_w, L->k_b, Nv, Dv, Dv);
+    o->linear_fwd(V->v, V->a, L->v_w, L->v_b, Nv, Dv, Dv);
+    o->attention_fwd(V->o, V->lse, V->q, V->k, V->v, at);
+    o->linear_fwd(V->xmid, V->o, L->o_w, L->o_b, Nv, Dv, Dv);
+    o->axpy(V->xmid, 1.0f, x, (size_t)Nv * Dv);
+    o->layernorm_fwd(V->bn, V->mean2, V->rstd2, V->xmid, L->ln2_w, L->ln2_b, Nv, Dv, c->vit_eps);
+    o->linear_fwd(V->f1, V->bn, L->fc1_w, L->fc1_b, Nv, Dv, Iv);
+    o->gelu_fwd(V->g, V->f1, (size_t)Nv * Iv);
+    o->linear_fwd(y, V->g, L->fc2_w, L->fc2_b, Nv, Iv, Dv);
+    o->axpy(y, 1.0f, V->xmid, (size_t)Nv * Dv);
+}
+
 static void vit_forward(model_t *m)
 {
     const op_table_t *o = m->ops;
     const model_config_t *c = &m->cfg;
     model_acts_t *a = m->a;
     const model_weights_t *w = &m->w;
-    int Nv = a->n_vit, Dv = c->vit_hidden, Iv = c->vit_inter, H = c->hidden;
+    int Nv = a->n_vit, Dv = c->vit_hidden, H = c->hidden;
     op_attn_t at = vit_attn(m);
     o->linear_fwd(a->vres[0], a->vit_tokens, w->patch_w, w->patch_b, Nv, model_vit_dim(c), Dv);
     o->rows_add(a->vres[0], NULL, w->vit_posemb, a->vit_posid, Nv, Dv);
-    for (int l = 0; l < c->vit_layers; l++) {
-        vit_layer_acts_t *V = &a->vl[l];
-        const model_vit_layer_t *L = &w->vit[l];
-        float *x = a->vres[l], *y = a->vres[l + 1];
-        o->layernorm_fwd(V->a, V->mean1, V->rstd1, x, L->ln1_w, L->ln1_b, Nv, Dv, c->vit_eps);
-        o->linear_fwd(V->q, V->a, L->q_w, L->q_b, Nv, Dv, Dv);
-        o->linear_fwd(V->k, V->a, L->k_w, L->k_b, Nv, Dv, Dv);
-        o->linear_fwd(V->v, V->a, L->v_w, L->v_b, Nv, Dv, Dv);
-        o->attention_fwd(V->o, V->lse, V->q, V->k, V->v, &at);
-        o->linear_fwd(V->xmid, V->o, L->o_w, L->o_b, Nv, Dv, Dv);
-        o->axpy(V->xmid, 1.0f, x, (size_t)Nv * Dv);
-        o->layernorm_fwd(V->bn, V->mean2, V->rstd2, V->xmid, L->ln2_w, L->ln2_b, Nv, Dv, c->vit_eps);
-        o->linear_fwd(V->f1, V->bn, L->fc1_w, L->fc1_b, Nv, Dv, Iv);
-        o->gelu_fwd(V->g, V->f1, (size_t)Nv * Iv);
-        o->linear_fwd(y, V->g, L->fc2_w, L->fc2_b, Nv, Iv, Dv);
-        o->axpy(y, 1.0f, V->xmid, (size_t)Nv * Dv);
-    }
+    for (int l = 0; l < c->vit_layers; l++)
+        vit_layer_forward(m, l, &at);
     o->layernorm_fwd(a->vout, a->pmean, a->prstd, a->vres[c->vit_layers], w->post_w, w->post_b, Nv, Dv, c->vit_eps);
     o->linear_fwd(a->c1, a->vout, w->conn1_w, w->conn1_b, Nv, Dv, H);
     o->gelu_fwd(a->c1g, a->c1, (size_t)Nv * H);
@@ -1028,6 +1046,10 @@ static void vit_backward(model_t *m)
     o->layernorm_bwd(a->dvres, g->post_w, g->post_b, a->dva, a->vres[c->vit_layers], w->post_w, a->pmean, a->prstd, Nv,
                      Dv);
     for (int l = c->vit_layers - 1; l >= 0; l--) {
+        /* with recomputation the shared buffers hold the last layer's
+         * activations: every other layer runs its forward again first */
+        if (m->caps.recompute && l < c->vit_layers - 1)
+            vit_layer_forward(m, l, &at);
         vit_layer_acts_t *V = &a->vl[l];
         const model_vit_layer_t *L = &w->vit[l];
         model_vit_layer_t *G = &g->vit[l];
@@ -1104,8 +1126,11 @@ int model_backward(model_t *m, char *err, size_t errlen)
         o->rmsnorm_bwd(a->dres + (size_t)nu * H, g->norm[1], a->dhf + (size_t)nu * H, xl + (size_t)nu * H, w->norm[1],
                        a->rstdf + nu, ng, H);
 
-    for (int l = c->layers - 1; l >= 0; l--)
+    for (int l = c->layers - 1; l >= 0; l--) {
+        if (m->caps.recompute && l < c->layers - 1) /* see vit_backward */
+            llm_layer_forward(m, l);
         llm_layer_backward(m, l);
+    }
 
     /* dres = d(embeddings) */
     if (g->embed)

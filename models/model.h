@@ -89,6 +89,11 @@ typedef struct model_caps {
     int n_splits; /* attention splits */
     int n_vit_images;
     int ce_chunk; /* classifier rows per chunk (0: 64) */
+    int recompute; /* activation recomputation: one layer's activations
+                    * (language model and ViT each) instead of every layer's;
+                    * the backward runs each layer's forward again from its
+                    * saved input first. Same results, bit for bit; about a
+                    * third more compute for the layers. */
 } model_caps_t;
 
 typedef struct model_loss_opts {

@@ -751,30 +751,42 @@ static void fa_stage_qkv(const fa_stage &st, const float *q, const float *k, con
     CU_LAUNCHED();
 }
 
+/* the dynamic shared memory a block needs, and all of the unified L1 as
+ * shared memory: left to the driver, it held two blocks a multiprocessor
+ * where four fit (Nsight Compute, "Block Limit Shared Mem") */
 template <typename K> static void fa_smem(K kern, size_t bytes)
 {
     CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
 }
 
 /* Blocks a multiprocessor should hold at once (the register cap the
  * compiler gets, __launch_bounds__' second argument), per kernel: forward,
  * dQ, dK/dV. The head dims of the models (64, 128) have several instances
  * so that BAGEL_FA_MB="F,Q,KV" (each 1 to 4) can pick among them for
- * measurement (scripts/bench/attn-gpu.sh); the defaults are the measured
- * best. */
-static int fa_mb[3] = {0, 0, 0};
+ * measurement (scripts/bench/attn-gpu.sh). The defaults are the best of
+ * that sweep on an H200 at the recipe packing: 3,3,1 at head dim 64 (3.84
+ * ms forward + backward against 4.18 for 2,2,1), 2,2,1 at 128 (10.40 ms;
+ * 3,3,x spills). fa_mb[0] is -1 until the variable has been read. */
+static int fa_mb[3] = {-1, 0, 0};
 
 static void fa_mb_read(void)
 {
-    if (fa_mb[0])
+    if (fa_mb[0] >= 0)
         return;
-    int f = 2, q = 2, kv = 1;
+    int v[3] = {0, 0, 0};
     const char *e = getenv("BAGEL_FA_MB");
     if (e)
-        sscanf(e, "%d,%d,%d", &f, &q, &kv);
-    fa_mb[0] = f < 1 || f > 4 ? 2 : f;
-    fa_mb[1] = q < 1 || q > 4 ? 2 : q;
-    fa_mb[2] = kv < 1 || kv > 4 ? 1 : kv;
+        sscanf(e, "%d,%d,%d", &v[0], &v[1], &v[2]);
+    for (int i = 0; i < 3; i++)
+        fa_mb[i] = v[i] >= 1 && v[i] <= 4 ? v[i] : 0; /* 0: the head dim's default */
+}
+
+/* the variant for kernel i (0 forward, 1 dQ, 2 dK/dV) at padded head dim DP */
+static int fa_mb_of(int i, int DP)
+{
+    static const int small[3] = {3, 3, 1}, large[3] = {2, 2, 1};
+    return fa_mb[i] ? fa_mb[i] : DP <= 64 ? small[i] : large[i];
 }
 
 #define FA_MB_SWITCH(mb, DP, LAUNCH)                                                                                   \
@@ -802,7 +814,7 @@ template <int DP> static void fa_fwd(float *out, float *lse, const fa_stage &st,
         k_fa_fwd<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(out, lse, st.q, st.k, st.v, a->row_of_pos,             \
                                                                 fa_meta_of(a, st));                                    \
     } while (0)
-    FA_MB_SWITCH(fa_mb[0], DP, L_FWD);
+    FA_MB_SWITCH(fa_mb_of(0, DP), DP, L_FWD);
 #undef L_FWD
     CU_LAUNCHED();
 }
@@ -821,7 +833,7 @@ static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op
         k_fa_bwd_dq<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(dq, st.q, st.k, st.v, st.o, st.D, st.lse2,          \
                                                                    a->row_of_pos, m);                                  \
     } while (0)
-        FA_MB_SWITCH(fa_mb[1], DP, L_DQ);
+        FA_MB_SWITCH(fa_mb_of(1, DP), DP, L_DQ);
 #undef L_DQ
         CU_LAUNCHED();
     }
@@ -835,7 +847,7 @@ static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op
         k_fa_bwd_dkv<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(ok, ov, st.q, st.k, st.v, st.o, st.D, st.lse2,     \
                                                                     a->row_of_pos, m, part);                           \
     } while (0)
-        FA_MB_SWITCH(fa_mb[2], DP, L_DKV);
+        FA_MB_SWITCH(fa_mb_of(2, DP), DP, L_DKV);
 #undef L_DKV
         CU_LAUNCHED();
         if (part) {

@@ -5,6 +5,8 @@
 #include "cuda_internal.h"
 
 #include <cuda_bf16.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* rows × cols of x (row stride ld) into a packed bf16 copy, 4 a thread */
 __global__ void k_to_bf16(__nv_bfloat16 *dst, const float *x, int rows, int cols, int ld)
@@ -52,6 +54,31 @@ static __nv_bfloat16 *to_bf16(int slot, const float *x, int rows, int cols, int 
 /* A row-major X[r, c] with stride ld is the column-major Xᵀ with the same
  * ld, so C = op(A)·op(B) in row-major is Cᵀ = op(B)ᵀ·op(A)ᵀ in column-major:
  * swap the operands and keep each one's transpose flag. */
+/* How bf16 products take their fp32 operands: 0 (the default) rounds each
+ * operand into a packed bf16 copy first and multiplies bf16 by bf16; 1
+ * (BAGEL_GEMM=fast16bf, for measurement) hands cuBLAS the fp32 operands
+ * with CUBLAS_COMPUTE_32F_FAST_16BF and lets it round them. */
+static int gemm_mode = -1;
+
+static int gemm_fast16bf(void)
+{
+    if (gemm_mode < 0) {
+        const char *e = getenv("BAGEL_GEMM");
+        gemm_mode = e && !strcmp(e, "fast16bf");
+    }
+    return gemm_mode;
+}
+
+/* the product of packed bf16 operands (row-major, a [ra, ca], b [rb, cb] as
+ * cuda_gemm_rm describes them) into fp32 c */
+static void gemm16(char ta, char tb, int m, int n, int k, float alpha, const __nv_bfloat16 *a, int lda,
+                   const __nv_bfloat16 *b, int ldb, float beta, float *c, int ldc)
+{
+    cublasOperation_t opb = tb == 't' ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta == 't' ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasGemmEx(cuda_blas, opb, opa, n, m, k, &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda, &beta, c,
+                              CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b, int ldb,
                   float beta, float *c, int ldc)
 {
@@ -62,14 +89,17 @@ void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const floa
         CUBLAS_CHECK(cublasSgemm(cuda_blas, opb, opa, n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
         return;
     }
-    /* bf16 copies of both operands (a pass over each, small beside the
-     * product: measured, cuBLAS's own fp32-in bf16 mode ran at about half
-     * the rate of bf16 operands), fp32 accumulation and output */
+    if (gemm_fast16bf()) {
+        CUBLAS_CHECK(cublasGemmEx(cuda_blas, opb, opa, n, m, k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta,
+                                  c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    /* bf16 copies of both operands (a memory pass over each), fp32
+     * accumulation and output */
     int ra = ta == 't' ? k : m, ca = ta == 't' ? m : k, rb = tb == 't' ? n : k, cb = tb == 't' ? k : n;
     __nv_bfloat16 *a16 = to_bf16(CUDA_SCRATCH_GEMM_A, a, ra, ca, lda);
     __nv_bfloat16 *b16 = to_bf16(CUDA_SCRATCH_GEMM_B, b, rb, cb, ldb);
-    CUBLAS_CHECK(cublasGemmEx(cuda_blas, opb, opa, n, m, k, &alpha, b16, CUDA_R_16BF, cb, a16, CUDA_R_16BF, ca, &beta,
-                              c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm16(ta, tb, m, n, k, alpha, a16, ca, b16, cb, beta, c, ldc);
 }
 
 __global__ void k_bias_rows(float *out, const float *b, size_t total, int c)
@@ -98,6 +128,21 @@ void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const 
 {
     if (n <= 0 || out_dim <= 0)
         return;
+    if (cuda_bf16 && !gemm_fast16bf() && in_dim > 0 && (din || dw)) {
+        /* dout rounded once for both products */
+        __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, out_dim, out_dim);
+        if (din) {
+            __nv_bfloat16 *w16 = to_bf16(CUDA_SCRATCH_GEMM_B, w, out_dim, in_dim, in_dim);
+            gemm16('n', 'n', n, in_dim, out_dim, 1.0f, d16, out_dim, w16, in_dim, 1.0f, din, in_dim);
+        }
+        if (dw) { /* slot B again: queued after the product above, which has read it by then */
+            __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_B, in, n, in_dim, in_dim);
+            gemm16('t', 'n', out_dim, in_dim, n, 1.0f, d16, out_dim, x16, in_dim, 1.0f, dw, in_dim);
+        }
+        if (db)
+            cuda_colsum_add(db, dout, n, out_dim);
+        return;
+    }
     if (din && in_dim > 0) /* din[n,i] += dout[n,o] · w[o,i] */
         cuda_gemm_rm('n', 'n', n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, 1.0f, din, in_dim);
     if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] */

@@ -100,11 +100,62 @@ void cuda_col_reduce(float *dw, float *db, const float *dout, const float *in, c
     CU_LAUNCHED();
 }
 
+/* A warp a row, for rows up to WARP_ROW_MAX wide (every RMSNorm of the
+ * models: 64 to 3584): the block-a-row kernels above left most of their 256
+ * threads idle on the per-head q/k norms (64 wide, 151k rows a call) */
+#define WARP_ROW_MAX 4096
+#define WARP_ROWS 8 /* rows (warps) a block */
+
+__device__ static inline float warp_sum32(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__global__ void k_rmsnorm_fwd_warp(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps)
+{
+    int r = blockIdx.x * WARP_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= n)
+        return;
+    const float *x = in + (size_t)r * c;
+    float *y = out + (size_t)r * c;
+    float ss = 0.0f;
+    for (int i = lane; i < c; i += 32)
+        ss += x[i] * x[i];
+    ss = warp_sum32(ss);
+    float rs = 1.0f / sqrtf(ss / (float)c + eps);
+    for (int i = lane; i < c; i += 32)
+        y[i] = w[i] * (x[i] * rs);
+    if (rstd && lane == 0)
+        rstd[r] = rs;
+}
+
+__global__ void k_rmsnorm_bwd_din_warp(float *din, const float *dout, const float *in, const float *w,
+                                       const float *rstd, int n, int c)
+{
+    int r = blockIdx.x * WARP_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= n)
+        return;
+    const float *x = in + (size_t)r * c, *g = dout + (size_t)r * c;
+    float *dx = din + (size_t)r * c;
+    float rs = rstd[r], dot = 0.0f;
+    for (int i = lane; i < c; i += 32)
+        dot += g[i] * w[i] * x[i] * rs;
+    dot = warp_sum32(dot) / (float)c;
+    for (int i = lane; i < c; i += 32)
+        dx[i] += rs * (g[i] * w[i] - x[i] * rs * dot);
+}
+
 void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps)
 {
     if (n <= 0 || c <= 0)
         return;
-    k_rmsnorm_fwd<<<n, NORM_THREADS, 0, cuda_stream>>>(out, rstd, in, w, c, eps);
+    if (c <= WARP_ROW_MAX)
+        k_rmsnorm_fwd_warp<<<(n + WARP_ROWS - 1) / WARP_ROWS, 32 * WARP_ROWS, 0, cuda_stream>>>(out, rstd, in, w, n, c,
+                                                                                                 eps);
+    else
+        k_rmsnorm_fwd<<<n, NORM_THREADS, 0, cuda_stream>>>(out, rstd, in, w, c, eps);
     CU_LAUNCHED();
 }
 
@@ -114,7 +165,11 @@ void cuda_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in,
     if (n <= 0 || c <= 0)
         return;
     if (din) {
-        k_rmsnorm_bwd_din<<<n, NORM_THREADS, 0, cuda_stream>>>(din, dout, in, w, rstd, c);
+        if (c <= WARP_ROW_MAX)
+            k_rmsnorm_bwd_din_warp<<<(n + WARP_ROWS - 1) / WARP_ROWS, 32 * WARP_ROWS, 0, cuda_stream>>>(din, dout, in, w,
+                                                                                                        rstd, n, c);
+        else
+            k_rmsnorm_bwd_din<<<n, NORM_THREADS, 0, cuda_stream>>>(din, dout, in, w, rstd, c);
         CU_LAUNCHED();
     }
     if (dw) {

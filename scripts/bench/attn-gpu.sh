@@ -23,6 +23,8 @@ done
 S=$(sed -n 's/^attn causal S=\([0-9]*\).*/\1/p' <<<"$ours" | head -n1)
 peer=$($PY scripts/bench/attn_torch.py "${S:-10727}" "$ITERS" 2>&1)
 echo "$peer"
+echo "attn-gpu: the linears with BAGEL_GEMM=fast16bf (cuBLAS rounds the fp32 operands itself)"
+BAGEL_GEMM=fast16bf "$BUILD/tools/bench-attn" "$ITERS" linear 2>&1 | grep '^linear'
 # ratios: our bf16 fwd+bwd on BAGEL's masks and on causal over cuDNN causal
 for d in 64 128; do
     cud=$(sed -n "s/^torch attn causal .* d=$d cudnn .*fwd+bwd [0-9.]* ms \([0-9.]*\) TFLOP.*/\1/p" <<<"$peer")

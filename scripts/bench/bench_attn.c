@@ -2,8 +2,10 @@
  * backend in TFLOP/s, on the GPU (scripts/bench/attn-gpu.sh runs PyTorch's
  * cuDNN attention and bf16 matmul beside it in the same run).
  *
- *   bench-attn [ITERS] [bf16]     (bf16: the tensor-core attention alone;
- *                                  BAGEL_FA_MB picks its variants, cuda_flash.cu)
+ *   bench-attn [ITERS] [bf16|linear]  (bf16: the tensor-core attention alone,
+ *                                  BAGEL_FA_MB picks its variants, cuda_flash.cu;
+ *                                  linear: the bf16 linears alone, BAGEL_GEMM
+ *                                  picks how they round, cuda_linear.cu)
  *
  * Attention, forward and forward + backward, at the two model shapes of the
  * benchmark (bagel-0.5b-mot: 14 query heads, 2 kv heads, head dim 64;
@@ -68,7 +70,7 @@ typedef struct {
     int len, mode, new_sample;
 } spl_t;
 
-static int bf16_only; /* argv[2] "bf16": the tensor-core attention alone */
+static int bf16_only; /* argv[2] "bf16" or "linear": the bf16 attention or the bf16 linears alone */
 
 /* the recipe batch's splits (positions include the image markers) */
 static const spl_t recipe[] = {
@@ -192,34 +194,49 @@ static void attn_bench(const char *name, const spl_t *sp, int ns, int nh, int nk
 }
 
 typedef struct {
-    float *in, *w, *out;
+    float *in, *w, *out, *din, *dw, *b, *db;
     int n, i, o;
 } lin_arg;
 
 static void run_lin(void *p)
 {
     lin_arg *x = p;
-    op_cuda.linear_fwd(x->out, x->in, x->w, NULL, x->n, x->i, x->o);
+    op_cuda.linear_fwd(x->out, x->in, x->w, x->b, x->n, x->i, x->o);
 }
 
-static void lin_bench(int n, int in, int out, int iters)
+static void run_lin_bwd(void *p)
 {
-    lin_arg x = {drand((size_t)n * in, 1), drand((size_t)out * in, 0.05f), drand((size_t)n * out, 1), n, in, out};
-    for (int bf = 0; bf < 2; bf++) {
+    lin_arg *x = p;
+    op_cuda.linear_bwd(x->din, x->dw, x->db, x->out, x->in, x->w, x->n, x->i, x->o);
+}
+
+/* forward and backward (din, dw and, with a bias, db), as the trainer calls them */
+static void lin_bench(int n, int in, int out, int bias, int iters)
+{
+    lin_arg x = {drand((size_t)n * in, 1),  drand((size_t)out * in, 0.05f), drand((size_t)n * out, 1),
+                 drand((size_t)n * in, 1),  drand((size_t)out * in, 1),     bias ? drand(out, 1) : NULL,
+                 bias ? drand(out, 1) : NULL, n, in, out};
+    const char *gm = getenv("BAGEL_GEMM");
+    for (int bf = bf16_only; bf < 2; bf++) {
         cuda_ops_set_bf16(bf);
         double t = time_ms(run_lin, &x, bf ? iters : (iters + 4) / 5);
-        printf("linear n=%d in=%d out=%d %-4s %.3f ms %.1f TFLOP/s\n", n, in, out, bf ? "bf16" : "fp32", t,
-               2.0 * n * in * out / t * 1e-9);
+        double tb = time_ms(run_lin_bwd, &x, bf ? iters : (iters + 4) / 5);
+        printf("linear n=%d in=%d out=%d%s %-4s%s fwd %.3f ms %.1f TFLOP/s  bwd %.3f ms %.1f TFLOP/s\n", n, in, out,
+               bias ? " bias" : "", bf ? "bf16" : "fp32", bf && gm ? " BAGEL_GEMM=fast16bf" : "", t,
+               2.0 * n * in * out / t * 1e-9, tb, 4.0 * n * in * out / tb * 1e-9);
         fflush(stdout);
     }
     cuda_ops_set_bf16(0);
-    cudaFree(x.in), cudaFree(x.w), cudaFree(x.out);
+    void *bufs[] = {x.in, x.w, x.out, x.din, x.dw, x.b, x.db};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        cudaFree(bufs[i]);
 }
 
 int main(int argc, char **argv)
 {
     int iters = argc > 1 ? atoi(argv[1]) : 10;
-    bf16_only = argc > 2 && !strcmp(argv[2], "bf16");
+    bf16_only = argc > 2 && (!strcmp(argv[2], "bf16") || !strcmp(argv[2], "linear"));
+    int linear_only = argc > 2 && !strcmp(argv[2], "linear");
     char err[256];
     if (cuda_ops_init(0, err, sizeof err)) {
         printf("bench-attn: skipped: %s\n", err);
@@ -229,18 +246,21 @@ int main(int argc, char **argv)
     for (int i = 0; i < nr; i++)
         S += recipe[i].len;
     spl_t causal[] = {{S, OP_SPLIT_CAUSAL, 1}};
-    attn_bench("recipe", recipe, nr, 14, 2, 64, iters);
-    attn_bench("causal", causal, 1, 14, 2, 64, iters);
-    attn_bench("recipe", recipe, nr, 28, 4, 128, iters);
-    attn_bench("causal", causal, 1, 28, 4, 128, iters);
-    if (bf16_only) {
-        cuda_ops_shutdown();
-        return 0;
+    if (!linear_only) {
+        attn_bench("recipe", recipe, nr, 14, 2, 64, iters);
+        attn_bench("causal", causal, 1, 14, 2, 64, iters);
+        attn_bench("recipe", recipe, nr, 28, 4, 128, iters);
+        attn_bench("causal", causal, 1, 28, 4, 128, iters);
+        if (bf16_only) {
+            cuda_ops_shutdown();
+            return 0;
+        }
     }
-    lin_bench(S, 896, 4864, iters);
-    lin_bench(S, 4864, 896, iters);
-    lin_bench(S, 3584, 18944, iters);
-    lin_bench(S, 3584, 4608, iters);
+    lin_bench(S, 896, 4864, 0, iters);
+    lin_bench(S, 4864, 896, 0, iters);
+    lin_bench(S, 896, 1152, 1, iters);
+    lin_bench(S, 3584, 18944, 0, iters);
+    lin_bench(S, 3584, 4608, 1, iters);
     cuda_ops_shutdown();
     return 0;
 }

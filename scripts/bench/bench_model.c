@@ -11,6 +11,7 @@
  *  - --profile: also the time of every op, each between two syncs, summed
  *    per op over the timed steps (kernels/prof.h); the step times of such a
  *    run include those syncs;
+ *  - --recompute: activation recomputation (model_caps_t.recompute);
  *  - --count: only packs the case and prints its model FLOPs, the line
  *    `bench_ref.py flops` prints for the same case (the two counts agree).
  *
@@ -139,7 +140,7 @@ static int cmp_double(const void *a, const void *b)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count] [--profile] [--warmup N] "
+    fprintf(stderr, "usage: bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count] [--profile] [--recompute] [--warmup N] "
                     "[--peak TFLOPS]\n");
     return 2;
 }
@@ -147,13 +148,15 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     const char *pos[4] = {0};
-    int npos = 0, train = 0, count_only = 0, warmup = 1, profile = 0;
+    int npos = 0, train = 0, count_only = 0, warmup = 1, profile = 0, recompute = 0;
     double peak = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--train"))
             train = 1;
         else if (!strcmp(argv[i], "--profile"))
             profile = 1;
+        else if (!strcmp(argv[i], "--recompute"))
+            recompute = 1;
         else if (!strcmp(argv[i], "--count"))
             count_only = 1;
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
@@ -206,7 +209,8 @@ int main(int argc, char **argv)
                          .n_lat = b->n_lat,
                          .n_ce = b->n_ce,
                          .n_splits = b->n_splits,
-                         .n_vit_images = b->n_vit_images};
+                         .n_vit_images = b->n_vit_images,
+                         .recompute = recompute};
     if (model_reserve(m, &caps, err, sizeof err)) {
         fprintf(stderr, "bench-model: %s\n", err);
         return 1;

@@ -730,7 +730,8 @@ int train_run(train_opts_t *o)
                          .n_lat = (int)S,
                          .n_ce = (int)S,
                          .n_splits = (int)(S / 2 + 1),
-                         .n_vit_images = (int)(S / 3 + 1)};
+                         .n_vit_images = (int)(S / 3 + 1),
+                         .recompute = o->recompute};
     if (!r->cfg.visual_und)
         caps.n_vit = 0;
     if (!r->cfg.visual_gen)

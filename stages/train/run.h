@@ -18,6 +18,7 @@ typedef struct train_opts {
     uint64_t seed, input_offset;
     unsigned long long max_memory;
     double peak_tflops; /* for MFU; 0: known GPUs' peaks, none on the CPU */
+    int recompute;      /* --recompute: one layer's activations, recomputed in the backward */
     double lr, min_lr, beta1, beta2, eps, weight_decay, clip, ema, ce_weight, mse_weight, timestep_shift;
     data_opts_t data;
     const char *const *inputs;
