@@ -164,20 +164,27 @@ __global__ void k_fa_pos_split(int32_t *sp, const int32_t *ss, int n_splits, int
 }
 
 /* x [rows, nh, d] fp32 by storage row → dst [nh][S][DP] bf16 by position,
- * zero padded */
+ * zero padded; a warp a (head, position) row, so that the index arithmetic
+ * is done once a row and both sides are read and written whole */
 __global__ void k_fa_stage(bf16 *dst, const float *x, const int32_t *rop, int S, int nh, int d, int DP)
 {
-    size_t total = (size_t)nh * S * DP;
-    CU_FOR(i, total)
-    {
-        int j = (int)(i % DP);
-        size_t hp = i / DP;
-        int p = (int)(hp % S), h = (int)(hp / S);
-        float v = 0.0f;
-        if (j < d)
-            v = x[((size_t)(rop ? rop[p] : p) * nh + h) * d + j];
-        dst[i] = __float2bfloat16_rn(v);
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= S * nh)
+        return;
+    int h = w / S, p = w - h * S;
+    const float *src = x + ((size_t)(rop ? rop[p] : p) * nh + h) * d;
+    bf16 *out = dst + (size_t)w * DP;
+    for (int j = 2 * lane; j < DP; j += 64) {
+        float a = j < d ? src[j] : 0.0f, b = j + 1 < d ? src[j + 1] : 0.0f;
+        *reinterpret_cast<__nv_bfloat162 *>(out + j) = __floats2bfloat162_rn(a, b);
     }
+}
+
+static void fa_stage_rows(bf16 *dst, const float *x, const int32_t *rop, int S, int nh, int d, int dp)
+{
+    size_t rows = (size_t)S * nh;
+    k_fa_stage<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(dst, x, rop, S, nh, d, dp);
+    CU_LAUNCHED();
 }
 
 /* D = rowsum(dO ⊙ O) and lse in the log2 domain, [nh][S], one warp a row */
@@ -652,28 +659,27 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dkv(float *dk, float 
     }
 }
 
-/* dk/dv [row][kvh][d] += Σ over the group's query heads of the partials */
+/* dk/dv [row][kvh][d] += Σ over the group's query heads of the partials,
+ * in head order; a warp a (position, kv head) row */
 __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const float *pv, const int32_t *rop, int S,
                                int nh, int nkv, int d)
 {
-    size_t total = (size_t)S * nkv * d;
-    int group = nh / nkv;
-    CU_FOR(i, total)
-    {
-        int j = (int)(i % d);
-        size_t pk_ = i / d;
-        int kvh = (int)(pk_ % nkv), p = (int)(pk_ / nkv);
+    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+    if (w >= S * nkv)
+        return;
+    int p = w / nkv, kvh = w - p * nkv, group = nh / nkv;
+    size_t dst = ((size_t)(rop ? rop[p] : p) * nkv + kvh) * d;
+    for (int j = lane; j < d; j += 32) {
         float sk = 0.0f, sv = 0.0f;
         for (int u = 0; u < group; u++) {
             size_t src = ((size_t)(kvh * group + u) * S + p) * d + j;
             sk += pk[src];
             sv += pv[src];
         }
-        size_t dst = ((size_t)(rop ? rop[p] : p) * nkv + kvh) * d + j;
         if (dk)
-            dk[dst] += sk;
+            dk[dst + j] += sk;
         if (dv)
-            dv[dst] += sv;
+            dv[dst + j] += sv;
     }
 }
 
@@ -740,15 +746,9 @@ static void fa_stage_qkv(const fa_stage &st, const float *q, const float *k, con
     int S = a->n_tok;
     k_fa_pos_split<<<cuda_blocks((size_t)S), CU_THREADS, 0, cuda_stream>>>(st.sp, a->split_start, a->n_splits, S);
     CU_LAUNCHED();
-    size_t nq = (size_t)S * a->n_heads * dp, nk = (size_t)S * a->n_kv_heads * dp;
-    k_fa_stage<<<cuda_blocks(nq), CU_THREADS, 0, cuda_stream>>>(st.q, q, a->row_of_pos, S, a->n_heads, a->head_dim, dp);
-    CU_LAUNCHED();
-    k_fa_stage<<<cuda_blocks(nk), CU_THREADS, 0, cuda_stream>>>(st.k, k, a->row_of_pos, S, a->n_kv_heads,
-                                                                a->head_dim, dp);
-    CU_LAUNCHED();
-    k_fa_stage<<<cuda_blocks(nk), CU_THREADS, 0, cuda_stream>>>(st.v, v, a->row_of_pos, S, a->n_kv_heads,
-                                                                a->head_dim, dp);
-    CU_LAUNCHED();
+    fa_stage_rows(st.q, q, a->row_of_pos, S, a->n_heads, a->head_dim, dp);
+    fa_stage_rows(st.k, k, a->row_of_pos, S, a->n_kv_heads, a->head_dim, dp);
+    fa_stage_rows(st.v, v, a->row_of_pos, S, a->n_kv_heads, a->head_dim, dp);
 }
 
 /* the dynamic shared memory a block needs, and all of the unified L1 as
@@ -851,8 +851,8 @@ static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op
 #undef L_DKV
         CU_LAUNCHED();
         if (part) {
-            size_t total = (size_t)a->n_tok * a->n_kv_heads * a->head_dim;
-            k_fa_sum_group<<<cuda_blocks(total), CU_THREADS, 0, cuda_stream>>>(
+            size_t rows = (size_t)a->n_tok * a->n_kv_heads;
+            k_fa_sum_group<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(
                 dk, dv, st.pk, st.pv, a->row_of_pos, a->n_tok, a->n_heads, a->n_kv_heads, a->head_dim);
             CU_LAUNCHED();
         }
@@ -880,9 +880,7 @@ void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const fl
     CU_REQUIRE(dp, "flash attention: no instance for this head dim");
     fa_stage st = fa_carve(a, dp, 1);
     fa_stage_qkv(st, q, k, v, a, dp);
-    size_t nq = (size_t)S * nh * dp;
-    k_fa_stage<<<cuda_blocks(nq), CU_THREADS, 0, cuda_stream>>>(st.o, dout, a->row_of_pos, S, nh, a->head_dim, dp);
-    CU_LAUNCHED();
+    fa_stage_rows(st.o, dout, a->row_of_pos, S, nh, a->head_dim, dp);
     size_t rows = (size_t)S * nh;
     k_fa_stage_rows<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(st.D, st.lse2, dout, out, lse,
                                                                                   a->row_of_pos, S, nh, a->head_dim);

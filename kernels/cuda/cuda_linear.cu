@@ -104,6 +104,13 @@ void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const floa
 
 __global__ void k_bias_rows(float *out, const float *b, size_t total, int c)
 {
+    /* 32-bit index arithmetic where it fits: a 64-bit modulo per element
+     * cost more than the store */
+    if (total <= 0x7fffffffu) { /* and i + stride cannot wrap */
+        for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < (unsigned)total; i += gridDim.x * blockDim.x)
+            out[i] = b ? b[i % (unsigned)c] : 0.0f;
+        return;
+    }
     CU_FOR(i, total) out[i] = b ? b[i % c] : 0.0f;
 }
 
