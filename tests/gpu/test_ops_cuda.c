@@ -625,7 +625,7 @@ static void t_bf16_attention_fixed(void)
 /* random packings: 1 to 5 samples of 1 to 4 splits, lengths from 1 to 300
  * (ragged tiles everywhere, whole tiles inside long splits), every mode, GQA
  * or not, permuted rows or not, at each head dim the kernels have (72 runs
- * padded to 80; 40 falls back to the fp32 kernel) */
+ * padded to 80, 40 and 48 to 48) */
 static void attn_random(void)
 {
     static const int dims[] = {64, 128, 72, 48, 40};
