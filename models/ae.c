@@ -394,12 +394,15 @@ typedef struct ae_run {
     ae_t *ae;
     const op_table_t *o;
     int plan;         /* 1: call no op, only record sizes in need */
+    int n;            /* images in the batch dimension (the decoder: 1) */
     ae_plan_t need;   /* the largest of each buffer so far */
     float *x, *t, *h; /* current activation and scratch; swapped as we go */
 } ae_run_t;
 
+/* n floats per image, r->n images */
 static void need_big(ae_run_t *r, size_t n)
 {
+    n *= (size_t)r->n;
     if (n > r->need.big)
         r->need.big = n;
 }
@@ -411,30 +414,31 @@ static void swap_xh(ae_run_t *r)
     r->h = s;
 }
 
-/* out = conv k×k (stride 1, padding k/2) of in [ci, h, w] */
+/* out = conv k×k (stride 1, padding k/2) of in [n, ci, h, w] */
 static void conv(ae_run_t *r, float *out, const float *in, const float *w, const float *b, int ci, int h, int wd,
                  int co, int k)
 {
     need_big(r, (size_t)co * h * wd);
     if (!r->plan)
-        r->o->conv2d_fwd(out, in, w, b, 1, ci, h, wd, co, k, k, 1, k / 2, k / 2, k / 2, k / 2);
+        r->o->conv2d_fwd(out, in, w, b, r->n, ci, h, wd, co, k, k, 1, k / 2, k / 2, k / 2, k / 2);
 }
 
-/* out = GroupNorm(in) [c, hw], then swish when act */
+/* out = GroupNorm(in) [n, c, hw], then swish when act */
 static void norm(ae_run_t *r, float *out, const float *in, const float *w, const float *b, int c, size_t hw, int act)
 {
     need_big(r, (size_t)c * hw);
     if (r->plan)
         return;
-    r->o->groupnorm_fwd(out, r->ae->a->gn_mean, r->ae->a->gn_rstd, in, w, b, 1, c, (int)hw, AE_GROUPS, AE_NORM_EPS);
+    r->o->groupnorm_fwd(out, r->ae->a->gn_mean, r->ae->a->gn_rstd, in, w, b, r->n, c, (int)hw, AE_GROUPS, AE_NORM_EPS);
     if (act)
-        r->o->silu_fwd(out, out, (size_t)c * hw);
+        r->o->silu_fwd(out, out, (size_t)r->n * c * hw);
 }
 
+/* y += x, m floats per image */
 static void add(ae_run_t *r, float *y, const float *x, size_t m)
 {
     if (!r->plan)
-        r->o->axpy(y, 1.0f, x, m);
+        r->o->axpy(y, 1.0f, x, m * (size_t)r->n);
 }
 
 /* x [cin, h, w] -> x [cout, h, w]:
@@ -457,7 +461,10 @@ static void resblock(ae_run_t *r, const ae_resblock_t *b, int h, int w)
 }
 
 /* x [C, h, w] += proj_out(attention(q, k, v)) over the S = h·w positions,
- * one head of dim C, every position seeing every other: one full split */
+ * one head of dim C, every position seeing every other: one full split.
+ * GroupNorm runs on the whole batch; the tokens, one image at a time (the
+ * token buffers hold one image, and each image's rows go through the same
+ * calls as when it is alone). */
 static void attnblock(ae_run_t *r, const ae_attn_t *a, int h, int w)
 {
     int C = a->c, S = h * w;
@@ -472,10 +479,6 @@ static void attnblock(ae_run_t *r, const ae_attn_t *a, int h, int w)
         return;
     const op_table_t *o = r->o;
     ae_acts_t *ac = r->ae->a;
-    o->patchify_chw(r->h, r->t, C, h, w, 1); /* [C, S] -> tokens [S, C] */
-    o->linear_fwd(ac->q, r->h, a->q_w, a->q_b, S, C, C);
-    o->linear_fwd(ac->k, r->h, a->k_w, a->k_b, S, C, C);
-    o->linear_fwd(ac->v, r->h, a->v_w, a->v_b, S, C, C);
     int32_t start[2] = {0, S}, first = 0;
     uint8_t mode = OP_SPLIT_FULL;
     o->upload(ac->split_start, start, sizeof start);
@@ -493,10 +496,17 @@ static void attnblock(ae_run_t *r, const ae_attn_t *a, int h, int w)
         .split_first = ac->split_first,
         .row_of_pos = NULL,
     };
-    o->attention_fwd(ac->o, ac->lse, ac->q, ac->k, ac->v, &at);
-    o->linear_fwd(r->h, ac->o, a->proj_w, a->proj_b, S, C, C);
-    o->unpatchify_chw(r->t, r->h, C, h, w, 1); /* tokens -> [C, S] */
-    o->axpy(r->x, 1.0f, r->t, n);
+    for (int i = 0; i < r->n; i++) {
+        float *tk = r->h + (size_t)i * n, *ti = r->t + (size_t)i * n;
+        o->patchify_chw(tk, ti, C, h, w, 1); /* [C, S] -> tokens [S, C] */
+        o->linear_fwd(ac->q, tk, a->q_w, a->q_b, S, C, C);
+        o->linear_fwd(ac->k, tk, a->k_w, a->k_b, S, C, C);
+        o->linear_fwd(ac->v, tk, a->v_w, a->v_b, S, C, C);
+        o->attention_fwd(ac->o, ac->lse, ac->q, ac->k, ac->v, &at);
+        o->linear_fwd(tk, ac->o, a->proj_w, a->proj_b, S, C, C);
+        o->unpatchify_chw(ti, tk, C, h, w, 1); /* tokens -> [C, S] */
+    }
+    o->axpy(r->x, 1.0f, r->t, n * (size_t)r->n);
 }
 
 static void mid(ae_run_t *r, const ae_coder_t *cd, int h, int w)
@@ -512,7 +522,7 @@ static void downsample(ae_run_t *r, const ae_level_t *l, int c, int h, int w)
 {
     need_big(r, (size_t)c * (h / 2) * (w / 2));
     if (!r->plan)
-        r->o->conv2d_fwd(r->h, r->x, l->resample_w, l->resample_b, 1, c, h, w, c, 3, 3, 2, 0, 0, 1, 1);
+        r->o->conv2d_fwd(r->h, r->x, l->resample_w, l->resample_b, r->n, c, h, w, c, 3, 3, 2, 0, 0, 1, 1);
     swap_xh(r);
 }
 
@@ -521,25 +531,29 @@ static void upsample(ae_run_t *r, const ae_level_t *l, int c, int h, int w)
 {
     need_big(r, (size_t)c * 4 * h * w);
     if (!r->plan)
-        r->o->upsample2x(r->t, r->x, c, h, w);
+        r->o->upsample2x(r->t, r->x, r->n * c, h, w); /* the planes of every image */
     conv(r, r->h, r->t, l->resample_w, l->resample_b, c, 2 * h, 2 * w, c, 3);
     swap_xh(r);
 }
 
-/* img u8 [H, W, cin] (host) -> moments [2z, H/f, W/f] in r->x */
-static void encoder(ae_run_t *r, const uint8_t *img, int H, int W)
+/* r->n images u8 [H, W, cin] (host) -> moments [n, 2z, H/f, W/f] in r->x */
+static void encoder(ae_run_t *r, const uint8_t *const *img, int H, int W)
 {
     const ae_config_t *c = &r->ae->cfg;
     const ae_coder_t *e = &r->ae->enc;
     size_t px = (size_t)H * W * c->in_channels;
-    if (px > r->need.img)
-        r->need.img = px;
+    if (px * (size_t)r->n > r->need.img)
+        r->need.img = px * (size_t)r->n;
     need_big(r, px);
     if (!r->plan) {
         ae_acts_t *ac = r->ae->a;
-        r->o->upload(ac->img, img, px);
-        r->o->patchify_u8(r->t, ac->img, H, W, c->in_channels, 1); /* normalized [H·W, cin] */
-        r->o->unpatchify_chw(r->x, r->t, c->in_channels, H, W, 1); /* -> [cin, H, W] */
+        for (int i = 0; i < r->n; i++) {
+            uint8_t *u = ac->img + (size_t)i * px;
+            float *t = r->t + (size_t)i * px, *x = r->x + (size_t)i * px;
+            r->o->upload(u, img[i], px);
+            r->o->patchify_u8(t, u, H, W, c->in_channels, 1);    /* normalized [H·W, cin] */
+            r->o->unpatchify_chw(x, t, c->in_channels, H, W, 1); /* -> [cin, H, W] */
+        }
     }
     conv(r, r->h, r->x, e->conv_in_w, e->conv_in_b, c->in_channels, H, W, c->ch, 3);
     swap_xh(r);
@@ -606,25 +620,50 @@ static int check_size(const ae_t *ae, int H, int W, char *err, size_t errlen)
     return 0;
 }
 
-static ae_plan_t plan_size(ae_t *ae, int H, int W)
+/* the buffers of n images encoded at once and of one decoded */
+static ae_plan_t plan_size(ae_t *ae, int n, int H, int W)
 {
     int f = ae_downsample(&ae->cfg);
-    ae_run_t r = {.ae = ae, .o = ae->ops, .plan = 1};
+    ae_run_t r = {.ae = ae, .o = ae->ops, .plan = 1, .n = n};
     encoder(&r, NULL, H, W);
+    r.n = 1;
     decoder(&r, NULL, H / f, W / f);
+    r.need.n = n;
     return r.need;
+}
+
+static int plan_fits(const ae_plan_t *p, const ae_plan_t *cap)
+{
+    return p->big <= cap->big && p->tok <= cap->tok && p->S <= cap->S && p->img <= cap->img && p->n <= cap->n;
 }
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 int ae_reserve(ae_t *ae, int max_h, int max_w, char *err, size_t errlen)
 {
+    return ae_reserve_batch(ae, 1, max_h, max_w, err, errlen);
+}
+
+int ae_reserve_batch(ae_t *ae, int n, int max_h, int max_w, char *err, size_t errlen)
+{
+    if (n < 1 || n > AE_MAX_BATCH) {
+        snprintf(err, errlen, "ae: a batch of %d images, expected 1 to %d", n, AE_MAX_BATCH);
+        return -1;
+    }
     if (check_size(ae, max_h, max_w, err, errlen))
         return -1;
-    ae_plan_t p = plan_size(ae, max_h, max_w);
-    if (ae->act_mem && p.big <= ae->cap.big && p.tok <= ae->cap.tok && p.S <= ae->cap.S && p.img <= ae->cap.img)
+    ae_plan_t p = plan_size(ae, n, max_h, max_w);
+    if (ae->act_mem && plan_fits(&p, &ae->cap))
         return 0;
-    if (ae->act_mem) {
+    if (ae->act_mem) { /* grow: whatever fitted before still fits */
+        const ae_plan_t *c = &ae->cap;
+        p.big = p.big > c->big ? p.big : c->big;
+        p.tok = p.tok > c->tok ? p.tok : c->tok;
+        p.S = p.S > c->S ? p.S : c->S;
+        p.img = p.img > c->img ? p.img : c->img;
+        p.n = p.n > c->n ? p.n : c->n;
+        max_h = max_h > ae->max_h ? max_h : ae->max_h;
+        max_w = max_w > ae->max_w ? max_w : ae->max_w;
         ae->ops->free(ae->act_mem);
         ae->act_mem = NULL;
     }
@@ -633,17 +672,20 @@ int ae_reserve(ae_t *ae, int max_h, int max_w, char *err, size_t errlen)
         return -1;
     }
     /* one block: byte offsets of every buffer, each 64-byte aligned */
-    size_t off[12], n = 0;
-    size_t sizes[12] = {p.big * 4, p.big * 4,       p.big * 4,     p.tok * 4,     p.tok * 4, p.tok * 4,
-                        p.tok * 4, (size_t)p.S * 4, AE_GROUPS * 4, AE_GROUPS * 4, 3 * 4,     1 + p.img};
+    size_t off[12], bytes = 0, gn = (size_t)p.n * AE_GROUPS * 4;
+    size_t sizes[12] = {p.big * 4, p.big * 4,       p.big * 4, p.tok * 4, p.tok * 4, p.tok * 4,
+                        p.tok * 4, (size_t)p.S * 4, gn,        gn,        3 * 4,     1 + p.img};
     for (int i = 0; i < 12; i++) {
-        off[i] = n;
-        n += align64(sizes[i]);
+        off[i] = bytes;
+        bytes += align64(sizes[i]);
     }
-    char *mem = ae->ops->alloc(n);
+    char *mem = ae->ops->alloc(bytes);
     if (!mem) {
-        snprintf(err, errlen, "ae: cannot allocate %zu MB of activations for %dx%d images on %s", n >> 20, max_w, max_h,
-                 ae->ops->name);
+        char nb[24] = "";
+        if (p.n > 1)
+            snprintf(nb, sizeof nb, "batches of %d ", p.n);
+        snprintf(err, errlen, "ae: cannot allocate %zu MB of activations for %s%dx%d images on %s", bytes >> 20, nb,
+                 max_w, max_h, ae->ops->name);
         return -1;
     }
     ae_acts_t *a = ae->a;
@@ -662,15 +704,16 @@ int ae_reserve(ae_t *ae, int max_h, int max_w, char *err, size_t errlen)
     a->split_mode = (uint8_t *)(mem + off[11]);
     a->img = a->split_mode + 1;
     ae->act_mem = mem;
-    ae->act_bytes = n;
+    ae->act_bytes = bytes;
     ae->cap = p;
     ae->max_h = max_h;
     ae->max_w = max_w;
+    ae->max_n = p.n;
     return 0;
 }
 
-/* the image fits the reserved buffers */
-static int check_fits(ae_t *ae, int H, int W, char *err, size_t errlen)
+/* n images of H × W fit the reserved buffers */
+static int check_fits(ae_t *ae, int n, int H, int W, char *err, size_t errlen)
 {
     if (check_size(ae, H, W, err, errlen))
         return -1;
@@ -678,10 +721,18 @@ static int check_fits(ae_t *ae, int H, int W, char *err, size_t errlen)
         snprintf(err, errlen, "ae: no activations: call ae_reserve first");
         return -1;
     }
-    ae_plan_t p = plan_size(ae, H, W);
-    if (p.big > ae->cap.big || p.tok > ae->cap.tok || p.S > ae->cap.S || p.img > ae->cap.img) {
-        snprintf(err, errlen, "ae: image %dx%d is larger than the reserved %dx%d (ae_reserve)", W, H, ae->max_w,
-                 ae->max_h);
+    if (n < 1 || n > AE_MAX_BATCH) {
+        snprintf(err, errlen, "ae: a batch of %d images, expected 1 to %d", n, AE_MAX_BATCH);
+        return -1;
+    }
+    ae_plan_t p = plan_size(ae, n, H, W);
+    if (!plan_fits(&p, &ae->cap)) {
+        if (n == 1)
+            snprintf(err, errlen, "ae: image %dx%d is larger than the reserved %dx%d (ae_reserve)", W, H, ae->max_w,
+                     ae->max_h);
+        else
+            snprintf(err, errlen, "ae: %d images of %dx%d are more than the reserved %d of %dx%d (ae_reserve_batch)", n,
+                     W, H, ae->max_n, ae->max_w, ae->max_h);
         return -1;
     }
     return 0;
@@ -689,17 +740,24 @@ static int check_fits(ae_t *ae, int H, int W, char *err, size_t errlen)
 
 static ae_run_t run_start(ae_t *ae)
 {
-    return (ae_run_t){.ae = ae, .o = ae->ops, .plan = 0, .x = ae->a->x, .t = ae->a->t, .h = ae->a->h};
+    return (ae_run_t){.ae = ae, .o = ae->ops, .plan = 0, .n = 1, .x = ae->a->x, .t = ae->a->t, .h = ae->a->h};
 }
 
 int ae_encode(ae_t *ae, const uint8_t *img, int H, int W, float *mean_logvar, char *err, size_t errlen)
 {
-    if (check_fits(ae, H, W, err, errlen))
+    return ae_encode_batch(ae, 1, &img, H, W, mean_logvar, err, errlen);
+}
+
+int ae_encode_batch(ae_t *ae, int n, const uint8_t *const *img, int H, int W, float *mean_logvar, char *err,
+                    size_t errlen)
+{
+    if (check_fits(ae, n, H, W, err, errlen))
         return -1;
     int f = ae_downsample(&ae->cfg);
     ae_run_t r = run_start(ae);
+    r.n = n;
     encoder(&r, img, H, W);
-    ae->ops->download(mean_logvar, r.x, (size_t)2 * ae->cfg.z_channels * (H / f) * (W / f) * sizeof(float));
+    ae->ops->download(mean_logvar, r.x, (size_t)n * 2 * ae->cfg.z_channels * (H / f) * (W / f) * sizeof(float));
     return 0;
 }
 
@@ -711,7 +769,7 @@ static int check_latent(ae_t *ae, int h, int w, char *err, size_t errlen)
         snprintf(err, errlen, "ae: latent %dx%d, expected sides from 1 to %d", w, h, AE_MAX_SIDE / f);
         return -1;
     }
-    return check_fits(ae, h * f, w * f, err, errlen);
+    return check_fits(ae, 1, h * f, w * f, err, errlen);
 }
 
 int ae_sample_scaled(ae_t *ae, const float *mean_logvar, const float *eps, int h, int w, float *z, char *err,

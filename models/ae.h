@@ -11,8 +11,11 @@
  *
  * Parameters have the BFL names of ae.safetensors (§5.3) and one allocation.
  * Activations are planned for a largest image (ae_reserve) and allocated
- * once; an image beyond it is an error, not a reallocation. One image per
- * call. Host pointers in and out; the op table's memory in between. */
+ * once; an image beyond it is an error, not a reallocation. The encoder
+ * takes up to AE_MAX_BATCH images of one size per call in the convolutions'
+ * batch dimension (each gets the moments it gets alone: the ops work image by
+ * image inside a batch); the decoder one. Host pointers in and out; the op
+ * table's memory in between. */
 #ifndef BAGEL_AE_H
 #define BAGEL_AE_H
 
@@ -25,6 +28,7 @@
 #define AE_MAX_BLOCKS 8 /* res blocks per decoder level: num_res_blocks + 1 */
 #define AE_GROUPS     32
 #define AE_NORM_EPS   1e-6f
+#define AE_MAX_BATCH  256 /* images per ae_encode_batch */
 
 typedef struct ae_config {
     int in_channels;            /* 3 */
@@ -79,12 +83,13 @@ typedef struct ae_param {
     float **w; /* the slot in ae_t.enc / ae_t.dec */
 } ae_param_t;
 
-/* floats of each activation buffer for one image size */
+/* floats of each activation buffer for one image size and batch */
 typedef struct ae_plan {
     size_t big; /* largest [C, h, w] tensor of either pass */
     size_t tok; /* mid-block attention [S, C] */
     int S;      /* mid-block positions */
     size_t img; /* u8 pixels */
+    int n;      /* images per encoder call */
 } ae_plan_t;
 
 typedef struct ae_acts ae_acts_t;
@@ -98,6 +103,7 @@ typedef struct ae {
     float *param_mem;
     ae_coder_t enc, dec;
     int max_h, max_w; /* reserved image size; 0 before ae_reserve */
+    int max_n;        /* reserved images per encoder call */
     ae_plan_t cap;
     size_t act_bytes;
     void *act_mem;
@@ -113,8 +119,11 @@ ae_t *ae_new(const ae_config_t *cfg, const op_table_t *ops, char *err, size_t er
 void ae_destroy(ae_t **ae);
 
 /* Allocates activations for images up to max_h × max_w pixels (once; again
- * only to grow). */
+ * only to grow: what fitted before still fits). */
 int ae_reserve(ae_t *ae, int max_h, int max_w, char *err, size_t errlen);
+/* The same for n (1..AE_MAX_BATCH) images of up to max_h × max_w encoded in
+ * one ae_encode_batch; ae_reserve is n = 1. */
+int ae_reserve_batch(ae_t *ae, int n, int max_h, int max_w, char *err, size_t errlen);
 
 const ae_param_t *ae_find(const ae_t *ae, const char *name);
 
@@ -133,6 +142,11 @@ int ae_save(const ae_t *ae, const char *path, char *err, size_t errlen);
 /* img: u8 [H, W, in_channels]; H and W multiples of 2^(n_levels − 1).
  * mean_logvar: [2z, H/8, W/8] f32 (host), the first z planes the mean. */
 int ae_encode(ae_t *ae, const uint8_t *img, int H, int W, float *mean_logvar, char *err, size_t errlen);
+/* n images of one size at once: img[i] u8 [H, W, in_channels] -> mean_logvar
+ * [n, 2z, H/8, W/8] (host), image i's moments equal to ae_encode's of img[i]
+ * on the CPU backend bit for bit (the ops run per image inside the batch). */
+int ae_encode_batch(ae_t *ae, int n, const uint8_t *const *img, int H, int W, float *mean_logvar, char *err,
+                    size_t errlen);
 
 /* z = scale·(mean + exp(0.5·logvar)·eps − shift), all host memory:
  * mean_logvar [2z, h, w], eps and z [z, h, w]. */
