@@ -538,6 +538,16 @@ static void plan_acts(model_t *m, model_acts_t *a, aplan_t *p)
     }
 }
 
+model_caps_t model_caps_of(const model_batch_t *b)
+{
+    return (model_caps_t){.S = b->S,
+                          .n_vit = b->n_vit,
+                          .n_lat = b->n_lat,
+                          .n_ce = b->n_ce,
+                          .n_splits = b->n_splits,
+                          .n_vit_images = b->n_vit_images};
+}
+
 int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen)
 {
     model_caps_t k = *caps;

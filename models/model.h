@@ -137,6 +137,8 @@ void model_destroy(model_t **m);
 
 /* Allocates activations for caps (once; again only to grow). */
 int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen);
+/* The capacity of exactly one packed batch (the other fields zero). */
+model_caps_t model_caps_of(const model_batch_t *b);
 
 /* Freezes a group of parameters (no gradient memory use, no update). Call
  * before model_reserve... any time before training; it drops their grads. */

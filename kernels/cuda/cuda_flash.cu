@@ -307,6 +307,51 @@ __device__ static inline void mma_pb(float acc[DP / 8][4], const float p[8][4], 
     }
 }
 
+/* One key tile of the forward and dQ loops, from the block's side: the next
+ * tile (K and V) starts streaming into the other stage, the tile's position
+ * facts go to kinfo, and once this tile has landed (a barrier) the return
+ * says whether every key of it is visible to every query of [q0, q1) */
+template <int DP>
+__device__ static inline bool fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, const bf16 *Vh, int it, int ntiles,
+                                          int k0, int hi, int S, const fa_meta &m, fa_pos *kinfo,
+                                          const fa_pos &qfirst, const fa_pos &qlast, int q0, int q1)
+{
+    constexpr int TILE = 64 * (DP + 8);
+    const int nxt = (it & 1) ^ 1;
+    if (it + 1 < ntiles) { /* the next tile streams in while this one is used */
+        fa_tile_async<DP>(kb + nxt * TILE, Kh, k0 + FA_BK, S);
+        fa_tile_async<DP>(vb + nxt * TILE, Vh, k0 + FA_BK, S);
+    }
+    cp_commit();
+    bool all = true;
+    if (threadIdx.x < FA_BK) {
+        int kp = k0 + threadIdx.x;
+        fa_pos ki = fa_pos_of(m, kp, hi);
+        kinfo[threadIdx.x] = ki;
+        all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
+    }
+    cp_wait<1>();
+    return __syncthreads_and(all) && q1 - q0 == FA_BQ;
+}
+
+/* The backward's two score-shaped products of a tile, from scratch: s = A·Bᵀ
+ * and dp = C·Dᵀ, with the warp's 16 rows of A and C (rows warp·16..) and
+ * the 64 rows of B and D, all tiles in shared memory. dQ: (Q, K, dO, V);
+ * dK/dV: (K, Q, V, dO), giving Sᵀ and dPᵀ. */
+template <int DP>
+__device__ static inline void fa_two_products(float s[8][4], float dp[8][4], const bf16 *a, const bf16 *b,
+                                              const bf16 *c, const bf16 *d, int warp, int lane)
+{
+    constexpr int LD = DP + 8;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            s[j][e] = dp[j][e] = 0.0f;
+    mma_abt<DP>(s, b, lane, [&](int kk, uint32_t f[4]) { frag_a<LD>(f, a, warp * 16, kk, lane); });
+    mma_abt<DP>(dp, d, lane, [&](int kk, uint32_t f[4]) { frag_a<LD>(f, c, warp * 16, kk, lane); });
+}
+
 /* ---- forward */
 
 template <int DP, int MB>
@@ -349,20 +394,7 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_fwd(float *out, float *ls
 
     for (int it = 0; it < ntiles; it++) {
         const int k0 = lo + it * FA_BK, cur = it & 1;
-        if (it + 1 < ntiles) { /* the next tile streams in while this one is used */
-            fa_tile_async<DP>(kb + (cur ^ 1) * TILE, Kh, k0 + FA_BK, S);
-            fa_tile_async<DP>(vb + (cur ^ 1) * TILE, Vh, k0 + FA_BK, S);
-        }
-        cp_commit();
-        bool all = true;
-        if (threadIdx.x < FA_BK) {
-            int kp = k0 + threadIdx.x;
-            fa_pos ki = fa_pos_of(m, kp, hi);
-            kinfo[threadIdx.x] = ki;
-            all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
-        }
-        cp_wait<1>();
-        const bool full = __syncthreads_and(all) && q1 - q0 == FA_BQ;
+        const bool full = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, hi, S, m, kinfo, qfirst, qlast, q0, q1);
         const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
 
         float s[8][4];
@@ -484,30 +516,11 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dq(float *dq, const b
 
     for (int it = 0; it < ntiles; it++) {
         const int k0 = lo + it * FA_BK, cur = it & 1;
-        if (it + 1 < ntiles) {
-            fa_tile_async<DP>(kb + (cur ^ 1) * TILE, Kh, k0 + FA_BK, S);
-            fa_tile_async<DP>(vb + (cur ^ 1) * TILE, Vh, k0 + FA_BK, S);
-        }
-        cp_commit();
-        bool all = true;
-        if (threadIdx.x < FA_BK) {
-            int kp = k0 + threadIdx.x;
-            fa_pos ki = fa_pos_of(m, kp, hi);
-            kinfo[threadIdx.x] = ki;
-            all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
-        }
-        cp_wait<1>();
-        const bool full = __syncthreads_and(all) && q1 - q0 == FA_BQ;
+        const bool full = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, hi, S, m, kinfo, qfirst, qlast, q0, q1);
         const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
         /* S = Q·Kᵀ and dP = dO·Vᵀ */
         float s[8][4], dp[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                s[j][e] = dp[j][e] = 0.0f;
-        mma_abt<DP>(s, ks, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, qs, warp * 16, kk, lane); });
-        mma_abt<DP>(dp, vs, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, os, warp * 16, kk, lane); });
+        fa_two_products<DP>(s, dp, qs, ks, os, vs, warp, lane);
         bool any = false;
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -604,13 +617,7 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dkv(float *dk, float 
         const bf16 *qs = qb + cur * TILE, *os = ob + cur * TILE;
         /* Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ over the warp's 16 keys */
         float s[8][4], dp[8][4];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                s[j][e] = dp[j][e] = 0.0f;
-        mma_abt<DP>(s, qs, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, ks, warp * 16, kk, lane); });
-        mma_abt<DP>(dp, os, lane, [&](int kk, uint32_t a[4]) { frag_a<LD>(a, vs, warp * 16, kk, lane); });
+        fa_two_products<DP>(s, dp, ks, qs, vs, os, warp, lane);
         bool any = false;
 #pragma unroll
         for (int j = 0; j < 8; j++)

@@ -204,13 +204,8 @@ int main(int argc, char **argv)
         return 1;
     }
     model_init_test(m, rc.weights_seed);
-    model_caps_t caps = {.S = b->S,
-                         .n_vit = b->n_vit,
-                         .n_lat = b->n_lat,
-                         .n_ce = b->n_ce,
-                         .n_splits = b->n_splits,
-                         .n_vit_images = b->n_vit_images,
-                         .recompute = recompute};
+    model_caps_t caps = model_caps_of(b);
+    caps.recompute = recompute;
     if (model_reserve(m, &caps, err, sizeof err)) {
         fprintf(stderr, "bench-model: %s\n", err);
         return 1;

@@ -155,13 +155,8 @@ static void check_case(const char *path, const op_table_t *ops, double tol)
     if (!m)
         fail_msg("%s", err);
     model_init_test(m, rc.weights_seed);
-    model_caps_t caps = {.S = b->S,
-                         .n_vit = b->n_vit,
-                         .n_lat = b->n_lat,
-                         .n_ce = b->n_ce,
-                         .n_splits = b->n_splits,
-                         .n_vit_images = b->n_vit_images,
-                         .ce_chunk = 7};
+    model_caps_t caps = model_caps_of(b);
+    caps.ce_chunk = 7;
     if (model_reserve(m, &caps, err, sizeof err))
         fail_msg("%s", err);
     model_loss_opts_t lo = rc.loss;

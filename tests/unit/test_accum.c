@@ -114,7 +114,7 @@ static void test_accumulation(void **state)
     if (!m)
         fail_msg("%s", err);
     model_init_test(m, 5);
-    model_caps_t caps = {.S = both.b.S, .n_vit = both.b.n_vit, .n_lat = both.b.n_lat, .n_ce = both.b.n_ce};
+    model_caps_t caps = model_caps_of(&both.b);
     if (model_reserve(m, &caps, err, sizeof err))
         fail_msg("%s", err);
     float *g1 = malloc(m->n_floats * sizeof(float)), *g2 = malloc(m->n_floats * sizeof(float));

@@ -26,13 +26,8 @@ static float *step(refcase_t *rc, int recompute, model_losses_t *L, size_t *n, s
     if (!m)
         fail_msg("%s", err);
     model_init_test(m, rc->weights_seed);
-    model_caps_t caps = {.S = b->S,
-                         .n_vit = b->n_vit,
-                         .n_lat = b->n_lat,
-                         .n_ce = b->n_ce,
-                         .n_splits = b->n_splits,
-                         .n_vit_images = b->n_vit_images,
-                         .recompute = recompute};
+    model_caps_t caps = model_caps_of(b);
+    caps.recompute = recompute;
     if (model_reserve(m, &caps, err, sizeof err))
         fail_msg("%s", err);
     model_zero_grad(m);
