@@ -1,6 +1,7 @@
 /* prof.c — the timing op table of prof.h. Generated shape: one forwarding
- * function per op of kernels/ops.h (alloc, free, sync, upload and download
- * pass through untimed). */
+ * function per op of kernels/ops.h (alloc, free and sync pass through
+ * untimed; upload and download are timed, so the host-device copies of a
+ * step show). */
 #define _POSIX_C_SOURCE 200809L
 #include "prof.h"
 
@@ -9,6 +10,8 @@
 #include <time.h>
 
 enum {
+    P_upload,
+    P_download,
     P_zero,
     P_linear_fwd,
     P_linear_bwd,
@@ -51,6 +54,8 @@ enum {
     P_N
 };
 static const char *const op_names[P_N] = {
+    "upload",
+    "download",
     "zero",
     "linear_fwd",
     "linear_bwd",
@@ -115,6 +120,20 @@ static void end(int op, double t0)
     prof_inner->sync();
     total_ms[op] += now_ms() - t0;
     calls[op]++;
+}
+
+static void w_upload(void *dst, const void *host_src, size_t bytes)
+{
+    double t0_ = begin();
+    prof_inner->upload(dst, host_src, bytes);
+    end(P_upload, t0_);
+}
+
+static void w_download(void *host_dst, const void *src, size_t bytes)
+{
+    double t0_ = begin();
+    prof_inner->download(host_dst, src, bytes);
+    end(P_download, t0_);
 }
 
 static void w_zero(void *p, size_t bytes)
@@ -395,6 +414,8 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     prof_inner = inner;
     wrapped = *inner;
     wrapped.name = inner->name;
+    wrapped.upload = w_upload;
+    wrapped.download = w_download;
     wrapped.zero = w_zero;
     wrapped.linear_fwd = w_linear_fwd;
     wrapped.linear_bwd = w_linear_bwd;
