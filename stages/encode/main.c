@@ -89,7 +89,6 @@ typedef struct {
     rng_t rng;
     int batch;               /* the most images a call */
     int res_n, res_h, res_w; /* what the autoencoder has reserved */
-    bool warned;
     idle_mode_t idle;
     rd_t *rd;
     wr_t *w;
@@ -165,8 +164,11 @@ static int encode_n(job_t *j, int n, const uint8_t *const *px, int H, int W, flo
     }
     if (n > j->res_n || H > j->res_h || W > j->res_w) {
         int rn = n > j->res_n ? n : j->res_n, rh = H > j->res_h ? H : j->res_h, rw = W > j->res_w ? W : j->res_w;
-        if (ae_reserve_batch(ae, rn, rh, rw, err, errlen))
+        if (ae_reserve_batch(ae, rn, rh, rw, err, errlen)) {
+            /* a failed growth frees what was reserved: reserve afresh next time */
+            j->res_n = j->res_h = j->res_w = 0;
             return -1;
+        }
         j->res_n = rn, j->res_h = rh, j->res_w = rw;
     }
     return ae_encode_batch(ae, n, px, H, W, out, err, errlen);
@@ -193,10 +195,10 @@ static int run_batch(job_t *j)
     double t0 = now();
     int rc = encode_n(j, n, px, H, W, j->mo, err, sizeof err);
     j->calls++;
-    if (rc && n > 1) {
-        if (!j->warned)
-            log_error("a batch of %d %dx%d images: %s; encoding them one at a time", n, W, H, err);
-        j->warned = true;
+    if (rc && n > 1) { /* most likely memory: these one at a time, and smaller batches from now on */
+        j->batch = n / 2;
+        log_error("a batch of %d %dx%d images: %s; encoding them one at a time, and at most %d a call from now on", n,
+                  W, H, err, j->batch);
     }
     for (int k = 0; k < n; k++) {
         slot_t *s = &j->q[j->bslot[k]];
@@ -437,12 +439,13 @@ static void take(job_t *j, rec_t *r)
     s->img = img, s->nimg = s->pending = nimg, s->skip = skip;
     for (int k = 0; k < nimg && !j->status; k++) {
         img_t *im = &j->q[si].img[k];
-        if (j->nb && (j->nb == j->batch || im->H != j->bH || im->W != j->bW))
+        if (j->nb && (im->H != j->bH || im->W != j->bW))
             flush(j);
         if (!j->nb)
             j->bH = im->H, j->bW = im->W;
         j->bslot[j->nb] = si, j->bimg[j->nb] = k;
-        j->nb++;
+        if (++j->nb >= j->batch) /* full: encode now, so --batch 1 holds nothing back */
+            flush(j);
     }
     if (!j->nb || j->len - j->head >= QUEUE_MAX)
         flush(j);
