@@ -228,3 +228,29 @@ PY
         [ "$(grep -c '"latent":{"dtype":"[a-z0-9]*","shape":\[8,4,4\]' "$T/b1.jsonl")" -gt 0 ]
     done
 }
+
+@test "batching: a partial batch is encoded when a pipe pauses, not held until more input" {
+    command -v python3 >/dev/null || skip "python3 is not installed"
+    "$BIN/../tests/tools/make-ae" "$FCFG" 5 "$T/ae.safetensors"
+    mixed_stream "$D" "$T/mixed.msgpack"
+    head -n 5 "$T/mixed.jsonl" | "$BIN/bagel-cat" --encode -q >"$T/h1.msgpack"
+    tail -n +6 "$T/mixed.jsonl" | "$BIN/bagel-cat" --encode -q >"$T/h2.msgpack"
+    enc=(env OMP_NUM_THREADS=1 "$BIN/bagel-encode" -q --config "$FCFG" --vae "$T/ae.safetensors" --batch 8)
+    # the producer sends 5 records, then waits for the flag the test sets once
+    # their latents came out
+    { cat "$T/h1.msgpack"; while [ ! -e "$T/flag" ]; do sleep 0.1; done; cat "$T/h2.msgpack"; } \
+        | "${enc[@]}" >"$T/live.msgpack" &
+    pid=$!
+    n=0
+    for _ in $(seq 300); do
+        n=$("$BIN/bagel-cat" -q "$T/live.msgpack" 2>/dev/null | grep -c '"latent":' || true)
+        [ "$n" -ge 5 ] && break
+        sleep 0.1
+    done
+    touch "$T/flag"
+    wait "$pid"
+    echo "records out before the pause ended: $n"
+    [ "$n" -eq 5 ]
+    "${enc[@]}" "$T/mixed.msgpack" --out "$T/file.msgpack"
+    cmp "$T/live.msgpack" "$T/file.msgpack"
+}
