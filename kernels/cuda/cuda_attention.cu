@@ -10,8 +10,9 @@
  * each segment's queries share their key spans. Keys and values come in
  * tiles of AT_BK rows into shared memory; each warp owns AT_QPW queries and
  * keeps their output rows in registers (lanes over head dims, at most
- * AT_DPL·32 = 256 dims). Per tile and query, lane j scores key j, the warp
- * reduces max and sum once (online softmax), and o += Σ_j p_j·v_j with p_j
+ * AT_DPL·32 = 256 dims; the forward also AT_DPL_WIDE·32 = 512, for the
+ * autoencoder's one-head mid-block attention, which has no backward). Per
+ * tile and query, lane j scores key j, the warp reduces max and sum once (online softmax), and o += Σ_j p_j·v_j with p_j
  * broadcast by shuffle. lse = m + log l is saved by storage row.
  *
  * Backward recomputes P = exp(S − lse), with D = rowsum(dO ⊙ O), dS =
@@ -34,8 +35,10 @@
 #define AT_BK 32    /* keys a tile; a lane per key */
 #define AT_WARPS 8  /* warps a block */
 #define AT_QPW 4    /* AT_BQ / AT_WARPS: queries (or keys, backward) a warp */
-#define AT_DPL 8    /* head dims a lane: head_dim <= 256 */
+#define AT_DPL 8    /* head dims a lane for head_dim <= 256 (the models' attention) */
+#define AT_DPL_WIDE 16 /* for head_dim <= 512, forward only (the autoencoder's one-head mid-block) */
 #define AT_MAX_D (32 * AT_DPL)
+#define AT_MAX_D_FWD (32 * AT_DPL_WIDE)
 #define FULL_MASK 0xffffffffu
 
 struct attn_dev {
@@ -114,6 +117,7 @@ __device__ static void at_load(float *dst, int ld, const float *x, const attn_de
     }
 }
 
+template <int DPL>
 __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_fwd(float *out, float *lse, const float *q, const float *k,
                                                             const float *v, attn_dev a)
 {
@@ -129,12 +133,12 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_fwd(float *out, float *l
         int causal = a.sm[qs] == OP_SPLIT_CAUSAL, qend = causal ? q1 : a.ss[qs + 1];
         __syncthreads();
         at_load(qs_, d, q, a, p, nq, a.nh, h);
-        float m[AT_QPW], l[AT_QPW], o[AT_QPW][AT_DPL];
+        float m[AT_QPW], l[AT_QPW], o[AT_QPW][DPL];
 #pragma unroll
         for (int qq = 0; qq < AT_QPW; qq++) {
             m[qq] = -INFINITY, l[qq] = 0.0f;
 #pragma unroll
-            for (int u = 0; u < AT_DPL; u++)
+            for (int u = 0; u < DPL; u++)
                 o[qq][u] = 0.0f;
         }
         int ks = a.sf[qs], lo, hi;
@@ -165,13 +169,13 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_fwd(float *out, float *l
                     float pj = s == -INFINITY ? 0.0f : expf(s - mnew);
                     float sum = warp_sum(pj), corr = expf(m[qq] - mnew);
 #pragma unroll
-                    for (int u = 0; u < AT_DPL; u++)
+                    for (int u = 0; u < DPL; u++)
                         o[qq][u] *= corr;
                     for (int jj = 0; jj < nk; jj++) {
                         float pjj = __shfl_sync(FULL_MASK, pj, jj);
                         const float *vr = vs_ + jj * d;
 #pragma unroll
-                        for (int u = 0; u < AT_DPL; u++)
+                        for (int u = 0; u < DPL; u++)
                             if (lane + 32 * u < d)
                                 o[qq][u] += pjj * vr[lane + 32 * u];
                     }
@@ -189,7 +193,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_fwd(float *out, float *l
             size_t ri = (size_t)at_row(a, p + i) * a.nh + h;
             float inv = 1.0f / l[qq];
 #pragma unroll
-            for (int u = 0; u < AT_DPL; u++)
+            for (int u = 0; u < DPL; u++)
                 if (lane + 32 * u < d)
                     out[ri * d + lane + 32 * u] = o[qq][u] * inv;
             if (lane == 0)
@@ -200,6 +204,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_fwd(float *out, float *l
 }
 
 /* dQ: the forward's walk, with P from lse and dS = P ⊙ (dO·vᵀ − D) */
+template <int DPL>
 __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dq(float *dq, const float *dout, const float *out,
                                                                const float *lse, const float *q, const float *k,
                                                                const float *v, attn_dev a)
@@ -219,7 +224,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dq(float *dq, const 
         at_load(qs_, d, q, a, p, nq, a.nh, h);
         at_load(gs_, d, dout, a, p, nq, a.nh, h);
         __syncthreads();
-        float L[AT_QPW], D[AT_QPW], acc[AT_QPW][AT_DPL];
+        float L[AT_QPW], D[AT_QPW], acc[AT_QPW][DPL];
 #pragma unroll
         for (int qq = 0; qq < AT_QPW; qq++) {
             int i = warp * AT_QPW + qq;
@@ -233,7 +238,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dq(float *dq, const 
             }
             D[qq] = warp_sum(dd);
 #pragma unroll
-            for (int u = 0; u < AT_DPL; u++)
+            for (int u = 0; u < DPL; u++)
                 acc[qq][u] = 0.0f;
         }
         int ks = a.sf[qs], lo, hi;
@@ -265,7 +270,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dq(float *dq, const 
                         float dsj = __shfl_sync(FULL_MASK, ds, jj);
                         const float *kr = ks_ + jj * (d + 1);
 #pragma unroll
-                        for (int u = 0; u < AT_DPL; u++)
+                        for (int u = 0; u < DPL; u++)
                             if (lane + 32 * u < d)
                                 acc[qq][u] += dsj * kr[lane + 32 * u];
                     }
@@ -279,7 +284,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dq(float *dq, const 
                 continue;
             float *dst = dq + ((size_t)at_row(a, p + i) * a.nh + h) * d;
 #pragma unroll
-            for (int u = 0; u < AT_DPL; u++)
+            for (int u = 0; u < DPL; u++)
                 if (lane + 32 * u < d)
                     dst[lane + 32 * u] += a.scale * acc[qq][u];
         }
@@ -288,6 +293,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dq(float *dq, const 
 }
 
 /* dK, dV for a block of AT_BK key positions of kv head blockIdx.y */
+template <int DPL>
 __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dkv(float *dk, float *dv, const float *dout,
                                                                 const float *out, const float *lse, const float *q,
                                                                 const float *k, const float *v, attn_dev a)
@@ -310,11 +316,11 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dkv(float *dk, float
         __syncthreads();
         at_load(ks_, d, k, a, p, nk, a.nkv, kvh);
         at_load(vs_, d, v, a, p, nk, a.nkv, kvh);
-        float gk[AT_QPW][AT_DPL], gv[AT_QPW][AT_DPL];
+        float gk[AT_QPW][DPL], gv[AT_QPW][DPL];
 #pragma unroll
         for (int kk = 0; kk < AT_QPW; kk++)
 #pragma unroll
-            for (int u = 0; u < AT_DPL; u++)
+            for (int u = 0; u < DPL; u++)
                 gk[kk][u] = gv[kk][u] = 0.0f;
         for (int h = kvh * group; h < (kvh + 1) * group; h++) {
             for (int q0 = qlo; q0 < qhi; q0 += AT_BQ) {
@@ -355,7 +361,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dkv(float *dk, float
                         float pi = __shfl_sync(FULL_MASK, pr, ii), di = __shfl_sync(FULL_MASK, dsv, ii);
                         const float *qr = qs_ + ii * (d + 1), *gr = gs_ + ii * (d + 1);
 #pragma unroll
-                        for (int u = 0; u < AT_DPL; u++)
+                        for (int u = 0; u < DPL; u++)
                             if (lane + 32 * u < d) {
                                 gv[kk][u] += pi * gr[lane + 32 * u];
                                 gk[kk][u] += di * qr[lane + 32 * u];
@@ -371,7 +377,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dkv(float *dk, float
                 continue;
             size_t ri = ((size_t)at_row(a, p + j) * a.nkv + kvh) * d;
 #pragma unroll
-            for (int u = 0; u < AT_DPL; u++)
+            for (int u = 0; u < DPL; u++)
                 if (lane + 32 * u < d) {
                     if (dk)
                         dk[ri + lane + 32 * u] += a.scale * gk[kk][u];
@@ -392,9 +398,10 @@ static attn_dev attn_dev_of(const op_attn_t *a)
     return x;
 }
 
-static void attn_check(const op_attn_t *a)
+static void attn_check(const op_attn_t *a, int max_d)
 {
-    CU_REQUIRE(a->head_dim <= AT_MAX_D, "attention: head_dim over 256");
+    CU_REQUIRE(a->head_dim <= max_d, max_d == AT_MAX_D ? "attention backward: head_dim over 256"
+                                                       : "attention: head_dim over 512");
     CU_REQUIRE(a->n_kv_heads > 0 && a->n_heads % a->n_kv_heads == 0, "attention: n_heads not a multiple of n_kv_heads");
     CU_REQUIRE(a->n_splits > 0, "attention: no splits");
 }
@@ -410,15 +417,21 @@ void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, 
     int S = a->n_tok, nh = a->n_heads, d = a->head_dim;
     if (S <= 0 || nh <= 0 || d <= 0)
         return;
-    attn_check(a);
+    attn_check(a, AT_MAX_D_FWD);
     if (cuda_bf16 && cuda_flash_supports(a)) {
         cuda_flash_fwd(out, lse, q, k, v, a);
         return;
     }
+    /* 197 KB of shared memory at 512 dims: one block a multiprocessor */
     size_t smem = sizeof(float) * ((size_t)AT_BQ * d + (size_t)AT_BK * (d + 1) + (size_t)AT_BK * d);
-    attn_launch_smem(k_attn_fwd, smem);
     dim3 grid((S + AT_BQ - 1) / AT_BQ, nh);
-    k_attn_fwd<<<grid, AT_WARPS * 32, smem, cuda_stream>>>(out, lse, q, k, v, attn_dev_of(a));
+    if (d <= AT_MAX_D) {
+        attn_launch_smem(k_attn_fwd<AT_DPL>, smem);
+        k_attn_fwd<AT_DPL><<<grid, AT_WARPS * 32, smem, cuda_stream>>>(out, lse, q, k, v, attn_dev_of(a));
+    } else {
+        attn_launch_smem(k_attn_fwd<AT_DPL_WIDE>, smem);
+        k_attn_fwd<AT_DPL_WIDE><<<grid, AT_WARPS * 32, smem, cuda_stream>>>(out, lse, q, k, v, attn_dev_of(a));
+    }
     CU_LAUNCHED();
 }
 
@@ -428,7 +441,7 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     int S = a->n_tok, nh = a->n_heads, d = a->head_dim;
     if (S <= 0 || nh <= 0 || d <= 0 || (!dq && !dk && !dv))
         return;
-    attn_check(a);
+    attn_check(a, AT_MAX_D);
     if (cuda_bf16 && cuda_flash_supports(a)) {
         cuda_flash_bwd(dq, dk, dv, dout, out, lse, q, k, v, a);
         return;
@@ -436,16 +449,16 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     attn_dev x = attn_dev_of(a);
     if (dq) {
         size_t smem = sizeof(float) * (2 * (size_t)AT_BQ * d + 2 * (size_t)AT_BK * (d + 1));
-        attn_launch_smem(k_attn_bwd_dq, smem);
+        attn_launch_smem(k_attn_bwd_dq<AT_DPL>, smem);
         dim3 grid((S + AT_BQ - 1) / AT_BQ, nh);
-        k_attn_bwd_dq<<<grid, AT_WARPS * 32, smem, cuda_stream>>>(dq, dout, out, lse, q, k, v, x);
+        k_attn_bwd_dq<AT_DPL><<<grid, AT_WARPS * 32, smem, cuda_stream>>>(dq, dout, out, lse, q, k, v, x);
         CU_LAUNCHED();
     }
     if (dk || dv) {
         size_t smem = sizeof(float) * (2 * (size_t)AT_BK * d + 2 * (size_t)AT_BQ * (d + 1) + 2 * AT_BQ);
-        attn_launch_smem(k_attn_bwd_dkv, smem);
+        attn_launch_smem(k_attn_bwd_dkv<AT_DPL>, smem);
         dim3 grid((S + AT_BK - 1) / AT_BK, a->n_kv_heads);
-        k_attn_bwd_dkv<<<grid, AT_WARPS * 32, smem, cuda_stream>>>(dk, dv, dout, out, lse, q, k, v, x);
+        k_attn_bwd_dkv<AT_DPL><<<grid, AT_WARPS * 32, smem, cuda_stream>>>(dk, dv, dout, out, lse, q, k, v, x);
         CU_LAUNCHED();
     }
 }

@@ -601,6 +601,33 @@ static void t_layout(void)
     check("gauss_sample", dz, z, nin, TOL_EW);
 }
 
+/* the autoencoder's mid-block attention: one head of 512 dims over one full
+ * split, forward only (the autoencoder is frozen), in both precisions (no
+ * tensor-core instance has 512 dims: the fp32 kernel runs) */
+static void t_attention_wide_head(void)
+{
+    int S = 70, d = 512;
+    int32_t start[2] = {0, S}, first[1] = {0};
+    uint8_t mode[1] = {OP_SPLIT_FULL};
+    op_attn_t ha = {S, 1, 1, d, 1.0f / sqrtf((float)d), 1, start, mode, first, NULL};
+    op_attn_t da = ha;
+    da.split_start = dcopy(start, sizeof start);
+    da.split_mode = dcopy(mode, sizeof mode);
+    da.split_first = dcopy(first, sizeof first);
+    size_t n = (size_t)S * d;
+    float *q = hrand(n, -2, 2), *k = hrand(n, -2, 2), *v = hrand(n, -1, 1);
+    float *out = hrand(n, 0, 1), *lse = hrand((size_t)S, 0, 1);
+    C->attention_fwd(out, lse, q, k, v, &ha);
+    for (int bf = 0; bf < 2; bf++) {
+        cuda_ops_set_bf16(bf);
+        float *dout = dnan(n), *dlse = dnan((size_t)S);
+        G->attention_fwd(dout, dlse, DF(q, n), DF(k, n), DF(v, n), &da);
+        check(bf ? "d=512 out (bf16 mode)" : "d=512 out", dout, out, n, TOL_RED);
+        check(bf ? "d=512 lse (bf16 mode)" : "d=512 lse", dlse, lse, (size_t)S, TOL_RED);
+    }
+    cuda_ops_set_bf16(0);
+}
+
 /* ---- bf16 math: the products and attention on the tensor cores */
 
 static void with_bf16(void (*fn)(void))
@@ -676,6 +703,7 @@ static const test_t tests[] = {
     {"attention: one causal split", t_attention_causal},
     {"attention: packed samples, causal/full/noise, GQA, permuted rows", t_attention_packed},
     {"attention: head_dim 128, sample opening with a full split", t_attention_wide},
+    {"attention: head_dim 512 forward (the autoencoder's mid-block)", t_attention_wide_head},
     {"rows_copy and rows_add", t_rows},
     {"classifier_ce with ignored labels, chunks, loss only", t_classifier},
     {"mse, flow_noise, timestep_freq", t_loss},
