@@ -69,6 +69,9 @@ void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, cons
 void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                     const float *q, const float *k, const float *v, const op_attn_t *a);
 
+/* cuda_conv.cu: releases the cuDNN handle and descriptors (cuda_ops_shutdown) */
+void cuda_conv_shutdown(void);
+
 /* cuda_mem.cu */
 void *cuda_alloc(size_t bytes);
 void cuda_free(void *p);
