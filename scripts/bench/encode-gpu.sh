@@ -63,21 +63,10 @@ DIR=$OUT/encode-gpu
 CASES=${CASES:-${TMPDIR:-/tmp}/bagel-encode-gpu}
 mkdir -p "$CASES" "$DIR/logs" || { echo "encode-gpu: cannot write $DIR or $CASES" >&2; exit 1; }
 
-# the bundle (scripts/gpu-bundle.sh), unpacked as gpu-run.sh does
-BUNDLE=${GPU_BUNDLE:-gpu-bundle}
-if [[ -f "$BUNDLE/build.tar.xz" && ! -d "$BUNDLE/build" ]]; then
-    echo "encode-gpu: unpacking $BUNDLE/build.tar.xz"
-    if command -v xz >/dev/null; then
-        tar -xJf "$BUNDLE/build.tar.xz" -C "$BUNDLE"
-    else
-        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$BUNDLE/build.tar.xz" "$BUNDLE"
-    fi || echo "encode-gpu: $BUNDLE/build.tar.xz: unpacking failed"
-    find "$BUNDLE/build" -type f ! -perm -u+x -exec chmod u+x {} + 2>/dev/null || true
-fi
-if [[ -z "${BAGEL_LIB_DIR:-}" && -f "$BUNDLE/env.sh" ]]; then
-    # shellcheck source=/dev/null
-    source "$BUNDLE/env.sh" >"$DIR/logs/env.log" 2>&1 || echo "encode-gpu: $BUNDLE/env.sh failed (see $DIR/logs/env.log)"
-fi
+# the bundle (scripts/gpu-bundle.sh): executables unpacked, libraries sourced
+# shellcheck source=scripts/bench/bundle-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bundle-env.sh"
+bundle_env encode-gpu "$DIR/logs"
 if [[ -z "${BIN:-}" ]]; then
     BIN=$BUNDLE/build/bin
     [[ -x "$BIN/bagel-encode" ]] || BIN=build/bin

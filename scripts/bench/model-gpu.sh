@@ -55,23 +55,10 @@ DIR=$OUT/model-gpu
 CASES=${CASES:-${TMPDIR:-/tmp}/bagel-model-gpu}
 mkdir -p "$CASES" "$DIR/logs" || { echo "model-gpu: cannot write $DIR or $CASES" >&2; exit 1; }
 
-# the bundle (scripts/gpu-bundle.sh): its executables travel as build.tar.xz,
-# which gpu-run.sh unpacks; run alone, this script unpacks it the same way
-BUNDLE=${GPU_BUNDLE:-gpu-bundle}
-if [[ -f "$BUNDLE/build.tar.xz" && ! -d "$BUNDLE/build" ]]; then
-    echo "model-gpu: unpacking $BUNDLE/build.tar.xz"
-    if command -v xz >/dev/null; then
-        tar -xJf "$BUNDLE/build.tar.xz" -C "$BUNDLE"
-    else
-        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$BUNDLE/build.tar.xz" "$BUNDLE"
-    fi || echo "model-gpu: $BUNDLE/build.tar.xz: unpacking failed"
-    find "$BUNDLE/build" -type f ! -perm -u+x -exec chmod u+x {} + 2>/dev/null || true
-fi
-# the bundle's libraries for bench-model, unless gpu-run.sh sourced them already
-if [[ -z "${BAGEL_LIB_DIR:-}" && -f "$BUNDLE/env.sh" ]]; then
-    # shellcheck source=/dev/null
-    source "$BUNDLE/env.sh" >"$DIR/logs/env.log" 2>&1 || echo "model-gpu: $BUNDLE/env.sh failed (see $DIR/logs/env.log)"
-fi
+# the bundle (scripts/gpu-bundle.sh): executables unpacked, libraries sourced
+# shellcheck source=scripts/bench/bundle-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bundle-env.sh"
+bundle_env model-gpu "$DIR/logs"
 if [[ -z "${BENCH:-}" ]]; then
     BENCH=$BUNDLE/build/tools/bench-model
     [[ -x "$BENCH" ]] || BENCH=build/tools/bench-model
