@@ -1,6 +1,10 @@
 /* latent.c — see latent.h. */
 #include "latent.h"
 
+#include "compute_env.h"
+#include "log.h"
+#include "stage.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,37 +51,64 @@ int lat_open(lat_t *l, const model_config_t *cfg, const char *vae_path, const op
 
 void lat_close(lat_t *l) { ae_destroy(&l->ae); }
 
-/* activations grow to the largest image seen; ae_reserve keeps them otherwise */
-static int fit(lat_t *l, int H, int W, char *err, size_t errlen)
+int lat_start(lat_t *l, const op_table_t **ops, const char *device, const char *precision, const char *config,
+              const char *vae_path)
 {
-    if (H <= l->ae->max_h && W <= l->ae->max_w)
-        return 0;
-    int h = H > l->ae->max_h ? H : l->ae->max_h, w = W > l->ae->max_w ? W : l->ae->max_w;
-    return ae_reserve(l->ae, h, w, err, errlen);
+    char err[512];
+    int rc = compute_ops(device, precision, ops, NULL, err, sizeof err);
+    if (rc) {
+        log_error("%s", err);
+        return rc;
+    }
+    model_config_t cfg;
+    if (model_config_load(&cfg, config, NULL, err, sizeof err)) {
+        log_error("--config: %s", err);
+        rc = EXIT_USAGE;
+    } else if (lat_open(l, &cfg, vae_path, *ops, err, sizeof err)) {
+        log_error("%s", err);
+        rc = EXIT_FATAL;
+    }
+    if (rc)
+        compute_ops_done(*ops);
+    return rc;
 }
 
-int lat_encode(lat_t *l, const uint8_t *img, int H, int W, float *moments, char *err, size_t errlen)
+int lat_encode_batch(lat_t *l, int n, const uint8_t *const *img, int H, int W, float *moments, char *err,
+                     size_t errlen)
 {
     if (H < 1 || W < 1 || H % l->down || W % l->down) {
         snprintf(err, errlen, "image %dx%d: sides must be positive multiples of %d", W, H, l->down);
         return -1;
     }
+    /* ae_reserve_batch returns at once when the plan fits, and keeps what
+     * fitted before when it grows */
     if (l->ae)
-        return fit(l, H, W, err, errlen) || ae_encode(l->ae, img, H, W, moments, err, errlen) ? -1 : 0;
-    size_t n = (size_t)H * W;
-    for (int c = 0; c < 3; c++)
-        for (size_t i = 0; i < n; i++) {
-            moments[c * n + i] = ((float)img[i * 3 + c] / 255.0f - 0.5f) / 0.5f; /* as bagel-train's patchify_u8 */
-            moments[(3 + c) * n + i] = LAT_LOGVAR_EXACT;
-        }
+        return ae_reserve_batch(l->ae, n, H, W, err, errlen) ||
+                       ae_encode_batch(l->ae, n, img, H, W, moments, err, errlen)
+                   ? -1
+                   : 0;
+    size_t px = (size_t)H * W;
+    for (int k = 0; k < n; k++) {
+        float *mo = moments + (size_t)k * 6 * px;
+        for (int c = 0; c < 3; c++)
+            for (size_t i = 0; i < px; i++) {
+                mo[c * px + i] = ((float)img[k][i * 3 + c] / 255.0f - 0.5f) / 0.5f; /* as bagel-train's patchify_u8 */
+                mo[(3 + c) * px + i] = LAT_LOGVAR_EXACT;
+            }
+    }
     return 0;
+}
+
+int lat_encode(lat_t *l, const uint8_t *img, int H, int W, float *moments, char *err, size_t errlen)
+{
+    return lat_encode_batch(l, 1, &img, H, W, moments, err, errlen);
 }
 
 int lat_decode(lat_t *l, const float *moments, int h, int w, uint8_t *img, char *err, size_t errlen)
 {
     size_t n = (size_t)h * w;
     if (l->ae) {
-        if (fit(l, h * l->down, w * l->down, err, errlen))
+        if (ae_reserve(l->ae, h * l->down, w * l->down, err, errlen))
             return -1;
         float *z = malloc((size_t)l->z * n * sizeof(float)); /* [z, h, w] */
         if (!z) {

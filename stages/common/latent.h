@@ -6,7 +6,7 @@
  * The identity's latent is the normalized pixels (x/255 − 0.5)/0.5 as
  * [3, H, W] means with log-variance LAT_LOGVAR_EXACT, and its inverse rounds,
  * so encode then decode gives the pixels back exactly. Not a trainer: no
- * gradients, one image per call (ae.c has no batch dimension). */
+ * gradients. The activations grow to the largest batch and image seen. */
 #ifndef BAGEL_LATENT_H
 #define BAGEL_LATENT_H
 
@@ -35,9 +35,20 @@ int lat_open(lat_t *l, const model_config_t *cfg, const char *vae_path, const op
              size_t errlen);
 void lat_close(lat_t *l);
 
+/* A stage's start: the op table for --device/--precision (compute_ops), the
+ * config named by --config, then lat_open. Logs one line and returns the
+ * stage's exit status on failure (ops released), 0 on success; the caller
+ * ends with lat_close and compute_ops_done(*ops). */
+int lat_start(lat_t *l, const op_table_t **ops, const char *device, const char *precision, const char *config,
+              const char *vae_path);
+
 /* img: u8 [H, W, 3] -> moments [2z, H/down, W/down] f32. 0, or -1 with err
  * (a size the autoencoder cannot take). */
 int lat_encode(lat_t *l, const uint8_t *img, int H, int W, float *moments, char *err, size_t errlen);
+/* n (1..AE_MAX_BATCH) images of one size in one autoencoder call ->
+ * moments [n, 2z, h, w], image i's equal to lat_encode's of img[i]. */
+int lat_encode_batch(lat_t *l, int n, const uint8_t *const *img, int H, int W, float *moments, char *err,
+                     size_t errlen);
 
 /* The mean of moments [2z, h, w] (unscaled, as stored) -> img u8
  * [h·down, w·down, 3]. 0, or -1 with err. */

@@ -176,29 +176,20 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const op_table_t *ops;
-    char err[512];
-    int rc_ops = compute_ops(device, precision, &ops, NULL, err, sizeof err);
-    if (rc_ops) {
-        log_error("%s", err);
-        return rc_ops;
-    }
-    model_config_t cfg;
-    if (model_config_load(&cfg, config, NULL, err, sizeof err)) {
-        log_error("--config: %s", err);
-        return EXIT_USAGE;
-    }
+    lat_t l;
+    int rc_start = lat_start(&l, &ops, device, precision, config, vae);
+    if (rc_start)
+        return rc_start;
     if (mkdir(dir, 0777) && errno != EEXIST) {
         log_error("--out-dir: %s: %s", dir, strerror(errno));
-        return EXIT_FATAL;
-    }
-    lat_t l;
-    if (lat_open(&l, &cfg, vae, ops, err, sizeof err)) {
-        log_error("%s", err);
+        lat_close(&l);
+        compute_ops_done(ops);
         return EXIT_FATAL;
     }
     if (VIPS_INIT(argv[0])) {
         log_error("libvips: cannot start: %s", vips_error_buffer());
         lat_close(&l);
+        compute_ops_done(ops);
         return EXIT_FATAL;
     }
     unsigned long long images = 0;

@@ -88,7 +88,6 @@ typedef struct {
     bool sample, drop;
     rng_t rng;
     int batch;               /* the most images a call */
-    int res_n, res_h, res_w; /* what the autoencoder has reserved */
     idle_mode_t idle;
     rd_t *rd;
     wr_t *w;
@@ -151,29 +150,6 @@ static void slot_free(slot_t *s)
 
 /* ---- the autoencoder calls ------------------------------------------ */
 
-/* n images of H × W -> moments [n, 2z, h, w] in out. 0, or -1 with err. */
-static int encode_n(job_t *j, int n, const uint8_t *const *px, int H, int W, float *out, char *err, size_t errlen)
-{
-    ae_t *ae = j->lat.ae;
-    if (!ae) { /* the identity: no batch to gain */
-        size_t step = 2 * half_moments(j, H, W);
-        for (int k = 0; k < n; k++)
-            if (lat_encode(&j->lat, px[k], H, W, out + k * step, err, errlen))
-                return -1;
-        return 0;
-    }
-    if (n > j->res_n || H > j->res_h || W > j->res_w) {
-        int rn = n > j->res_n ? n : j->res_n, rh = H > j->res_h ? H : j->res_h, rw = W > j->res_w ? W : j->res_w;
-        if (ae_reserve_batch(ae, rn, rh, rw, err, errlen)) {
-            /* a failed growth frees what was reserved: reserve afresh next time */
-            j->res_n = j->res_h = j->res_w = 0;
-            return -1;
-        }
-        j->res_n = rn, j->res_h = rh, j->res_w = rw;
-    }
-    return ae_encode_batch(ae, n, px, H, W, out, err, errlen);
-}
-
 /* Encodes the batch; on failure of a batch of several, each image alone.
  * 0, or -1 out of memory. */
 static int run_batch(job_t *j)
@@ -193,7 +169,7 @@ static int run_batch(job_t *j)
         px[k] = j->q[j->bslot[k]].img[j->bimg[k]].px;
     char err[REC_ERR_LEN];
     double t0 = now();
-    int rc = encode_n(j, n, px, H, W, j->mo, err, sizeof err);
+    int rc = lat_encode_batch(&j->lat, n, px, H, W, j->mo, err, sizeof err);
     j->calls++;
     if (rc && n > 1) { /* most likely memory: these one at a time, and smaller batches from now on */
         j->batch = n / 2;
@@ -205,7 +181,7 @@ static int run_batch(job_t *j)
         img_t *im = &s->img[j->bimg[k]];
         int rk = rc;
         if (rc && n > 1) {
-            rk = encode_n(j, 1, &px[k], H, W, j->mo + k * step, err, sizeof err);
+            rk = lat_encode_batch(&j->lat, 1, &px[k], H, W, j->mo + k * step, err, sizeof err);
             j->calls++;
         }
         if (rk) {
@@ -581,21 +557,9 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const op_table_t *ops;
-    char err[512];
-    int rc_ops = compute_ops(device, precision, &ops, NULL, err, sizeof err);
-    if (rc_ops) {
-        log_error("%s", err);
-        return rc_ops;
-    }
-    model_config_t cfg;
-    if (model_config_load(&cfg, config, NULL, err, sizeof err)) {
-        log_error("--config: %s", err);
-        return EXIT_USAGE;
-    }
-    if (lat_open(&job.lat, &cfg, vae, ops, err, sizeof err)) {
-        log_error("%s", err);
-        return EXIT_FATAL;
-    }
+    int rc_start = lat_start(&job.lat, &ops, device, precision, config, vae);
+    if (rc_start)
+        return rc_start;
     rng_seed(&job.rng, seed);
     /* the CPU's ops work image by image inside a batch, so batching gains
      * nothing there but memory: one image a call unless asked */
