@@ -60,6 +60,21 @@ static inline int op_attn_visible(const op_attn_t *a, int qs, int q, int k)
     return ks == qs && a->split_mode[qs] != OP_SPLIT_CAUSAL;
 }
 
+/* Attention of new rows against a key/value cache, for inference: query i
+ * sees cache rows [k_first[i], k_first[i] + k_count[i]) of kc and vc
+ * ([rows, nkv, d]). Causal text and full image chunks, one context or many,
+ * are all this: a causal query counts its own key and those before it, a
+ * full one the whole chunk. q and out rows are q_row[i] ([*, nh, d]). The
+ * index arrays are backend memory; h_* are host copies of the same arrays,
+ * from which a backend may choose its kernel. */
+typedef struct op_kv_attn {
+    int n_q; /* query rows */
+    int n_heads, n_kv_heads, head_dim;
+    float scale;
+    const int32_t *q_row, *k_first, *k_count;       /* (n_q) backend memory */
+    const int32_t *h_q_row, *h_k_first, *h_k_count; /* (n_q) host memory */
+} op_kv_attn_t;
+
 typedef struct op_table {
     const char *name; /* "cpu", "cuda" */
 
@@ -110,6 +125,8 @@ typedef struct op_table {
                           const op_attn_t *a);
     void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *out,
                           const float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
+    /* inference attention against a cache (see op_kv_attn_t); forward only */
+    void (*attention_kv)(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a);
 
     /* rows: out[oi[r]] = in[ii[r]] (copy) or += (add), r < n, rows of c
      * floats; oi or ii NULL means identity. Gather, scatter, embedding

@@ -28,6 +28,7 @@ enum {
     P_silu_fwd,
     P_silu_bwd,
     P_attention_fwd,
+    P_attention_kv,
     P_attention_bwd,
     P_rows_copy,
     P_rows_add,
@@ -72,6 +73,7 @@ static const char *const op_names[P_N] = {
     "silu_fwd",
     "silu_bwd",
     "attention_fwd",
+    "attention_kv",
     "attention_bwd",
     "rows_copy",
     "rows_add",
@@ -246,6 +248,13 @@ static void w_attention_fwd(float *out, float *lse, const float *q, const float 
     double t0_ = begin();
     prof_inner->attention_fwd(out, lse, q, k, v, a);
     end(P_attention_fwd, t0_);
+}
+
+static void w_attention_kv(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a)
+{
+    double t0_ = begin();
+    prof_inner->attention_kv(out, q, kc, vc, a);
+    end(P_attention_kv, t0_);
 }
 
 static void w_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse, const float *q, const float *k, const float *v, const op_attn_t *a)
@@ -433,6 +442,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.silu_bwd = w_silu_bwd;
     wrapped.attention_fwd = w_attention_fwd;
     wrapped.attention_bwd = w_attention_bwd;
+    wrapped.attention_kv = w_attention_kv;
     wrapped.rows_copy = w_rows_copy;
     wrapped.rows_add = w_rows_add;
     wrapped.axpy = w_axpy;

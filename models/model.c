@@ -96,6 +96,12 @@ struct model_acts {
     float *dc1, *dc1g, *dc2;                           /* (Nv, H) */
     float *dte1, *dte1s;                               /* (Nl, H) */
 
+    /* inference (model_infer_forward): the cache the layers' attention
+     * reads and writes instead of the packed attention, and latents that
+     * come in as x_t itself rather than as x0 and noise */
+    const model_kv_t *kv;
+    int lat_direct;
+
     /* the batch as last run */
     int S, n_und, n_text, n_vit, n_vit_images, n_lat, n_ce, n_mse, n_splits;
     model_loss_opts_t lo;
@@ -807,7 +813,10 @@ static void latent_forward(model_t *m)
     const model_weights_t *w = &m->w;
     int Nl = a->n_lat, H = c->hidden, D = model_latent_dim(c);
     float *emb = a->resid[0] + (size_t)a->n_und * H; /* generation rows are the latents, in order */
-    o->flow_noise(a->xt, a->target, a->x0, a->eps, a->t, Nl, D);
+    if (a->lat_direct)
+        o->rows_copy(a->xt, NULL, a->x0, NULL, Nl, D);
+    else
+        o->flow_noise(a->xt, a->target, a->x0, a->eps, a->t, Nl, D);
     o->linear_fwd(emb, a->xt, w->vae2llm_w, w->vae2llm_b, Nl, D, H);
     o->timestep_freq(a->tf, a->t, Nl, MODEL_TIME_FREQ / 2);
     o->linear_fwd(a->te1, a->tf, w->te1_w, w->te1_b, Nl, MODEL_TIME_FREQ, H);
@@ -848,8 +857,16 @@ static void llm_layer_forward(model_t *m, int l)
     }
     o->rope_fwd(L->q, a->pos_row, a->S, c->heads, hd, c->rope_theta);
     o->rope_fwd(L->k, a->pos_row, a->S, c->kv_heads, hd, c->rope_theta);
-    op_attn_t at = llm_attn(m);
-    o->attention_fwd(L->o, L->lse, L->q, L->k, L->v, &at);
+    if (a->kv) {
+        /* every row's key and value into the cache, then attention against it */
+        const model_kv_t *kv = a->kv;
+        o->rows_copy(kv->k[l], kv->store_row, L->k, NULL, a->S, K);
+        o->rows_copy(kv->v[l], kv->store_row, L->v, NULL, a->S, K);
+        o->attention_kv(L->o, L->q, kv->k[l], kv->v[l], kv->attn);
+    } else {
+        op_attn_t at = llm_attn(m);
+        o->attention_fwd(L->o, L->lse, L->q, L->k, L->v, &at);
+    }
     for (int e = 0; e < 2; e++) {
         const model_expert_t *E = &m->w.layers[2 * l + e];
         int r = sp[e].r0, n = sp[e].n;
@@ -867,24 +884,15 @@ static void llm_layer_forward(model_t *m, int l)
     }
 }
 
-int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *lo, int train, model_losses_t *out,
-                  char *err, size_t errlen)
+/* embeddings into the residual stream (expert order), the layers, the final
+ * norms into a->hf */
+static void trunk_forward(model_t *m)
 {
-    if (!m->act_mem) {
-        snprintf(err, errlen, "model_forward before model_reserve");
-        return -1;
-    }
-    if (upload_batch(m, b, err, errlen))
-        return -1;
     const op_table_t *o = m->ops;
     const model_config_t *c = &m->cfg;
     model_acts_t *a = m->a;
     const model_weights_t *w = &m->w;
-    int H = c->hidden, S = a->S, D = model_latent_dim(c);
-    a->lo = lo ? *lo : model_default_loss;
-    a->train = train;
-
-    /* embeddings into the residual stream, expert order */
+    int H = c->hidden, S = a->S;
     o->rows_copy(a->resid[0], a->text_row, w->embed, a->text_ids, a->n_text, H);
     if (a->n_vit)
         vit_forward(m);
@@ -900,6 +908,44 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
         o->rmsnorm_fwd(a->hf, a->rstdf, xl, w->norm[0], nu, H, c->rms_eps);
     if (ng)
         o->rmsnorm_fwd(a->hf + (size_t)nu * H, a->rstdf + nu, xl + (size_t)nu * H, w->norm[1], ng, H, c->rms_eps);
+}
+
+const float *model_infer_forward(model_t *m, const model_batch_t *b, const model_kv_t *kv, char *err, size_t errlen)
+{
+    if (!m->act_mem) {
+        snprintf(err, errlen, "model_infer_forward before model_reserve");
+        return NULL;
+    }
+    if (upload_batch(m, b, err, errlen))
+        return NULL;
+    m->a->kv = kv;
+    m->a->lat_direct = 1;
+    m->a->train = 0;
+    trunk_forward(m);
+    m->a->kv = NULL;
+    m->loaded_batch = 0;
+    return m->a->hf;
+}
+
+int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *lo, int train, model_losses_t *out,
+                  char *err, size_t errlen)
+{
+    if (!m->act_mem) {
+        snprintf(err, errlen, "model_forward before model_reserve");
+        return -1;
+    }
+    if (upload_batch(m, b, err, errlen))
+        return -1;
+    const op_table_t *o = m->ops;
+    const model_config_t *c = &m->cfg;
+    model_acts_t *a = m->a;
+    const model_weights_t *w = &m->w;
+    int H = c->hidden, D = model_latent_dim(c);
+    a->lo = lo ? *lo : model_default_loss;
+    a->train = train;
+    a->kv = NULL;
+    a->lat_direct = 0;
+    trunk_forward(m);
 
     /* losses, normalized as bagel-reference.md §4.3; the per-token gradient
      * scales are known now, so the fused classifier also produces its

@@ -156,6 +156,24 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
 int model_backward(model_t *m, char *err, size_t errlen);
 void model_zero_grad(model_t *m);
 
+/* Inference: a key/value cache the decoder layers read and write instead of
+ * the packed attention (models/infer.h manages it). Per layer, k[l] and v[l]
+ * hold [rows, kv_heads, head_dim] (keys after QK-norm and RoPE). A forward
+ * stores the key and value of batch storage row r at cache row store_row[r]
+ * and runs attn, whose queries are the batch's storage rows. */
+typedef struct model_kv {
+    float **k, **v;           /* (layers) backend memory */
+    const int32_t *store_row; /* (S) backend memory */
+    const op_kv_attn_t *attn;
+} model_kv_t;
+
+/* A forward for inference over batch b against kv: latents come as x_t
+ * itself (b->x0, with b->t their timesteps; b->eps is not read) and no loss
+ * is formed. Returns the final hidden states (after the final norms) in
+ * storage-row order, backend memory [S, H], valid until the next forward;
+ * NULL with err. */
+const float *model_infer_forward(model_t *m, const model_batch_t *b, const model_kv_t *kv, char *err, size_t errlen);
+
 /* Per-token losses of the last forward, as the forward already brought them
  * to the host: ce [n_ce] in the batch's ce_pos order, mse [n_mse] in mse_pos
  * order. Valid until the next forward. */

@@ -432,7 +432,7 @@ int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen)
     }
     saved = *b; /* pointers after growth, counts before */
 
-    cursor_t c = {.curr = b->S, .rope = 0, .sample_first_split = b->n_splits};
+    cursor_t c = {.curr = b->S, .rope = p->rope0, .sample_first_split = b->n_splits};
     for (int i = 0; i < s->n_segments; i++) {
         const pack_segment_t *g = &s->seg[i];
         if (g->kind == PACK_TEXT) {
@@ -488,5 +488,33 @@ int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen)
     b->split_start[b->n_splits] = b->S;
     route(b);
     pack_update_t(b, cfg->timestep_shift);
+    return 0;
+}
+
+int pack_add_tokens(pack_t *p, const int32_t *ids, int n, char *err, size_t errlen)
+{
+    model_batch_t *b = &p->b;
+    if (n <= 0) {
+        snprintf(err, errlen, "no tokens to add");
+        return -1;
+    }
+    for (int k = 0; k < n; k++)
+        if (ids[k] < 0 || ids[k] >= p->cfg->vocab) {
+            snprintf(err, errlen, "token %d is outside the vocabulary of %d", ids[k], p->cfg->vocab);
+            return -1;
+        }
+    if (reserve(b, b->S + n, b->n_splits + 1, b->n_samples + 1, b->n_vit, b->n_lat, b->n_vit_images,
+                b->n_vae_images)) {
+        snprintf(err, errlen, "out of memory packing %d tokens", b->S + n);
+        return -1;
+    }
+    cursor_t c = {.curr = b->S, .rope = p->rope0, .sample_first_split = b->n_splits};
+    split_open(b, &c, OP_SPLIT_CAUSAL);
+    for (int k = 0; k < n; k++)
+        text_token(b, &c, ids[k], c.rope + k);
+    b->sample_lens[b->n_samples++] = n;
+    b->S = c.curr;
+    b->split_start[b->n_splits] = b->S;
+    route(b);
     return 0;
 }

@@ -54,6 +54,8 @@ typedef struct pack {
     const model_config_t *cfg;
     pack_opts_t opts;
     rng_t rng; /* dropout draws, timesteps and noise */
+    int rope0;  /* the RoPE position each new sample starts at: 0 in training;
+                 * an inference context's next position when a chunk extends it */
     model_batch_t b;
 } pack_t;
 
@@ -70,6 +72,11 @@ long pack_sample_tokens(const model_config_t *cfg, const pack_sample_t *s);
  * the config's shift) and noise from the packer's rng. On error the batch is
  * unchanged and err says which segment and what. */
 int pack_add(pack_t *p, const pack_sample_t *s, char *err, size_t errlen);
+
+/* Appends a sample of bare text tokens (no special tokens around them, no
+ * loss) at positions rope0, rope0 + 1, ... in one causal split: the tokens an
+ * inference context is extended by while decoding. */
+int pack_add_tokens(pack_t *p, const int32_t *ids, int n, char *err, size_t errlen);
 
 /* t = shift(sigmoid(tau)) for every latent token (0 where tau = -inf); the
  * packer calls it, and so can a caller that sets tau itself */

@@ -54,6 +54,7 @@ void cpu_silu_bwd(float *din, const float *dout, const float *in, size_t m);
 void cpu_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
 void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                        const float *q, const float *k, const float *v, const op_attn_t *a);
+void cpu_attention_kv(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a);
 
 /* cpu_rows.c */
 void cpu_rows_copy(float *out, const int32_t *oi, const float *in, const int32_t *ii, int n, int c);

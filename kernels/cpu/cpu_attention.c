@@ -403,3 +403,52 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
     }
     free(tiles);
 }
+
+/* ---- inference attention against a cache (op_kv_attn_t) ----
+ *
+ * One (query, head) at a time: scores = scale·K·q over the query's cache rows
+ * (sgemv with the cache's row stride), a softmax in double-free float with the
+ * running maximum subtracted, out = Vᵀ·p (sgemv). Each thread keeps one score
+ * vector as long as the longest key range. */
+void cpu_attention_kv(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a)
+{
+    int nq = a->n_q, nh = a->n_heads, nkv = a->n_kv_heads, d = a->head_dim;
+    if (nq <= 0 || nh <= 0 || d <= 0)
+        return;
+    int kmax = 1;
+    for (int i = 0; i < nq; i++)
+        kmax = a->k_count[i] > kmax ? a->k_count[i] : kmax;
+    int nthr = omp_get_max_threads();
+    float *sc = malloc((size_t)kmax * nthr * sizeof(float));
+    if (!sc) {
+        for (int i = 0; i < nq; i++)
+            attn_fill_nan(out + (size_t)a->q_row[i] * nh * d, (size_t)nh * d);
+        return;
+    }
+    size_t ld = (size_t)nkv * d;
+    long work = (long)nq * nh;
+#pragma omp parallel for schedule(dynamic, 4) if ((size_t)work * kmax * d > CPU_OMP_MIN)
+    for (long w = 0; w < work; w++) {
+        int i = (int)(w / nh), h = (int)(w % nh), kvh = h / (nh / nkv), n = a->k_count[i];
+        float *s = sc + (size_t)kmax * omp_get_thread_num();
+        const float *qi = q + ((size_t)a->q_row[i] * nh + h) * d;
+        float *oi = out + ((size_t)a->q_row[i] * nh + h) * d;
+        const float *k0 = kc + (size_t)a->k_first[i] * ld + (size_t)kvh * d;
+        const float *v0 = vc + (size_t)a->k_first[i] * ld + (size_t)kvh * d;
+        if (n <= 0) {
+            memset(oi, 0, (size_t)d * sizeof(float));
+            continue;
+        }
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, d, a->scale, k0, (int)ld, qi, 1, 0.0f, s, 1);
+        float mx = s[0];
+        for (int j = 1; j < n; j++)
+            mx = s[j] > mx ? s[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j < n; j++) {
+            s[j] = expf(s[j] - mx);
+            sum += s[j];
+        }
+        cblas_sgemv(CblasRowMajor, CblasTrans, n, d, 1.0f / sum, v0, (int)ld, s, 1, 0.0f, oi, 1);
+    }
+    free(sc);
+}

@@ -25,6 +25,7 @@ const op_table_t op_cpu = {
     .silu_fwd = cpu_silu_fwd,
     .silu_bwd = cpu_silu_bwd,
     .attention_fwd = cpu_attention_fwd,
+    .attention_kv = cpu_attention_kv,
     .attention_bwd = cpu_attention_bwd,
     .rows_copy = cpu_rows_copy,
     .rows_add = cpu_rows_add,

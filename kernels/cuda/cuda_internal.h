@@ -48,9 +48,11 @@ extern int cuda_bf16;
 /* device buffers the ops reuse: grown, never shrunk, freed by
  * cuda_ops_shutdown; growing synchronizes (cudaMalloc). One slot per user
  * whose buffer may be live while another's is taken: the ops' (conv's
- * im2col columns, the flash attention's staging), and the two bf16 operand
- * copies of a product (which may read the ops' slot) */
-enum { CUDA_SCRATCH_OPS, CUDA_SCRATCH_GEMM_A, CUDA_SCRATCH_GEMM_B, CUDA_SCRATCH_SLOTS };
+ * im2col columns, the flash attention's staging), the two bf16 operand
+ * copies of a product (which may read the ops' slot), and the cache
+ * attention's packed queries (which call the attention that uses the ops'
+ * slot) */
+enum { CUDA_SCRATCH_OPS, CUDA_SCRATCH_GEMM_A, CUDA_SCRATCH_GEMM_B, CUDA_SCRATCH_KV, CUDA_SCRATCH_SLOTS };
 void *cuda_scratch_slot(int slot, size_t bytes);
 float *cuda_scratch(size_t floats); /* the ops' slot */
 /* a device double for reductions that come back to the host */
@@ -68,6 +70,9 @@ int cuda_flash_supports(const op_attn_t *a);
 void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
 void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                     const float *q, const float *k, const float *v, const op_attn_t *a);
+
+/* cuda_kvattn.cu: inference attention against a cache */
+void cuda_attention_kv(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a);
 
 /* cuda_conv.cu: releases the cuDNN handle and descriptors (cuda_ops_shutdown) */
 void cuda_conv_shutdown(void);

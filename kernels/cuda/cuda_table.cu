@@ -28,6 +28,7 @@ static op_table_t cuda_table(void)
     t.silu_bwd = cuda_silu_bwd;
     t.attention_fwd = cuda_attention_fwd;
     t.attention_bwd = cuda_attention_bwd;
+    t.attention_kv = cuda_attention_kv;
     t.rows_copy = cuda_rows_copy;
     t.rows_add = cuda_rows_add;
     t.axpy = cuda_axpy;

@@ -1,0 +1,688 @@
+/* infer.c — see infer.h.
+ *
+ * Every forward is a packed batch (models/pack.h) whose samples are chunks,
+ * one per context, with the packer's positions shifted to each context's
+ * next RoPE position (pack_t.rope0). model_infer_forward runs the decoder
+ * with model_kv_t: each layer writes every token's key and value into the
+ * cache row after its context's last one, then the attention op reads the
+ * context's rows plus the chunk's own (all of them for an image, those up to
+ * the query for text). A forward that extends a context then moves its
+ * length on; an image query leaves it, so the cache is as it was (§6.3). */
+#include "infer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pack.h"
+#include "rng.h"
+
+const infer_text_opts_t infer_text_defaults = {.max_tokens = 256, .temperature = 0.0f, .top_k = 0, .top_p = 1.0f};
+const infer_image_opts_t infer_image_defaults = {.num_timesteps = 50,
+                                                 .timestep_shift = 3.0f,
+                                                 .cfg_text_scale = 3.0f,
+                                                 .cfg_img_scale = 1.5f,
+                                                 .cfg_lo = 0.4f,
+                                                 .cfg_hi = 1.0f,
+                                                 .renorm = INFER_RENORM_GLOBAL,
+                                                 .renorm_min = 0.0f};
+
+struct infer {
+    model_t *m;
+    const op_table_t *o;
+    int n_slots, slot_rows;
+    int *len, *rope;
+    float **k, **v; /* (layers) */
+    model_kv_t kv;
+    op_kv_attn_t attn;
+    /* per-token index arrays of a forward, host and backend */
+    int cap;
+    int32_t *h_store, *h_qrow, *h_kfirst, *h_kcount;
+    int32_t *d_store, *d_qrow, *d_kfirst, *d_kcount;
+    /* heads: gathered rows and their outputs */
+    int head_cap;          /* rows */
+    int32_t *d_idx;        /* (head_cap) */
+    float *d_h, *d_out;    /* (head_cap, H), (head_cap, max(V, D)) */
+    float *h_out;          /* host (head_cap, max(V, D)) */
+    pack_t pk;             /* chunks and decoding steps */
+    pack_t pq[2];          /* image queries: without and with the CFG branches */
+    const model_batch_t *last; /* the batch of the last forward */
+    float *zero_lat;       /* a latent of zeros for the query images' shapes */
+    size_t zero_lat_n;
+};
+
+static void infer_free_index(infer_t *e)
+{
+    const op_table_t *o = e->o;
+    free(e->h_store), free(e->h_qrow), free(e->h_kfirst), free(e->h_kcount);
+    if (e->d_store)
+        o->free(e->d_store), o->free(e->d_qrow), o->free(e->d_kfirst), o->free(e->d_kcount);
+    e->h_store = e->h_qrow = e->h_kfirst = e->h_kcount = NULL;
+    e->d_store = e->d_qrow = e->d_kfirst = e->d_kcount = NULL;
+    e->cap = 0;
+}
+
+static int infer_grow_index(infer_t *e, int S)
+{
+    if (S <= e->cap)
+        return 0;
+    int cap = S > 2 * e->cap ? S : 2 * e->cap;
+    infer_free_index(e);
+    size_t b = (size_t)cap * sizeof(int32_t);
+    e->h_store = malloc(b), e->h_qrow = malloc(b), e->h_kfirst = malloc(b), e->h_kcount = malloc(b);
+    e->d_store = e->o->alloc(b), e->d_qrow = e->o->alloc(b), e->d_kfirst = e->o->alloc(b), e->d_kcount = e->o->alloc(b);
+    if (!e->h_store || !e->h_qrow || !e->h_kfirst || !e->h_kcount || !e->d_store || !e->d_qrow || !e->d_kfirst ||
+        !e->d_kcount) {
+        infer_free_index(e);
+        return -1;
+    }
+    e->cap = cap;
+    return 0;
+}
+
+static int infer_grow_heads(infer_t *e, int rows)
+{
+    if (rows <= e->head_cap)
+        return 0;
+    const op_table_t *o = e->o;
+    const model_config_t *c = &e->m->cfg;
+    int cap = rows > 2 * e->head_cap ? rows : 2 * e->head_cap;
+    size_t wide = (size_t)(c->vocab > model_latent_dim(c) ? c->vocab : model_latent_dim(c));
+    if (e->d_idx)
+        o->free(e->d_idx), o->free(e->d_h), o->free(e->d_out);
+    free(e->h_out);
+    e->d_idx = o->alloc((size_t)cap * sizeof(int32_t));
+    e->d_h = o->alloc((size_t)cap * c->hidden * sizeof(float));
+    e->d_out = o->alloc((size_t)cap * wide * sizeof(float));
+    e->h_out = malloc((size_t)cap * wide * sizeof(float));
+    if (!e->d_idx || !e->d_h || !e->d_out || !e->h_out) {
+        e->head_cap = 0;
+        return -1;
+    }
+    e->head_cap = cap;
+    return 0;
+}
+
+infer_t *infer_new(model_t *m, int n_slots, int slot_rows, char *err, size_t errlen)
+{
+    const model_config_t *c = &m->cfg;
+    if (n_slots <= 0 || slot_rows <= 0) {
+        snprintf(err, errlen, "the cache needs at least one slot of one row (asked %d of %d)", n_slots, slot_rows);
+        return NULL;
+    }
+    infer_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    e->m = m, e->o = m->ops, e->n_slots = n_slots, e->slot_rows = slot_rows;
+    e->len = calloc((size_t)n_slots, sizeof(int));
+    e->rope = calloc((size_t)n_slots, sizeof(int));
+    e->k = calloc((size_t)c->layers, sizeof(float *));
+    e->v = calloc((size_t)c->layers, sizeof(float *));
+    if (!e->len || !e->rope || !e->k || !e->v) {
+        snprintf(err, errlen, "out of memory");
+        infer_destroy(&e);
+        return NULL;
+    }
+    size_t bytes = (size_t)n_slots * slot_rows * c->kv_heads * c->head_dim * sizeof(float);
+    for (int l = 0; l < c->layers; l++) {
+        e->k[l] = e->o->alloc(bytes);
+        e->v[l] = e->o->alloc(bytes);
+        if (!e->k[l] || !e->v[l]) {
+            snprintf(err, errlen, "out of %s memory for a key/value cache of %d x %d rows (%.1f GiB)", e->o->name,
+                     n_slots, slot_rows, 2.0 * c->layers * (double)bytes / (1 << 30));
+            infer_destroy(&e);
+            return NULL;
+        }
+    }
+    e->kv.k = e->k, e->kv.v = e->v;
+    pack_init(&e->pk, c, &pack_default_opts, 1);
+    pack_init(&e->pq[0], c, &pack_default_opts, 1);
+    pack_init(&e->pq[1], c, &pack_default_opts, 1);
+    return e;
+}
+
+void infer_destroy(infer_t **pe)
+{
+    infer_t *e = *pe;
+    if (!e)
+        return;
+    const op_table_t *o = e->o;
+    if (e->k)
+        for (int l = 0; l < e->m->cfg.layers; l++) {
+            if (e->k[l])
+                o->free(e->k[l]);
+            if (e->v[l])
+                o->free(e->v[l]);
+        }
+    free(e->k), free(e->v), free(e->len), free(e->rope);
+    infer_free_index(e);
+    if (e->d_idx)
+        o->free(e->d_idx), o->free(e->d_h), o->free(e->d_out);
+    free(e->h_out);
+    free(e->zero_lat);
+    pack_free(&e->pk);
+    pack_free(&e->pq[0]);
+    pack_free(&e->pq[1]);
+    free(e);
+    *pe = NULL;
+}
+
+void infer_reset(infer_t *e, int slot) { e->len[slot] = e->rope[slot] = 0; }
+int infer_len(const infer_t *e, int slot) { return e->len[slot]; }
+int infer_rope(const infer_t *e, int slot) { return e->rope[slot]; }
+
+void infer_copy(infer_t *e, int dst, int src)
+{
+    const model_config_t *c = &e->m->cfg;
+    int K = c->kv_heads * c->head_dim;
+    if (dst == src)
+        return;
+    if (e->len[src] > 0)
+        for (int l = 0; l < c->layers; l++) {
+            size_t d0 = (size_t)dst * e->slot_rows * K, s0 = (size_t)src * e->slot_rows * K;
+            e->o->rows_copy(e->k[l] + d0, NULL, e->k[l] + s0, NULL, e->len[src], K);
+            e->o->rows_copy(e->v[l] + d0, NULL, e->v[l] + s0, NULL, e->len[src], K);
+        }
+    e->len[dst] = e->len[src];
+    e->rope[dst] = e->rope[src];
+}
+
+/* One forward of batch b whose sample s is a chunk of context slots[s]: the
+ * cache rows and attention ranges of every token, the activations sized, the
+ * model run. update: the contexts keep the chunk (lengths and positions move
+ * on). Returns the final hidden states (backend, storage rows). */
+static const float *infer_forward(infer_t *e, const model_batch_t *b, const int *slots, int update, char *err,
+                                  size_t errlen)
+{
+    model_t *m = e->m;
+    const model_config_t *c = &m->cfg;
+    if (infer_grow_index(e, b->S)) {
+        snprintf(err, errlen, "out of memory for %d tokens of index arrays", b->S);
+        return NULL;
+    }
+    int p0 = 0, qi = 0;
+    for (int s = 0; s < b->n_samples; s++) {
+        int sl = slots[s], n = b->sample_lens[s];
+        if (e->len[sl] + n > e->slot_rows) {
+            snprintf(err, errlen, "context %d would hold %d tokens, more than the %d it has room for", sl,
+                     e->len[sl] + n, e->slot_rows);
+            return NULL;
+        }
+        /* the chunk is one split: causal text, or a full image */
+        int sp = 0;
+        while (sp + 1 < b->n_splits && b->split_start[sp + 1] <= p0)
+            sp++;
+        int causal = b->split_mode[sp] == OP_SPLIT_CAUSAL;
+        int base = sl * e->slot_rows;
+        for (int j = 0; j < n; j++) {
+            int r = b->row_of_pos[p0 + j];
+            e->h_store[r] = base + e->len[sl] + j;
+            e->h_qrow[qi] = r;
+            e->h_kfirst[qi] = base;
+            e->h_kcount[qi] = e->len[sl] + (causal ? j + 1 : n);
+            qi++;
+        }
+        p0 += n;
+    }
+    const op_table_t *o = e->o;
+    size_t bytes = (size_t)b->S * sizeof(int32_t);
+    o->upload(e->d_store, e->h_store, bytes);
+    o->upload(e->d_qrow, e->h_qrow, bytes);
+    o->upload(e->d_kfirst, e->h_kfirst, bytes);
+    o->upload(e->d_kcount, e->h_kcount, bytes);
+    e->attn = (op_kv_attn_t){.n_q = b->S,
+                             .n_heads = c->heads,
+                             .n_kv_heads = c->kv_heads,
+                             .head_dim = c->head_dim,
+                             .scale = 1.0f / sqrtf((float)c->head_dim),
+                             .q_row = e->d_qrow,
+                             .k_first = e->d_kfirst,
+                             .k_count = e->d_kcount,
+                             .h_q_row = e->h_qrow,
+                             .h_k_first = e->h_kfirst,
+                             .h_k_count = e->h_kcount};
+    e->kv.store_row = e->d_store;
+    e->kv.attn = &e->attn;
+
+    /* activations: grown to this batch where it exceeds them (no backward
+     * runs here, so a fresh model keeps one layer's activations) */
+    model_caps_t need = model_caps_of(b), k = m->caps;
+    if (!m->act_mem)
+        k.recompute = 1;
+#define MAXF(f) k.f = need.f > k.f ? need.f : k.f
+    MAXF(S), MAXF(n_vit), MAXF(n_lat), MAXF(n_splits), MAXF(n_vit_images);
+#undef MAXF
+    if (model_reserve(m, &k, err, errlen))
+        return NULL;
+    const float *hf = model_infer_forward(m, b, &e->kv, err, errlen);
+    if (!hf)
+        return NULL;
+    e->last = b;
+    if (update) {
+        p0 = 0;
+        for (int s = 0; s < b->n_samples; s++) {
+            int sl = slots[s], n = b->sample_lens[s], top = 0;
+            for (int j = 0; j < n; j++)
+                top = b->pos[p0 + j] > top ? b->pos[p0 + j] : top;
+            e->len[sl] += n;
+            e->rope[sl] = top + 1;
+            p0 += n;
+        }
+    }
+    return hf;
+}
+
+static int slots_distinct(const int *slots, int n, int n_slots, char *err, size_t errlen)
+{
+    for (int i = 0; i < n; i++) {
+        if (slots[i] < 0 || slots[i] >= n_slots) {
+            snprintf(err, errlen, "context %d does not exist (the cache has %d)", slots[i], n_slots);
+            return -1;
+        }
+        for (int j = 0; j < i; j++)
+            if (slots[j] == slots[i]) {
+                snprintf(err, errlen, "context %d appears twice in one batch", slots[i]);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+/* a zero latent [z, gh·p, gw·p] for the packer's image segments, whose
+ * values the caller then replaces */
+static const float *infer_zero_latent(infer_t *e, int gh, int gw)
+{
+    const model_config_t *c = &e->m->cfg;
+    size_t n = (size_t)c->z_channels * gh * gw * c->latent_patch * c->latent_patch;
+    if (n > e->zero_lat_n) {
+        free(e->zero_lat);
+        e->zero_lat = calloc(n, sizeof(float));
+        e->zero_lat_n = e->zero_lat ? n : 0;
+    }
+    return e->zero_lat;
+}
+
+static int pack_chunk(infer_t *e, pack_t *p, int slot, const infer_chunk_t *ch, int noisy, char *err, size_t errlen)
+{
+    const model_config_t *c = &e->m->cfg;
+    pack_segment_t g = {0};
+    p->rope0 = e->rope[slot];
+    if (ch->kind == INFER_TOKENS)
+        return pack_add_tokens(p, ch->ids, ch->n_ids, err, errlen);
+    if (ch->kind == INFER_TEXT) {
+        g.kind = PACK_TEXT;
+        g.tokens = ch->ids;
+        g.n_tokens = ch->n_ids;
+    } else if (ch->kind == INFER_VIT) {
+        g.kind = PACK_IMAGE;
+        g.und = 1;
+        g.vit = ch->img, g.vit_h = ch->img_h, g.vit_w = ch->img_w;
+    } else if (ch->kind == INFER_VAE) {
+        g.kind = PACK_IMAGE;
+        if (noisy)
+            g.loss = 1;
+        else
+            g.cond = 1;
+        g.latent = infer_zero_latent(e, ch->gh, ch->gw);
+        if (!g.latent) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        g.lat_c = c->z_channels, g.lat_h = ch->gh * c->latent_patch, g.lat_w = ch->gw * c->latent_patch;
+    } else {
+        snprintf(err, errlen, "unknown chunk kind %d", ch->kind);
+        return -1;
+    }
+    int lat0 = p->b.n_lat;
+    pack_sample_t s = {.n_segments = 1, .seg = &g};
+    if (pack_add(p, &s, err, errlen))
+        return -1;
+    if (ch->kind == INFER_VAE && ch->lat && !noisy) {
+        size_t D = (size_t)model_latent_dim(c);
+        memcpy(p->b.x0 + (size_t)lat0 * D, ch->lat, (size_t)ch->gh * ch->gw * D * sizeof(float));
+        for (int i = lat0; i < p->b.n_lat; i++)
+            p->b.t[i] = 0.0f;
+    }
+    return 0;
+}
+
+int infer_append(infer_t *e, const int *slots, const infer_chunk_t *c, int n, char *err, size_t errlen)
+{
+    if (n <= 0)
+        return 0;
+    if (slots_distinct(slots, n, e->n_slots, err, errlen))
+        return -1;
+    pack_reset(&e->pk);
+    for (int i = 0; i < n; i++) {
+        char e2[256];
+        if (c[i].kind == INFER_VAE && !c[i].lat) {
+            snprintf(err, errlen, "chunk %d: a VAE image without latent tokens", i);
+            return -1;
+        }
+        if (pack_chunk(e, &e->pk, slots[i], &c[i], 0, e2, sizeof e2)) {
+            snprintf(err, errlen, "chunk %d: %s", i, e2);
+            return -1;
+        }
+    }
+    return infer_forward(e, &e->pk.b, slots, 1, err, errlen) ? 0 : -1;
+}
+
+int infer_hidden(infer_t *e, float *out)
+{
+    const model_batch_t *b = e->last;
+    if (!b)
+        return 0;
+    model_hidden(e->m, b, out);
+    return b->S;
+}
+
+/* ---- text -------------------------------------------------------------- */
+
+typedef struct cand {
+    float p;
+    int id;
+} cand_t;
+
+static int cand_desc(const void *a, const void *b)
+{
+    float x = ((const cand_t *)a)->p, y = ((const cand_t *)b)->p;
+    if (x != y)
+        return x < y ? 1 : -1;
+    return ((const cand_t *)a)->id - ((const cand_t *)b)->id;
+}
+
+/* the next token from logits [V]: argmax (first on ties) at temperature 0,
+ * else a draw from softmax(logits / T) cut to the top k and the top-p mass */
+static int pick_token(const float *lg, int V, const infer_text_opts_t *o, rng_t *r, cand_t *buf)
+{
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (lg[i] > lg[best])
+            best = i;
+    if (o->temperature <= 0.0f)
+        return best;
+    double mx = lg[best], sum = 0.0;
+    for (int i = 0; i < V; i++) {
+        buf[i].p = (float)exp((lg[i] - mx) / o->temperature);
+        buf[i].id = i;
+        sum += buf[i].p;
+    }
+    int n = V;
+    if ((o->top_k > 0 && o->top_k < V) || o->top_p < 1.0f) {
+        qsort(buf, (size_t)V, sizeof *buf, cand_desc);
+        if (o->top_k > 0 && o->top_k < n)
+            n = o->top_k;
+        double tot = 0.0;
+        for (int i = 0; i < n; i++)
+            tot += buf[i].p;
+        if (o->top_p < 1.0f) {
+            double acc = 0.0;
+            int keep = n;
+            for (int i = 0; i < n; i++) {
+                acc += buf[i].p;
+                if (acc >= o->top_p * tot) {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            n = keep;
+        }
+        sum = 0.0;
+        for (int i = 0; i < n; i++)
+            sum += buf[i].p;
+    }
+    double u = rng_uniform(r) * sum, acc = 0.0;
+    for (int i = 0; i < n; i++) {
+        acc += buf[i].p;
+        if (u < acc)
+            return buf[i].id;
+    }
+    return buf[n - 1].id;
+}
+
+int infer_text(infer_t *e, const int *slots, int n, const infer_text_opts_t *o, int32_t **ids, int *n_ids, int *stopped,
+               float *logits_out, int logits_steps, char *err, size_t errlen)
+{
+    const model_config_t *c = &e->m->cfg;
+    int V = c->vocab, H = c->hidden;
+    if (slots_distinct(slots, n, e->n_slots, err, errlen))
+        return -1;
+    int *active = malloc((size_t)n * sizeof(int)), *cap = calloc((size_t)n, sizeof(int));
+    int32_t *cur = malloc((size_t)n * sizeof(int32_t));
+    int *aslot = malloc((size_t)n * sizeof(int));
+    rng_t *rg = malloc((size_t)n * sizeof(rng_t));
+    cand_t *buf = o->temperature > 0.0f ? malloc((size_t)V * sizeof(cand_t)) : NULL;
+    int rc = -1;
+    if (!active || !cap || !cur || !aslot || !rg || (o->temperature > 0.0f && !buf) || infer_grow_heads(e, n)) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        ids[i] = NULL, n_ids[i] = 0, stopped[i] = 0;
+        active[i] = i;
+        cur[i] = c->bos_id;
+        rng_seed(&rg[i], o->seed + (uint64_t)i);
+    }
+    int na = n;
+    for (int step = 0; na > 0 && step < o->max_tokens; step++) {
+        pack_reset(&e->pk);
+        for (int a = 0; a < na; a++) {
+            int i = active[a];
+            aslot[a] = slots[i];
+            e->pk.rope0 = e->rope[slots[i]];
+            if (pack_add_tokens(&e->pk, &cur[i], 1, err, errlen))
+                goto done;
+        }
+        const float *hf = infer_forward(e, &e->pk.b, aslot, 1, err, errlen);
+        if (!hf)
+            goto done;
+        /* one token a sample: rows are the samples' in order (all text) */
+        e->o->linear_fwd(e->d_out, hf, e->m->w.lm_head, NULL, na, H, V);
+        e->o->download(e->h_out, e->d_out, (size_t)na * V * sizeof(float));
+        int keep = 0;
+        for (int a = 0; a < na; a++) {
+            int i = active[a];
+            const float *lg = e->h_out + (size_t)e->pk.b.row_of_pos[a] * V;
+            if (logits_out && step < logits_steps)
+                memcpy(logits_out + ((size_t)step * n + i) * V, lg, (size_t)V * sizeof(float));
+            int t = pick_token(lg, V, o, &rg[i], buf);
+            if (t == c->eos_id) {
+                stopped[i] = 1;
+                continue;
+            }
+            if (n_ids[i] == cap[i]) {
+                int nc = cap[i] ? 2 * cap[i] : 64;
+                int32_t *g = realloc(ids[i], (size_t)nc * sizeof(int32_t));
+                if (!g) {
+                    snprintf(err, errlen, "out of memory");
+                    goto done;
+                }
+                ids[i] = g, cap[i] = nc;
+            }
+            ids[i][n_ids[i]++] = t;
+            cur[i] = t;
+            active[keep++] = i;
+        }
+        na = keep;
+    }
+    rc = 0;
+done:
+    if (rc)
+        for (int i = 0; i < n; i++) {
+            free(ids[i]);
+            ids[i] = NULL, n_ids[i] = 0;
+        }
+    free(active), free(cap), free(cur), free(aslot), free(rg), free(buf);
+    return rc;
+}
+
+/* ---- images ------------------------------------------------------------ */
+
+void infer_schedule(float *t, int T, float shift)
+{
+    for (int i = 0; i < T; i++) {
+        /* linspace(1, 0, T) as torch computes it in float: the first half
+         * from the start, the second from the end */
+        float step = T > 1 ? (0.0f - 1.0f) / (float)(T - 1) : 0.0f;
+        float x = i < T / 2 ? 1.0f + step * (float)i : 0.0f - step * (float)(T - 1 - i);
+        t[i] = shift * x / (1.0f + (shift - 1.0f) * x);
+    }
+}
+
+static double row_norm(const float *x, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++)
+        s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+static float clampf(double x, float lo, float hi) { return (float)(x < lo ? lo : x > hi ? hi : x); }
+
+void infer_cfg_combine(float *v, const float *v_c, const float *v_t, const float *v_i, int n, int dim, float s_txt,
+                       float s_img, int renorm, float renorm_min)
+{
+    size_t m = (size_t)n * dim;
+    if (!(s_txt > 1.0f) || !v_t) {
+        memcpy(v, v_c, m * sizeof(float));
+        return;
+    }
+    int img = s_img > 1.0f && v_i;
+    for (size_t j = 0; j < m; j++)
+        v[j] = v_t[j] + s_txt * (v_c[j] - v_t[j]);
+    if (renorm == INFER_RENORM_TEXT_CHANNEL) {
+        for (int r = 0; r < n; r++) {
+            float *u = v + (size_t)r * dim;
+            float sc = clampf(row_norm(v_c + (size_t)r * dim, dim) / (row_norm(u, dim) + 1e-8), renorm_min, 1.0f);
+            for (int j = 0; j < dim; j++)
+                u[j] *= sc;
+        }
+        if (img)
+            for (size_t j = 0; j < m; j++)
+                v[j] = v_i[j] + s_img * (v[j] - v_i[j]);
+        return;
+    }
+    if (img)
+        for (size_t j = 0; j < m; j++)
+            v[j] = v_i[j] + s_img * (v[j] - v_i[j]);
+    if (renorm == INFER_RENORM_GLOBAL) {
+        float sc = clampf(row_norm(v_c, (int)m) / (row_norm(v, (int)m) + 1e-8), renorm_min, 1.0f);
+        for (size_t j = 0; j < m; j++)
+            v[j] *= sc;
+    } else {
+        for (int r = 0; r < n; r++) {
+            float *w = v + (size_t)r * dim;
+            float sc = clampf(row_norm(v_c + (size_t)r * dim, dim) / (row_norm(w, dim) + 1e-8), renorm_min, 1.0f);
+            for (int j = 0; j < dim; j++)
+                w[j] *= sc;
+        }
+    }
+}
+
+/* the query batch for n images with or without their CFG branches: per
+ * image the full context's query, then text- and image-unconditioned ones
+ * where asked; slots out in sample order */
+static int build_queries(infer_t *e, pack_t *p, const int *full, const int *tu, const int *iu, int n, int gh, int gw,
+                         int with_t, int with_i, int *slots, int *ns, char *err, size_t errlen)
+{
+    infer_chunk_t q = {.kind = INFER_VAE, .gh = gh, .gw = gw};
+    pack_reset(p);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int who[3] = {full[i], with_t ? tu[i] : -1, with_i ? iu[i] : -1};
+        for (int j = 0; j < 3; j++) {
+            if (who[j] < 0)
+                continue;
+            if (who[j] >= e->n_slots) {
+                snprintf(err, errlen, "image %d: context %d does not exist", i, who[j]);
+                return -1;
+            }
+            if (pack_chunk(e, p, who[j], &q, 1, err, errlen))
+                return -1;
+            slots[k++] = who[j];
+        }
+    }
+    *ns = k;
+    return 0;
+}
+
+int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img_unc, int n, int gh, int gw,
+                const infer_image_opts_t *o, float *x, infer_step_fn on_step, void *user, char *err, size_t errlen)
+{
+    const model_config_t *c = &e->m->cfg;
+    int N = gh * gw, D = model_latent_dim(c), H = c->hidden, T = o->num_timesteps;
+    if (!c->visual_gen) {
+        snprintf(err, errlen, "the model has no generation branch");
+        return -1;
+    }
+    if (T < 2) {
+        snprintf(err, errlen, "num_timesteps %d: at least 2 are needed", T);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if ((o->cfg_text_scale > 1.0f && (!text_unc || text_unc[i] < 0)) ||
+            (o->cfg_text_scale > 1.0f && o->cfg_img_scale > 1.0f && (!img_unc || img_unc[i] < 0))) {
+            snprintf(err, errlen, "image %d: CFG scales %.2f/%.2f need the %s-unconditioned context", i,
+                     o->cfg_text_scale, o->cfg_img_scale, (!text_unc || text_unc[i] < 0) ? "text" : "image");
+            return -1;
+        }
+    float *ts = malloc((size_t)T * sizeof(float));
+    int *slots = malloc((size_t)3 * n * sizeof(int));
+    size_t m = (size_t)N * D;
+    float *vv = malloc(m * sizeof(float));
+    int rc = -1;
+    if (!ts || !slots || !vv || infer_grow_heads(e, 3 * n * N)) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    infer_schedule(ts, T, o->timestep_shift);
+    int built[2] = {0, 0}, bslots[2][3 * 64], bns[2] = {0, 0};
+    if (3 * n > 3 * 64) {
+        snprintf(err, errlen, "at most 64 images a batch (asked %d)", n);
+        goto done;
+    }
+    for (int s = 0; s + 1 < T; s++) {
+        float t = ts[s], dt = ts[s] - ts[s + 1];
+        int on = t > o->cfg_lo && t <= o->cfg_hi;
+        float s_txt = on ? o->cfg_text_scale : 1.0f, s_img = on ? o->cfg_img_scale : 1.0f;
+        int with_t = s_txt > 1.0f, with_i = with_t && s_img > 1.0f;
+        int var = with_t;
+        if (!built[var]) {
+            if (build_queries(e, &e->pq[var], full, text_unc, img_unc, n, gh, gw, with_t, with_i, bslots[var],
+                              &bns[var], err, errlen))
+                goto done;
+            built[var] = 1;
+        }
+        model_batch_t *b = &e->pq[var].b;
+        /* this step's x and t into every query of each image */
+        int per = b->n_lat / n / N; /* queries an image */
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < per; j++)
+                memcpy(b->x0 + ((size_t)(i * per + j) * N) * D, x + (size_t)i * m, m * sizeof(float));
+        for (int i = 0; i < b->n_lat; i++)
+            b->t[i] = t;
+        const float *hf = infer_forward(e, b, bslots[var], 0, err, errlen);
+        if (!hf)
+            goto done;
+        /* generation rows are the latents in order, after the n_und rows */
+        e->o->linear_fwd(e->d_out, hf + (size_t)b->n_und * H, e->m->w.llm2vae_w, e->m->w.llm2vae_b, b->n_lat, H, D);
+        e->o->download(e->h_out, e->d_out, (size_t)b->n_lat * D * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            const float *base = e->h_out + (size_t)i * per * m;
+            const float *vc = base, *vt = with_t ? base + m : NULL, *vi = with_i ? base + 2 * m : NULL;
+            float *v = vv, *xi = x + (size_t)i * m;
+            infer_cfg_combine(v, vc, vt, vi, N, D, s_txt, s_img, o->renorm, o->renorm_min);
+            for (size_t j = 0; j < m; j++)
+                xi[j] = xi[j] - v[j] * dt;
+            if (on_step)
+                on_step(user, i, s, t, dt, vc, vt, vi, v, xi, N, D);
+        }
+    }
+    rc = 0;
+done:
+    free(ts), free(slots), free(vv);
+    return rc;
+}
