@@ -463,7 +463,7 @@ rec_t *rec_new_reject(const rec_t *sample, const char *stage, const char *error)
     rec_t *r = rec_new(REC_REJECT);
     if (!r)
         return NULL;
-    static const char *carried[] = {"id", "source", "seq", "epoch"};
+    static const char *carried[] = {"id", "source", "seq", "epoch", "dlv"}; // dlv: deliver.h
     for (size_t i = 0; i < sizeof carried / sizeof *carried; i++) {
         const msgpack_object *o = rec_get(sample, carried[i]);
         msgpack_object c;

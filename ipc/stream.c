@@ -22,6 +22,7 @@
 #include "stream.h"
 
 #include "curve.h"
+#include "deliver.h"
 #include "endpoint.h"
 
 #include <errno.h>
@@ -46,6 +47,7 @@ void stream_opts_default(stream_opts_t *o)
     o->hwm = 64;
     o->linger_ms = -1;
     o->stage = "bagel";
+    o->ack_window = 4096;
 }
 
 /* Small records are gathered into writes (files, pipes) and messages
@@ -100,9 +102,37 @@ static int zwindow(const stream_opts_t *o)
     return w;
 }
 
-/* Open a ZeroMQ socket of `type` on every address of ep. */
-static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, char *err)
+/* Is a tcp address's host the loopback interface? */
+static bool tcp_loopback(const char *addr)
 {
+    const char *h = addr + 6; // after tcp://
+    const char *colon = strrchr(h, ':');
+    size_t n = colon ? (size_t)(colon - h) : strlen(h);
+    if (n >= 4 && strncmp(h, "127.", 4) == 0)
+        return true;
+    static const char *const names[] = {"localhost", "[::1]", "::1", "lo"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strlen(names[i]) == n && strncmp(h, names[i], n) == 0)
+            return true;
+    return false;
+}
+
+/* Open a ZeroMQ socket of `type` on every address of ep; rid, when given,
+ * is its routing id (set before it connects). */
+static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, const char *rid, char *err)
+{
+    // a socket that listens beyond this machine needs keys, or a stated choice
+    for (int i = 0; i < ep->nzmq; i++) {
+        const ep_zmq_t *z = &ep->zmq[i];
+        if (z->bind && strncmp(z->addr, "tcp://", 6) == 0 && !o->curve_server_key && !o->insecure &&
+            !tcp_loopback(z->addr)) {
+            snprintf(err, REC_ERR_LEN,
+                     "bind %s: listening beyond loopback without CURVE keys: give --curve-server-key "
+                     "(bagel-cat --curve-keygen makes keys), or --insecure",
+                     z->addr);
+            return NULL;
+        }
+    }
     void *ctx = zctx_get(err);
     if (!ctx)
         return NULL;
@@ -125,6 +155,13 @@ static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, char *
         zmq_setsockopt(s, ZMQ_SNDHWM, &unlimited, sizeof unlimited);
     }
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    if (rid)
+        zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, strlen(rid));
+    // a peer host that vanishes without closing its connections is noticed
+    // (tcp; a process that dies closes its connections itself)
+    int hb_ivl = 2000, hb_timeout = 15000;
+    zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl);
+    zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
     // a message holds one record, or a batch of small ones
     int64_t maxmsg = (int64_t)(o->limits.max_message > ZBATCH_SIZE ? o->limits.max_message : ZBATCH_SIZE);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
@@ -242,6 +279,9 @@ struct rd {
     uint64_t zseq;          // its seq, acknowledged when all its records are taken
     unsigned char zid[256]; // its writer
     size_t zidlen;
+    // end-to-end delivery, as its sink (deliver.h)
+    void *asock; // ROUTER: acknowledgements to the origins, by their routing ids
+    dlv_sink_t *dsink;
     // the whole reader
     acct_t *acct;
     rd_stats_t stats;
@@ -265,6 +305,74 @@ static int add_input(rd_t *rd, const ep_t *ep, const char *name, char *err)
 }
 
 static int open_input(rd_t *rd, char *err);
+
+/* The sink's acknowledgement socket. */
+static int sink_open(rd_t *rd, char *err)
+{
+    ep_t ep;
+    char why[REC_ERR_LEN];
+    if (ep_parse(rd->o.acks_out, &ep, why) || ep.kind != EP_ZMQ) {
+        snprintf(err, REC_ERR_LEN, "--acks-out %s: %s", rd->o.acks_out,
+                 ep.kind != EP_ZMQ ? "expected a ZeroMQ endpoint" : why);
+        return -1;
+    }
+    if (!(rd->dsink = dlv_sink_new())) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return -1;
+    }
+    if (!(rd->asock = zsock_open(&ep, ZMQ_ROUTER, &rd->o, NULL, err)))
+        return -1;
+    // an acknowledgement for an origin not connected (yet) fails instead of
+    // vanishing, and is kept for the next flush; origins send nothing, so
+    // what arrives here is bounded and thrown away
+    int one = 1, hwm = 64;
+    zmq_setsockopt(rd->asock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(rd->asock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    return 0;
+}
+
+static int sink_send(void *arg, const char *origin, const void *frame, size_t len)
+{
+    rd_t *rd = arg;
+    if (zmq_send(rd->asock, origin, DLV_ORIGIN_LEN, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    zmq_send(rd->asock, frame, len, ZMQ_DONTWAIT);
+    return 0;
+}
+
+static void sink_flush(rd_t *rd)
+{
+    if (!rd->dsink)
+        return;
+    char junk[64];
+    while (zmq_recv(rd->asock, junk, sizeof junk, ZMQ_DONTWAIT) >= 0)
+        ;
+    dlv_sink_flush(rd->dsink, sink_send, rd);
+}
+
+/* A sink's check of a record's delivery tag: 0 pass it on (tag removed), 1 a
+ * duplicate (destroyed here). */
+static int sink_filter(rd_t *rd, rec_t *r)
+{
+    char origin[DLV_ORIGIN_LEN + 1], why[REC_ERR_LEN];
+    uint64_t seq;
+    if (!rd->dsink || dlv_tag_get(&r->root, origin, &seq, why) != 1)
+        return 0;
+    bool flush;
+    int rc = dlv_sink_take(rd->dsink, origin, seq, &flush);
+    if (flush)
+        sink_flush(rd);
+    if (rc == 1) {
+        rec_destroy(&r);
+        rd->stats.duplicates++;
+        return 1;
+    }
+    dlv_tag_strip(&r->root);
+    msgpack_object *inner = rec_map_getw(&r->root, "sample");
+    if (inner)
+        dlv_tag_strip(inner);
+    return 0;
+}
 
 rd_t *rd_open(const char *const *specs, int nspecs, const stream_opts_t *o, char *err)
 {
@@ -311,6 +419,8 @@ rd_t *rd_open(const char *const *specs, int nspecs, const stream_opts_t *o, char
                 goto fail;
         }
     }
+    if (rd->o.acks_out && sink_open(rd, err))
+        goto fail;
     // Open the first input now, so that a missing file or a bad address is
     // reported at start-up and a ZeroMQ input is bound before writers come.
     rd->cur = 0;
@@ -330,7 +440,7 @@ static int open_input(rd_t *rd, char *err)
     rd->base = rd->msgno = 0;
     rd->pipe = false;
     if (in->ep.kind == EP_ZMQ) {
-        rd->zsock = zsock_open(&in->ep, ZMQ_ROUTER, &rd->o, err);
+        rd->zsock = zsock_open(&in->ep, ZMQ_ROUTER, &rd->o, NULL, err);
         if (!rd->zsock)
             return -1;
     } else {
@@ -409,6 +519,8 @@ static int schema_error(rd_t *rd, rec_t *bad, const char *where, rec_t **out, ch
             snprintf(err, REC_ERR_LEN, "out of memory");
             return -2;
         }
+        if (sink_filter(rd, rj))
+            return 3;
         snprintf(err, REC_ERR_LEN, "%s: id %s: %s", where, id, msg);
         *out = rj;
         rd->stats.made_rejects++;
@@ -422,8 +534,11 @@ static int schema_error(rd_t *rd, rec_t *bad, const char *where, rec_t **out, ch
     return -1;
 }
 
+/* 1, or 3 when r was a duplicate (dropped: the caller reads on). */
 static int take(rd_t *rd, rec_t *r, rec_t **out)
 {
+    if (sink_filter(rd, r))
+        return 3;
     rd->stats.records++;
     rd->stats.bytes += r->wire_size;
     acct_add(rd->acct, r);
@@ -476,9 +591,10 @@ static int next_fd(rd_t *rd, rec_t **out, char *err)
                 snprintf(err, REC_ERR_LEN, "out of memory");
                 return -2;
             }
-            if (rc == -2)
-                return schema_error(rd, r, where, out, msg, err);
-            return take(rd, r, out);
+            int trc = rc == -2 ? schema_error(rd, r, where, out, msg, err) : take(rd, r, out);
+            if (trc == 3)
+                continue; // a duplicate
+            return trc;
         }
         // need more bytes
         if (rd->eof || stopping(rd)) {
@@ -549,6 +665,7 @@ static void acks_flush(rd_t *rd)
 {
     for (int i = 0; i < rd->nacks; i++)
         ack_send(rd, &rd->acks[i]);
+    sink_flush(rd);
 }
 
 static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq)
@@ -674,7 +791,7 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
     for (;;) {
         if (rd->zcur) {
             int rc = next_in_batch(rd, out, err);
-            if (rc != 0)
+            if (rc != 0 && rc != 3) // 3: a duplicate, dropped
                 return rc;
             continue;
         }
@@ -782,6 +899,15 @@ void rd_close(rd_t **rdp)
     rd_t *rd = *rdp;
     if (rd->open)
         close_input(rd);
+    if (rd->asock) {
+        // the last acknowledgements: an origin waits for them to finish
+        for (int i = 0; i < 40 && stop_level < 2 && dlv_sink_flush(rd->dsink, sink_send, rd) > 0; i++)
+            usleep(50000);
+        int linger = stop_level >= 2 ? 0 : 2000;
+        zmq_setsockopt(rd->asock, ZMQ_LINGER, &linger, sizeof linger);
+        zsock_close(rd->asock);
+    }
+    dlv_sink_destroy(&rd->dsink);
     chunk_unref(rd->chunk);
     acct_destroy(&rd->acct);
     free(rd->inputs);
@@ -811,14 +937,68 @@ struct wr {
     size_t nbuf;
     uint64_t bytes;
     // ZeroMQ: records next_seq-1 down to low may be unacknowledged; acked[]
-    // marks which are, by seq modulo the window
+    // marks which are, by seq modulo the window; untagged[] those holding a
+    // record without a delivery tag (nothing would send it again)
     uint64_t next_seq, low;
-    unsigned char *acked;
+    unsigned char *acked, *untagged;
     uint64_t window;
+    bool buf_untagged; // the gathered batch holds such a record
+    // readers that disconnect: their messages are no longer waited for
+    void *mon;           // PAIR: the data socket's disconnect events
+    uint64_t forgiven;   // messages with untagged records given up that way
+    // end-to-end delivery, as its origin (deliver.h)
+    dlv_win_t *dwin;
+    void *asock; // DEALER, routing id = origin: the sink's acknowledgements
+    char origin[DLV_ORIGIN_LEN + 1];
+    char *gbuf; // one record's bytes
+    size_t gcap;
+    double last_scan;
     // a failed output stays failed: every later call reports the first error
     char failed[REC_ERR_LEN];
     double buf_since; // ZeroMQ: when the first record went into buf
 };
+
+/* Watch the data socket for readers that go away. */
+static int monitor_open(wr_t *w, char *err)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "inproc://bagel-monitor-%p", (void *)w);
+    if (zmq_socket_monitor(w->zsock, addr, ZMQ_EVENT_DISCONNECTED) != 0 || !zctx_get(err) ||
+        !(w->mon = zmq_socket(zctx, ZMQ_PAIR))) {
+        snprintf(err, REC_ERR_LEN, "socket monitor: %s", zmq_strerror(errno));
+        return -1;
+    }
+    int zero = 0;
+    zmq_setsockopt(w->mon, ZMQ_LINGER, &zero, sizeof zero);
+    if (zmq_connect(w->mon, addr) != 0) {
+        snprintf(err, REC_ERR_LEN, "socket monitor: %s", zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Become an origin: a window and the socket the sink acknowledges on. */
+static int origin_open(wr_t *w, char *err)
+{
+    ep_t ep;
+    char why[REC_ERR_LEN];
+    if (ep_parse(w->o.acks_in, &ep, why) || ep.kind != EP_ZMQ) {
+        snprintf(err, REC_ERR_LEN, "--acks-in %s: %s", w->o.acks_in, ep.kind != EP_ZMQ ? "expected a ZeroMQ endpoint" : why);
+        return -1;
+    }
+    int win = w->o.ack_window > 0 ? w->o.ack_window : 4096;
+    if (win > DLV_WINDOW_MAX)
+        win = DLV_WINDOW_MAX;
+    // records are kept until acknowledged: at most the window, and 256 MiB
+    if (!(w->dwin = dlv_win_new((uint32_t)win, (size_t)256 << 20))) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return -1;
+    }
+    dlv_origin_new(w->origin);
+    if (!(w->asock = zsock_open(&ep, ZMQ_DEALER, &w->o, w->origin, err)))
+        return -1;
+    return 0;
+}
 
 wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
 {
@@ -841,14 +1021,20 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
         goto fail;
     }
     snprintf(w->name, sizeof w->name, "%s", w->ep.kind == EP_STDIO ? "stdout" : spec);
+    if (w->o.acks_in && w->ep.kind != EP_ZMQ) {
+        snprintf(err, REC_ERR_LEN, "--acks-in: end-to-end delivery needs a ZeroMQ --out, not %s", w->name);
+        goto fail;
+    }
     switch (w->ep.kind) {
     case EP_ZMQ:
         w->window = (uint64_t)zwindow(&w->o);
-        if (!(w->acked = calloc(w->window, 1)) || !(w->buf = malloc(WBUF_SIZE))) {
+        if (!(w->acked = calloc(w->window, 1)) || !(w->untagged = calloc(w->window, 1)) ||
+            !(w->buf = malloc(WBUF_SIZE))) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             goto fail;
         }
-        if (!(w->zsock = zsock_open(&w->ep, ZMQ_DEALER, &w->o, err)))
+        if (!(w->zsock = zsock_open(&w->ep, ZMQ_DEALER, &w->o, NULL, err)) || monitor_open(w, err) ||
+            (w->o.acks_in && origin_open(w, err)))
             goto fail;
         return w;
     case EP_STDIO: w->fd = 1; break;
@@ -931,19 +1117,9 @@ int wr_flush(wr_t *w, char *err)
     return write_all(w, &v, 1, err);
 }
 
-/* Take the acknowledgements that have arrived, waiting up to timeout_ms
- * (-1: until one arrives) for the first. -1 when stopped hard or on error. */
-static int take_acks(wr_t *w, long timeout_ms, char *err)
+/* Read the data socket's hop acknowledgements that have arrived. */
+static void hop_acks(wr_t *w)
 {
-    zmq_pollitem_t it = {.socket = w->zsock, .events = ZMQ_POLLIN};
-    int rc = zmq_poll(&it, 1, timeout_ms);
-    if (rc < 0) {
-        if (errno == EINTR && stop_level < 2)
-            return 0;
-        snprintf(err, REC_ERR_LEN, "%s: %s with %llu records not acknowledged by a reader", w->name,
-                 errno == EINTR ? "stopped" : zmq_strerror(errno), (unsigned long long)(w->next_seq - w->low));
-        return -1;
-    }
     unsigned char buf[8 * 64];
     int n;
     while ((n = zmq_recv(w->zsock, buf, sizeof buf, ZMQ_DONTWAIT)) >= 0) {
@@ -959,7 +1135,6 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
         while (w->low < w->next_seq && w->acked[w->low & (w->window - 1)])
             w->low++;
     }
-    return 0;
 }
 
 static double now_s(void)
@@ -969,9 +1144,84 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* A reader disconnected (it died, or finished): whatever it held will never
+ * be acknowledged, and which messages those are a DEALER does not say. So
+ * every message still unacknowledged stops counting against the window
+ * (acknowledgements that come later for the others are ignored): the
+ * window is over-committed by at most its size once, and the writer goes on
+ * instead of waiting forever. Tagged records come again from their origin;
+ * untagged ones may be lost, and wr_close says so. */
+static void take_events(wr_t *w)
+{
+    bool gone = false;
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, w->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            break;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&ev) >= 2)
+            memcpy(&id, zmq_msg_data(&ev), 2);
+        bool more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        while (more) { // the endpoint's address
+            zmq_msg_init(&addr);
+            if (zmq_msg_recv(&addr, w->mon, 0) < 0) {
+                zmq_msg_close(&addr);
+                break;
+            }
+            more = zmq_msg_more(&addr);
+            zmq_msg_close(&addr);
+        }
+        if (id == ZMQ_EVENT_DISCONNECTED)
+            gone = true;
+    }
+    if (!gone)
+        return;
+    hop_acks(w); // what the reader acknowledged before it went
+    for (uint64_t q = w->low; q < w->next_seq; q++)
+        if (!w->acked[q & (w->window - 1)] && w->untagged[q & (w->window - 1)])
+            w->forgiven++;
+    w->low = w->next_seq;
+}
+
+static void take_origin_acks(wr_t *w)
+{
+    unsigned char buf[8 * DLV_ACK_MAX + 8];
+    int n;
+    double t = now_s();
+    while ((n = zmq_recv(w->asock, buf, sizeof buf, ZMQ_DONTWAIT)) >= 0)
+        dlv_win_ack_frame(w->dwin, buf, n > (int)sizeof buf ? sizeof buf : (size_t)n, t);
+}
+
+/* Take the acknowledgements (and disconnections) that have arrived, waiting
+ * up to timeout_ms (-1: until one arrives) for the first. -1 when stopped
+ * hard or on error. */
+static int take_acks(wr_t *w, long timeout_ms, char *err)
+{
+    zmq_pollitem_t it[3] = {{.socket = w->zsock, .events = ZMQ_POLLIN},
+                            {.socket = w->mon, .events = ZMQ_POLLIN},
+                            {.socket = w->asock, .events = ZMQ_POLLIN}};
+    int rc = zmq_poll(it, w->asock ? 3 : 2, timeout_ms);
+    if (rc < 0) {
+        if (errno == EINTR && stop_level < 2)
+            return 0;
+        snprintf(err, REC_ERR_LEN, "%s: %s with %llu records not acknowledged by a reader", w->name,
+                 errno == EINTR ? "stopped" : zmq_strerror(errno), (unsigned long long)(w->next_seq - w->low));
+        return -1;
+    }
+    hop_acks(w);
+    if (w->asock)
+        take_origin_acks(w);
+    take_events(w);
+    return 0;
+}
+
 /* Send one message [seq][bytes]: the gathered batch (from = NULL) or the
  * record in the encoder. */
-static int send_zmq(wr_t *w, const char *from, size_t size, char *err)
+static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *err)
 {
     while (w->next_seq - w->low >= w->window)
         if (take_acks(w, -1, err))
@@ -1005,6 +1255,7 @@ static int send_zmq(wr_t *w, const char *from, size_t size, char *err)
         return -1;
     }
     w->acked[w->next_seq & (w->window - 1)] = 0;
+    w->untagged[w->next_seq & (w->window - 1)] = untagged;
     w->next_seq++;
     w->bytes += size;
     return take_acks(w, 0, err);
@@ -1016,28 +1267,143 @@ static int zflush(wr_t *w, char *err)
         return 0;
     size_t n = w->nbuf;
     w->nbuf = 0;
-    return send_zmq(w, w->buf, n, err);
+    bool untagged = w->buf_untagged;
+    w->buf_untagged = false;
+    return send_zmq(w, w->buf, n, untagged, err);
 }
 
-/* A record bigger than half a batch travels alone; smaller ones are gathered. */
-static int put_zmq(wr_t *w, size_t size, char *err)
+/* A record bigger than half a batch travels alone; smaller ones are
+ * gathered. from: the record's bytes, or NULL for the encoder's. */
+static int put_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *err)
 {
     if (size > WBUF_SIZE / 2)
-        return zflush(w, err) ? -1 : send_zmq(w, NULL, size, err);
+        return zflush(w, err) ? -1 : send_zmq(w, from, size, untagged, err);
     if (w->nbuf + size > WBUF_SIZE && zflush(w, err))
         return -1;
     double t = now_s();
     if (w->nbuf == 0)
         w->buf_since = t;
-    rec_enc_gather(w->enc, w->buf + w->nbuf);
+    if (from)
+        memcpy(w->buf + w->nbuf, from, size);
+    else
+        rec_enc_gather(w->enc, w->buf + w->nbuf);
     w->nbuf += size;
+    w->buf_untagged |= untagged;
     if (t - w->buf_since > 0.020)
         return zflush(w, err);
     return 0;
 }
 
+/* ---- the origin: records kept until the sink acknowledges them ---- */
+
+typedef struct {
+    wr_t *w;
+    char *bytes;    // records due again, back to back
+    size_t n, cap;
+    size_t *lens;   // their lengths
+    int count, lcap;
+} resend_t;
+
+static int collect(void *arg, const void *bytes, size_t len)
+{
+    resend_t *r = arg;
+    if (r->n + len > r->cap) {
+        size_t cap = (r->n + len) * 2;
+        char *b = realloc(r->bytes, cap);
+        if (!b)
+            return -1;
+        r->bytes = b, r->cap = cap;
+    }
+    if (r->count == r->lcap) {
+        int lcap = r->lcap ? 2 * r->lcap : 64;
+        size_t *l = realloc(r->lens, (size_t)lcap * sizeof *l);
+        if (!l)
+            return -1;
+        r->lens = l, r->lcap = lcap;
+    }
+    memcpy(r->bytes + r->n, bytes, len);
+    r->n += len;
+    r->lens[r->count++] = len;
+    return 0;
+}
+
+/* Send again what is due (dlv_win_resend), at most every 50 ms. The records
+ * are copied out first: sending may wait and take acknowledgements, which
+ * free window slots. */
+static int origin_resend(wr_t *w, char *err)
+{
+    double t = now_s();
+    if (t - w->last_scan < 0.05)
+        return 0;
+    w->last_scan = t;
+    resend_t r = {.w = w};
+    int rc = dlv_win_resend(w->dwin, t, collect, &r);
+    if (rc)
+        snprintf(err, REC_ERR_LEN, "out of memory");
+    size_t off = 0;
+    for (int i = 0; rc == 0 && i < r.count; i++) {
+        rc = put_zmq(w, r.bytes + off, r.lens[i], false, err);
+        off += r.lens[i];
+    }
+    if (rc == 0 && r.count)
+        rc = zflush(w, err);
+    free(r.bytes);
+    free(r.lens);
+    return rc ? -1 : 0;
+}
+
+/* Wait a little for the sink's acknowledgements; send again what is due. */
+static int origin_wait(wr_t *w, long timeout_ms, char *err)
+{
+    if (take_acks(w, timeout_ms, err))
+        return -1;
+    return origin_resend(w, err);
+}
+
+static int put_origin(wr_t *w, const rec_t *r, char *err)
+{
+    uint64_t seq = dlv_win_next(w->dwin);
+    if (dlv_encode_tagged(w->enc, r, w->origin, seq, err))
+        return -1;
+    size_t size = rec_enc_size(w->enc);
+    if (size > w->o.limits.max_message) {
+        snprintf(err, REC_ERR_LEN, "%s: record of %zu bytes is over the %zu-byte limit", w->name, size,
+                 w->o.limits.max_message);
+        return -1;
+    }
+    if (size > w->gcap) {
+        char *g = realloc(w->gbuf, size);
+        if (!g) {
+            snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte record", size);
+            return -1;
+        }
+        w->gbuf = g, w->gcap = size;
+    }
+    rec_enc_gather(w->enc, w->gbuf);
+    // the window is the end-to-end back-pressure: wait for the sink
+    while (dlv_win_full(w->dwin, size)) {
+        if (w->nbuf && zflush(w, err))
+            return -1;
+        if (stop_level >= 2) {
+            snprintf(err, REC_ERR_LEN, "%s: stopped while the sink acknowledged nothing", w->name);
+            return -1;
+        }
+        if (origin_wait(w, 50, err))
+            return -1;
+    }
+    if (dlv_win_add(w->dwin, w->gbuf, size, now_s())) {
+        snprintf(err, REC_ERR_LEN, "out of memory");
+        return -1;
+    }
+    if (put_zmq(w, w->gbuf, size, false, err))
+        return -1;
+    return origin_resend(w, err);
+}
+
 int wr_put(wr_t *w, const rec_t *r, char *err)
 {
+    if (w->dwin)
+        return put_origin(w, r, err);
     if (rec_encode(w->enc, r, err))
         return -1;
     size_t size = rec_enc_size(w->enc);
@@ -1047,7 +1413,7 @@ int wr_put(wr_t *w, const rec_t *r, char *err)
         return -1;
     }
     if (w->zsock)
-        return put_zmq(w, size, err);
+        return put_zmq(w, NULL, size, !rec_get(r, DLV_KEY), err);
     if (size <= WBUF_SIZE) {
         if (w->nbuf + size > WBUF_SIZE && wr_flush(w, err))
             return -1;
@@ -1075,14 +1441,51 @@ uint64_t wr_bytes(const wr_t *w) { return w->bytes; }
 
 static void wr_free(wr_t *w)
 {
+    if (w->mon) {
+        zmq_socket_monitor(w->zsock, NULL, 0);
+        zmq_close(w->mon);
+        zctx_put();
+    }
+    if (w->asock) {
+        int zero = 0;
+        zmq_setsockopt(w->asock, ZMQ_LINGER, &zero, sizeof zero);
+        zsock_close(w->asock);
+    }
     if (w->zsock)
         zsock_close(w->zsock);
     if (w->fd >= 0 && w->own_fd)
         close(w->fd);
     rec_enc_destroy(&w->enc);
+    dlv_win_destroy(&w->dwin);
+    free(w->gbuf);
     free(w->buf);
     free(w->acked);
+    free(w->untagged);
     free(w);
+}
+
+/* An origin closes once the sink has acknowledged every record, sending
+ * again what is due meanwhile. After a stop request it gives up when no
+ * acknowledgement has come for STOP_GRACE_MS. */
+static int origin_close(wr_t *w, char *err)
+{
+    double start = now_s(), progress = start;
+    uint64_t left = dlv_win_outstanding(w->dwin);
+    while (left > 0) {
+        if (stop_level >= 2 || (stop_level > 0 && now_s() - progress > STOP_GRACE_MS / 1000.0) ||
+            (w->o.linger_ms >= 0 && now_s() - start > w->o.linger_ms / 1000.0)) {
+            snprintf(err, REC_ERR_LEN, "%s: %llu records not acknowledged by the sink", w->name,
+                     (unsigned long long)left);
+            return -1;
+        }
+        if (origin_wait(w, 100, err) || zflush(w, err))
+            return -1;
+        uint64_t now_left = dlv_win_outstanding(w->dwin);
+        if (now_left < left)
+            progress = now_s();
+        left = now_left;
+    }
+    return 0;
 }
 
 int wr_close(wr_t **wp, char *err)
@@ -1092,7 +1495,11 @@ int wr_close(wr_t **wp, char *err)
     wr_t *w = *wp;
     *wp = NULL;
     int rc = wr_flush(w, err);
-    if (w->zsock) {
+    if (rc == 0 && w->dwin) {
+        // the sink has every record: what the readers between still owe
+        // acknowledgements for is nothing that matters
+        rc = origin_close(w, err);
+    } else if (w->zsock) {
         // every record acknowledged, or the linger time spent, or stopped hard
         // A stop request bounds the wait: a reader that is gone for good
         // must not keep a stopping stage alive.
@@ -1109,6 +1516,15 @@ int wr_close(wr_t **wp, char *err)
             rc = take_acks(w, 100, err);
             waited += 100;
         }
+        if (rc == 0 && w->forgiven) {
+            snprintf(err, REC_ERR_LEN,
+                     "%s: %llu messages were with a reader that disconnected before acknowledging them: their "
+                     "records may be lost (end-to-end delivery, --acks-in, sends such records again)",
+                     w->name, (unsigned long long)w->forgiven);
+            rc = -1;
+        }
+    }
+    if (w->zsock) {
         int zero = 0;
         zmq_setsockopt(w->zsock, ZMQ_LINGER, &zero, sizeof zero);
     }

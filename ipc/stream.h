@@ -9,9 +9,14 @@
  *     wr_close(&out, err); rd_close(&in);
  *
  * Files are written to a temporary name, fsynced and renamed at wr_close, so
- * a cache file is whole or absent. ZeroMQ sockets are PUSH for output, PULL
- * for input, with high-water marks so a slow consumer blocks its producers
- * instead of growing their memory.
+ * a cache file is whole or absent. ZeroMQ writers are DEALERs and readers
+ * ROUTERs with acknowledgements and a send window, so a slow consumer blocks
+ * its producers instead of growing their memory (docs/ipc.md).
+ *
+ * End-to-end delivery (deliver.h): a writer with acks_in is an origin that
+ * tags its records and sends again what the sink has not acknowledged; a
+ * reader with acks_out is a sink that acknowledges tags and drops the ones
+ * it has seen. Stages in between need nothing.
  *
  * Stopping: ipc_stop_request() (called from a signal handler) makes readers
  * finish gracefully: a file input ends at the next record; a pipe is drained
@@ -38,6 +43,11 @@ typedef struct {
     const char *stage; // names the stage in rejects the reader makes
     const char *curve_server_key;  // ZeroMQ tcp: key file (see ipc/curve.h); none: plain
     const char *curve_client_keys; // bind side: file of allowed client public keys
+    // end-to-end delivery (deliver.h, docs/supervisor.md)
+    const char *acks_in;  // writer: be an origin; the sink's acknowledgement endpoint (ZeroMQ)
+    const char *acks_out; // reader: be a sink; where acknowledgements go to the origins (ZeroMQ)
+    int ack_window;       // origin: records the sink has not acknowledged, at most (default 4096)
+    bool insecure;        // allow a tcp bind beyond loopback without CURVE keys
 } stream_opts_t;
 
 void stream_opts_default(stream_opts_t *o);
@@ -54,6 +64,7 @@ typedef struct {
     uint64_t bytes;        // encoded bytes of those records
     uint64_t bad;          // messages skipped as unreadable
     uint64_t made_rejects; // records returned as rejects because they broke the schema
+    uint64_t duplicates;   // sink: records dropped because their delivery tag was seen before
 } rd_stats_t;
 
 /* specs: endpoints read one after the other (files, globs, "-", ZeroMQ). */

@@ -270,6 +270,10 @@ int main(int argc, char **argv)
             progress_update(prog, s.records, s.bytes, cnt.type[REC_REJECT]);
         }
         acct = rd_acct(rd);
+        rd_stats_t s = rd_stats(rd);
+        if (s.duplicates)
+            log_info("duplicates=%llu (records delivered again after a worker died, dropped)",
+                     (unsigned long long)s.duplicates);
     }
     if (status != EXIT_FATAL && (count || check)) {
         bool ok;

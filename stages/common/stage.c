@@ -1,6 +1,7 @@
 /* stage.c — see stage.h. */
 #include "stage.h"
 
+#include "../../ipc/deliver.h"
 #include "log.h"
 
 #include <errno.h>
@@ -23,6 +24,8 @@ const char stage_common_help[] =
     "      --expect-ends N     end ZeroMQ input once N (source, epoch) streams are complete\n"
     "      --curve-server-key F  CURVE on tcp: bind: server secret key; connect: server public key\n"
     "      --curve-client-keys F bind: allowed client public keys; connect: own secret key\n"
+    "      --insecure          allow a tcp bind beyond loopback without CURVE keys\n"
+    "      --acks-in EP / --acks-out EP  delivery: origin takes / sink sends acks (--ack-window N)\n"
     "      --strict            treat the first bad record or reject as fatal\n"
     "      --progress on|off   progress line on stderr (default on)\n"
     "  -q, --quiet             errors only on stderr\n"
@@ -141,6 +144,14 @@ int stage_option(stage_t *s, int c, const char *arg, const char *help_text)
         return 1;
     case OPT_CURVE_SERVER: s->so.curve_server_key = arg; return 1;
     case OPT_CURVE_CLIENTS: s->so.curve_client_keys = arg; return 1;
+    case OPT_ACKS_IN: s->so.acks_in = arg; return 1;
+    case OPT_ACKS_OUT: s->so.acks_out = arg; return 1;
+    case OPT_ACK_WINDOW:
+        if (stage_parse_range("ack-window", arg, 2, DLV_WINDOW_MAX, &v))
+            usage_fail();
+        s->so.ack_window = (int)v;
+        return 1;
+    case OPT_INSECURE: s->so.insecure = true; return 1;
     case '?':
     case ':':
         log_error("see --help");

@@ -48,6 +48,10 @@ enum {
     OPT_PROGRESS,
     OPT_CURVE_SERVER,
     OPT_CURVE_CLIENTS,
+    OPT_ACKS_IN,
+    OPT_ACKS_OUT,
+    OPT_ACK_WINDOW,
+    OPT_INSECURE,
 };
 
 #define STAGE_LONGOPTS                                                                                                 \
@@ -58,8 +62,11 @@ enum {
         {"expect-ends", required_argument, 0, OPT_EXPECT_ENDS}, {"strict", no_argument, 0, OPT_STRICT},                \
         {"progress", required_argument, 0, OPT_PROGRESS},                                                              \
         {"curve-server-key", required_argument, 0, OPT_CURVE_SERVER},                                                  \
+        {"curve-client-keys", required_argument, 0, OPT_CURVE_CLIENTS},                                                \
+        {"acks-in", required_argument, 0, OPT_ACKS_IN}, {"acks-out", required_argument, 0, OPT_ACKS_OUT},              \
+        {"ack-window", required_argument, 0, OPT_ACK_WINDOW},                                                          \
     {                                                                                                                  \
-        "curve-client-keys", required_argument, 0, OPT_CURVE_CLIENTS                                                   \
+        "insecure", no_argument, 0, OPT_INSECURE                                                                       \
     }
 
 #define STAGE_SHORTOPTS "i:o:qh"
