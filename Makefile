@@ -132,13 +132,20 @@ $(BUILD)/bin/bagel-%: $$(call obj,$$(wildcard stages/$$*/*.c)) $(LIB_STAGE) $(LI
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+# bagel-generate reads records as the trainer does, tokenizes prompts and
+# resizes input images as bagel-tokenize and bagel-image do
+GENERATE_EXTRA := stages/train/data.c $(filter-out %/main.c,$(wildcard stages/tokenize/*.c stages/image/*.c))
+$(BUILD)/bin/bagel-generate: $(call obj,$(GENERATE_EXTRA))
+# (they come after the libraries on the link line: the libraries again after them)
+$(BUILD)/bin/bagel-generate: LDLIBS += $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC) $(shell pkg-config --libs $(PKGS)) -lm
+
 $(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # the compute executables run on CUDA too when it is built
 ifeq ($(CUDA_ON),1)
-CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/bin/bagel-encode $(BUILD)/bin/bagel-decode $(BUILD)/tools/bench-model
+CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/bin/bagel-encode $(BUILD)/bin/bagel-decode $(BUILD)/bin/bagel-generate $(BUILD)/tools/bench-model
 $(CUDA_EXES): $(LIB_CUDA)
 $(CUDA_EXES): LDLIBS += $(CUDA_LIBS)
 # compute_env.c picks the op table for --device; only these executables use it

@@ -172,6 +172,8 @@ void infer_destroy(infer_t **pe)
 
 void infer_reset(infer_t *e, int slot) { e->len[slot] = e->rope[slot] = 0; }
 int infer_len(const infer_t *e, int slot) { return e->len[slot]; }
+int infer_slots(const infer_t *e) { return e->n_slots; }
+int infer_slot_rows(const infer_t *e) { return e->slot_rows; }
 int infer_rope(const infer_t *e, int slot) { return e->rope[slot]; }
 
 void infer_copy(infer_t *e, int dst, int src)
@@ -464,7 +466,7 @@ int infer_text(infer_t *e, const int *slots, int n, const infer_text_opts_t *o, 
         ids[i] = NULL, n_ids[i] = 0, stopped[i] = 0;
         active[i] = i;
         cur[i] = c->bos_id;
-        rng_seed(&rg[i], o->seed + (uint64_t)i);
+        rng_seed(&rg[i], o->seeds ? o->seeds[i] : o->seed + (uint64_t)i);
     }
     int na = n;
     for (int step = 0; na > 0 && step < o->max_tokens; step++) {

@@ -43,14 +43,15 @@ typedef struct infer_chunk {
 } infer_chunk_t;
 
 /* text decoding (§6.2); temperature 0 is greedy. top_k 0 and top_p 1 keep
- * every token. Sequence i draws from its own generator seeded seed + i, so an
- * output does not depend on what else is in the batch. */
+ * every token. Sequence i draws from its own generator seeded seeds[i] (or
+ * seed + i), so an output does not depend on what else is in the batch. */
 typedef struct infer_text_opts {
     int max_tokens;
     float temperature;
     int top_k;
     float top_p;
     uint64_t seed;
+    const uint64_t *seeds; /* per sequence, overriding seed + i; may be NULL */
 } infer_text_opts_t;
 
 extern const infer_text_opts_t infer_text_defaults; /* 256 tokens, greedy */
@@ -83,6 +84,9 @@ void infer_destroy(infer_t **e);
 /* Empties a context; copies one into another (cache rows and position). */
 void infer_reset(infer_t *e, int slot);
 void infer_copy(infer_t *e, int dst, int src);
+/* the cache's shape: contexts and the tokens each can hold */
+int infer_slots(const infer_t *e);
+int infer_slot_rows(const infer_t *e);
 /* tokens held and next RoPE position of a context */
 int infer_len(const infer_t *e, int slot);
 int infer_rope(const infer_t *e, int slot);

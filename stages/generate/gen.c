@@ -1,0 +1,282 @@
+/* gen.c — see gen.h. */
+#include "gen.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../models/rng.h"
+
+void gen_job_clear(gen_job_t *j)
+{
+    free(j->ids);
+    free(j->lat);
+    j->ids = NULL, j->lat = NULL;
+    j->n_ids = j->stopped = j->failed = 0;
+    j->err[0] = 0;
+}
+
+static void job_fail(gen_job_t *j, const char *why)
+{
+    j->failed = 1;
+    snprintf(j->err, sizeof j->err, "%s", why);
+}
+
+/* tokens a chunk takes in a context */
+static long chunk_tokens(const model_config_t *cfg, const infer_chunk_t *c)
+{
+    switch (c->kind) {
+    case INFER_TEXT: return (long)c->n_ids + 2;
+    case INFER_TOKENS: return c->n_ids;
+    case INFER_VIT: return (long)(c->img_h / cfg->vit_patch) * (c->img_w / cfg->vit_patch) + 2;
+    default: return (long)c->gh * c->gw + 2;
+    }
+}
+
+/* appends: sample s is chunk c[s] to slots[s], for the jobs who[s]; a batch
+ * that fails is retried one by one so that only the failing jobs fail */
+static void append_all(infer_t *e, gen_job_t *jobs, const int *who, const int *slots, const infer_chunk_t *c, int n)
+{
+    char err[300];
+    if (n == 0 || !infer_append(e, slots, c, n, err, sizeof err))
+        return;
+    for (int s = 0; s < n; s++)
+        if (!jobs[who[s]].failed && infer_append(e, &slots[s], &c[s], 1, err, sizeof err))
+            job_fail(&jobs[who[s]], err);
+}
+
+static int run_text(infer_t *e, const model_config_t *cfg, gen_job_t *jobs, const int *idx, int k,
+                    const gen_opts_t *o, int slot_rows, char *err, size_t errlen)
+{
+    int maxc = 0;
+    for (int j = 0; j < k; j++) {
+        gen_job_t *g = &jobs[idx[j]];
+        infer_reset(e, j);
+        long need = o->text.max_tokens + 1;
+        for (int c = 0; c < g->n_chunks; c++)
+            need += chunk_tokens(cfg, &g->chunks[c]);
+        if (need > slot_rows) {
+            char why[160];
+            snprintf(why, sizeof why, "the prompt and up to %d new tokens take %ld positions, more than the %d of the "
+                                      "context (--max-context)",
+                     o->text.max_tokens, need, slot_rows);
+            job_fail(g, why);
+        }
+        maxc = g->n_chunks > maxc ? g->n_chunks : maxc;
+    }
+    int *slots = malloc((size_t)k * sizeof(int)), *who = malloc((size_t)k * sizeof(int));
+    infer_chunk_t *ch = malloc((size_t)k * sizeof *ch);
+    int32_t **ids = calloc((size_t)k, sizeof *ids);
+    int *nid = calloc((size_t)k, sizeof(int)), *stop = calloc((size_t)k, sizeof(int));
+    uint64_t *seeds = malloc((size_t)k * sizeof(uint64_t));
+    int rc = -1;
+    if (!slots || !who || !ch || !ids || !nid || !stop || !seeds) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int r = 0; r < maxc; r++) {
+        int n = 0;
+        for (int j = 0; j < k; j++) {
+            gen_job_t *g = &jobs[idx[j]];
+            if (g->failed || r >= g->n_chunks)
+                continue;
+            slots[n] = j, who[n] = idx[j], ch[n] = g->chunks[r];
+            n++;
+        }
+        append_all(e, jobs, who, slots, ch, n);
+    }
+    int n = 0;
+    for (int j = 0; j < k; j++)
+        if (!jobs[idx[j]].failed)
+            slots[n] = j, who[n] = idx[j], seeds[n] = jobs[idx[j]].seed, n++;
+    if (n) {
+        infer_text_opts_t to = o->text;
+        to.seeds = seeds;
+        if (infer_text(e, slots, n, &to, ids, nid, stop, NULL, 0, err, errlen))
+            goto done;
+        for (int s = 0; s < n; s++) {
+            gen_job_t *g = &jobs[who[s]];
+            g->ids = ids[s], g->n_ids = nid[s], g->stopped = stop[s];
+            ids[s] = NULL;
+        }
+    }
+    rc = 0;
+done:
+    if (ids)
+        for (int j = 0; j < k; j++)
+            free(ids[j]);
+    free(slots), free(who), free(ch), free(ids), free(nid), free(stop), free(seeds);
+    return rc;
+}
+
+static int run_images(infer_t *e, const model_config_t *cfg, gen_job_t *jobs, const int *idx, int k,
+                      const gen_opts_t *o, int slot_rows, char *err, size_t errlen)
+{
+    int D = model_latent_dim(cfg), gh = jobs[idx[0]].gh, gw = jobs[idx[0]].gw, N = gh * gw, maxc = 0;
+    for (int j = 0; j < k; j++) {
+        gen_job_t *g = &jobs[idx[j]];
+        for (int s = 0; s < 3; s++)
+            infer_reset(e, 3 * j + s);
+        long need = (long)N + 2;
+        for (int c = 0; c < g->n_chunks; c++)
+            need += chunk_tokens(cfg, &g->chunks[c]);
+        if (need > slot_rows) {
+            char why[160];
+            snprintf(why, sizeof why,
+                     "the prompt and the image's %d tokens take %ld positions, more than the %d of the context "
+                     "(--max-context)",
+                     N + 2, need, slot_rows);
+            job_fail(g, why);
+        }
+        maxc = g->n_chunks > maxc ? g->n_chunks : maxc;
+    }
+    int *slots = malloc((size_t)2 * k * sizeof(int)), *who = malloc((size_t)2 * k * sizeof(int));
+    int *full = malloc((size_t)k * sizeof(int)), *tu = malloc((size_t)k * sizeof(int));
+    int *iu = malloc((size_t)k * sizeof(int)), *map = malloc((size_t)k * sizeof(int));
+    infer_chunk_t *ch = malloc((size_t)2 * k * sizeof *ch);
+    float *x = malloc((size_t)k * N * D * sizeof(float));
+    int rc = -1;
+    if (!slots || !who || !full || !tu || !iu || !map || !ch || !x) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    /* the contexts, input by input as interleave_inference builds them: the
+     * full context takes everything, the image-unconditioned one only text,
+     * and the text-unconditioned one is the full one as it stood before the
+     * last text (copied before each text, and after each image) */
+    for (int r = 0; r < maxc; r++) {
+        int n = 0;
+        for (int j = 0; j < k; j++) {
+            gen_job_t *g = &jobs[idx[j]];
+            if (g->failed || r >= g->n_chunks)
+                continue;
+            const infer_chunk_t *c = &g->chunks[r];
+            int text = c->kind == INFER_TEXT || c->kind == INFER_TOKENS;
+            if (text)
+                infer_copy(e, 3 * j + 1, 3 * j);
+            slots[n] = 3 * j, who[n] = idx[j], ch[n] = *c, n++;
+            if (text)
+                slots[n] = 3 * j + 2, who[n] = idx[j], ch[n] = *c, n++;
+        }
+        append_all(e, jobs, who, slots, ch, n);
+        for (int j = 0; j < k; j++) {
+            gen_job_t *g = &jobs[idx[j]];
+            if (!g->failed && r < g->n_chunks && g->chunks[r].kind != INFER_TEXT && g->chunks[r].kind != INFER_TOKENS)
+                infer_copy(e, 3 * j + 1, 3 * j);
+        }
+    }
+    int n = 0;
+    for (int j = 0; j < k; j++) {
+        gen_job_t *g = &jobs[idx[j]];
+        if (g->failed)
+            continue;
+        full[n] = 3 * j, tu[n] = 3 * j + 1, iu[n] = 3 * j + 2, map[n] = idx[j];
+        rng_t rg;
+        rng_seed(&rg, g->seed);
+        float *xi = x + (size_t)n * N * D;
+        for (size_t i = 0; i < (size_t)N * D; i++)
+            xi[i] = (float)rng_normal(&rg);
+        n++;
+    }
+    if (n) {
+        if (infer_image(e, full, tu, iu, n, gh, gw, &o->image, x, NULL, NULL, err, errlen))
+            goto done;
+        for (int s = 0; s < n; s++) {
+            gen_job_t *g = &jobs[map[s]];
+            g->lat = malloc((size_t)N * D * sizeof(float));
+            if (!g->lat) {
+                snprintf(err, errlen, "out of memory");
+                goto done;
+            }
+            memcpy(g->lat, x + (size_t)s * N * D, (size_t)N * D * sizeof(float));
+        }
+    }
+    rc = 0;
+done:
+    free(slots), free(who), free(full), free(tu), free(iu), free(map), free(ch), free(x);
+    return rc;
+}
+
+int gen_run(infer_t *e, const model_config_t *cfg, gen_job_t *jobs, int n, const gen_opts_t *o, char *err,
+            size_t errlen)
+{
+    int batch = o->batch > 0 ? o->batch : 1, slot_rows = infer_slot_rows(e);
+    if (gen_slots(batch) > infer_slots(e)) {
+        snprintf(err, errlen, "batches of %d need %d contexts; the engine has %d", batch, gen_slots(batch),
+                 infer_slots(e));
+        return -1;
+    }
+    int *idx = malloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    char *done = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!idx || !done) {
+        free(idx), free(done);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (done[i])
+            continue;
+        /* a batch: this job and the next ones of its kind (and grid) */
+        int k = 0;
+        for (int j = i; j < n && k < batch; j++) {
+            if (done[j] || jobs[j].want_image != jobs[i].want_image ||
+                (jobs[i].want_image && (jobs[j].gh != jobs[i].gh || jobs[j].gw != jobs[i].gw)))
+                continue;
+            idx[k++] = j;
+            done[j] = 1;
+        }
+        rc = jobs[i].want_image ? run_images(e, cfg, jobs, idx, k, o, slot_rows, err, errlen)
+                                : run_text(e, cfg, jobs, idx, k, o, slot_rows, err, errlen);
+    }
+    free(idx), free(done);
+    return rc;
+}
+
+int gen_pixels(lat_t *l, const model_config_t *cfg, const float *lat, int gh, int gw, uint8_t *img, char *err,
+               size_t errlen)
+{
+    int p = cfg->latent_patch, z = cfg->z_channels;
+    if (cfg->ae == MODEL_AE_IDENTITY) {
+        op_cpu.unpatchify_u8(img, lat, gh * p, gw * p, 3, p);
+        return 0;
+    }
+    size_t n = (size_t)z * gh * p * gw * p;
+    float *mo = calloc(2 * n, sizeof(float));
+    if (!mo) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    op_cpu.unpatchify_chw(mo, lat, z, gh * p, gw * p, p);
+    for (size_t i = 0; i < n; i++)
+        mo[i] = mo[i] / cfg->ae_scale + cfg->ae_shift;
+    int rc = lat_decode(l, mo, gh * p, gw * p, img, err, errlen);
+    free(mo);
+    return rc;
+}
+
+int gen_latent_of(lat_t *l, const model_config_t *cfg, const uint8_t *img, int H, int W, uint64_t seed, float *tokens,
+                  char *err, size_t errlen)
+{
+    int down = l->down, z = cfg->z_channels, h = H / down, w = W / down;
+    size_t n = (size_t)z * h * w;
+    float *mo = malloc(2 * n * sizeof(float));
+    if (!mo) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (lat_encode(l, img, H, W, mo, err, errlen)) {
+        free(mo);
+        return -1;
+    }
+    rng_t rg;
+    rng_seed(&rg, seed);
+    for (size_t i = 0; i < n; i++) {
+        float v = mo[i] + expf(0.5f * mo[n + i]) * (float)rng_normal(&rg);
+        mo[i] = cfg->ae_scale * (v - cfg->ae_shift);
+    }
+    op_cpu.patchify_chw(tokens, mo, z, h, w, cfg->latent_patch);
+    free(mo);
+    return 0;
+}
