@@ -95,7 +95,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 GPU_SRC := $(wildcard tests/gpu/test_*.c)
 GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(GPU_SRC)))
-TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tools/bench-model $(BUILD)/tests/tools/gen-records $(BUILD)/tests/tools/make-ae
+TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tools/bench-model $(BUILD)/tools/bench-generate $(BUILD)/tests/tools/gen-records $(BUILD)/tests/tools/make-ae
 
 .SECONDARY:
 .PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image bench-model demo clean tests-build
@@ -145,16 +145,21 @@ $(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
 
 # the compute executables run on CUDA too when it is built
 ifeq ($(CUDA_ON),1)
-CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/bin/bagel-encode $(BUILD)/bin/bagel-decode $(BUILD)/bin/bagel-generate $(BUILD)/tools/bench-model
+CUDA_EXES := $(BUILD)/bin/bagel-train $(BUILD)/bin/bagel-encode $(BUILD)/bin/bagel-decode $(BUILD)/bin/bagel-generate $(BUILD)/tools/bench-model $(BUILD)/tools/bench-generate
 $(CUDA_EXES): $(LIB_CUDA)
 $(CUDA_EXES): LDLIBS += $(CUDA_LIBS)
 # compute_env.c picks the op table for --device; only these executables use it
 $(call obj,stages/common/compute_env.c): CFLAGS += -DBAGEL_CUDA
 # bench-model reads the device memory in use (cudaMemGetInfo)
 $(call obj,scripts/bench/bench_model.c): CFLAGS += -DBAGEL_CUDA -I$(CUDA_HOME)/include
+$(call obj,scripts/bench/bench_generate.c): CFLAGS += -DBAGEL_CUDA -I$(CUDA_HOME)/include
 endif
 
 $(BUILD)/tools/bench-model: $(call obj,scripts/bench/bench_model.c tests/support/refcase.c) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tools/bench-generate: $(call obj,scripts/bench/bench_generate.c) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
@@ -171,6 +176,10 @@ TEST_SUPPORT_OBJ := $(call obj,$(wildcard tests/support/*.c))
 # a unit test of code compiled into a stage's executable links those objects
 # too: TEST_OBJ_<name> for build/tests/test_<name>
 TEST_OBJ_tb := $(call obj,stages/train/tb.c)
+# bagel-eval's metric library (stages/eval/ but its main)
+EVAL_LIB_OBJ := $(call obj,$(filter-out %/main.c,$(wildcard stages/eval/*.c)))
+TEST_OBJ_eval := $(EVAL_LIB_OBJ)
+TEST_OBJ_eval_golden := $(EVAL_LIB_OBJ)
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $$(TEST_OBJ_$$*) $(TEST_SUPPORT_OBJ) $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC)
 	@mkdir -p $(dir $@)

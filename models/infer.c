@@ -491,7 +491,7 @@ int infer_text(infer_t *e, const int *slots, int n, const infer_text_opts_t *o, 
             if (logits_out && step < logits_steps)
                 memcpy(logits_out + ((size_t)step * n + i) * V, lg, (size_t)V * sizeof(float));
             int t = pick_token(lg, V, o, &rg[i], buf);
-            if (t == c->eos_id) {
+            if (t == c->eos_id && !o->no_stop) {
                 stopped[i] = 1;
                 continue;
             }

@@ -52,6 +52,7 @@ typedef struct infer_text_opts {
     float top_p;
     uint64_t seed;
     const uint64_t *seeds; /* per sequence, overriding seed + i; may be NULL */
+    int no_stop;           /* 1: <|im_end|> does not stop a sequence (benchmarks) */
 } infer_text_opts_t;
 
 extern const infer_text_opts_t infer_text_defaults; /* 256 tokens, greedy */

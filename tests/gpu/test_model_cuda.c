@@ -2,13 +2,16 @@
  * PyTorch reference's golden files, as tests/unit/test_model_ref.c checks the
  * CPU backend (TAP): every reference case, packed batch and masks exact,
  * losses, hidden states and every gradient within the tolerance of fp32 on
- * the GPU. Without a device: "1..0 # SKIP". Run from the repository's root. */
+ * the GPU, then in bf16; and every generation case (tests/reference/gen_cases:
+ * contexts, greedy text, every guided Euler step) in both. Without a device:
+ * "1..0 # SKIP". Run from the repository's root. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../kernels/cuda/ops_cuda.h"
+#include "../support/gencheck.h"
 #include "../support/refcheck.h"
 
 int main(void)
@@ -18,6 +21,18 @@ int main(void)
         printf("1..0 # SKIP no CUDA device: %s\n", err);
         return 0;
     }
+    char gen[64][128];
+    int ng = 0;
+    DIR *gd = opendir("tests/reference/gen_cases");
+    struct dirent *ge;
+    while (gd && (ge = readdir(gd)) && ng < 64) {
+        size_t l = strlen(ge->d_name);
+        if (l > 5 && !strcmp(ge->d_name + l - 5, ".json"))
+            snprintf(gen[ng++], 128, "%.*s", (int)(l - 5), ge->d_name);
+    }
+    if (gd)
+        closedir(gd);
+    qsort(gen, (size_t)ng, sizeof gen[0], (int (*)(const void *, const void *))strcmp);
     DIR *d = opendir("tests/reference/cases");
     if (!d) {
         printf("1..1\nnot ok 1 - tests/reference/cases: not found (run from the repository's root)\n");
@@ -33,7 +48,7 @@ int main(void)
     }
     closedir(d);
     qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
-    printf("1..%d\n", 2 * n);
+    printf("1..%d\n", 2 * n + 2 * ng);
     int failed = 0;
     for (int i = 0; i < n; i++) {
         char path[300], msg[1024];
@@ -62,6 +77,25 @@ int main(void)
         } else {
             printf("ok %d - bf16: %s on CUDA matches the PyTorch reference within bf16 tolerance\n", n + i + 1,
                    names[i]);
+        }
+    }
+    cuda_ops_set_bf16(0);
+    /* generation: fp32 as the CPU test, then bf16 (where ids may part from
+     * the reference's once a bf16 logit decides otherwise; see gencheck.c) */
+    for (int pass = 0; pass < 2; pass++) {
+        cuda_ops_set_bf16(pass);
+        for (int i = 0; i < ng; i++) {
+            char path[300], msg[1024];
+            snprintf(path, sizeof path, "tests/reference/gen_cases/%s.json", gen[i]);
+            fflush(stdout);
+            int k = 2 * n + pass * ng + i + 1;
+            if (gencheck_case(path, &op_cuda, pass ? 3e-2 : 2e-4, msg, sizeof msg)) {
+                printf("not ok %d - generation%s: %s: %s\n", k, pass ? " bf16" : "", gen[i], msg);
+                failed++;
+            } else {
+                printf("ok %d - generation%s: %s on CUDA matches the PyTorch reference # %s\n", k,
+                       pass ? " bf16" : "", gen[i], msg);
+            }
         }
     }
     cuda_ops_set_bf16(0);

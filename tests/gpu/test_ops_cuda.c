@@ -694,6 +694,59 @@ typedef struct {
     void (*fn)(void);
 } test_t;
 
+/* attention against a cache: contexts of random lengths in one cache, each
+ * with a chunk of new queries (decoding steps of one token, causal prompts,
+ * full image chunks of 32 and more, which take the packed route), head dims
+ * 64 and 128 with GQA; fp32, then bf16 */
+static void kv_case(int d, int nh, int nkv, int bf)
+{
+    enum { NCTX = 6 };
+    int nq_of[NCTX] = {1, 1, 7, 40, 130, 3}, ctx_of[NCTX], causal_of[NCTX] = {1, 1, 1, 0, 0, 1};
+    int rows_per = 512, nq = 0;
+    for (int c = 0; c < NCTX; c++) {
+        ctx_of[c] = (int)((uniform() + 1.0f) * 150.0f) + (c == 4 ? 0 : 1);
+        nq += nq_of[c];
+    }
+    ctx_of[4] = 0; /* a chunk on an empty context */
+    size_t krow = (size_t)nkv * d, qrow = (size_t)nh * d, nrows = (size_t)NCTX * rows_per;
+    float *kc = hrand(nrows * krow, -1, 1), *vc = hrand(nrows * krow, -1, 1);
+    /* queries stored in a permuted order, as the model's expert order does */
+    float *q = hrand((size_t)nq * qrow, -1, 1);
+    int32_t *qr = host_alloc((size_t)nq * 4), *kf = host_alloc((size_t)nq * 4), *kn = host_alloc((size_t)nq * 4);
+    int i = 0;
+    for (int c = 0; c < NCTX; c++)
+        for (int j = 0; j < nq_of[c]; j++, i++) {
+            qr[i] = (i * 7) % nq; /* 7 and nq are coprime when nq % 7 != 0 */
+            kf[i] = c * rows_per;
+            kn[i] = ctx_of[c] + (causal_of[c] ? j + 1 : nq_of[c]);
+        }
+    if (nq % 7 == 0)
+        for (int j = 0; j < nq; j++)
+            qr[j] = j;
+    float *out = hrand((size_t)nq * qrow, -1, 1);
+    op_kv_attn_t ha = {.n_q = nq, .n_heads = nh, .n_kv_heads = nkv, .head_dim = d, .scale = 1.0f / sqrtf((float)d),
+                       .q_row = qr, .k_first = kf, .k_count = kn, .h_q_row = qr, .h_k_first = kf, .h_k_count = kn};
+    op_kv_attn_t da = ha;
+    da.q_row = dcopy(qr, (size_t)nq * 4), da.k_first = dcopy(kf, (size_t)nq * 4), da.k_count = dcopy(kn, (size_t)nq * 4);
+    float *dout = dnan((size_t)nq * qrow);
+    C->attention_kv(out, q, kc, vc, &ha);
+    cuda_ops_set_bf16(bf);
+    G->attention_kv(dout, DF(q, (size_t)nq * qrow), DF(kc, nrows * krow), DF(vc, nrows * krow), &da);
+    cuda_ops_set_bf16(0);
+    char what[96];
+    snprintf(what, sizeof what, "attention_kv d=%d nh=%d nkv=%d%s", d, nh, nkv, bf ? " bf16" : "");
+    check(what, dout, out, (size_t)nq * qrow, bf ? TOL_BF16 : TOL_RED);
+}
+
+static void t_attention_kv(void)
+{
+    for (int bf = 0; bf < 2; bf++) {
+        kv_case(64, 14, 2, bf);
+        kv_case(128, 8, 8, bf);
+        kv_case(72, 16, 16, bf);
+    }
+}
+
 static const test_t tests[] = {
     {"linear forward and backward", t_linear},
     {"rmsnorm forward and backward", t_rmsnorm},
@@ -718,6 +771,7 @@ static const test_t tests[] = {
     {"bf16: attention, the fixed packings", t_bf16_attention_fixed},
     {"bf16: attention, 10 random packings, head dims 40-128", t_bf16_attention_random},
     {"bf16: attention, a 2100-position packing", t_bf16_attention_long},
+    {"attention against a cache (decoding, prompts, image chunks), fp32 and bf16", t_attention_kv},
 };
 
 int main(void)
