@@ -26,6 +26,8 @@ pc_missing = $(strip $(foreach d,$(1),$(if $(shell pkg-config --exists $(word 1,
 # On a fresh machine the first make installs what is missing (so that
 # `make demo` and `make test` are the whole set-up); NO_INSTALL=1 only names it.
 MISSING_BUILD := $(call pc_missing,$(DEPS_BUILD) $(DEPS_TEST)) $(if $(shell command -v bats),,bats)
+# bagel-eval's METEOR reads WordNet 3.0 from Debian's wordnet-base
+MISSING_BUILD += $(if $(wildcard /usr/share/wordnet/data.noun),,wordnet-base)
 ifneq ($(strip $(MISSING_BUILD)),)
 ifeq ($(filter clean,$(MAKECMDGOALS))$(NO_INSTALL),)
 $(info bagelpipe: missing $(MISSING_BUILD): running scripts/install-deps.sh)
@@ -138,6 +140,12 @@ GENERATE_EXTRA := stages/train/data.c $(filter-out %/main.c,$(wildcard stages/to
 $(BUILD)/bin/bagel-generate: $(call obj,$(GENERATE_EXTRA))
 # (they come after the libraries on the link line: the libraries again after them)
 $(BUILD)/bin/bagel-generate: LDLIBS += $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC) $(shell pkg-config --libs $(PKGS)) -lm
+
+# bagel-train's sample generations (stages/train/sample.c) run bagel-generate's
+# jobs and turn ids into text
+TRAIN_EXTRA := stages/generate/gen.c $(filter-out %/main.c,$(wildcard stages/tokenize/*.c))
+$(BUILD)/bin/bagel-train: $(call obj,$(TRAIN_EXTRA))
+$(BUILD)/bin/bagel-train: LDLIBS += $(LIB_STAGE) $(LIB_MODEL) $(LIB_IPC) $(shell pkg-config --libs $(PKGS)) -lm
 
 $(BUILD)/tools/bench-ipc: $(call obj,scripts/bench/bench_ipc.c) $(LIB_IPC)
 	@mkdir -p $(dir $@)
@@ -264,12 +272,20 @@ demo: all
 	@echo "synthetic shapes dataset, on the CPU: bagel-read | bagel-tokenize | bagel-image | bagel-train."
 	@rm -rf $(DEMO)/run
 	$(BUILD)/bin/bagel-synth -q --out $(DEMO)/shapes --seed 1 --count 64
+	@# held-out prompts the trainer generates from as it goes (report.html): two of each task
+	$(BUILD)/bin/bagel-synth -q --out $(DEMO)/held --seed 2 --count 8
+	for f in t2i i2t edit vqa; do head -2 $(DEMO)/held/$$f.jsonl; done > $(DEMO)/held/prompts.jsonl
+	$(BUILD)/bin/bagel-read -q --root $(DEMO)/held $(DEMO)/held/prompts.jsonl \
+	  | $(BUILD)/bin/bagel-tokenize -q --tokenizer $$(scripts/fetch-tokenizer.sh) \
+	  | $(BUILD)/bin/bagel-image -q --root $(DEMO)/held --vae-max 128 --vae-min 64 --vit-max 112 --vit-min 56 \
+	  > $(DEMO)/held/prompts.msgpack
 	$(BUILD)/bin/bagel-read -q --root $(DEMO)/shapes --check-images --epochs 20 --shuffle --seed 1 $(DEMO)/shapes/*.jsonl \
 	  | $(BUILD)/bin/bagel-tokenize -q --tokenizer $$(scripts/fetch-tokenizer.sh) \
 	  | $(BUILD)/bin/bagel-image -q --root $(DEMO)/shapes --vae-max 128 --vae-min 64 --vit-max 112 --vit-min 56 \
 	  | $(BUILD)/bin/bagel-train --config tiny --out $(DEMO)/run --steps $(DEMO_STEPS) --tokens 1024 --max-tokens 1536 \
 	      --tokenizer $$(scripts/fetch-tokenizer.sh) \
-	      --max-sample-tokens 1024 --lr 1e-3 --warmup 20 --save-every 100 --log-every 5
+	      --max-sample-tokens 1024 --lr 1e-3 --warmup 20 --save-every 100 --log-every 5 \
+	      --ema 0.95 --sample-every 100 --sample-prompts $(DEMO)/held/prompts.msgpack --sample-count 8
 	@scripts/demo-summary.sh $(DEMO)/run
 
 clean:

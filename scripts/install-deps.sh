@@ -19,6 +19,7 @@ packages=(
     manpages manpages-dev manpages-zh  # part of the tokenizer's test and benchmark corpus
     libopenblas-dev                 # OpenBLAS: the CPU backend's matrix products
     libcmocka-dev bats              # unit tests (C) and stage tests (shell)
+    wordnet-base                    # WordNet 3.0 (/usr/share/wordnet): bagel-eval's METEOR
     clang libclang-rt-14-dev        # libFuzzer and the sanitizers' runtime
 )
 

@@ -162,8 +162,8 @@ static int score_row(job_t *j, const char *where, ev_row_t *row)
         if (rc) {
             if (strstr(err, "out of memory"))
                 goto fatal;
-            char msg[EV_ERR_LEN + 80];
-            snprintf(msg, sizeof msg, "id %.64s: %s", row->id, err);
+            char msg[EV_ERR_LEN + 120], pid[96];
+            snprintf(msg, sizeof msg, "id %s: %s", rec_printable(pid, sizeof pid, row->id, strlen(row->id), 64), err);
             refuse(j, where, msg);
             return 1;
         }
@@ -196,16 +196,16 @@ static int take_row(job_t *j, const char *where, ev_row_t *row)
 {
     if (j->ref_ids) {
         uint32_t k = ev_intern_find(j->ref_ids, row->id, strlen(row->id));
+        char msg[300], pid[96];
+        rec_printable(pid, sizeof pid, row->id, strlen(row->id), 64);
         if (row->nrefs == 0 && k == UINT32_MAX) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "id %.64s: no references (not in %.64s)", row->id, j->o.references);
+            snprintf(msg, sizeof msg, "id %s: no references (not in %.64s)", pid, j->o.references);
             refuse(j, where, msg);
             return 1;
         }
         if (k != UINT32_MAX) {
             if (j->ref_used[k]) {
-                char msg[200];
-                snprintf(msg, sizeof msg, "id %.64s: a second prediction (one per id expected)", row->id);
+                snprintf(msg, sizeof msg, "id %s: a second prediction (one per id expected)", pid);
                 refuse(j, where, msg);
                 return 1;
             }
@@ -246,7 +246,9 @@ static int load_references(job_t *j)
             break;
         }
         if (k < j->nref_rows) {
-            snprintf(err, sizeof err, "id %.64s: given twice (one row per id expected)", row.id);
+            char pid[96];
+            snprintf(err, sizeof err, "id %s: given twice (one row per id expected)",
+                     rec_printable(pid, sizeof pid, row.id, strlen(row.id), 64));
             refuse(j, where, err);
             ev_row_free(&row);
             continue;
@@ -435,7 +437,9 @@ static int finish(job_t *j)
 {
     for (size_t k = 0; k < j->nref_rows; k++)
         if (!j->ref_used[k] && j->ref_rows[k].id) {
-            log_error("%s: id %.64s: no prediction", j->o.references, j->ref_rows[k].id);
+            char pid[96];
+            log_error("%s: id %s: no prediction", j->o.references,
+                      rec_printable(pid, sizeof pid, j->ref_rows[k].id, strlen(j->ref_rows[k].id), 64));
             j->missing++;
         }
     bleu_score_t bs = {0};
@@ -586,7 +590,7 @@ int main(int argc, char **argv)
         status = run_records(&j, &st) ? EXIT_FATAL : EXIT_OK;
     for (int i = 0; i < nfiles && status == EXIT_OK && !j.failed; i++)
         status = run_json(&j, files[i]) ? EXIT_FATAL : EXIT_OK;
-    if (j.rows_out && close_tmp(j.rows_out, j.rows_tmp, o->per_sample, status == EXIT_OK))
+    if (j.rows_out && close_tmp(j.rows_out, j.rows_tmp, o->per_sample, status == EXIT_OK && !j.failed))
         status = EXIT_FATAL;
     j.rows_out = NULL;
     if (status == EXIT_OK && j.failed)

@@ -155,10 +155,10 @@ int ev_row_from_json(const char *line, size_t len, size_t max_chars, bool need_p
     json_decref(o);
     return 0;
 fail:
-    if (row->id) { // name the row in the message
-        char msg[EV_ERR_LEN];
+    if (row->id) { // name the row in the message, printably
+        char msg[EV_ERR_LEN], pid[96];
         snprintf(msg, sizeof msg, "%s", err);
-        snprintf(err, EV_ERR_LEN, "id %.64s: %s", row->id, msg);
+        snprintf(err, EV_ERR_LEN, "id %s: %s", rec_printable(pid, sizeof pid, row->id, strlen(row->id), 64), msg);
     }
     json_decref(o);
     ev_row_free(row);
@@ -226,9 +226,9 @@ int ev_row_from_rec(const rec_t *r, size_t max_chars, ev_row_t *row, char *err)
     }
     return 0;
 fail:;
-    char msg[EV_ERR_LEN];
+    char msg[EV_ERR_LEN], pid[96];
     snprintf(msg, sizeof msg, "%s", err);
-    snprintf(err, EV_ERR_LEN, "id %.64s: %s", id, msg);
+    snprintf(err, EV_ERR_LEN, "id %s: %s", rec_printable(pid, sizeof pid, id, strlen(id), 64), msg);
     ev_row_free(row);
     return -1;
 }
