@@ -100,6 +100,7 @@ GPU_BINS := $(if $(filter 1,$(CUDA_ON)),$(patsubst tests/gpu/%.c,$(BUILD)/tests/
 TOOLS := $(BUILD)/tools/bench-ipc $(BUILD)/tools/bench-model $(BUILD)/tools/bench-generate $(BUILD)/tests/tools/gen-records $(BUILD)/tests/tools/make-ae
 
 .SECONDARY:
+.PHONY: bench-eval
 .PHONY: all test test-gpu asan fuzz bench bench-ipc bench-read bench-tokenize bench-image bench-model demo clean tests-build
 .DEFAULT_GOAL := all
 
@@ -247,7 +248,7 @@ fuzz: $(FUZZ_TARGETS)
 	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
 
-bench: bench-ipc bench-read bench-tokenize bench-image bench-model
+bench: bench-ipc bench-read bench-tokenize bench-image bench-model bench-eval
 
 bench-ipc: all
 	@BUILD=$(BUILD) scripts/bench/ipc.sh
@@ -263,6 +264,14 @@ bench-image: all
 
 bench-model: all
 	@BUILD=$(BUILD) scripts/bench/model.sh
+
+# bagel-eval's metrics beside sacrebleu, rouge-score and NLTK (scripts/bench/eval.sh)
+$(BUILD)/tools/bench-eval: $(call obj,scripts/bench/bench_eval.c) $(filter-out %/rows.o,$(EVAL_LIB_OBJ))
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+bench-eval: $(BUILD)/tools/bench-eval
+	@BUILD=$(BUILD) scripts/bench/eval.sh
 
 DEMO := $(BUILD)/demo
 DEMO_STEPS ?= 200

@@ -137,56 +137,89 @@ static void swap(ev_buf_t *x, ev_buf_t *y)
 
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+/* pass A's set: [{-~[-` -&(-+:-@/] */
+static bool sep_a(unsigned char c)
+{
+    return (c >= '{' && c <= '~') || (c >= '[' && c <= '`') || (c >= ' ' && c <= '&') || (c >= '(' && c <= '+') ||
+           (c >= ':' && c <= '@') || c == '/';
+}
+
+static bool is_pc(char c) { return c == '.' || c == ','; }
+
 /* The language-dependent passes of sacrebleu's TokenizerRegexp over b->a
- * (result in b->a). */
+ * (result in b->a). Each pass scans left to right for non-overlapping
+ * two-character matches as re.sub does; text between the places a match can
+ * start is copied in runs. */
 static int regexp_passes(bleu_t *b)
 {
-    // A: [{-~[-` -&(-+:-@/] -> " c "
     ev_buf_t *in = &b->a, *out = &b->b;
     out->n = 0;
     if (ev_buf_reserve(out, in->n * 3))
         return -1;
-    for (size_t i = 0; i < in->n; i++) {
-        unsigned char c = (unsigned char)in->p[i];
-        bool sep = (c >= '{' && c <= '~') || (c >= '[' && c <= '`') || (c >= ' ' && c <= '&') ||
-                   (c >= '(' && c <= '+') || (c >= ':' && c <= '@') || c == '/';
-        if (sep) {
+    // A: every character of the set -> " c "
+    for (size_t i = 0, n = in->n; i < n;) {
+        size_t j = i;
+        while (j < n && !sep_a((unsigned char)in->p[j]))
+            j++;
+        memcpy(out->p + out->n, in->p + i, j - i), out->n += j - i;
+        if (j < n) {
             out->p[out->n++] = ' ';
-            out->p[out->n++] = (char)c;
+            out->p[out->n++] = in->p[j];
             out->p[out->n++] = ' ';
-        } else
-            out->p[out->n++] = (char)c;
+            j++;
+        }
+        i = j;
     }
     swap(in, out);
     // B: ([^0-9])([.,]) -> "\1 \2 "; C: ([.,])([^0-9]) -> " \1 \2"; D: ([0-9])(-) -> "\1 \2 "
+    // (a pass whose characters do not occur changes nothing and is skipped)
+    bool punct = memchr(in->p, '.', in->n) || memchr(in->p, ',', in->n), dash = memchr(in->p, '-', in->n);
     for (int pass = 0; pass < 3; pass++) {
+        if (pass < 2 ? !punct : !dash)
+            continue;
         out->n = 0;
         if (ev_buf_reserve(out, in->n * 2 + 1))
             return -1;
-        size_t i = 0, n = in->n;
-        const char *s = in->p;
+        const char *t = in->p;
+        size_t n = in->n, i = 0;
         while (i < n) {
-            if (i + 1 < n) {
-                char x = s[i], y = s[i + 1];
-                bool hit = pass == 0   ? !is_digit(x) && (y == '.' || y == ',')
-                           : pass == 1 ? (x == '.' || x == ',') && !is_digit(y)
-                                       : is_digit(x) && y == '-';
-                if (hit) {
-                    if (pass == 1)
-                        out->p[out->n++] = ' ';
-                    out->p[out->n++] = x;
-                    out->p[out->n++] = ' ';
-                    out->p[out->n++] = y;
-                    if (pass != 1)
-                        out->p[out->n++] = ' ';
-                    i += 2;
-                    continue;
-                }
+            // q: where the next match can be (its first character)
+            size_t q;
+            if (pass == 1) {
+                q = i;
+                while (q + 1 < n && !is_pc(t[q]))
+                    q++;
+                if (q + 1 >= n)
+                    q = n;
+            } else {
+                size_t k = i + 1;
+                while (k < n && !(pass == 0 ? is_pc(t[k]) : t[k] == '-'))
+                    k++;
+                q = k < n ? k - 1 : n;
             }
-            out->p[out->n++] = s[i++];
+            memcpy(out->p + out->n, t + i, q - i), out->n += q - i;
+            if (q >= n)
+                break;
+            char x = t[q], y = t[q + 1];
+            bool hit = pass == 0 ? !is_digit(x) : pass == 1 ? !is_digit(y) : is_digit(x);
+            if (!hit) {
+                out->p[out->n++] = x;
+                i = q + 1;
+                continue;
+            }
+            if (pass == 1)
+                out->p[out->n++] = ' ';
+            out->p[out->n++] = x;
+            out->p[out->n++] = ' ';
+            out->p[out->n++] = y;
+            if (pass != 1)
+                out->p[out->n++] = ' ';
+            i = q + 2;
         }
+        out->p[out->n] = 0;
         swap(in, out);
     }
+    in->p[in->n] = 0;
     return 0;
 }
 
@@ -204,8 +237,15 @@ static int join_words(bleu_t *b, ev_buf_t *out)
 
 static int tok_13a(bleu_t *b, const char *s, size_t n)
 {
-    if (replace_all(s, n, "<skipped>", "", &b->a) || replace_all(b->a.p, b->a.n, "-\n", "", &b->b) ||
-        replace_all(b->b.p, b->b.n, "\n", " ", &b->a))
+    // the replacements, each only where its text occurs (most segments have none)
+    b->a.n = 0;
+    if (ev_buf_put(&b->a, s, n))
+        return -1;
+    if (memmem(b->a.p, b->a.n, "<skipped>", 9) &&
+        (replace_all(b->a.p, b->a.n, "<skipped>", "", &b->b) || (swap(&b->a, &b->b), 0)))
+        return -1;
+    if (memchr(b->a.p, '\n', b->a.n) &&
+        (replace_all(b->a.p, b->a.n, "-\n", "", &b->b) || replace_all(b->b.p, b->b.n, "\n", " ", &b->a)))
         return -1;
     if (memchr(b->a.p, '&', b->a.n)) {
         // sequential passes: "&amp;lt;" becomes "<" (QUIRK kept)
@@ -336,7 +376,8 @@ static int tok_char(bleu_t *b, const char *s, size_t n)
     return 0;
 }
 
-int bleu_tokenize(bleu_t *b, const char *s, size_t n, ev_buf_t *out)
+/* The tokenizer's output, not yet split and joined, into b->a. */
+static int tokenize_raw(bleu_t *b, const char *s, size_t n)
 {
     if (b->o.lowercase) {
         b->low.n = 0;
@@ -345,18 +386,18 @@ int bleu_tokenize(bleu_t *b, const char *s, size_t n, ev_buf_t *out)
         s = b->low.p, n = b->low.n;
     }
     n = ev_rstrip(s, n);
-    int rc;
     switch (b->o.tok) {
-    case BLEU_TOK_13A: rc = tok_13a(b, s, n); break;
-    case BLEU_TOK_ZH: rc = tok_zh(b, s, n); break;
-    case BLEU_TOK_INTL: rc = tok_intl(b, s, n); break;
-    case BLEU_TOK_CHAR: rc = tok_char(b, s, n); break;
-    default:
-        b->a.n = 0;
-        rc = ev_buf_put(&b->a, s, n);
-        break;
+    case BLEU_TOK_13A: return tok_13a(b, s, n);
+    case BLEU_TOK_ZH: return tok_zh(b, s, n);
+    case BLEU_TOK_INTL: return tok_intl(b, s, n);
+    case BLEU_TOK_CHAR: return tok_char(b, s, n);
+    default: b->a.n = 0; return ev_buf_put(&b->a, s, n);
     }
-    return rc ? -1 : join_words(b, out);
+}
+
+int bleu_tokenize(bleu_t *b, const char *s, size_t n, ev_buf_t *out)
+{
+    return tokenize_raw(b, s, n) ? -1 : join_words(b, out);
 }
 
 /* ---- statistics */
@@ -421,15 +462,15 @@ static gram_t *find_gram(bleu_t *b, const uint32_t *id, uint32_t n)
     return g;
 }
 
-/* Tokenize a segment and intern its words into b->ids; returns the count or
- * -1. */
-static long long segment_ids(bleu_t *b, const char *s, size_t n, ev_buf_t *tok)
+/* Tokenize a segment and intern its words into b->ids (the words are the
+ * whitespace-separated runs of the tokenizer's output, as sacrebleu splits
+ * its joined string); returns the count or -1. */
+static long long segment_ids(bleu_t *b, const char *s, size_t n)
 {
-    tok->n = 0;
-    if (bleu_tokenize(b, s, n, tok))
+    if (tokenize_raw(b, s, n))
         return -1;
     b->spans.n = 0;
-    if (ev_split(tok->p, tok->n, &b->spans))
+    if (ev_split(b->a.p, b->a.n, &b->spans))
         return -1;
     if (b->spans.n > b->ids_cap) {
         uint32_t *ids = realloc(b->ids, b->spans.n * sizeof *ids);
@@ -438,7 +479,7 @@ static long long segment_ids(bleu_t *b, const char *s, size_t n, ev_buf_t *tok)
         b->ids = ids, b->ids_cap = b->spans.n;
     }
     for (size_t i = 0; i < b->spans.n; i++) {
-        b->ids[i] = ev_intern(b->words, tok->p + b->spans.v[i].off, b->spans.v[i].len);
+        b->ids[i] = ev_intern(b->words, b->a.p + b->spans.v[i].off, b->spans.v[i].len);
         if (b->ids[i] == UINT32_MAX)
             return -1;
     }
@@ -448,12 +489,11 @@ static long long segment_ids(bleu_t *b, const char *s, size_t n, ev_buf_t *tok)
 int bleu_segment(bleu_t *b, const char *hyp, size_t hn, const char *const *refs, const size_t *rn, int nrefs,
                  bleu_stats_t *st, char *err)
 {
-    ev_buf_t tok = {0};
     memset(st, 0, sizeof *st);
     clear_grams(b);
     int64_t closest_diff = -1, closest_len = -1;
     // the hypothesis first: the closest reference length needs its length
-    long long h = segment_ids(b, hyp, hn, &tok);
+    long long h = segment_ids(b, hyp, hn);
     if (h < 0)
         goto oom;
     size_t hyp_len = (size_t)h;
@@ -466,7 +506,7 @@ int bleu_segment(bleu_t *b, const char *hyp, size_t hn, const char *const *refs,
     if (hyp_len)
         memcpy(b->hids, b->ids, hyp_len * sizeof *b->ids);
     for (int j = 0; j < nrefs; j++) {
-        long long l = segment_ids(b, refs[j], rn[j], &tok);
+        long long l = segment_ids(b, refs[j], rn[j]);
         if (l < 0)
             goto oom;
         size_t len = (size_t)l;
@@ -502,10 +542,8 @@ int bleu_segment(bleu_t *b, const char *hyp, size_t hn, const char *const *refs,
     }
     st->sys_len = (int64_t)hyp_len;
     st->ref_len = closest_len;
-    ev_buf_free(&tok);
     return 0;
 oom:
-    ev_buf_free(&tok);
     snprintf(err, EV_ERR_LEN, "BLEU: out of memory");
     return -1;
 }
