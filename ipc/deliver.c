@@ -3,6 +3,7 @@
 #include "deliver.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,7 @@ struct dlv_win {
     uint64_t low, next; // every seq below low is acknowledged; next is the next to send
     uint64_t outstanding;
     double overtake; // the latest send time of any acknowledged record
+    double lat_at;   // when lat_max was last set
     dlv_win_stats_t st;
 };
 
@@ -224,11 +226,15 @@ int dlv_win_add(dlv_win_t *w, const void *bytes, size_t len, double now)
     return 0;
 }
 
+/* Latencies are not one bell curve: a record's depends on which worker's
+ * queue it waits in, and most records take the short way. A mean and
+ * deviation (as TCP keeps them) then call the long way a loss. So the
+ * timeout follows the longest latency seen lately, decaying over ~10 s. */
 double dlv_win_rto(const dlv_win_t *w)
 {
-    if (w->st.srtt <= 0)
+    if (w->st.lat_max <= 0)
         return DLV_RTO_INIT;
-    double rto = w->st.srtt + 4 * w->st.rttvar;
+    double rto = 1.5 * w->st.lat_max;
     return rto < DLV_RTO_MIN ? DLV_RTO_MIN : rto > DLV_RTO_MAX ? DLV_RTO_MAX : rto;
 }
 
@@ -252,6 +258,9 @@ int dlv_win_ack(dlv_win_t *w, uint64_t seq, double now)
             w->st.rttvar = 0.75 * w->st.rttvar + 0.25 * (d < 0 ? -d : d);
             w->st.srtt = 0.875 * w->st.srtt + 0.125 * sample;
         }
+        double decayed = w->st.lat_max * exp(-(now - w->lat_at) / 10.0);
+        w->st.lat_max = sample > decayed ? sample : decayed;
+        w->lat_at = now;
     }
     if (s->sent > w->overtake)
         w->overtake = s->sent;
@@ -291,9 +300,12 @@ int dlv_win_resend(dlv_win_t *w, double now, int (*fn)(void *, const void *, siz
             wait *= 2;
         if (wait > DLV_RTO_MAX)
             wait = DLV_RTO_MAX;
+        // overtaken by a record sent a whole timeout later: more than any
+        // difference between the queues of two workers (in the steady state
+        // the window's worth of queueing is what the latency measures)
         double age = now - s->sent;
-        bool overtaken = w->overtake > s->sent;
-        if (age < wait || (!overtaken && age < 4 * wait))
+        bool overtaken = w->overtake > s->sent + rto;
+        if (age < wait || (!overtaken && age < 2 * wait))
             continue;
         int rc = fn(arg, s->buf, s->len);
         if (rc)

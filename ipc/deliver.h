@@ -67,6 +67,7 @@ typedef struct {
     uint64_t stale;     // acknowledgements for nothing outstanding (duplicates, old)
     uint64_t bad;       // malformed acknowledgement frames
     double srtt, rttvar; // smoothed time from first send to acknowledgement, s
+    double lat_max;      // the longest such time lately (decaying), s
 } dlv_win_stats_t;
 
 /* window: records (2 to DLV_WINDOW_MAX); max_bytes: bytes held (a record
@@ -89,10 +90,11 @@ uint64_t dlv_win_outstanding(const dlv_win_t *w);
 /* Send again every record that is due at now, oldest first: fn(arg, bytes,
  * len) for each (a non-zero return stops the scan and is returned); the
  * record's clock restarts and its next wait doubles. A record is due when it
- * has waited rto (the smoothed latency plus four deviations, at least
- * DLV_RTO_MIN) and a record sent after it has been acknowledged (it was
- * overtaken: its worker died or lost it), or when it has waited four times
- * that with nothing overtaking it (the tail of a stream; a stall). */
+ * has waited rto (1.5 times the longest latency seen lately, at least
+ * DLV_RTO_MIN) and a record sent rto after it has been acknowledged (it
+ * was overtaken by more than two workers' queues can differ: its worker died
+ * or lost it), or when it has waited twice that with nothing overtaking
+ * it (the tail of a stream; a stall). Each send again doubles the wait. */
 int dlv_win_resend(dlv_win_t *w, double now, int (*fn)(void *arg, const void *bytes, size_t len), void *arg);
 /* The current base timeout, s. */
 double dlv_win_rto(const dlv_win_t *w);
@@ -100,7 +102,7 @@ dlv_win_stats_t dlv_win_stats(const dlv_win_t *w);
 
 #define DLV_RTO_MIN  0.25
 #define DLV_RTO_INIT 2.0
-#define DLV_RTO_MAX  30.0
+#define DLV_RTO_MAX  10.0
 
 /* ---- the sink ---- */
 

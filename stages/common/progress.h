@@ -1,6 +1,7 @@
 /* progress.h — a progress line on stderr: records/s and MB/s.
  * On a terminal it updates in place (twice a second); otherwise it prints a
- * plain key=value line every 10 seconds, fit for log files. */
+ * plain key=value line every 10 seconds (BAGEL_PROGRESS_SECONDS: another
+ * interval), fit for log files. */
 #ifndef BAGEL_PROGRESS_H
 #define BAGEL_PROGRESS_H
 
