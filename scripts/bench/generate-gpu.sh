@@ -11,7 +11,8 @@
 # Usage (repository root of the copy on the GPU machine, gpu-bundle carried):
 #   scripts/bench/generate-gpu.sh
 # Environment: OUT (default ./gpu-out; results in $OUT/generate-gpu/),
-#   CONFIGS (default "bagel-0.5b-mot bagel-7b-mot:4"), PYTHON (python3),
+#   CONFIGS (default "bagel-0.5b-mot bagel-7b-mot:4"), PYTHON (default: gpu-bundle/host-env python3
+#   where the bundle has it, else python3),
 #   ITERS (3), SIDE_TIMEOUT (seconds per side and config, default 240),
 #   DEVICE (cuda; "cpu" with CONFIGS=tiny runs a smoke test anywhere).
 set -uo pipefail
@@ -28,7 +29,9 @@ source scripts/bench/bundle-env.sh
 bundle_env generate-gpu "$D/logs"
 BIN=${BIN:-$BUNDLE/build/tools}
 [[ -x "$BIN/bench-generate" ]] || BIN=build/tools
-PY=${PYTHON:-python3}
+# the machine's own python3 (PyTorch) must not load the bundle's libraries
+PY=(${PYTHON:-python3})
+[[ -z "${PYTHON:-}" && -x "$BUNDLE/host-env" ]] && PY=("$BUNDLE/host-env" python3)
 SMOKE=()
 [[ $DEVICE == cpu ]] && SMOKE=(--smoke)
 : >"$D/results.jsonl"
@@ -38,10 +41,10 @@ for spec in $CONFIGS; do
     timeout "$SIDE_TIMEOUT" "$BIN/bench-generate" --device "$DEVICE" --iters "$ITERS" "${SMOKE[@]}" "$spec" \
         2>"$D/logs/bagelpipe-${spec/:/-}.log" | tee -a "$D/results.jsonl" || { echo "generate-gpu: $spec: bagelpipe failed (see logs)"; status=1; }
     echo "generate-gpu: $spec: pytorch"
-    timeout "$SIDE_TIMEOUT" "$PY" tests/reference/gen_bench_gpu.py --device "$DEVICE" --iters "$ITERS" "${SMOKE[@]}" \
+    timeout "$SIDE_TIMEOUT" "${PY[@]}" tests/reference/gen_bench_gpu.py --device "$DEVICE" --iters "$ITERS" "${SMOKE[@]}" \
         --config "$spec" 2>"$D/logs/pytorch-${spec/:/-}.log" | tee -a "$D/results.jsonl" || { echo "generate-gpu: $spec: pytorch failed (see logs)"; status=1; }
 done
-"$PY" - "$D/results.jsonl" <<'PYEOF' | tee "$D/table.txt"
+"${PY[@]}" - "$D/results.jsonl" <<'PYEOF' | tee "$D/table.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 def key(r):

@@ -2,6 +2,7 @@
 #include "utf8.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 size_t utf8_valid_prefix(const void *str, size_t n)
@@ -47,4 +48,55 @@ size_t utf8_valid_prefix(const void *str, size_t n)
         i += len;
     }
     return n;
+}
+
+/* bytes 1.. of a sequence led by c that may follow: the second byte's range
+ * (the later ones are 0x80..0xbf) */
+static int second_range(unsigned c, unsigned *lo, unsigned *hi)
+{
+    *lo = 0x80, *hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf)
+        return 2;
+    if (c == 0xe0)
+        return *lo = 0xa0, 3;
+    if (c == 0xed)
+        return *hi = 0x9f, 3;
+    if (c >= 0xe1 && c <= 0xef)
+        return 3;
+    if (c == 0xf0)
+        return *lo = 0x90, 4;
+    if (c == 0xf4)
+        return *hi = 0x8f, 4;
+    if (c >= 0xf1 && c <= 0xf3)
+        return 4;
+    return 0;
+}
+
+char *utf8_lossy(const void *str, size_t n)
+{
+    const unsigned char *s = str;
+    char *out = malloc(3 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    size_t i = 0;
+    while (i < n) {
+        size_t v = utf8_valid_prefix(s + i, n - i);
+        memcpy(o, s + i, v);
+        o += v, i += v;
+        if (i >= n)
+            break;
+        /* the maximal subpart of a sequence that starts here */
+        unsigned lo, hi;
+        int len = second_range(s[i], &lo, &hi);
+        size_t k = 1;
+        if (len && i + 1 < n && s[i + 1] >= lo && s[i + 1] <= hi) {
+            k = 2;
+            while ((int)k < len && i + k < n && (s[i + k] & 0xc0) == 0x80)
+                k++;
+        }
+        memcpy(o, "\xef\xbf\xbd", 3);
+        o += 3, i += k;
+    }
+    *o = 0;
+    return out;
 }

@@ -10,4 +10,9 @@
  * points past U+10FFFF, a sequence cut off by the end. */
 size_t utf8_valid_prefix(const void *s, size_t n);
 
+/* s[0,n) as valid UTF-8, NUL-terminated (malloc'd; NULL when out of
+ * memory): each maximal subpart of an ill-formed sequence becomes U+FFFD,
+ * as Python's decode(errors="replace") does. */
+char *utf8_lossy(const void *s, size_t n);
+
 #endif

@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "../../models/rng.h"
+#include "../../models/pack.h"
+#include "../common/utf8.h"
+#include "../tokenize/tok.h"
 
 void gen_job_clear(gen_job_t *j)
 {
@@ -279,4 +282,165 @@ int gen_latent_of(lat_t *l, const model_config_t *cfg, const uint8_t *img, int H
     op_cpu.patchify_chw(tokens, mo, z, h, w, cfg->latent_patch);
     free(mo);
     return 0;
+}
+
+/* ---- sample records ---------------------------------------------------- */
+
+void gen_rec_free(gen_rec_t *g)
+{
+    if (g->have_ds) {
+        g->ds.rec = NULL; /* the record is the caller's */
+        data_sample_free(&g->ds);
+    }
+    for (int i = 0; i < g->n_ch; i++)
+        free(g->lat ? g->lat[i] : NULL);
+    free(g->lat);
+    free(g->ch);
+    gen_job_clear(&g->job);
+    memset(g, 0, sizeof *g);
+}
+
+/* latent tokens of an image segment's clean VAE copy: from its moments,
+ * drawn, or from its pixels through the autoencoder */
+static float *segment_latent(lat_t *l, const model_config_t *c, data_sample_t *s, int i, uint64_t seed, int *gh,
+                             int *gw, char *why)
+{
+    pack_segment_t *g = &s->seg[i];
+    int p = c->latent_patch, D = model_latent_dim(c);
+    char err[512];
+    if (s->moments[i]) {
+        int h = g->lat_h, w = g->lat_w;
+        if (h % p || w % p) {
+            snprintf(why, REC_ERR_LEN, "segment %d: latent %dx%d is not a multiple of the patch %d", i, w, h, p);
+            return NULL;
+        }
+        size_t n = (size_t)c->z_channels * h * w;
+        float *z = malloc(n * sizeof(float)), *tok = malloc(n * sizeof(float));
+        if (!z || !tok) {
+            free(z), free(tok);
+            snprintf(why, REC_ERR_LEN, "out of memory");
+            return NULL;
+        }
+        rng_t rg;
+        rng_seed(&rg, seed);
+        const float *mo = s->moments[i];
+        for (size_t j = 0; j < n; j++)
+            z[j] = c->ae_scale * (mo[j] + expf(0.5f * mo[n + j]) * (float)rng_normal(&rg) - c->ae_shift);
+        op_cpu.patchify_chw(tok, z, c->z_channels, h, w, p);
+        free(z);
+        *gh = h / p, *gw = w / p;
+        return tok;
+    }
+    if (!g->vae) {
+        snprintf(why, REC_ERR_LEN, "segment %d: no vae image or latent", i);
+        return NULL;
+    }
+    if (!l) {
+        snprintf(why, REC_ERR_LEN, "segment %d: a pixel image but no autoencoder (--vae)", i);
+        return NULL;
+    }
+    int st = model_latent_stride(c);
+    if (g->vae_h % st || g->vae_w % st) {
+        snprintf(why, REC_ERR_LEN, "segment %d: vae image %dx%d is not a multiple of %d", i, g->vae_w, g->vae_h, st);
+        return NULL;
+    }
+    *gh = g->vae_h / st, *gw = g->vae_w / st;
+    float *tok = malloc((size_t)*gh * *gw * D * sizeof(float));
+    if (!tok || gen_latent_of(l, c, g->vae, g->vae_h, g->vae_w, seed, tok, err, sizeof err)) {
+        snprintf(why, REC_ERR_LEN, "segment %d: %s", i, tok ? err : "out of memory");
+        free(tok);
+        return NULL;
+    }
+    return tok;
+}
+
+int gen_rec_job(gen_rec_t *gr, rec_t *r, const model_config_t *c, lat_t *l, uint64_t seed, char *why)
+{
+    char err[512];
+    memset(gr, 0, sizeof *gr);
+    if (data_sample_from_rec(&gr->ds, r, c, l != NULL, err, sizeof err)) {
+        gr->ds.rec = NULL;
+        data_sample_free(&gr->ds);
+        snprintf(why, REC_ERR_LEN, "%s", err);
+        return -1;
+    }
+    gr->have_ds = 1;
+    const msgpack_object *segs = rec_get(r, "segments");
+    int n = gr->ds.n_seg, target = -1;
+    for (int i = 0; i < n; i++) {
+        bool flag = false;
+        if (rec_get_bool(&segs->via.array.ptr[i], "generate", &flag) && flag) {
+            target = i;
+            break;
+        }
+        if (gr->ds.seg[i].loss)
+            target = i;
+    }
+    if (target < 0) {
+        snprintf(why, REC_ERR_LEN, "nothing to generate: no segment is marked \"generate\" or has a loss");
+        return -1;
+    }
+    pack_segment_t *tg = &gr->ds.seg[target];
+    gr->target = target;
+    gr->ch = calloc((size_t)2 * (target + 1), sizeof *gr->ch);
+    gr->lat = calloc((size_t)2 * (target + 1), sizeof *gr->lat);
+    if (!gr->ch || !gr->lat) {
+        snprintf(why, REC_ERR_LEN, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < target; i++) {
+        pack_segment_t *g = &gr->ds.seg[i];
+        if (g->kind == PACK_TEXT) {
+            gr->ch[gr->n_ch++] = (infer_chunk_t){.kind = INFER_TEXT, .ids = g->tokens, .n_ids = g->n_tokens};
+            continue;
+        }
+        if (g->cond) {
+            int gh, gw;
+            float *t = segment_latent(l, c, &gr->ds, i, seed + 1000003u * (uint64_t)(i + 1), &gh, &gw, why);
+            if (!t)
+                return -1;
+            gr->lat[gr->n_ch] = t;
+            gr->ch[gr->n_ch++] = (infer_chunk_t){.kind = INFER_VAE, .lat = t, .gh = gh, .gw = gw};
+        }
+        if (g->und)
+            gr->ch[gr->n_ch++] =
+                (infer_chunk_t){.kind = INFER_VIT, .img = g->vit, .img_h = g->vit_h, .img_w = g->vit_w};
+    }
+    gr->job = (gen_job_t){.n_chunks = gr->n_ch, .chunks = gr->ch, .seed = seed};
+    if (tg->kind == PACK_TEXT)
+        return 0;
+    if (!c->visual_gen || !l) {
+        snprintf(why, REC_ERR_LEN, "an image target but %s",
+                 !c->visual_gen ? "the model has no generation branch" : "no autoencoder (--vae)");
+        return -1;
+    }
+    int st = model_latent_stride(c), p2 = c->latent_patch;
+    gr->job.want_image = 1;
+    if (gr->ds.moments[target])
+        gr->job.gh = tg->lat_h / p2, gr->job.gw = tg->lat_w / p2;
+    else if (tg->vae)
+        gr->job.gh = tg->vae_h / st, gr->job.gw = tg->vae_w / st;
+    else {
+        snprintf(why, REC_ERR_LEN, "segment %d: the target image has no size (no vae or latent)", target);
+        return -1;
+    }
+    if (gr->job.gh > c->max_latent_size || gr->job.gw > c->max_latent_size || gr->job.gh <= 0 || gr->job.gw <= 0) {
+        snprintf(why, REC_ERR_LEN, "segment %d: a %dx%d latent grid is beyond the model's %d", target, gr->job.gw,
+                 gr->job.gh, c->max_latent_size);
+        return -1;
+    }
+    return 0;
+}
+
+char *gen_text(const tok_t *t, const int32_t *ids, int n)
+{
+    char err[TOK_ERR_LEN];
+    tok_buf_t b = {0};
+    if (tok_decode(t, ids, (size_t)n, &b, err)) {
+        tok_buf_free(&b);
+        return NULL;
+    }
+    char *s = utf8_lossy(b.p ? b.p : "", b.n);
+    tok_buf_free(&b);
+    return s;
 }

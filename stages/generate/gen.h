@@ -13,8 +13,10 @@
 
 #include <stdint.h>
 
+#include "../../ipc/rec.h"
 #include "../../models/infer.h"
 #include "../common/latent.h"
+#include "../train/data.h"
 
 typedef struct gen_job {
     /* in */
@@ -37,6 +39,28 @@ typedef struct gen_opts {
     int batch; /* jobs per batch (contexts: one per text job, three per image job) */
 } gen_opts_t;
 
+/* A sample record as a job: its target is the segment marked
+ * "generate": true, else its last segment with a loss; the segments before
+ * it are the context (texts; images as their clean VAE copy when cond, then
+ * their ViT copy when und; a noisy-only image is invisible to what follows,
+ * as in training). A clean VAE copy is the posterior drawn with seed (from
+ * the record's latent moments, or from its pixels through lat; lat may be
+ * NULL when no image needs it). The target's size is the target image's.
+ * The record stays the caller's (borrowed by g until gen_rec_free). 0, or -1
+ * with a one-line reason in why (REC_ERR_LEN bytes). */
+typedef struct gen_rec {
+    data_sample_t ds;
+    int have_ds;
+    int target; /* segment index */
+    infer_chunk_t *ch;
+    float **lat; /* per chunk: owned latent tokens, or NULL */
+    int n_ch;
+    gen_job_t job;
+} gen_rec_t;
+
+int gen_rec_job(gen_rec_t *g, rec_t *r, const model_config_t *cfg, lat_t *lat, uint64_t seed, char *why);
+void gen_rec_free(gen_rec_t *g);
+
 /* The slots an engine needs for batches of `batch` jobs. */
 static inline int gen_slots(int batch) { return 3 * batch; }
 
@@ -45,6 +69,12 @@ static inline int gen_slots(int batch) { return 3 * batch; }
 int gen_run(infer_t *e, const model_config_t *cfg, gen_job_t *jobs, int n, const gen_opts_t *o, char *err,
             size_t errlen);
 void gen_job_clear(gen_job_t *j);
+
+struct tok;
+/* Generated ids as text: the tokenizer's bytes as valid UTF-8 (ill-formed
+ * sequences, which a token split can leave, become U+FFFD). malloc'd, NULL
+ * when out of memory or the ids are not the tokenizer's. */
+char *gen_text(const struct tok *t, const int32_t *ids, int n);
 
 /* An image's latent tokens to pixels: u8 [gh·stride, gw·stride, 3] where
  * stride = model_latent_stride(cfg). The identity autoencoder's tokens are

@@ -319,16 +319,7 @@ static int write_png(const char *path, const uint8_t *img, int H, int W, char *e
     return 0;
 }
 
-static char *detok(app_t *a, const int32_t *ids, int n)
-{
-    char e2[TOK_ERR_LEN];
-    tok_buf_t b = {0};
-    if (tok_decode(a->tok, ids, (size_t)n, &b, e2) || tok_buf_put(&b, "", 1)) {
-        tok_buf_free(&b);
-        return NULL;
-    }
-    return b.p;
-}
+static char *detok(app_t *a, const int32_t *ids, int n) { return gen_text(a->tok, ids, n); }
 
 /* ---- the command line's jobs -------------------------------------------- */
 
@@ -484,13 +475,7 @@ typedef struct pend {
     rec_t *r;
     int sample, bad;
     char why[REC_ERR_LEN];
-    data_sample_t ds;
-    int have_ds;
-    int target; /* segment index */
-    infer_chunk_t *ch;
-    float **lat; /* per chunk: owned latent tokens */
-    int n_ch;
-    gen_job_t job;
+    gen_rec_t g;
 } pend_t;
 
 #define QMAX 256
@@ -508,150 +493,17 @@ typedef struct rq {
 static void pend_free(pend_t *p)
 {
     rec_destroy(&p->r);
-    if (p->have_ds) {
-        p->ds.rec = NULL; /* the record is p->r's to free */
-        data_sample_free(&p->ds);
-    }
-    for (int i = 0; i < p->n_ch; i++)
-        free(p->lat ? p->lat[i] : NULL);
-    free(p->lat);
-    free(p->ch);
-    gen_job_clear(&p->job);
+    gen_rec_free(&p->g);
     memset(p, 0, sizeof *p);
-}
-
-/* latent tokens of an image segment's clean VAE copy: from its moments,
- * drawn, or from its pixels through the autoencoder */
-static float *segment_latent(app_t *a, data_sample_t *s, int i, uint64_t seed, int *gh, int *gw, char *why)
-{
-    const model_config_t *c = &a->cfg;
-    pack_segment_t *g = &s->seg[i];
-    int p = c->latent_patch, D = model_latent_dim(c);
-    char err[512];
-    if (s->moments[i]) {
-        int h = g->lat_h, w = g->lat_w;
-        if (h % p || w % p) {
-            snprintf(why, REC_ERR_LEN, "segment %d: latent %dx%d is not a multiple of the patch %d", i, w, h, p);
-            return NULL;
-        }
-        size_t n = (size_t)c->z_channels * h * w;
-        float *z = malloc(n * sizeof(float)), *tok = malloc(n * sizeof(float));
-        if (!z || !tok) {
-            free(z), free(tok);
-            snprintf(why, REC_ERR_LEN, "out of memory");
-            return NULL;
-        }
-        rng_t rg;
-        rng_seed(&rg, seed);
-        const float *mo = s->moments[i];
-        for (size_t j = 0; j < n; j++)
-            z[j] = c->ae_scale * (mo[j] + expf(0.5f * mo[n + j]) * (float)rng_normal(&rg) - c->ae_shift);
-        op_cpu.patchify_chw(tok, z, c->z_channels, h, w, p);
-        free(z);
-        *gh = h / p, *gw = w / p;
-        return tok;
-    }
-    if (!g->vae) {
-        snprintf(why, REC_ERR_LEN, "segment %d: no vae image or latent", i);
-        return NULL;
-    }
-    if (!a->lat_open) {
-        snprintf(why, REC_ERR_LEN, "segment %d: a pixel image but no autoencoder (--vae)", i);
-        return NULL;
-    }
-    int st = model_latent_stride(c);
-    if (g->vae_h % st || g->vae_w % st) {
-        snprintf(why, REC_ERR_LEN, "segment %d: vae image %dx%d is not a multiple of %d", i, g->vae_w, g->vae_h, st);
-        return NULL;
-    }
-    *gh = g->vae_h / st, *gw = g->vae_w / st;
-    float *tok = malloc((size_t)*gh * *gw * D * sizeof(float));
-    if (!tok || gen_latent_of(&a->lat, c, g->vae, g->vae_h, g->vae_w, seed, tok, err, sizeof err)) {
-        snprintf(why, REC_ERR_LEN, "segment %d: %s", i, tok ? err : "out of memory");
-        free(tok);
-        return NULL;
-    }
-    return tok;
 }
 
 /* a sample record to a job; 0, or -1 with p->why (the sample is rejected) */
 static int make_job(app_t *a, pend_t *p, uint64_t seed)
 {
-    const model_config_t *c = &a->cfg;
-    char err[512];
-    if (data_sample_from_rec(&p->ds, p->r, c, a->lat_open, err, sizeof err)) {
-        p->ds.rec = NULL;
-        data_sample_free(&p->ds);
-        snprintf(p->why, sizeof p->why, "%s", err);
+    if (gen_rec_job(&p->g, p->r, &a->cfg, a->lat_open ? &a->lat : NULL, seed, p->why))
         return -1;
-    }
-    p->have_ds = 1;
-    const msgpack_object *segs = rec_get(p->r, "segments");
-    int n = p->ds.n_seg, target = -1;
-    for (int i = 0; i < n; i++) {
-        bool gflag = false;
-        if (rec_get_bool(&segs->via.array.ptr[i], "generate", &gflag) && gflag) {
-            target = i;
-            break;
-        }
-        if (p->ds.seg[i].loss)
-            target = i;
-    }
-    if (target < 0) {
-        snprintf(p->why, sizeof p->why, "nothing to generate: no segment is marked \"generate\" or has a loss");
-        return -1;
-    }
-    pack_segment_t *tg = &p->ds.seg[target];
-    p->target = target;
-    p->ch = calloc((size_t)2 * (target + 1), sizeof *p->ch);
-    p->lat = calloc((size_t)2 * (target + 1), sizeof *p->lat);
-    if (!p->ch || !p->lat) {
-        snprintf(p->why, sizeof p->why, "out of memory");
-        return -1;
-    }
-    for (int i = 0; i < target; i++) {
-        pack_segment_t *g = &p->ds.seg[i];
-        if (g->kind == PACK_TEXT) {
-            p->ch[p->n_ch++] = (infer_chunk_t){.kind = INFER_TEXT, .ids = g->tokens, .n_ids = g->n_tokens};
-            continue;
-        }
-        if (g->cond) {
-            int gh, gw;
-            float *t = segment_latent(a, &p->ds, i, seed + 1000003u * (uint64_t)(i + 1), &gh, &gw, p->why);
-            if (!t)
-                return -1;
-            p->lat[p->n_ch] = t;
-            p->ch[p->n_ch++] = (infer_chunk_t){.kind = INFER_VAE, .lat = t, .gh = gh, .gw = gw};
-        }
-        if (g->und)
-            p->ch[p->n_ch++] = (infer_chunk_t){.kind = INFER_VIT, .img = g->vit, .img_h = g->vit_h, .img_w = g->vit_w};
-    }
-    p->job = (gen_job_t){.n_chunks = p->n_ch, .chunks = p->ch, .seed = seed};
-    if (tg->kind == PACK_TEXT) {
-        if (!a->tok) {
-            snprintf(p->why, sizeof p->why, "a text target but no tokenizer (--tokenizer)");
-            return -1;
-        }
-        return 0;
-    }
-    if (!c->visual_gen || !a->lat_open) {
-        snprintf(p->why, sizeof p->why, "an image target but %s",
-                 !c->visual_gen ? "the model has no generation branch" : "no autoencoder (--vae)");
-        return -1;
-    }
-    int st = model_latent_stride(c), p2 = c->latent_patch;
-    p->job.want_image = 1;
-    if (p->ds.moments[target])
-        p->job.gh = tg->lat_h / p2, p->job.gw = tg->lat_w / p2;
-    else if (tg->vae)
-        p->job.gh = tg->vae_h / st, p->job.gw = tg->vae_w / st;
-    else {
-        snprintf(p->why, sizeof p->why, "segment %d: the target image has no size (no vae or latent)", target);
-        return -1;
-    }
-    if (p->job.gh > c->max_latent_size || p->job.gw > c->max_latent_size || p->job.gh <= 0 || p->job.gw <= 0) {
-        snprintf(p->why, sizeof p->why, "segment %d: a %dx%d latent grid is beyond the model's %d", target, p->job.gw,
-                 p->job.gh, c->max_latent_size);
+    if (!p->g.job.want_image && !a->tok) {
+        snprintf(p->why, sizeof p->why, "a text target but no tokenizer (--tokenizer)");
         return -1;
     }
     return 0;
@@ -665,8 +517,8 @@ static int finish(rq_t *q, pend_t *p)
     char err[1024], id[160];
     rec_id(p->r, id, sizeof id);
     msgpack_object *segs = rec_map_getw(&p->r->root, "segments");
-    msgpack_object *tg = &segs->via.array.ptr[p->target];
-    gen_job_t *g = &p->job;
+    msgpack_object *tg = &segs->via.array.ptr[p->g.target];
+    gen_job_t *g = &p->g.job;
     if (!g->want_image) {
         char *t = detok(a, g->ids, g->n_ids);
         if (!t)
@@ -742,18 +594,18 @@ static void flush(rq_t *q)
     }
     for (int i = 0; i < q->n; i++)
         if (q->q[i].sample && !q->q[i].bad)
-            jobs[nj] = q->q[i].job, map[nj++] = i;
+            jobs[nj] = q->q[i].g.job, map[nj++] = i;
     if (nj && gen_run(a->e, &a->cfg, jobs, nj, &a->go, err, sizeof err)) {
         log_error("%s", err);
         q->status = EXIT_FATAL;
     }
     for (int j = 0; j < nj; j++)
-        q->q[map[j]].job = jobs[j];
+        q->q[map[j]].g.job = jobs[j];
     free(jobs), free(map);
     for (int i = 0; i < q->n && q->status != EXIT_FATAL; i++) {
         pend_t *p = &q->q[i];
-        if (p->sample && !p->bad && p->job.failed)
-            p->bad = 1, snprintf(p->why, sizeof p->why, "%s", p->job.err);
+        if (p->sample && !p->bad && p->g.job.failed)
+            p->bad = 1, snprintf(p->why, sizeof p->why, "%s", p->g.job.err);
         if (p->sample && !p->bad && finish(q, p))
             p->bad = 1, snprintf(p->why, sizeof p->why, "cannot add the generation to the record");
         if (p->bad) {

@@ -69,7 +69,14 @@ static const char help[] =
     "      --val EP            validation samples (an endpoint that can be read again: files)\n"
     "      --val-every N       steps between validations (default: --save-every)\n"
     "      --patience N        stop after N validations without improvement (default: never)\n"
-    "      --val-metric M      loss, ce or mse (default loss); the best checkpoint is kept\n";
+    "      --val-metric M      loss, ce or mse (default loss); the best checkpoint is kept\n"
+    "Samples (docs/generate.md):\n"
+    "      --sample-prompts FILE  held-out sample records; each one's target is generated from what\n"
+    "                          precedes it (a caption, an answer, an image, an edit)\n"
+    "      --sample-every N    generate them every N steps and at the end, with the EMA weights, into\n"
+    "                          DIR/samples/ (shown in DIR/report.html)\n"
+    "      --sample-count N    prompts taken from the file (default 6)\n"
+    "      --sample-steps N    image timesteps (default 30)\n";
 
 enum {
     O_CONFIG = 1,
@@ -121,6 +128,10 @@ enum {
     O_PEAK,
     O_RECOMPUTE,
     O_TOKENIZER,
+    O_SAMPLE_EVERY,
+    O_SAMPLE_PROMPTS,
+    O_SAMPLE_COUNT,
+    O_SAMPLE_STEPS,
 };
 
 static double num_arg(const char *opt, const char *arg, double lo, double hi)
@@ -192,6 +203,10 @@ int main(int argc, char **argv)
         {"vit-drop", required_argument, 0, O_VIT_DROP},
         {"val", required_argument, 0, O_VAL},
         {"val-every", required_argument, 0, O_VAL_EVERY},
+        {"sample-every", required_argument, 0, O_SAMPLE_EVERY},
+        {"sample-prompts", required_argument, 0, O_SAMPLE_PROMPTS},
+        {"sample-count", required_argument, 0, O_SAMPLE_COUNT},
+        {"sample-steps", required_argument, 0, O_SAMPLE_STEPS},
         {"patience", required_argument, 0, O_PATIENCE},
         {"val-metric", required_argument, 0, O_VAL_METRIC},
         {"vae", required_argument, 0, O_VAE},
@@ -282,6 +297,10 @@ int main(int argc, char **argv)
         case O_RECOMPUTE: o.recompute = 1; break;
         case O_TOKENIZER: o.tokenizer = optarg; break;
         case O_VAL_EVERY: o.val_every = int_arg("val-every", optarg, 1, 1000000000); break;
+        case O_SAMPLE_EVERY: o.sample_every = int_arg("sample-every", optarg, 1, 1000000000); break;
+        case O_SAMPLE_PROMPTS: o.sample_prompts = optarg; break;
+        case O_SAMPLE_COUNT: o.sample_count = (int)int_arg("sample-count", optarg, 1, 64); break;
+        case O_SAMPLE_STEPS: o.sample_steps = (int)int_arg("sample-steps", optarg, 2, 1000); break;
         case O_PATIENCE: o.patience = (int)int_arg("patience", optarg, 1, 1000000); break;
         case O_VAL_METRIC:
             if (strcmp(optarg, "loss") && strcmp(optarg, "ce") && strcmp(optarg, "mse")) {
@@ -303,6 +322,10 @@ int main(int argc, char **argv)
         o.data.max_per_sample = o.data.max_tokens;
     if (!o.out) {
         log_error("--out: the run directory is required");
+        return EXIT_USAGE;
+    }
+    if (o.sample_every && !o.sample_prompts) {
+        log_error("--sample-every: needs --sample-prompts, the records to generate from");
         return EXIT_USAGE;
     }
     o.inputs = st.inputs;

@@ -76,6 +76,110 @@ static void chart(FILE *f, const char *title, series_t *s, int ns)
     fprintf(f, "</svg>\n");
 }
 
+#define NS        8
+#define MAX_TASKS 8
+static const char *const task_colors[8] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
+                                           "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
+
+/* text for HTML */
+static void esc(FILE *f, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '&': fputs("&amp;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: fputc(*s, f);
+        }
+    }
+}
+
+/* samples/index.jsonl (sample.h) as one table a prompt: the prompt, what it
+ * should give, and what each sampled step gave */
+static void samples_section(FILE *f, const char *run_dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/samples/index.jsonl", run_dir);
+    FILE *in = fopen(path, "r");
+    if (!in)
+        return;
+    json_t *rows = json_array();
+    char *line = NULL;
+    size_t cap = 0;
+    int kmax = -1;
+    while (getline(&line, &cap, in) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        if (!j)
+            continue;
+        int k = (int)json_integer_value(json_object_get(j, "k"));
+        kmax = k > kmax ? k : kmax;
+        json_array_append_new(rows, j);
+    }
+    free(line);
+    fclose(in);
+    fprintf(f, "<h2>Samples</h2>\n<p>Generated from held-out prompts with the EMA weights as training went "
+               "(--sample-every); the latest step is on the right.</p>\n");
+    for (int k = 0; k <= kmax; k++) {
+        json_t *first = NULL, *j;
+        size_t i;
+        json_array_foreach(rows, i, j) if (json_integer_value(json_object_get(j, "k")) == k)
+        {
+            first = j;
+            break;
+        }
+        if (!first)
+            continue;
+        const char *kind = json_string_value(json_object_get(first, "kind"));
+        fprintf(f, "<h3>%d. %s</h3>\n<p><b>prompt:</b> ", k + 1, kind ? kind : "");
+        esc(f, json_string_value(json_object_get(first, "prompt")));
+        char in_png[1200];
+        snprintf(in_png, sizeof in_png, "%s/samples/in-%d.png", run_dir, k);
+        FILE *t = fopen(in_png, "r");
+        if (t) {
+            fclose(t);
+            fprintf(f, " <img src=\"samples/in-%d.png\" height=\"96\" style=\"vertical-align:middle\">", k);
+        }
+        const char *ref = json_string_value(json_object_get(first, "reference"));
+        const char *ref_img = json_string_value(json_object_get(first, "ref_image"));
+        if (ref || ref_img) {
+            fprintf(f, "<br><b>reference:</b> ");
+            if (ref)
+                esc(f, ref);
+            if (ref_img) {
+                fprintf(f, "<img src=\"");
+                esc(f, ref_img);
+                fprintf(f, "\" height=\"96\" style=\"vertical-align:middle\">");
+            }
+        }
+        fprintf(f, "</p>\n<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr>");
+        json_array_foreach(rows, i, j) if (json_integer_value(json_object_get(j, "k")) == k) fprintf(
+            f, "<th>step %lld</th>", (long long)json_integer_value(json_object_get(j, "step")));
+        fprintf(f, "</tr><tr>");
+        json_array_foreach(rows, i, j) if (json_integer_value(json_object_get(j, "k")) == k)
+        {
+            const char *img = json_string_value(json_object_get(j, "image"));
+            const char *txt = json_string_value(json_object_get(j, "text"));
+            const char *er = json_string_value(json_object_get(j, "error"));
+            fprintf(f, "<td style=\"vertical-align:top; max-width:16em\">");
+            if (img) {
+                fprintf(f, "<img src=\"");
+                esc(f, img);
+                fprintf(f, "\" height=\"128\">");
+            } else if (txt) {
+                esc(f, txt);
+            } else if (er) {
+                fprintf(f, "<i>");
+                esc(f, er);
+                fprintf(f, "</i>");
+            }
+            fprintf(f, "</td>");
+        }
+        fprintf(f, "</tr></table>\n");
+    }
+    json_decref(rows);
+}
+
 int report_write(const char *run_dir, const char *title, char *err, size_t errlen)
 {
     char path[1100], tmp[1200];
@@ -85,8 +189,13 @@ int report_write(const char *run_dir, const char *title, char *err, size_t errle
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    series_t s[6] = {{"loss", "#1f77b4"},     {"ce", "#ff7f0e"},     {"mse", "#2ca02c"},
-                     {"val loss", "#d62728"}, {"val ce", "#9467bd"}, {"val mse", "#8c564b"}};
+    series_t s[NS] = {{"loss", "#1f77b4"},     {"ce", "#ff7f0e"},     {"mse", "#2ca02c"},
+                      {"val loss", "#d62728"}, {"val ce", "#9467bd"}, {"val mse", "#8c564b"},
+                      {"lr", "#1f77b4"},       {"tokens/s", "#2ca02c"}};
+    /* per task: CE and MSE series, named by the task */
+    series_t tce[MAX_TASKS] = {0}, tmse[MAX_TASKS] = {0};
+    char tname[MAX_TASKS][2][40];
+    int nt = 0;
     char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, in) > 0) {
@@ -101,6 +210,30 @@ int report_write(const char *run_dir, const char *title, char *err, size_t errle
                 push(&s[1], x, json_number_value(json_object_get(j, "ce")));
             if (json_integer_value(json_object_get(j, "mse_tokens")) > 0)
                 push(&s[2], x, json_number_value(json_object_get(j, "mse")));
+            push(&s[6], x, json_number_value(json_object_get(j, "lr")));
+            push(&s[7], x, json_number_value(json_object_get(j, "tokens_per_s")));
+            const char *tk;
+            json_t *tv;
+            json_object_foreach(json_object_get(j, "tasks"), tk, tv)
+            {
+                int k = 0;
+                while (k < nt && strcmp(tname[k][0] + 3, tk))
+                    k++;
+                if (k == nt) {
+                    if (nt == MAX_TASKS)
+                        continue;
+                    snprintf(tname[k][0], sizeof tname[k][0], "ce %s", tk);
+                    snprintf(tname[k][1], sizeof tname[k][1], "mse %s", tk);
+                    tce[k].key = tname[k][0], tmse[k].key = tname[k][1];
+                    tce[k].color = tmse[k].color = task_colors[k % 8];
+                    nt++;
+                }
+                json_t *ce = json_object_get(tv, "ce"), *mse = json_object_get(tv, "mse");
+                if (ce)
+                    push(&tce[k], x, json_number_value(ce));
+                if (mse)
+                    push(&tmse[k], x, json_number_value(mse));
+            }
         } else if (json_is_integer(vs)) {
             double x = (double)json_integer_value(vs);
             push(&s[3], x, json_number_value(json_object_get(j, "val_loss")));
@@ -124,7 +257,12 @@ int report_write(const char *run_dir, const char *title, char *err, size_t errle
             "style=\"font-family: sans-serif\">\n<h1>%s</h1>\n<p>From metrics.jsonl; one point per logged step.</p>\n",
             title, title);
     chart(f, "Training loss (total, next-token CE, flow-matching MSE)", s, 3);
+    chart(f, "Next-token CE by task", tce, nt);
+    chart(f, "Flow-matching MSE by task", tmse, nt);
     chart(f, "Validation", s + 3, 3);
+    chart(f, "Learning rate", s + 6, 1);
+    chart(f, "Throughput (tokens/s)", s + 7, 1);
+    samples_section(f, run_dir);
     fprintf(f, "</body></html>\n");
     if (fclose(f) || rename(tmp, path)) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -132,9 +270,13 @@ int report_write(const char *run_dir, const char *title, char *err, size_t errle
     }
     rc = 0;
 out:
-    for (int k = 0; k < 6; k++) {
+    for (int k = 0; k < NS; k++) {
         free(s[k].x);
         free(s[k].y);
+    }
+    for (int k = 0; k < nt; k++) {
+        free(tce[k].x), free(tce[k].y);
+        free(tmse[k].x), free(tmse[k].y);
     }
     return rc;
 }

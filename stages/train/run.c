@@ -36,6 +36,7 @@
 #include "../common/log.h"
 #include "../common/stage.h"
 #include "report.h"
+#include "sample.h"
 #include "tb.h"
 
 void train_opts_default(train_opts_t *o)
@@ -292,6 +293,7 @@ typedef struct run {
     FILE *metrics, *rejects;
     tb_writer_t *tb;
     ae_t *ae;
+    sampler_t *sampler; /* --sample-every */
     char dir[1024];
     data_pos_t pos; /* after the last batch trained on */
     long bad_in_row, stale_vals, last_saved;
@@ -547,6 +549,24 @@ typedef struct val_result {
     long n_ce, n_mse;
 } val_result_t;
 
+/* the sample generations of step, with the EMA weights (the parameters
+ * when EMA is off); a failure is logged and the run goes on */
+static void sample_step(run_t *r, long step)
+{
+    if (!r->sampler)
+        return;
+    char e2[600], title[200];
+    double t0 = now_s();
+    if (sampler_run(r->sampler, r->m, r->ema ? r->ema : r->m->param_mem, step, e2, sizeof e2)) {
+        log_error("samples: step %ld: %s", step, e2);
+        return;
+    }
+    log_info("samples step=%ld seconds=%.1f", step, now_s() - t0);
+    snprintf(title, sizeof title, "bagel-train: %s, step %ld", r->cfg.name, step);
+    if (report_write(r->dir, title, e2, sizeof e2))
+        log_error("report: %s", e2);
+}
+
 static int validate(run_t *r, val_result_t *v)
 {
     train_opts_t *o = r->o;
@@ -801,6 +821,19 @@ int train_run(train_opts_t *o)
     if (!r->tb)
         goto fail;
 
+    if (o->sample_prompts) {
+        sampler_opts_t so = {.prompts = o->sample_prompts,
+                             .count = o->sample_count > 0 ? o->sample_count : 6,
+                             .steps = o->sample_steps > 0 ? o->sample_steps : 30,
+                             .max_tokens = 48,
+                             .vae = o->vae,
+                             .tokenizer = o->tokenizer,
+                             .run_dir = r->dir};
+        r->sampler = sampler_open(&so, &r->cfg, m->ops, r->err, sizeof r->err);
+        if (!r->sampler)
+            goto fail;
+    }
+
     /* input */
     static const char *const dash[] = {"-"};
     char e1[REC_ERR_LEN];
@@ -992,6 +1025,8 @@ int train_run(train_opts_t *o)
                 stop = 1;
             }
         }
+        if (o->sample_every && step % o->sample_every == 0)
+            sample_step(r, step);
         if ((o->save_every && step % o->save_every == 0 && r->last_saved != step) || (stop && r->last_saved != step))
             if (save_checkpoint(r, step))
                 goto fail;
@@ -1004,6 +1039,8 @@ int train_run(train_opts_t *o)
         snprintf(r->err, sizeof r->err, "%s", data_error(d));
         goto fail;
     }
+    if (r->sampler && r->opt->step > 0 && (!o->sample_every || r->opt->step % o->sample_every))
+        sample_step(r, r->opt->step); /* the end's samples */
     if (r->last_saved != r->opt->step && r->opt->step > 0 && save_checkpoint(r, r->opt->step))
         goto fail;
     data_stats_t ds = data_stats(d);
@@ -1030,6 +1067,7 @@ out:
         fclose(r->rejects);
     if (r->ema)
         r->m->ops->free(r->ema);
+    sampler_close(&r->sampler);
     optim_destroy(&r->opt);
     model_destroy(&r->m);
     ae_destroy(&r->ae);

@@ -19,6 +19,9 @@ typedef struct train_opts {
     unsigned long long max_memory;
     double peak_tflops; /* for MFU; 0: known GPUs' peaks, none on the CPU */
     int recompute;      /* --recompute: one layer's activations, recomputed in the backward */
+    const char *sample_prompts; /* --sample-prompts: held-out records to generate from */
+    long sample_every;
+    int sample_count, sample_steps;
     double lr, min_lr, beta1, beta2, eps, weight_decay, clip, ema, ce_weight, mse_weight, timestep_shift;
     data_opts_t data;
     const char *const *inputs;
