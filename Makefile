@@ -15,6 +15,8 @@ BUILD ?= build
 CC ?= gcc
 CUDA ?= auto
 FUZZ_SECONDS ?= 60
+# the supervisor and its fuzz harness want Debian 12's own Python (3.11, tomllib)
+PYTHON3 ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
 VERSION := $(shell cat VERSION)
 
 # ---- dependencies, found with pkg-config; each missing one named with the
@@ -247,8 +249,12 @@ fuzz: $(FUZZ_TARGETS)
 	    || { tail -40 build-fuzz/$$name.log; echo "fuzz: $$name FAILED"; exit 1; }; \
 	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
+	@echo "fuzz: fuzz_pipeline (scripts/bagel-supervise's file reader) for $(FUZZ_SECONDS)s"; \
+	  $(PYTHON3) tests/fuzz/fuzz_pipeline.py --seconds $(FUZZ_SECONDS) --out build-fuzz tests/fuzz/corpus/fuzz_pipeline \
+	    >build-fuzz/fuzz_pipeline.log 2>&1 || { tail -40 build-fuzz/fuzz_pipeline.log; echo "fuzz: fuzz_pipeline FAILED"; exit 1; }; \
+	  tail -1 build-fuzz/fuzz_pipeline.log
 
-bench: bench-ipc bench-read bench-tokenize bench-image bench-model bench-eval
+bench: bench-ipc bench-read bench-tokenize bench-image bench-model bench-eval bench-supervise
 
 bench-ipc: all
 	@BUILD=$(BUILD) scripts/bench/ipc.sh
@@ -264,6 +270,11 @@ bench-image: all
 
 bench-model: all
 	@BUILD=$(BUILD) scripts/bench/model.sh
+
+# read | tokenize | image under bagel-supervise beside the slowest stage alone
+.PHONY: bench-supervise
+bench-supervise: all
+	@BUILD=$(BUILD) scripts/bench/supervise.sh
 
 # bagel-eval's metrics beside sacrebleu, rouge-score and NLTK (scripts/bench/eval.sh)
 $(BUILD)/tools/bench-eval: $(call obj,scripts/bench/bench_eval.c) $(filter-out %/rows.o,$(EVAL_LIB_OBJ))
