@@ -198,6 +198,16 @@ typedef struct op_table {
      * §6.4): tokens -> u8 [H, W, C], ((x·0.5 + 0.5) clamped to [0, 1])·255
      * truncated, in fp32 (NaN -> 0) */
     void (*unpatchify_u8)(uint8_t *img, const float *tokens, int H, int W, int C, int p);
+
+    /* inference */
+    /* out[r] = the first index of the largest of x[r, 0..c) (NaN never
+     * counts as larger), r < n; out is backend memory */
+    void (*argmax_rows)(int32_t *out, const float *x, int n, int c);
+    /* The floats [w, w + n) stay unchanged until the next call (n = 0: no
+     * such promise any more): a backend may keep converted copies of the
+     * weights in it (CUDA's bf16 products then skip rounding them at each
+     * call). Changing them meanwhile is an error the backend cannot see. */
+    void (*hold_weights)(const float *w, size_t n);
 } op_table_t;
 
 /* floats of scratch classifier_ce needs for `chunk` rows of a V-wide vocabulary */

@@ -52,6 +52,8 @@ enum {
     P_affine,
     P_gauss_sample,
     P_unpatchify_u8,
+    P_argmax_rows,
+    P_hold_weights,
     P_N
 };
 static const char *const op_names[P_N] = {
@@ -97,6 +99,8 @@ static const char *const op_names[P_N] = {
     "affine",
     "gauss_sample",
     "unpatchify_u8",
+    "argmax_rows",
+    "hold_weights",
 };
 
 static const op_table_t *prof_inner;
@@ -411,6 +415,20 @@ static void w_gauss_sample(float *z, const float *mean, const float *logvar, con
     end(P_gauss_sample, t0_);
 }
 
+static void w_argmax_rows(int32_t *out, const float *x, int n, int c)
+{
+    double t0_ = begin();
+    prof_inner->argmax_rows(out, x, n, c);
+    end(P_argmax_rows, t0_);
+}
+
+static void w_hold_weights(const float *w, size_t n)
+{
+    double t0_ = begin();
+    prof_inner->hold_weights(w, n);
+    end(P_hold_weights, t0_);
+}
+
 static void w_unpatchify_u8(uint8_t *img, const float *tokens, int H, int W, int C, int p)
 {
     double t0_ = begin();
@@ -465,6 +483,8 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.affine = w_affine;
     wrapped.gauss_sample = w_gauss_sample;
     wrapped.unpatchify_u8 = w_unpatchify_u8;
+    wrapped.argmax_rows = w_argmax_rows;
+    wrapped.hold_weights = w_hold_weights;
     op_prof_reset();
     return &wrapped;
 }

@@ -45,6 +45,7 @@ struct infer {
     int32_t *d_idx;        /* (head_cap) */
     float *d_h, *d_out;    /* (head_cap, H), (head_cap, max(V, D)) */
     float *h_out;          /* host (head_cap, max(V, D)) */
+    int32_t *h_ids;        /* host (head_cap) */
     pack_t pk;             /* chunks and decoding steps */
     pack_t pq[2];          /* image queries: without and with the CFG branches */
     const model_batch_t *last; /* the batch of the last forward */
@@ -92,11 +93,13 @@ static int infer_grow_heads(infer_t *e, int rows)
     if (e->d_idx)
         o->free(e->d_idx), o->free(e->d_h), o->free(e->d_out);
     free(e->h_out);
+    free(e->h_ids);
+    e->h_ids = malloc((size_t)cap * sizeof(int32_t));
     e->d_idx = o->alloc((size_t)cap * sizeof(int32_t));
     e->d_h = o->alloc((size_t)cap * c->hidden * sizeof(float));
     e->d_out = o->alloc((size_t)cap * wide * sizeof(float));
     e->h_out = malloc((size_t)cap * wide * sizeof(float));
-    if (!e->d_idx || !e->d_h || !e->d_out || !e->h_out) {
+    if (!e->d_idx || !e->d_h || !e->d_out || !e->h_out || !e->h_ids) {
         e->head_cap = 0;
         return -1;
     }
@@ -138,6 +141,8 @@ infer_t *infer_new(model_t *m, int n_slots, int slot_rows, char *err, size_t err
         }
     }
     e->kv.k = e->k, e->kv.v = e->v;
+    /* the weights stay as they are while the engine runs (infer_weights_changed) */
+    e->o->hold_weights(m->param_mem, m->n_floats);
     pack_init(&e->pk, c, &pack_default_opts, 1);
     pack_init(&e->pq[0], c, &pack_default_opts, 1);
     pack_init(&e->pq[1], c, &pack_default_opts, 1);
@@ -162,13 +167,17 @@ void infer_destroy(infer_t **pe)
     if (e->d_idx)
         o->free(e->d_idx), o->free(e->d_h), o->free(e->d_out);
     free(e->h_out);
+    free(e->h_ids);
     free(e->zero_lat);
+    e->o->hold_weights(NULL, 0);
     pack_free(&e->pk);
     pack_free(&e->pq[0]);
     pack_free(&e->pq[1]);
     free(e);
     *pe = NULL;
 }
+
+void infer_weights_changed(infer_t *e) { e->o->hold_weights(e->m->param_mem, e->m->n_floats); }
 
 void infer_reset(infer_t *e, int slot) { e->len[slot] = e->rope[slot] = 0; }
 int infer_len(const infer_t *e, int slot) { return e->len[slot]; }
@@ -481,16 +490,29 @@ int infer_text(infer_t *e, const int *slots, int n, const infer_text_opts_t *o, 
         const float *hf = infer_forward(e, &e->pk.b, aslot, 1, err, errlen);
         if (!hf)
             goto done;
-        /* one token a sample: rows are the samples' in order (all text) */
+        /* one token a sample: rows are the samples' in order (all text).
+         * Greedy steps take the argmax on the backend and bring back one id
+         * a sequence; sampling (and a caller that wants them) the logits */
         e->o->linear_fwd(e->d_out, hf, e->m->w.lm_head, NULL, na, H, V);
-        e->o->download(e->h_out, e->d_out, (size_t)na * V * sizeof(float));
+        int want_logits = o->temperature > 0.0f || (logits_out && step < logits_steps);
+        if (want_logits) {
+            e->o->download(e->h_out, e->d_out, (size_t)na * V * sizeof(float));
+        } else {
+            e->o->argmax_rows(e->d_idx, e->d_out, na, V);
+            e->o->download(e->h_ids, e->d_idx, (size_t)na * sizeof(int32_t));
+        }
         int keep = 0;
         for (int a = 0; a < na; a++) {
             int i = active[a];
-            const float *lg = e->h_out + (size_t)e->pk.b.row_of_pos[a] * V;
-            if (logits_out && step < logits_steps)
-                memcpy(logits_out + ((size_t)step * n + i) * V, lg, (size_t)V * sizeof(float));
-            int t = pick_token(lg, V, o, &rg[i], buf);
+            int t;
+            if (want_logits) {
+                const float *lg = e->h_out + (size_t)e->pk.b.row_of_pos[a] * V;
+                if (logits_out && step < logits_steps)
+                    memcpy(logits_out + ((size_t)step * n + i) * V, lg, (size_t)V * sizeof(float));
+                t = pick_token(lg, V, o, &rg[i], buf);
+            } else {
+                t = e->h_ids[e->pk.b.row_of_pos[a]];
+            }
             if (t == c->eos_id && !o->no_stop) {
                 stopped[i] = 1;
                 continue;

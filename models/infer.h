@@ -82,6 +82,12 @@ typedef void (*infer_step_fn)(void *user, int image, int step, float t, float dt
 infer_t *infer_new(model_t *m, int n_slots, int slot_rows, char *err, size_t errlen);
 void infer_destroy(infer_t **e);
 
+/* The engine holds the model's weights unchanged while it lives
+ * (op_table_t.hold_weights: a backend may keep converted copies of them);
+ * whoever changes them calls this (the caches are not changed). Only one
+ * engine at a time holds weights. */
+void infer_weights_changed(infer_t *e);
+
 /* Empties a context; copies one into another (cache rows and position). */
 void infer_reset(infer_t *e, int slot);
 void infer_copy(infer_t *e, int dst, int src);

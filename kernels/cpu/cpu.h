@@ -98,4 +98,8 @@ void cpu_affine(float *out, const float *in, float a, float b, size_t m);
 void cpu_gauss_sample(float *z, const float *mean, const float *logvar, const float *eps, size_t m);
 void cpu_unpatchify_u8(uint8_t *img, const float *tokens, int H, int W, int C, int p);
 
+/* cpu_rows.c */
+void cpu_argmax_rows(int32_t *out, const float *x, int n, int c);
+void cpu_hold_weights(const float *w, size_t n);
+
 #endif

@@ -33,3 +33,18 @@ void cpu_rows_add(float *out, const int32_t *oi, const float *in, const int32_t 
         }
     }
 }
+
+void cpu_argmax_rows(int32_t *out, const float *x, int n, int c)
+{
+    for (int r = 0; r < n; r++) {
+        const float *v = x + (size_t)r * c;
+        int best = 0;
+        for (int j = 1; j < c; j++)
+            if (v[j] > v[best] || (v[best] != v[best] && v[j] == v[j]))
+                best = j;
+        out[r] = best;
+    }
+}
+
+/* the CPU multiplies the fp32 weights themselves: nothing to keep */
+void cpu_hold_weights(const float *w, size_t n) { (void)w, (void)n; }

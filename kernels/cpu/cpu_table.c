@@ -49,4 +49,6 @@ const op_table_t op_cpu = {
     .affine = cpu_affine,
     .gauss_sample = cpu_gauss_sample,
     .unpatchify_u8 = cpu_unpatchify_u8,
+    .argmax_rows = cpu_argmax_rows,
+    .hold_weights = cpu_hold_weights,
 };

@@ -71,6 +71,12 @@ void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, cons
 void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                     const float *q, const float *k, const float *v, const op_attn_t *a);
 
+/* cuda_rows.cu: the first index of each row's largest value */
+void cuda_argmax_rows(int32_t *out, const float *x, int n, int c);
+/* cuda_linear.cu: bf16 copies of held weights (op_table_t.hold_weights),
+ * made at their first product and kept until the hold ends */
+void cuda_hold_weights(const float *w, size_t n);
+
 /* cuda_kvattn.cu: inference attention against a cache */
 void cuda_attention_kv(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a);
 

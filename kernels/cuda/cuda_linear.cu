@@ -116,6 +116,63 @@ __global__ void k_bias_rows(float *out, const float *b, size_t total, int c)
 
 void cuda_colsum_add(float *dst, const float *src, int n, int c) { cuda_col_reduce(NULL, dst, src, NULL, NULL, NULL, n, c); }
 
+/* ---- held weights: bf16 copies made once (op_table_t.hold_weights) ---- */
+
+typedef struct held {
+    const float *w;
+    size_t n;
+    __nv_bfloat16 *w16;
+} held_t;
+
+static const float *hold_lo, *hold_hi;
+static held_t *held;
+static int n_held, cap_held;
+
+void cuda_hold_weights(const float *w, size_t n)
+{
+    if (n_held) {
+        CU_CHECK(cudaStreamSynchronize(cuda_stream)); /* products may still read them */
+        for (int i = 0; i < n_held; i++)
+            CU_CHECK(cudaFree(held[i].w16));
+    }
+    n_held = 0;
+    hold_lo = n ? w : NULL;
+    hold_hi = n ? w + n : NULL;
+    if (!n) {
+        free(held);
+        held = NULL;
+        cap_held = 0;
+    }
+}
+
+/* the bf16 copy of a held weight [rows, cols] (packed), or NULL when w is
+ * not held or no copy can be made */
+static const __nv_bfloat16 *held_bf16(const float *w, int rows, int cols)
+{
+    size_t n = (size_t)rows * cols;
+    if (!hold_lo || w < hold_lo || w + n > hold_hi)
+        return NULL;
+    for (int i = 0; i < n_held; i++)
+        if (held[i].w == w && held[i].n == n)
+            return held[i].w16;
+    if (n_held == cap_held) {
+        int c = cap_held ? 2 * cap_held : 256;
+        held_t *g = (held_t *)realloc(held, (size_t)c * sizeof *held);
+        if (!g)
+            return NULL;
+        held = g, cap_held = c;
+    }
+    __nv_bfloat16 *d;
+    if (cudaMalloc(&d, n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return NULL; /* no room for a copy: the product rounds as usual */
+    }
+    const __nv_bfloat16 *tmp = to_bf16(CUDA_SCRATCH_GEMM_B, w, rows, cols, cols);
+    CU_CHECK(cudaMemcpyAsync(d, tmp, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, cuda_stream));
+    held[n_held++] = (held_t){w, n, d};
+    return d;
+}
+
 void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim)
 {
     if (n <= 0 || out_dim <= 0)
@@ -127,6 +184,12 @@ void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b
     }
     if (in_dim <= 0)
         return;
+    const __nv_bfloat16 *w16 = cuda_bf16 && !gemm_fast16bf() ? held_bf16(w, out_dim, in_dim) : NULL;
+    if (w16) {
+        __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim);
+        gemm16('n', 't', n, out_dim, in_dim, 1.0f, x16, in_dim, w16, in_dim, b ? 1.0f : 0.0f, out, out_dim);
+        return;
+    }
     cuda_gemm_rm('n', 't', n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, b ? 1.0f : 0.0f, out, out_dim);
 }
 

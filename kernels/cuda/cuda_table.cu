@@ -51,6 +51,8 @@ static op_table_t cuda_table(void)
     t.affine = cuda_affine;
     t.gauss_sample = cuda_gauss_sample;
     t.unpatchify_u8 = cuda_unpatchify_u8;
+    t.argmax_rows = cuda_argmax_rows;
+    t.hold_weights = cuda_hold_weights;
     return t;
 }
 

@@ -280,6 +280,7 @@ int sampler_run(sampler_t *s, const model_t *trained, const float *weights, long
     const op_table_t *o = s->ops;
     o->zero(s->m->param_mem, s->m->n_floats * sizeof(float));
     o->axpy(s->m->param_mem, 1.0f, weights, s->m->n_floats);
+    infer_weights_changed(s->e);
     gen_job_t jobs[MAX_PROMPTS];
     for (int k = 0; k < s->n; k++) {
         jobs[k] = s->p[k].g.job;

@@ -747,6 +747,49 @@ static void t_attention_kv(void)
     }
 }
 
+/* argmax_rows: random rows, rows with ties (the first index wins), a row
+ * with NaNs, a one-column row; and held weights: bf16 products from the kept
+ * copies equal the products that round the weights each call */
+static void t_argmax_hold(void)
+{
+    int n = 9, c = 151937;
+    float *x = hrand((size_t)n * c, -3, 3);
+    x[(size_t)1 * c + 7] = 9.0f, x[(size_t)1 * c + 100] = 9.0f; /* a tie */
+    x[(size_t)2 * c + 0] = NAN, x[(size_t)2 * c + 5] = 8.0f;     /* NaN first */
+    x[(size_t)3 * c + c - 1] = 12.0f;                            /* at the end */
+    int32_t *want = host_alloc((size_t)n * 4), *got = host_alloc((size_t)n * 4);
+    C->argmax_rows(want, x, n, c);
+    int32_t *dgot = dev_alloc((size_t)n * 4);
+    G->argmax_rows(dgot, DF(x, (size_t)n * c), n, c);
+    G->download(got, dgot, (size_t)n * 4);
+    if (want[1] != 7 || want[2] != 5 || want[3] != c - 1)
+        fail("cpu argmax_rows: %d %d %d, expected 7 5 %d", want[1], want[2], want[3], c - 1);
+    for (int r = 0; r < n; r++)
+        if (got[r] != want[r])
+            fail("argmax_rows row %d: %d, cpu %d", r, got[r], want[r]);
+    float one[3] = {0.5f, -1.0f, 2.0f};
+    G->argmax_rows(dgot, DF(one, 3), 3, 1);
+    G->download(got, dgot, 12);
+    if (got[0] || got[1] || got[2])
+        fail("argmax_rows of one column: %d %d %d", got[0], got[1], got[2]);
+
+    int rows = 33, in = 64, out = 48;
+    float *w = hrand((size_t)out * in, -1, 1), *a = hrand((size_t)rows * in, -1, 1), *b = hrand(out, -1, 1);
+    float *dw_ = DF(w, (size_t)out * in), *da = DF(a, (size_t)rows * in), *db_ = DF(b, out);
+    float *plain = dnan((size_t)rows * out), *kept = dnan((size_t)rows * out), *again = dnan((size_t)rows * out);
+    cuda_ops_set_bf16(1);
+    G->linear_fwd(plain, da, dw_, db_, rows, in, out);
+    G->hold_weights(dw_, (size_t)out * in);
+    G->linear_fwd(kept, da, dw_, db_, rows, in, out);
+    G->linear_fwd(again, da, dw_, db_, rows, in, out);
+    G->hold_weights(NULL, 0);
+    cuda_ops_set_bf16(0);
+    float *hp = host_alloc((size_t)rows * out * 4);
+    G->download(hp, plain, (size_t)rows * out * 4);
+    check("linear_fwd with held weights", kept, hp, (size_t)rows * out, 0.0);
+    check("linear_fwd with held weights, the kept copy", again, hp, (size_t)rows * out, 0.0);
+}
+
 static const test_t tests[] = {
     {"linear forward and backward", t_linear},
     {"rmsnorm forward and backward", t_rmsnorm},
@@ -772,6 +815,7 @@ static const test_t tests[] = {
     {"bf16: attention, 10 random packings, head dims 40-128", t_bf16_attention_random},
     {"bf16: attention, a 2100-position packing", t_bf16_attention_long},
     {"attention against a cache (decoding, prompts, image chunks), fp32 and bf16", t_attention_kv},
+    {"argmax_rows; bf16 products from held weights", t_argmax_hold},
 };
 
 int main(void)

@@ -227,6 +227,19 @@ static void t_decode_equals_full(void **state)
         assert_int_equal(best, got);
     }
     print_message("%d decoding steps match one forward (%s)\n", steps, stop ? "stopped at <|im_end|>" : "max tokens");
+    /* without logits asked for, greedy steps take the backend's argmax_rows:
+     * the same ids */
+    infer_reset(e, 0);
+    build(e, 0);
+    int32_t *ids2;
+    int nid2, stop2;
+    slot = 0;
+    if (infer_text(e, &slot, 1, &o, &ids2, &nid2, &stop2, NULL, 0, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(nid2, nid);
+    assert_int_equal(stop2, stop);
+    assert_memory_equal(ids2, ids, (size_t)nid * sizeof(int32_t));
+    free(ids2);
     free(ids);
     free(lg);
     free(h);
