@@ -16,5 +16,6 @@ grep '"step"' "$m" | sed -E 's/.*"step": ?([0-9]+).*"loss": ?([-0-9.e+]+).*"ce":
         printf "demo: %d steps logged (last step %d)\n", NR, step[NR]
         printf "demo: loss %.3f -> %.3f   (ce %.3f -> %.3f, mse %.3f -> %.3f; means of the first and last %d logged steps)\n", a / k, b / k, ac / k, bc / k, am / k, bm / k, k
         printf "demo: %.0f tokens/s on the CPU, data wait %.1f%% of step time\n", tps / NR, 100 * wait / NR
-        printf "demo: look at %s/report.html (loss curves), %s/metrics.jsonl, %s/checkpoints/, and TensorBoard: tensorboard --logdir %s/tb\n", run, run, run, run
+        printf "demo: open %s/report.html: the loss curves and what the model generated from held-out prompts as it trained\n", run
+        printf "demo: also %s/metrics.jsonl, %s/samples/, %s/checkpoints/, and TensorBoard: tensorboard --logdir %s/tb\n", run, run, run, run
     }'
