@@ -14,7 +14,11 @@
  *    branches of a step run as one batch here.
  *
  *   bench-generate [--device cuda|cpu] [--precision bf16|fp32] [--smoke]
- *                  [--iters N] [CONFIG[:LAYERS] ...]
+ *                  [--iters N] [--profile] [CONFIG[:LAYERS] ...]
+ *
+ * --profile: every op timed between two syncs (kernels/prof.h), the table of
+ * each measurement's timed runs printed to stderr (the times themselves then
+ * include the syncs).
  *
  * Weights: the deterministic test weights (tests/reference/FORMAT.md), as
  * the peer's. Timing: ops->sync, then a host clock; the median of --iters
@@ -25,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../kernels/prof.h"
 #include "../../models/infer.h"
 #include "../../models/rng.h"
 #include "../../stages/common/compute_env.h"
@@ -50,6 +55,22 @@ static double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmpd);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int profile;
+
+static void prof_begin(void)
+{
+    if (profile)
+        op_prof_reset();
+}
+
+static void prof_end(const char *what, int runs)
+{
+    if (!profile)
+        return;
+    fprintf(stderr, "# profile: %s, per run\n", what);
+    op_prof_print(stderr, runs);
 }
 
 static void die(const char *what, const char *err)
@@ -98,6 +119,8 @@ static void bench_text(infer_t *e, model_t *m, const char *base, int B, int n_pr
     o.no_stop = 1;
     double *pre = malloc((size_t)(iters + 1) * sizeof(double)), *dec = malloc((size_t)(iters + 1) * sizeof(double));
     for (int it = -1; it < iters; it++) {
+        if (it == 0)
+            prof_begin();
         for (int b = 0; b < B; b++)
             infer_reset(e, b);
         ops->sync();
@@ -120,6 +143,9 @@ static void bench_text(infer_t *e, model_t *m, const char *base, int B, int n_pr
         if (it >= 0)
             pre[it] = t1 - t0, dec[it] = t2 - t1;
     }
+    char what[64];
+    snprintf(what, sizeof what, "text batch %d (prompt and decoding)", B);
+    prof_end(what, iters);
     double s = median(dec, iters), p = median(pre, iters);
     printf("{%s,\"measure\":\"text_decode\",\"batch\":%d,\"prompt_tokens\":%d,\"new_tokens\":%d,\"seconds\":%.5f,"
            "\"tokens_per_s\":%.2f,\"ms_per_step\":%.4f,\"prefill_ms\":%.3f,\"runs\":%d}\n",
@@ -152,6 +178,8 @@ static void bench_image(infer_t *e, model_t *m, const char *base, int side, int 
     double *t = malloc((size_t)(iters + 1) * sizeof(double));
     int evals = 0;
     for (int it = -1; it < iters; it++) {
+        if (it == 0)
+            prof_begin();
         for (int s = 0; s < 3; s++)
             infer_reset(e, s);
         o.num_timesteps = it < 0 ? 3 : steps;
@@ -168,6 +196,7 @@ static void bench_image(infer_t *e, model_t *m, const char *base, int side, int 
             if (!isfinite(x[i]))
                 die("image", "a latent is not finite");
     }
+    prof_end(label, iters);
     /* evaluations: one a step, plus the branches where guidance is on */
     float *ts = malloc((size_t)steps * sizeof(float));
     infer_schedule(ts, steps, o.timestep_shift);
@@ -196,6 +225,8 @@ int main(int argc, char **argv)
             precision = argv[++i];
         else if (!strcmp(argv[i], "--smoke"))
             smoke = 1;
+        else if (!strcmp(argv[i], "--profile"))
+            profile = 1;
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
             iters = atoi(argv[++i]);
         else if (argv[i][0] != '-' && nspec < 16)
@@ -215,6 +246,9 @@ int main(int argc, char **argv)
     double peak;
     if (compute_ops(device, precision, &ops, &peak, err, sizeof err))
         die("device", err);
+    const op_table_t *base_ops = ops;
+    if (profile)
+        ops = op_prof_wrap(ops);
     for (int k = 0; k < nspec; k++) {
         char name[128];
         snprintf(name, sizeof name, "%s", specs[k]);
@@ -252,6 +286,6 @@ int main(int argc, char **argv)
         infer_destroy(&e);
         model_destroy(&m);
     }
-    compute_ops_done(ops);
+    compute_ops_done(base_ops);
     return 0;
 }

@@ -1295,6 +1295,59 @@ static void test_memory(void **state)
     T->free(NULL);
 }
 
+/* attention against a cache: queries with random key ranges in a cache of
+ * several contexts (permuted query rows, GQA), against a double softmax;
+ * argmax_rows with a tie and a NaN */
+static void test_attention_kv(void **state)
+{
+    (void)state;
+    new_case();
+    int nh = 6, nkv = 2, d = 24, rows = 300, nq = 37;
+    size_t ld = (size_t)nkv * d;
+    float *kc = frand((size_t)rows * ld, -1, 1), *vc = frand((size_t)rows * ld, -1, 1);
+    float *q = frand((size_t)nq * nh * d, -1, 1), *out = fvec((size_t)nq * nh * d);
+    int32_t qr[37], kf[37], kn[37];
+    for (int i = 0; i < nq; i++) {
+        qr[i] = (i * 5) % nq;
+        kf[i] = (int32_t)(rng_next() % 100);
+        kn[i] = 1 + (int32_t)(rng_next() % 200);
+    }
+    op_kv_attn_t a = {.n_q = nq, .n_heads = nh, .n_kv_heads = nkv, .head_dim = d, .scale = 0.3f,
+                      .q_row = qr, .k_first = kf, .k_count = kn, .h_q_row = qr, .h_k_first = kf, .h_k_count = kn};
+    T->attention_kv(out, q, kc, vc, &a);
+    double *want = dvec((size_t)nq * nh * d);
+    for (int i = 0; i < nq; i++)
+        for (int h = 0; h < nh; h++) {
+            const float *qi = q + ((size_t)qr[i] * nh + h) * d;
+            int kvh = h / (nh / nkv);
+            double mx = -1e300, sum = 0.0, *o = want + ((size_t)qr[i] * nh + h) * d;
+            double *s = dvec((size_t)kn[i]);
+            for (int j = 0; j < kn[i]; j++) {
+                const float *k = kc + (size_t)(kf[i] + j) * ld + (size_t)kvh * d;
+                double dot = 0.0;
+                for (int c = 0; c < d; c++)
+                    dot += (double)qi[c] * k[c];
+                s[j] = 0.3 * dot;
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            for (int j = 0; j < kn[i]; j++)
+                sum += s[j] = exp(s[j] - mx);
+            for (int j = 0; j < kn[i]; j++) {
+                const float *v = vc + (size_t)(kf[i] + j) * ld + (size_t)kvh * d;
+                for (int c = 0; c < d; c++)
+                    o[c] += s[j] / sum * v[c];
+            }
+        }
+    check_err("attention_kv", nerr(out, want, (size_t)nq * nh * d), 1e-5);
+
+    float x[3 * 5] = {1, 3, 3, 2, 0, NAN, -1, 4, NAN, 2, -5, -5, -5, -5, -5};
+    int32_t am[3];
+    T->argmax_rows(am, x, 3, 5);
+    assert_int_equal(am[0], 1); /* the first of a tie */
+    assert_int_equal(am[1], 2); /* NaN never larger */
+    assert_int_equal(am[2], 0);
+}
+
 /* every entry filled: a NULL here would crash a model at its first step */
 static void test_table_complete(void **state)
 {
@@ -1323,6 +1376,8 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.sumsq,         (const void *)op_cpu.scale,
         (const void *)op_cpu.upsample2x,    (const void *)op_cpu.affine,
         (const void *)op_cpu.gauss_sample,  (const void *)op_cpu.unpatchify_u8,
+        (const void *)op_cpu.attention_kv,  (const void *)op_cpu.argmax_rows,
+        (const void *)op_cpu.hold_weights,
     };
     /* the list above names every function pointer of op_table_t */
     assert_int_equal(sizeof ptrs / sizeof ptrs[0], (sizeof(op_table_t) - sizeof(const char *)) / sizeof(void *));
@@ -1341,6 +1396,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_table_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attention_kv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_linear, setup, teardown),
         cmocka_unit_test_setup_teardown(test_norms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rope, setup, teardown),
