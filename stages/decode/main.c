@@ -13,6 +13,7 @@
 #include "../common/compute_env.h"
 #include "../common/latent.h"
 #include "../common/log.h"
+#include "../common/pngfile.h"
 #include "../common/stage.h"
 
 #include <errno.h>
@@ -68,25 +69,10 @@ static int decode_segment(lat_t *l, const char *dir, const char *id, uint32_t i,
         goto done;
     }
     char path[4096], safe[200];
-    size_t m = 0;
-    for (const char *p = id; *p && m + 1 < sizeof safe; p++, m++) {
-        char ch = *p;
-        safe[m] = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-                          ch == '-' || ch == '_'
-                      ? ch
-                      : '_';
-    }
-    safe[m] = 0;
+    png_safe_name(safe, sizeof safe, id);
     snprintf(path, sizeof path, "%s/%s-%u.png", dir, safe, i);
-    VipsImage *im = vips_image_new_from_memory(img, (size_t)H * W * 3, W, H, 3, VIPS_FORMAT_UCHAR);
-    if (!im || vips_pngsave(im, path, NULL)) {
-        snprintf(err, errlen, "%s: %s", path, vips_error_buffer());
-        vips_error_clear();
-        if (im)
-            g_object_unref(im);
+    if (png_write_rgb(path, img, H, W, err, errlen))
         goto done;
-    }
-    g_object_unref(im);
     rc = 0;
 done:
     free(mo);

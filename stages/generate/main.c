@@ -25,6 +25,7 @@
 #include "../common/compute_env.h"
 #include "../common/latent.h"
 #include "../common/log.h"
+#include "../common/pngfile.h"
 #include "../common/stage.h"
 #include "../image/img.h"
 #include "../image/resample.h"
@@ -305,20 +306,6 @@ static int read_image(app_t *a, const char *path, img_out_t *vae, img_out_t *vit
     return 0;
 }
 
-static int write_png(const char *path, const uint8_t *img, int H, int W, char *err, size_t errlen)
-{
-    VipsImage *im = vips_image_new_from_memory(img, (size_t)H * W * 3, W, H, 3, VIPS_FORMAT_UCHAR);
-    if (!im || vips_pngsave(im, path, NULL)) {
-        snprintf(err, errlen, "%s: %s", path, vips_error_buffer());
-        vips_error_clear();
-        if (im)
-            g_object_unref(im);
-        return -1;
-    }
-    g_object_unref(im);
-    return 0;
-}
-
 static char *detok(app_t *a, const int32_t *ids, int n) { return gen_text(a->tok, ids, n); }
 
 /* ---- the command line's jobs -------------------------------------------- */
@@ -433,7 +420,7 @@ static int run_cli(app_t *a)
             snprintf(path, sizeof path, "%s/image_%03d.png", a->out_dir, i);
             uint8_t *px = malloc((size_t)H * W * 3);
             if (!px || gen_pixels(&a->lat, c, g->lat, g->gh, g->gw, px, err, sizeof err) ||
-                write_png(path, px, g->gh * stride, g->gw * stride, err, sizeof err)) {
+                png_write_rgb(path, px, g->gh * stride, g->gw * stride, err, sizeof err)) {
                 log_error("prompt %d: %s", i, px ? err : "out of memory");
                 status = EXIT_FATAL;
             }
@@ -563,12 +550,9 @@ static int finish(rq_t *q, pend_t *p)
     int rc = rec_tensor_obj(p->r, &ti, true, &io, e2) || rec_set(p->r, tg, "generated_image", io);
     if (!rc && a->out_dir) {
         char path[4096], safe[160];
-        snprintf(safe, sizeof safe, "%s", id[0] ? id : "sample");
-        for (char *s = safe; *s; s++)
-            if (*s == '/' || *s == '\\' || (unsigned char)*s < 32)
-                *s = '_';
+        png_safe_name(safe, sizeof safe, id);
         snprintf(path, sizeof path, "%s/%s.png", a->out_dir, safe);
-        if (write_png(path, px, H, W, err, sizeof err))
+        if (png_write_rgb(path, px, H, W, err, sizeof err))
             log_error("%s", err);
         else
             rc = rec_set(p->r, tg, "generated_path", rec_str(p->r, path));

@@ -11,6 +11,7 @@
 
 #include "../../ipc/stream.h"
 #include "../common/log.h"
+#include "../common/pngfile.h"
 #include "../generate/gen.h"
 #include "../tokenize/tok.h"
 
@@ -36,20 +37,6 @@ struct sampler {
     prompt_t p[MAX_PROMPTS];
     int n;
 };
-
-static int write_png(const char *path, const uint8_t *img, int H, int W, char *err, size_t errlen)
-{
-    VipsImage *im = vips_image_new_from_memory(img, (size_t)H * W * 3, W, H, 3, VIPS_FORMAT_UCHAR);
-    if (!im || vips_pngsave(im, path, NULL)) {
-        snprintf(err, errlen, "%s: %s", path, vips_error_buffer());
-        vips_error_clear();
-        if (im)
-            g_object_unref(im);
-        return -1;
-    }
-    g_object_unref(im);
-    return 0;
-}
 
 /* the texts of a record's segments before the target, images as [image] */
 static char *prompt_text(const rec_t *r, int target)
@@ -99,7 +86,7 @@ static void write_refs(sampler_t *s, int k)
     const pack_segment_t *t = &p->g.ds.seg[p->g.target];
     if (t->kind == PACK_IMAGE && t->vae) {
         snprintf(path, sizeof path, "%s/samples/ref-%d.png", s->o.run_dir, k);
-        if (write_png(path, t->vae, t->vae_h, t->vae_w, err, sizeof err))
+        if (png_write_rgb(path, t->vae, t->vae_h, t->vae_w, err, sizeof err))
             log_error("samples: %s", err);
         else
             p->has_ref_image = 1;
@@ -109,7 +96,7 @@ static void write_refs(sampler_t *s, int k)
         if (g->kind != PACK_IMAGE || !(g->vae || g->vit))
             continue;
         snprintf(path, sizeof path, "%s/samples/in-%d.png", s->o.run_dir, k);
-        if (write_png(path, g->vae ? g->vae : g->vit, g->vae ? g->vae_h : g->vit_h, g->vae ? g->vae_w : g->vit_w, err,
+        if (png_write_rgb(path, g->vae ? g->vae : g->vit, g->vae ? g->vae_h : g->vit_h, g->vae ? g->vae_w : g->vit_w, err,
                       sizeof err))
             log_error("samples: %s", err);
         break;
@@ -327,7 +314,7 @@ int sampler_run(sampler_t *s, const model_t *trained, const float *weights, long
             snprintf(rel, sizeof rel, "samples/step-%ld/%d.png", step, k);
             snprintf(path, sizeof path, "%s/%s", s->o.run_dir, rel);
             if (!px || gen_pixels(&s->lat, &s->cfg, g->lat, g->gh, g->gw, px, e2, sizeof e2) ||
-                write_png(path, px, H, W, e2, sizeof e2))
+                png_write_rgb(path, px, H, W, e2, sizeof e2))
                 json_object_set_new(row, "error", json_string(px ? e2 : "out of memory"));
             else
                 json_object_set_new(row, "image", json_string(rel));

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden.h"
 #include "../../models/infer.h"
 #include "../../models/safetensors.h"
 
@@ -37,12 +38,6 @@ static const st_tensor_t *gold(const st_file_t *f, const char *name)
     return t;
 }
 
-static int64_t gi(const st_tensor_t *t, int64_t i)
-{
-    int64_t v;
-    memcpy(&v, (const char *)t->data + 8 * i, 8);
-    return v;
-}
 
 static float *gfloats(const st_file_t *f, const char *name, size_t want)
 {
@@ -56,15 +51,6 @@ static float *gfloats(const st_file_t *f, const char *name, size_t want)
     return x;
 }
 
-static double rel_err(const float *a, const float *ref, size_t n)
-{
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        r += (double)ref[i] * ref[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
 
 typedef struct worst {
     double err;
@@ -73,7 +59,7 @@ typedef struct worst {
 
 static void compare(worst_t *w, const char *what, const float *got, const float *ref, size_t n, double tol)
 {
-    double e = rel_err(got, ref, n);
+    double e = golden_rel_err(got, ref, n);
     if (!(e <= tol))
         fail_msg("%s: relative error %.3g > %.3g", what, e, tol);
     if (e > w->err) {
@@ -228,7 +214,7 @@ static void on_step(void *u, int image, int step, float t, float dt, const float
     int want_t = st_find(s->g, (snprintf(nm, sizeof nm, "step.%d.v_t", step), nm)) != NULL;
     if (want_t != (v_t != NULL))
         fail_msg("step %d: text guidance %s, the reference %s (cfg_on %lld)", step, v_t ? "ran" : "did not run",
-                 want_t ? "ran" : "did not", (long long)gi(on, step));
+                 want_t ? "ran" : "did not", (long long)golden_i64(on, step));
     const float *mine[5] = {v_c, v_t, v_i, v, x};
     const char *key[5] = {"v_c", "v_t", "v_i", "v", "x"};
     for (int k = 0; k < 5; k++) {
@@ -274,9 +260,9 @@ static void check_text(infer_t *e, const gcase_t *c, const st_file_t *g, int max
     int n = nid + stop, exact = tol < 1e-3, agree = 0;
     for (int i = 0; i < n && i < n_ref; i++) {
         int got = i < nid ? ids[i] : c->cfg.eos_id;
-        if (got != gi(gid, i)) {
+        if (got != golden_i64(gid, i)) {
             if (exact)
-                fail_msg("%s: token %d is %d, the reference has %lld", name, i, got, (long long)gi(gid, i));
+                fail_msg("%s: token %d is %d, the reference has %lld", name, i, got, (long long)golden_i64(gid, i));
             break;
         }
         agree = i + 1;
@@ -284,8 +270,8 @@ static void check_text(infer_t *e, const gcase_t *c, const st_file_t *g, int max
     if (exact && n != n_ref)
         fail_msg("%s: %d tokens, the reference has %d", name, n, n_ref);
     const st_tensor_t *gs = st_find(g, "text.stop");
-    if (exact && gs && !strcmp(ids_key, "text.ids") && gi(gs, 0) != stop)
-        fail_msg("%s: stopped %d, the reference %lld", name, stop, (long long)gi(gs, 0));
+    if (exact && gs && !strcmp(ids_key, "text.ids") && golden_i64(gs, 0) != stop)
+        fail_msg("%s: stopped %d, the reference %lld", name, stop, (long long)golden_i64(gs, 0));
     const st_tensor_t *gl = gold(g, logits_key);
     int rows = (int)(gl->numel / V);
     float *ref = gfloats(g, logits_key, 0);
@@ -323,9 +309,9 @@ static void check_case(const char *path, const op_table_t *ops, double tol, char
     build_contexts(e, &c, hid, &nh);
     const st_tensor_t *kl = gold(g, "ctx.kv_len"), *kr = gold(g, "ctx.rope");
     for (int s = 0; s < 3; s++)
-        if (infer_len(e, s) != gi(kl, s) || infer_rope(e, s) != gi(kr, s))
+        if (infer_len(e, s) != golden_i64(kl, s) || infer_rope(e, s) != golden_i64(kr, s))
             fail_msg("%s: context %d holds %d tokens at rope %d, the reference %lld at %lld", name, s, infer_len(e, s),
-                     infer_rope(e, s), (long long)gi(kl, s), (long long)gi(kr, s));
+                     infer_rope(e, s), (long long)golden_i64(kl, s), (long long)golden_i64(kr, s));
     float *ref = gfloats(g, "ctx.hidden", (size_t)nh * H);
     snprintf(what, sizeof what, "%s ctx.hidden", name);
     compare(&w, what, hid, ref, (size_t)nh * H, tol);
@@ -373,7 +359,7 @@ static void check_case(const char *path, const op_table_t *ops, double tol, char
         compare(&w, what, x, ref, (size_t)N * D, tol);
         free(ref);
         for (int s = 0; s < 3; s++)
-            if (infer_len(e, s) != gi(kl, s))
+            if (infer_len(e, s) != golden_i64(kl, s))
                 fail_msg("%s: generating changed context %d", name, s);
     }
     snprintf(note, notelen, "%s: worst relative error %.3g (%s)", name, w.err, w.what);

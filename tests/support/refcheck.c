@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden.h"
 #include "../../models/rng.h"
 #include "../../models/safetensors.h"
 #include "refcase.h"
@@ -39,19 +40,7 @@ static const st_tensor_t *gold(const st_file_t *f, const char *name)
     return t;
 }
 
-static int64_t gi(const st_tensor_t *t, int64_t i)
-{
-    int64_t v;
-    memcpy(&v, (const char *)t->data + 8 * i, 8);
-    return v;
-}
 
-static float gf(const st_tensor_t *t, int64_t i)
-{
-    float v;
-    memcpy(&v, (const char *)t->data + 4 * i, 4);
-    return v;
-}
 
 static void expect_ints(const st_file_t *f, const char *name, const int32_t *got, int n)
 {
@@ -59,19 +48,10 @@ static void expect_ints(const st_file_t *f, const char *name, const int32_t *got
     if (t->numel != n)
         fail_msg("%s: %d values, the reference has %lld", name, n, (long long)t->numel);
     for (int i = 0; i < n; i++)
-        if (got[i] != gi(t, i))
-            fail_msg("%s[%d] = %d, the reference has %lld", name, i, got[i], (long long)gi(t, i));
+        if (got[i] != golden_i64(t, i))
+            fail_msg("%s[%d] = %d, the reference has %lld", name, i, got[i], (long long)golden_i64(t, i));
 }
 
-static double rel_err(const float *a, const float *ref, size_t n)
-{
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        d += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
-        r += (double)ref[i] * ref[i];
-    }
-    return r > 0 ? sqrt(d / r) : sqrt(d);
-}
 
 static void check_case(const char *path, const op_table_t *ops, double tol)
 {
@@ -112,14 +92,14 @@ static void check_case(const char *path, const op_table_t *ops, double tol)
     expect_ints(g, "packed_label_ids", b->ce_label, b->n_ce);
     const st_tensor_t *t = gold(g, "packed_timesteps");
     for (int i = 0; i < b->n_lat; i++) {
-        float r = gf(t, i);
+        float r = golden_f32(t, i);
         if (!(r == b->tau[i] || (isinf(r) && isinf(b->tau[i]))))
             fail_msg("packed_timesteps[%d] = %g, the reference has %g", i, b->tau[i], r);
     }
     t = gold(g, "ce_loss_weights");
     for (int i = 0; i < b->n_ce; i++)
-        if (fabsf(gf(t, i) - b->ce_weight[i]) > 1e-6f * gf(t, i))
-            fail_msg("ce_loss_weights[%d] = %g, the reference has %g", i, b->ce_weight[i], gf(t, i));
+        if (fabsf(golden_f32(t, i) - b->ce_weight[i]) > 1e-6f * golden_f32(t, i))
+            fail_msg("ce_loss_weights[%d] = %g, the reference has %g", i, b->ce_weight[i], golden_f32(t, i));
 
     /* masks: the kernels' visibility rule against the reference's dense masks */
     {
@@ -167,8 +147,8 @@ static void check_case(const char *path, const op_table_t *ops, double tol)
     if (model_backward(m, err, sizeof err))
         fail_msg("%s", err);
 
-    double ref_ce = gf(gold(g, "loss.ce"), 0), ref_mse = gf(gold(g, "loss.mse"), 0);
-    double ref_total = gf(gold(g, "loss.total"), 0);
+    double ref_ce = golden_f32(gold(g, "loss.ce"), 0), ref_mse = golden_f32(gold(g, "loss.mse"), 0);
+    double ref_total = golden_f32(gold(g, "loss.total"), 0);
     printf("# %s: tokens %d, loss ce %.7f (ref %.7f) mse %.7f (ref %.7f) total %.7f (ref %.7f)\n", name, b->S, L.ce,
            ref_ce, L.mse, ref_mse, L.total, ref_total);
     if (fabs(L.ce - ref_ce) > tol * fabs(ref_ce))
@@ -184,7 +164,7 @@ static void check_case(const char *path, const op_table_t *ops, double tol)
     t = gold(g, "hidden");
     float *rh = malloc(t->nbytes);
     memcpy(rh, t->data, t->nbytes);
-    double e = rel_err(hid, rh, (size_t)b->S * cfg.hidden);
+    double e = golden_rel_err(hid, rh, (size_t)b->S * cfg.hidden);
     free(hid);
     free(rh);
     if (e > tol)

@@ -18,21 +18,12 @@
 
 #include "../../models/infer.h"
 #include "../../models/pack.h"
+#include "../support/golden.h"
 #include "../support/refcase.h"
 
 static refcase_t rc;
 static model_t *M;
 
-static double nerr(const float *a, const float *b, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double e = (double)a[i] - b[i];
-        num += e * e;
-        den += (double)b[i] * b[i];
-    }
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
 
 static uint64_t st = 0x9e3779b97f4a7c15ull;
 static float urand(void)
@@ -144,7 +135,7 @@ static void t_cache_equals_full(void **state)
     assert_int_equal(infer_len(e, 0), S);
     /* rope: text 5+2, the VAE image 1, the ViT image 1, text 4+2 */
     assert_int_equal(infer_rope(e, 0), 7 + 1 + 1 + 6);
-    double er = nerr(inc, full, (size_t)S * H);
+    double er = golden_rel_err(inc, full, (size_t)S * H);
     print_message("incremental against full hidden states: %.3g over %d tokens\n", er, S);
     if (!(er < 1e-5))
         fail_msg("hidden states of the cached context differ from one forward: %.3g", er);
@@ -216,7 +207,7 @@ static void t_decode_equals_full(void **state)
     assert_int_equal(infer_hidden(e, h), steps);
     logits_of(ref, h, steps);
     for (int s = 0; s < steps; s++) {
-        double er = nerr(lg + (size_t)s * V, ref + (size_t)s * V, (size_t)V);
+        double er = golden_rel_err(lg + (size_t)s * V, ref + (size_t)s * V, (size_t)V);
         if (!(er < 1e-5))
             fail_msg("step %d: decoded logits differ from one forward: %.3g", s, er);
         int best = 0;
@@ -284,7 +275,7 @@ static void t_batch_independent(void **state)
             oa.seed = o.seed + (uint64_t)i; /* sequence i of the batch draws from seed + i */
             if (infer_text(e, &slot, 1, &oa, &ids_a, &n_a, &stop_a, la, 1, err, sizeof err))
                 fail_msg("%s", err);
-            double er = nerr(lb + (size_t)i * V, la, (size_t)V);
+            double er = golden_rel_err(lb + (size_t)i * V, la, (size_t)V);
             if (!(er < 1e-6))
                 fail_msg("context %d: logits differ in a batch: %.3g", i, er);
             assert_int_equal(n_a, n_b[i]);
@@ -372,7 +363,7 @@ static void t_image_batch(void **state)
         memcpy(xa, x0 + i * m, m * sizeof(float));
         if (infer_image(e, &full[i], &tu[i], &iu[i], 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
             fail_msg("%s", err);
-        double er = nerr(x + i * m, xa, m);
+        double er = golden_rel_err(x + i * m, xa, m);
         if (!(er < 1e-6))
             fail_msg("image %d: batched and alone differ: %.3g", i, er);
     }
