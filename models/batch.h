@@ -42,6 +42,13 @@ typedef struct model_batch {
     int32_t *vit_pos;   /* (n_vit) sequence positions */
     int n_vit_images;
     int32_t *vit_lens; /* (n_vit_images) patches per image */
+    /* the frozen ViT's output for the patches (after its post-layernorm,
+     * before the connector), as bagel-encode --vit stores it: used instead
+     * of running the ViT when every ViT image of the batch has it and the
+     * ViT is frozen */
+    int vit_feat_dim;        /* vit_hidden */
+    float *vit_feat;         /* (n_vit, vit_feat_dim) */
+    int n_vit_feat_images;   /* ViT images that came with features */
 
     /* latent tokens of VAE images, noisy targets and clean conditions */
     int n_lat;

@@ -101,6 +101,7 @@ struct model_acts {
      * come in as x_t itself rather than as x0 and noise */
     const model_kv_t *kv;
     int lat_direct;
+    int vit_feat; /* this batch's ViT output came with it (b->vit_feat): the ViT does not run */
 
     /* the batch as last run */
     int S, n_und, n_text, n_vit, n_vit_images, n_lat, n_ce, n_mse, n_splits;
@@ -693,6 +694,11 @@ static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t er
         o->upload(a->mse_row, tmp, (size_t)b->n_mse * 4);
         o->upload(a->mse_lat, b->mse_lat, (size_t)b->n_mse * 4);
     }
+    /* the frozen ViT's output, when the batch brings it for every image */
+    a->vit_feat = m->cfg.visual_und && b->n_vit && b->vit_feat && b->n_vit_feat_images == b->n_vit_images &&
+                  b->vit_feat_dim == m->cfg.vit_hidden && !model_vit_trains(m);
+    if (a->vit_feat)
+        o->upload(a->vout, b->vit_feat, (size_t)b->n_vit * b->vit_feat_dim * 4);
     if (m->cfg.visual_und && b->n_vit) {
         o->upload(a->vit_tokens, b->vit_tokens, (size_t)b->n_vit * b->vit_dim * 4);
         o->upload(a->vit_posid, b->vit_posid, (size_t)b->n_vit * 4);
@@ -792,12 +798,15 @@ static void vit_forward(model_t *m)
     model_acts_t *a = m->a;
     const model_weights_t *w = &m->w;
     int Nv = a->n_vit, Dv = c->vit_hidden, H = c->hidden;
-    op_attn_t at = vit_attn(m);
-    o->linear_fwd(a->vres[0], a->vit_tokens, w->patch_w, w->patch_b, Nv, model_vit_dim(c), Dv);
-    o->rows_add(a->vres[0], NULL, w->vit_posemb, a->vit_posid, Nv, Dv);
-    for (int l = 0; l < c->vit_layers; l++)
-        vit_layer_forward(m, l, &at);
-    o->layernorm_fwd(a->vout, a->pmean, a->prstd, a->vres[c->vit_layers], w->post_w, w->post_b, Nv, Dv, c->vit_eps);
+    if (!a->vit_feat) { /* else vout came with the batch */
+        op_attn_t at = vit_attn(m);
+        o->linear_fwd(a->vres[0], a->vit_tokens, w->patch_w, w->patch_b, Nv, model_vit_dim(c), Dv);
+        o->rows_add(a->vres[0], NULL, w->vit_posemb, a->vit_posid, Nv, Dv);
+        for (int l = 0; l < c->vit_layers; l++)
+            vit_layer_forward(m, l, &at);
+        o->layernorm_fwd(a->vout, a->pmean, a->prstd, a->vres[c->vit_layers], w->post_w, w->post_b, Nv, Dv,
+                         c->vit_eps);
+    }
     o->linear_fwd(a->c1, a->vout, w->conn1_w, w->conn1_b, Nv, Dv, H);
     o->gelu_fwd(a->c1g, a->c1, (size_t)Nv * H);
     o->linear_fwd(a->c2, a->c1g, w->conn2_w, w->conn2_b, Nv, H, H);
@@ -908,6 +917,26 @@ static void trunk_forward(model_t *m)
         o->rmsnorm_fwd(a->hf, a->rstdf, xl, w->norm[0], nu, H, c->rms_eps);
     if (ng)
         o->rmsnorm_fwd(a->hf + (size_t)nu * H, a->rstdf + nu, xl + (size_t)nu * H, w->norm[1], ng, H, c->rms_eps);
+}
+
+int model_vit_features(model_t *m, const model_batch_t *b, float *out, char *err, size_t errlen)
+{
+    if (!m->cfg.visual_und) {
+        snprintf(err, errlen, "the model has no ViT");
+        return -1;
+    }
+    if (!m->act_mem) {
+        snprintf(err, errlen, "model_vit_features before model_reserve");
+        return -1;
+    }
+    if (upload_batch(m, b, err, errlen))
+        return -1;
+    m->a->vit_feat = 0; /* computed here, not taken */
+    if (b->n_vit)
+        vit_forward(m);
+    m->ops->download(out, m->a->vout, (size_t)b->n_vit * m->cfg.vit_hidden * sizeof(float));
+    m->loaded_batch = 0;
+    return 0;
 }
 
 const float *model_infer_forward(model_t *m, const model_batch_t *b, const model_kv_t *kv, char *err, size_t errlen)
@@ -1082,6 +1111,14 @@ static void llm_layer_backward(model_t *m, int l)
     }
 }
 
+int model_vit_trains(const model_t *m)
+{
+    for (int i = 0; i < m->n_params; i++)
+        if (!strncmp(m->params[i].name, "vit_model.", 10) && *m->params[i].g)
+            return 1;
+    return 0;
+}
+
 static void vit_backward(model_t *m)
 {
     const op_table_t *o = m->ops;
@@ -1097,6 +1134,10 @@ static void vit_backward(model_t *m)
     o->zero(a->dva, (size_t)Nv * Dv * 4); /* d(vout) */
     o->linear_bwd(a->dc1g, g->conn2_w, g->conn2_b, a->dc2, a->c1g, w->conn2_w, Nv, H, H);
     o->gelu_bwd(a->dc1, a->dc1g, a->c1, (size_t)Nv * H);
+    if (!model_vit_trains(m)) { /* a frozen ViT: nothing below the connector needs a gradient */
+        o->linear_bwd(NULL, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H);
+        return;
+    }
     o->linear_bwd(a->dva, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H);
     o->zero(a->dvres, (size_t)Nv * Dv * 4);
     o->layernorm_bwd(a->dvres, g->post_w, g->post_b, a->dva, a->vres[c->vit_layers], w->post_w, a->pmean, a->prstd, Nv,

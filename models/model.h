@@ -174,6 +174,17 @@ typedef struct model_kv {
  * NULL with err. */
 const float *model_infer_forward(model_t *m, const model_batch_t *b, const model_kv_t *kv, char *err, size_t errlen);
 
+/* 1 while any ViT parameter has a gradient (the ViT trains); 0 when it is
+ * frozen: then a batch's precomputed ViT output (model_batch_t.vit_feat) is
+ * used instead of running the ViT, and the backward stops at the
+ * connector. */
+int model_vit_trains(const model_t *m);
+
+/* The ViT's output (after its post-layernorm, before the connector) for the
+ * ViT patches of batch b: host out [n_vit, vit_hidden], in patch order. What
+ * bagel-encode --vit stores. 0, or -1 with err. */
+int model_vit_features(model_t *m, const model_batch_t *b, float *out, char *err, size_t errlen);
+
 /* Per-token losses of the last forward, as the forward already brought them
  * to the host: ce [n_ce] in the batch's ce_pos order, mse [n_mse] in mse_pos
  * order. Valid until the next forward. */

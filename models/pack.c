@@ -25,6 +25,7 @@ void model_batch_free(model_batch_t *b)
     free(b->text_ids);
     free(b->text_pos);
     free(b->vit_tokens);
+    free(b->vit_feat);
     free(b->vit_posid);
     free(b->vit_pos);
     free(b->vit_lens);
@@ -47,6 +48,7 @@ void model_batch_clear(model_batch_t *b)
 {
     b->S = b->n_samples = b->n_splits = b->n_und = b->n_gen = 0;
     b->n_text = b->n_vit = b->n_vit_images = b->n_lat = b->n_vae_images = 0;
+    b->n_vit_feat_images = 0;
     b->n_mse = b->n_ce = 0;
 }
 
@@ -57,6 +59,7 @@ void pack_init(pack_t *p, const model_config_t *cfg, const pack_opts_t *opts, ui
     p->opts = opts ? *opts : pack_default_opts;
     rng_seed(&p->rng, seed);
     p->b.vit_dim = model_vit_dim(cfg);
+    p->b.vit_feat_dim = cfg->vit_hidden;
     p->b.lat_dim = model_latent_dim(cfg);
 }
 
@@ -136,6 +139,9 @@ static int reserve(model_batch_t *b, long S, long splits, long samples, long vit
             return -1;
         c2 = c;
         if (grow((void **)&b->vit_pos, &c2, vit, 4))
+            return -1;
+        c2 = c;
+        if (b->vit_feat_dim > 0 && grow((void **)&b->vit_feat, &c2, vit, (size_t)b->vit_feat_dim * 4))
             return -1;
         b->cap_vit = c2;
     }
@@ -319,6 +325,10 @@ static void add_vit(pack_t *p, cursor_t *c, const pack_segment_t *g)
     split_open(b, c, OP_SPLIT_FULL);
     text_token(b, c, cfg->soi_id, c->rope);
     op_cpu.patchify_u8(b->vit_tokens + (size_t)b->n_vit * b->vit_dim, g->vit, g->vit_h, g->vit_w, 3, ps);
+    if (g->vit_feat) {
+        memcpy(b->vit_feat + (size_t)b->n_vit * b->vit_feat_dim, g->vit_feat, (size_t)n * b->vit_feat_dim * 4);
+        b->n_vit_feat_images++;
+    }
     for (int i = 0; i < n; i++) {
         b->vit_posid[b->n_vit + i] = (i / w) * cfg->vit_max_side + (i % w);
         b->vit_pos[b->n_vit + i] = c->curr;

@@ -32,6 +32,7 @@ typedef struct pack_segment {
     int drop_vae, drop_vit; /* image: decisions for the clean copies */
     const uint8_t *vit;     /* (vit_h, vit_w, 3) u8, when und */
     int vit_h, vit_w;
+    const float *vit_feat;  /* optional: the frozen ViT's output for those patches, (patches, vit_hidden) */
     const uint8_t *vae; /* (vae_h, vae_w, 3) u8: pixels for the identity autoencoder */
     int vae_h, vae_w;
     const float *latent; /* (lat_c, lat_h, lat_w) scaled latent z, for the FLUX autoencoder */

@@ -25,6 +25,8 @@
  * no batching. */
 #include "../../ipc/endpoint.h"
 #include "../../ipc/half.h"
+#include "../../models/checkpoint.h"
+#include "../../models/pack.h"
 #include "../../models/rng.h"
 #include "../common/compute_env.h"
 #include "../common/latent.h"
@@ -53,9 +55,13 @@ static const char help[] =
     "      --sample            store one drawn sample as the mean with log-variance -30 (a point: the\n"
     "                          trainer's draw then adds ~3e-7), instead of the distribution\n"
     "      --seed N            the draws of --sample (default 0)\n"
-    "      --drop-pixels       remove \"vae\" once encoded (a smaller cache)\n";
+    "      --drop-pixels       remove \"vae\" once encoded (a smaller cache)\n"
+    "      --vit WEIGHTS       also run the model's ViT (from a checkpoint directory or .safetensors of this\n"
+    "                          config) on every understanding image and add \"vit_features\" [patches, vit hidden]\n"
+    "                          (--dtype): a trainer with a frozen ViT (--freeze vit) uses them instead of\n"
+    "                          running it\n";
 
-enum { OPT_CONFIG = 1, OPT_VAE, OPT_DEVICE, OPT_PRECISION, OPT_BATCH, OPT_DTYPE, OPT_SAMPLE, OPT_SEED, OPT_DROP };
+enum { OPT_CONFIG = 1, OPT_VAE, OPT_DEVICE, OPT_PRECISION, OPT_BATCH, OPT_DTYPE, OPT_SAMPLE, OPT_SEED, OPT_DROP, OPT_VIT };
 
 #define QUEUE_MAX    1024 /* records waiting behind a partial batch */
 #define IDLE_WAIT_MS 20   /* stdin: how long the idle hook waits for more input before encoding */
@@ -100,6 +106,9 @@ typedef struct {
     int nb, bH, bW;
     float *mo; /* the batch's moments [nb, 2z, h, w] */
     size_t mo_cap;
+    model_t *vm; /* --vit: the model whose ViT runs (one decoder layer kept), or NULL */
+    pack_t vpk;
+    unsigned long long vit_images;
     unsigned long long images, passed, calls;
     double encode_s;
 } job_t;
@@ -236,6 +245,87 @@ static int attach(job_t *j, rec_t *r, img_t *im)
     return 0;
 }
 
+/* --vit: the ViT's output for every understanding image of sample r, added
+ * as "vit_features". 0; 1 with why (the sample is refused); -1 out of
+ * memory. */
+static int vit_attach(job_t *j, rec_t *r, char *why)
+{
+    msgpack_object *segs = rec_map_getw(&r->root, "segments");
+    if (!segs || segs->type != MSGPACK_OBJECT_ARRAY)
+        return 0;
+    const model_config_t *c = &j->vm->cfg;
+    pack_reset(&j->vpk);
+    pack_segment_t g[64];
+    uint32_t at[64];
+    int n = 0;
+    for (uint32_t i = 0; i < segs->via.array.size; i++) {
+        msgpack_object *seg = &segs->via.array.ptr[i];
+        if (seg->type != MSGPACK_OBJECT_MAP || !flag(seg, "und") || !rec_map_get(seg, "vit"))
+            continue;
+        rec_tensor_t t;
+        char e2[REC_ERR_LEN];
+        if (rec_tensor_get(rec_map_get(seg, "vit"), &t, e2) || t.dtype != REC_U8 || t.ndim != 3 || t.shape[2] != 3) {
+            snprintf(why, REC_ERR_LEN, "segments[%u]: vit must be u8 [H, W, 3]", i);
+            return 1;
+        }
+        if (n == 64) {
+            snprintf(why, REC_ERR_LEN, "more than 64 understanding images in one sample");
+            return 1;
+        }
+        g[n] = (pack_segment_t){.kind = PACK_IMAGE, .und = 1, .vit = t.data, .vit_h = (int)t.shape[0],
+                                .vit_w = (int)t.shape[1]};
+        at[n++] = i;
+    }
+    if (!n)
+        return 0;
+    pack_sample_t ps = {.n_segments = n, .seg = g};
+    char e2[512];
+    if (pack_add(&j->vpk, &ps, e2, sizeof e2)) {
+        snprintf(why, REC_ERR_LEN, "vit: %s", e2);
+        return 1;
+    }
+    model_batch_t *b = &j->vpk.b;
+    model_caps_t caps = model_caps_of(b);
+    caps.recompute = 1;
+    int Dv = c->vit_hidden;
+    float *f = malloc((size_t)b->n_vit * Dv * sizeof(float));
+    if (!f)
+        return -1;
+    if (model_reserve(j->vm, &caps, e2, sizeof e2) || model_vit_features(j->vm, b, f, e2, sizeof e2)) {
+        snprintf(why, REC_ERR_LEN, "vit: %s", e2);
+        free(f);
+        return 1;
+    }
+    size_t es = rec_dtype_size(j->dtype), off = 0;
+    for (int k = 0; k < n; k++) {
+        int P = b->vit_lens[k];
+        uint8_t *out = malloc((size_t)P * Dv * es);
+        if (!out || rec_adopt(r, free, out)) {
+            free(f);
+            return -1;
+        }
+        for (size_t e = 0; e < (size_t)P * Dv; e++) {
+            float v = f[(off + 0) * Dv + e];
+            if (j->dtype == REC_F32) {
+                memcpy(out + 4 * e, &v, 4);
+            } else {
+                uint16_t h = half_f32_to_bf16(v);
+                memcpy(out + 2 * e, &h, 2);
+            }
+        }
+        off += (size_t)P;
+        rec_tensor_t t = {.dtype = j->dtype, .ndim = 2, .shape = {P, Dv}, .data = out, .nbytes = (size_t)P * Dv * es};
+        msgpack_object obj;
+        if (rec_tensor_obj(r, &t, false, &obj, e2) || rec_set(r, &segs->via.array.ptr[at[k]], "vit_features", obj)) {
+            free(f);
+            return -1;
+        }
+        j->vit_images++;
+    }
+    free(f);
+    return 0;
+}
+
 /* Writes slot s (its latents added, or as a reject) and frees it. Sets
  * j->status on a fatal error or a --strict stop. */
 static void write_slot(job_t *j, slot_t *s)
@@ -246,6 +336,17 @@ static void write_slot(job_t *j, slot_t *s)
         if (why && j->sample)
             for (size_t k = 0; k < s->skip; k++)
                 (void)rng_normal(&j->rng);
+        char vwhy[REC_ERR_LEN];
+        int vr = !why && j->vm ? vit_attach(j, s->r, vwhy) : 0;
+        if (vr < 0) {
+            log_error("out of memory");
+            j->status = EXIT_FATAL;
+            return;
+        }
+        if (vr > 0) {
+            snprintf(err, sizeof err, "%s", vwhy);
+            why = err;
+        }
         for (int k = 0; !why && k < s->nimg; k++) {
             if (s->img[k].why) {
                 snprintf(err, sizeof err, "segments[%u]: autoencoder: %s", s->img[k].i, s->img[k].why);
@@ -516,10 +617,11 @@ int main(int argc, char **argv)
         {"sample", no_argument, 0, OPT_SAMPLE},
         {"seed", required_argument, 0, OPT_SEED},
         {"drop-pixels", no_argument, 0, OPT_DROP},
+        {"vit", required_argument, 0, OPT_VIT},
         {0, 0, 0, 0},
     };
     job_t job = {.dtype = REC_BF16};
-    const char *config = NULL, *vae = NULL, *device = "cpu", *precision = NULL;
+    const char *config = NULL, *vae = NULL, *device = "cpu", *precision = NULL, *vit = NULL;
     unsigned long long seed = 0, batch = 0;
     int c;
     while ((c = getopt_long(argc, argv, STAGE_SHORTOPTS, longopts, NULL)) != -1) {
@@ -547,6 +649,7 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             break;
         case OPT_DROP: job.drop = true; break;
+        case OPT_VIT: vit = optarg; break;
         default: return EXIT_USAGE;
         }
     }
@@ -560,6 +663,28 @@ int main(int argc, char **argv)
     int rc_start = lat_start(&job.lat, &ops, device, precision, config, vae);
     if (rc_start)
         return rc_start;
+    if (vit) { /* the ViT of the weights, in a model of one decoder layer */
+        char err[1024];
+        model_config_t vc = job.lat.cfg;
+        if (!vc.visual_und) {
+            log_error("--vit: the config %s has no ViT", vc.name);
+            lat_close(&job.lat);
+            compute_ops_done(ops);
+            return EXIT_USAGE;
+        }
+        vc.layers = 1;
+        job.vm = model_new(&vc, ops, err, sizeof err);
+        int extra = 0;
+        if (!job.vm || (model_freeze(job.vm, ""), model_load(job.vm, NULL, vit, &extra, err, sizeof err))) {
+            log_error("--vit %s: %s", vit, err);
+            model_destroy(&job.vm);
+            lat_close(&job.lat);
+            compute_ops_done(ops);
+            return EXIT_FATAL;
+        }
+        pack_init(&job.vpk, &vc, &pack_default_opts, 1);
+        log_info("vit=%s (%d layers, hidden %d)", vit, vc.vit_layers, vc.vit_hidden);
+    }
     rng_seed(&job.rng, seed);
     /* the CPU's ops work image by image inside a batch, so batching gains
      * nothing there but memory: one image a call unless asked */
@@ -570,6 +695,10 @@ int main(int argc, char **argv)
     log_info("samples=%llu rejects=%llu images=%llu passed=%llu batch=%d calls=%llu encode_s=%.3f images_per_s=%.1f",
              (unsigned long long)n.samples, (unsigned long long)n.rejects, job.images, job.passed, job.batch, job.calls,
              job.encode_s, job.encode_s > 0 ? (double)job.images / job.encode_s : 0.0);
+    if (job.vm)
+        log_info("vit_images=%llu", job.vit_images);
+    model_destroy(&job.vm);
+    pack_free(&job.vpk);
     lat_close(&job.lat);
     free(job.mo);
     free(job.q);

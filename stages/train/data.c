@@ -78,6 +78,23 @@ static int image_tensor(const msgpack_object *seg, const char *key, const uint8_
     return 0;
 }
 
+/* an f32 or bf16 tensor as floats owned by s (the wire gives no alignment) */
+static float *tensor_floats(data_sample_t *s, const rec_tensor_t *t)
+{
+    size_t k = (size_t)rec_tensor_numel(t);
+    float *f = own(s, malloc((k ? k : 1) * sizeof(float)));
+    for (size_t j = 0; f && j < k; j++) {
+        if (t->dtype == REC_F32) {
+            memcpy(&f[j], (const char *)t->data + 4 * j, 4);
+        } else {
+            uint16_t h;
+            memcpy(&h, (const char *)t->data + 2 * j, 2);
+            f[j] = half_bf16_to_f32(h);
+        }
+    }
+    return f;
+}
+
 int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg, int can_encode, char *err,
                          size_t errlen)
 {
@@ -137,6 +154,19 @@ int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg
         g->cond = flag(m, "cond");
         if (g->und && image_tensor(m, "vit", &g->vit, &g->vit_h, &g->vit_w, i, err, errlen))
             return -1;
+        const msgpack_object *vf = g->und ? rec_map_get(m, "vit_features") : NULL;
+        if (vf) { /* bagel-encode --vit: the frozen ViT's output for these patches */
+            rec_tensor_t t;
+            int64_t P = (int64_t)(g->vit_h / cfg->vit_patch) * (g->vit_w / cfg->vit_patch);
+            if (rec_tensor_get(vf, &t, e2) || (t.dtype != REC_F32 && t.dtype != REC_BF16) || t.ndim != 2 ||
+                t.shape[0] != P || t.shape[1] != cfg->vit_hidden) {
+                snprintf(err, errlen, "segment %d: vit_features must be f32 or bf16 [%lld, %d] (patches, vit hidden)", i,
+                         (long long)P, cfg->vit_hidden);
+                return -1;
+            }
+            if (!(g->vit_feat = tensor_floats(s, &t)))
+                goto oom;
+        }
         if (!(g->loss || g->cond))
             continue;
         const msgpack_object *lo = rec_map_get(m, "latent");
@@ -148,19 +178,9 @@ int data_sample_from_rec(data_sample_t *s, rec_t *rec, const model_config_t *cfg
                          2 * cfg->z_channels);
                 return -1;
             }
-            size_t k = (size_t)rec_tensor_numel(&t);
-            float *f = own(s, malloc(k * sizeof(float)));
+            float *f = tensor_floats(s, &t);
             if (!f)
                 goto oom;
-            for (size_t j = 0; j < k; j++) {
-                if (t.dtype == REC_F32) {
-                    memcpy(&f[j], (const char *)t.data + 4 * j, 4);
-                } else {
-                    uint16_t h;
-                    memcpy(&h, (const char *)t.data + 2 * j, 2);
-                    f[j] = half_bf16_to_f32(h);
-                }
-            }
             s->moments[i] = f;
             g->lat_c = cfg->z_channels;
             g->lat_h = (int)t.shape[1];

@@ -3,7 +3,8 @@
 # latents decode to the vae pixels exactly; a FLUX-shaped autoencoder's
 # moments have the shape and dtype the trainer reads, and training on them
 # matches training with the trainer encoding the same pixels itself; a
-# missing tensor, a sample without pixels, --drop-pixels.
+# missing tensor, a sample without pixels, --drop-pixels; --vit features
+# that a trainer with a frozen ViT uses in place of running it.
 
 setup_file() {
     BIN=${BAGEL_BIN:-$PWD/build/bin}
@@ -253,4 +254,72 @@ PY
     [ "$n" -eq 5 ]
     "${enc[@]}" "$T/mixed.msgpack" --out "$T/file.msgpack"
     cmp "$T/live.msgpack" "$T/file.msgpack"
+}
+
+@test "--vit: the frozen ViT's output added to every understanding image; training from it matches running the ViT" {
+    TR=(-q --config "$CFG" --tokens 96 --max-tokens 160 --max-sample-tokens 160 --warmup 1 --lr 1e-3 --seed 7)
+    # weights to take the ViT from: one step of training
+    "$BIN/bagel-train" "${TR[@]}" --out "$T/w" --steps 1 --save-every 1 "$D/pix.msgpack"
+    W="$T/w/checkpoints/step-1/model.safetensors"
+    [ -s "$W" ]
+    run "$BIN/bagel-encode" --config "$CFG" --vit "$W" --dtype f32 -i "$D/pix.msgpack" -o "$T/feat.msgpack"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"vit_images="* ]]
+    "$BIN/bagel-cat" <"$T/feat.msgpack" >"$T/feat.jsonl"
+    python3 - "$T/feat.jsonl" <<'PY'
+import json, sys
+n = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    for s in r.get("segments", []):
+        if s.get("kind") == "image" and s.get("und"):
+            f, v = s["vit_features"], s["vit"]["shape"]
+            assert f["dtype"] == "f32" and f["shape"] == [(v[0] // 14) * (v[1] // 14), 32], (f["shape"], v)
+            n += 1
+        else:
+            assert "vit_features" not in s
+assert n > 0
+PY
+    # the same training, from the features and from the images, ViT frozen
+    "$BIN/bagel-train" "${TR[@]}" --init "$W" --freeze vit --out "$T/a" --steps 3 --save-every 0 "$D/pix.msgpack"
+    # from the features with the ViT's patch embedding poisoned (NaN): it must not run
+    python3 - "$W" "$T/poison.safetensors" <<'PY'
+import json, struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+t = h["vit_model.vision_model.embeddings.patch_embedding.weight"]
+assert t["dtype"] == "F32"
+s, e = t["data_offsets"]
+b[8 + n + s:8 + n + e] = struct.pack("<f", float("nan")) * ((e - s) // 4)
+open(sys.argv[2], "wb").write(b)
+PY
+    "$BIN/bagel-train" "${TR[@]}" --init "$T/poison.safetensors" --freeze vit --out "$T/b" --steps 3 --save-every 0 \
+      "$T/feat.msgpack"
+    # (the ViT ran over other batches of rows there, so float sums may round
+    # differently in the last bits: 1e-6)
+    python3 - "$T/a/metrics.jsonl" "$T/b/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if '"step"' in l] for p in sys.argv[1:3])
+assert len(a) == len(b) == 3
+for x, y in zip(a, b):
+    assert abs(x["loss"] - y["loss"]) <= 1e-6 * abs(x["loss"]), (x["loss"], y["loss"])
+PY
+    # a features tensor of the wrong shape is a reject naming it
+    "$BIN/bagel-cat" --full <"$T/feat.msgpack" | python3 -c '
+import json, sys
+done = False
+for l in sys.stdin:
+    r = json.loads(l)
+    for s in r.get("segments", []):
+        if not done and "vit_features" in s:
+            s["vit_features"]["shape"][1] = 31
+            s["vit_features"]["data"] = s["vit_features"]["data"][: s["vit_features"]["shape"][0] * 31]
+            done = True
+    print(json.dumps(r))' | "$BIN/bagel-cat" --encode -q -o "$T/bad.msgpack"
+    "$BIN/bagel-train" "${TR[@]}" --init "$W" --freeze vit --out "$T/c" --steps 1 --save-every 0 "$T/bad.msgpack"
+    grep -q 'vit_features must be f32 or bf16' "$T/c/rejects.jsonl"
+    # a config without a ViT
+    run "$BIN/bagel-encode" --config tiny --vit "$W" -i "$D/pix.msgpack" -o "$T/x.msgpack"
+    [ "$status" -ne 0 ]
 }
