@@ -107,6 +107,7 @@ typedef struct {
     float *mo; /* the batch's moments [nb, 2z, h, w] */
     size_t mo_cap;
     model_t *vm; /* --vit: the model whose ViT runs (one decoder layer kept), or NULL */
+    model_config_t vcfg; /* its config (the packer keeps a pointer to it) */
     pack_t vpk;
     unsigned long long vit_images;
     unsigned long long images, passed, calls;
@@ -665,15 +666,16 @@ int main(int argc, char **argv)
         return rc_start;
     if (vit) { /* the ViT of the weights, in a model of one decoder layer */
         char err[1024];
-        model_config_t vc = job.lat.cfg;
-        if (!vc.visual_und) {
-            log_error("--vit: the config %s has no ViT", vc.name);
+        job.vcfg = job.lat.cfg;
+        model_config_t *vc = &job.vcfg;
+        if (!vc->visual_und) {
+            log_error("--vit: the config %s has no ViT", vc->name);
             lat_close(&job.lat);
             compute_ops_done(ops);
             return EXIT_USAGE;
         }
-        vc.layers = 1;
-        job.vm = model_new(&vc, ops, err, sizeof err);
+        vc->layers = 1;
+        job.vm = model_new(vc, ops, err, sizeof err);
         int extra = 0;
         if (!job.vm || (model_freeze(job.vm, ""), model_load(job.vm, NULL, vit, &extra, err, sizeof err))) {
             log_error("--vit %s: %s", vit, err);
@@ -682,8 +684,8 @@ int main(int argc, char **argv)
             compute_ops_done(ops);
             return EXIT_FATAL;
         }
-        pack_init(&job.vpk, &vc, &pack_default_opts, 1);
-        log_info("vit=%s (%d layers, hidden %d)", vit, vc.vit_layers, vc.vit_hidden);
+        pack_init(&job.vpk, vc, &pack_default_opts, 1);
+        log_info("vit=%s (%d layers, hidden %d)", vit, vc->vit_layers, vc->vit_hidden);
     }
     rng_seed(&job.rng, seed);
     /* the CPU's ops work image by image inside a batch, so batching gains
