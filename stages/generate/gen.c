@@ -37,6 +37,28 @@ static long chunk_tokens(const model_config_t *cfg, const infer_chunk_t *c)
     }
 }
 
+long gen_context_tokens(const model_config_t *cfg, const gen_job_t *j)
+{
+    long n = 0;
+    for (int c = 0; c < j->n_chunks; c++)
+        n += chunk_tokens(cfg, &j->chunks[c]);
+    return n;
+}
+
+/* job g fails unless its context and `more` positions fit a context of
+ * slot_rows; what says what the `more` are. Returns the job's chunk count. */
+static int check_room(const model_config_t *cfg, gen_job_t *g, long more, const char *what, int slot_rows)
+{
+    long need = gen_context_tokens(cfg, g) + more;
+    if (need > slot_rows) {
+        char why[200];
+        snprintf(why, sizeof why, "the prompt and %s take %ld positions, more than the %d of the context (--max-context)",
+                 what, need, slot_rows);
+        job_fail(g, why);
+    }
+    return g->n_chunks;
+}
+
 /* appends: sample s is chunk c[s] to slots[s], for the jobs who[s]; a batch
  * that fails is retried one by one so that only the failing jobs fail */
 static void append_all(infer_t *e, gen_job_t *jobs, const int *who, const int *slots, const infer_chunk_t *c, int n)
@@ -53,20 +75,12 @@ static int run_text(infer_t *e, const model_config_t *cfg, gen_job_t *jobs, cons
                     const gen_opts_t *o, int slot_rows, char *err, size_t errlen)
 {
     int maxc = 0;
+    char what[64];
+    snprintf(what, sizeof what, "up to %d new tokens", o->text.max_tokens);
     for (int j = 0; j < k; j++) {
-        gen_job_t *g = &jobs[idx[j]];
         infer_reset(e, j);
-        long need = o->text.max_tokens + 1;
-        for (int c = 0; c < g->n_chunks; c++)
-            need += chunk_tokens(cfg, &g->chunks[c]);
-        if (need > slot_rows) {
-            char why[160];
-            snprintf(why, sizeof why, "the prompt and up to %d new tokens take %ld positions, more than the %d of the "
-                                      "context (--max-context)",
-                     o->text.max_tokens, need, slot_rows);
-            job_fail(g, why);
-        }
-        maxc = g->n_chunks > maxc ? g->n_chunks : maxc;
+        int nc = check_room(cfg, &jobs[idx[j]], o->text.max_tokens + 1, what, slot_rows);
+        maxc = nc > maxc ? nc : maxc;
     }
     int *slots = malloc((size_t)k * sizeof(int)), *who = malloc((size_t)k * sizeof(int));
     infer_chunk_t *ch = malloc((size_t)k * sizeof *ch);
@@ -117,24 +131,15 @@ static int run_images(infer_t *e, const model_config_t *cfg, gen_job_t *jobs, co
                       const gen_opts_t *o, int slot_rows, char *err, size_t errlen)
 {
     int D = model_latent_dim(cfg), gh = jobs[idx[0]].gh, gw = jobs[idx[0]].gw, N = gh * gw, maxc = 0;
+    char what[64];
+    snprintf(what, sizeof what, "the image's %d tokens", N + 2);
     for (int j = 0; j < k; j++) {
-        gen_job_t *g = &jobs[idx[j]];
         for (int s = 0; s < 3; s++)
             infer_reset(e, 3 * j + s);
-        long need = (long)N + 2;
-        for (int c = 0; c < g->n_chunks; c++)
-            need += chunk_tokens(cfg, &g->chunks[c]);
-        if (need > slot_rows) {
-            char why[160];
-            snprintf(why, sizeof why,
-                     "the prompt and the image's %d tokens take %ld positions, more than the %d of the context "
-                     "(--max-context)",
-                     N + 2, need, slot_rows);
-            job_fail(g, why);
-        }
-        maxc = g->n_chunks > maxc ? g->n_chunks : maxc;
+        int nc = check_room(cfg, &jobs[idx[j]], (long)N + 2, what, slot_rows);
+        maxc = nc > maxc ? nc : maxc;
     }
-    int *slots = malloc((size_t)2 * k * sizeof(int)), *who = malloc((size_t)2 * k * sizeof(int));
+    int *slots = calloc((size_t)2 * k, sizeof(int)), *who = calloc((size_t)2 * k, sizeof(int));
     int *full = malloc((size_t)k * sizeof(int)), *tu = malloc((size_t)k * sizeof(int));
     int *iu = malloc((size_t)k * sizeof(int)), *map = malloc((size_t)k * sizeof(int));
     infer_chunk_t *ch = malloc((size_t)2 * k * sizeof *ch);

@@ -61,6 +61,9 @@ typedef struct gen_rec {
 int gen_rec_job(gen_rec_t *g, rec_t *r, const model_config_t *cfg, lat_t *lat, uint64_t seed, char *why);
 void gen_rec_free(gen_rec_t *g);
 
+/* positions job j's context takes (its chunks, markers included) */
+long gen_context_tokens(const model_config_t *cfg, const gen_job_t *j);
+
 /* The slots an engine needs for batches of `batch` jobs. */
 static inline int gen_slots(int batch) { return 3 * batch; }
 

@@ -176,13 +176,8 @@ sampler_t *sampler_open(const sampler_opts_t *o, const model_config_t *cfg, cons
             p->ref_text = strdup(buf);
         for (int c = 0; c < p->g.n_ch; c++)
             p->edit |= p->g.job.want_image && p->g.ch[c].kind != INFER_TEXT;
-        long need = 16 + (p->g.job.want_image ? (long)p->g.job.gh * p->g.job.gw + 2 : o->max_tokens + 1);
-        for (int c = 0; c < p->g.n_ch; c++) {
-            const infer_chunk_t *ch = &p->g.ch[c];
-            need += ch->kind == INFER_TEXT ? ch->n_ids + 2
-                    : ch->kind == INFER_VAE ? (long)ch->gh * ch->gw + 2
-                                            : (long)(ch->img_h / cfg->vit_patch) * (ch->img_w / cfg->vit_patch) + 2;
-        }
+        long need = 16 + gen_context_tokens(cfg, &p->g.job) +
+                    (p->g.job.want_image ? (long)p->g.job.gh * p->g.job.gw + 2 : o->max_tokens + 1);
         rows = need > rows ? need : rows;
         s->n++;
     }
