@@ -14,30 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "casecheck.h"
 #include "golden.h"
 #include "../../models/infer.h"
 #include "../../models/safetensors.h"
 
 #define REF_DIR "tests/reference"
 #define MAX_INPUTS 8
-
-static jmp_buf *fail_jmp;
-static char *fail_buf;
-static size_t fail_len;
-#define fail_msg(...)                                                                                                  \
-    do {                                                                                                               \
-        snprintf(fail_buf, fail_len, __VA_ARGS__);                                                                     \
-        longjmp(*fail_jmp, 1);                                                                                         \
-    } while (0)
-
-static const st_tensor_t *gold(const st_file_t *f, const char *name)
-{
-    const st_tensor_t *t = st_find(f, name);
-    if (!t)
-        fail_msg("golden has no tensor %s", name);
-    return t;
-}
-
 
 static float *gfloats(const st_file_t *f, const char *name, size_t want)
 {
@@ -50,7 +33,6 @@ static float *gfloats(const st_file_t *f, const char *name, size_t want)
         fail_msg("%s: %s", name, x ? err : "out of memory");
     return x;
 }
-
 
 typedef struct worst {
     double err;
@@ -371,13 +353,5 @@ static void check_case(const char *path, const op_table_t *ops, double tol, char
 
 int gencheck_case(const char *path, const op_table_t *ops, double tol, char *msg, size_t msglen)
 {
-    jmp_buf jb;
-    fail_jmp = &jb;
-    fail_buf = msg;
-    fail_len = msglen;
-    msg[0] = 0;
-    if (setjmp(jb))
-        return -1; /* what the failed case allocated is left to the process's end */
-    check_case(path, ops, tol, msg, msglen);
-    return 0;
+    CASECHECK_RUN(msg, msglen, check_case(path, ops, tol, msg, msglen));
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "casecheck.h"
 #include "golden.h"
 #include "../../models/rng.h"
 #include "../../models/safetensors.h"
@@ -18,29 +19,11 @@
 #define REF_DIR "tests/reference"
 
 /* a failed check ends the case: the message goes to the caller */
-static jmp_buf *fail_jmp;
-static char *fail_buf;
-static size_t fail_len;
-#define fail_msg(...)                                                                                                  \
-    do {                                                                                                               \
-        snprintf(fail_buf, fail_len, __VA_ARGS__);                                                                     \
-        longjmp(*fail_jmp, 1);                                                                                         \
-    } while (0)
 #define assert_int_equal(a, b)                                                                                         \
     do {                                                                                                               \
         if ((long long)(a) != (long long)(b))                                                                          \
             fail_msg("%s:%d: %lld != %lld", __FILE__, __LINE__, (long long)(a), (long long)(b));                       \
     } while (0)
-
-static const st_tensor_t *gold(const st_file_t *f, const char *name)
-{
-    const st_tensor_t *t = st_find(f, name);
-    if (!t)
-        fail_msg("golden has no tensor %s", name);
-    return t;
-}
-
-
 
 static void expect_ints(const st_file_t *f, const char *name, const int32_t *got, int n)
 {
@@ -51,7 +34,6 @@ static void expect_ints(const st_file_t *f, const char *name, const int32_t *got
         if (got[i] != golden_i64(t, i))
             fail_msg("%s[%d] = %d, the reference has %lld", name, i, got[i], (long long)golden_i64(t, i));
 }
-
 
 static void check_case(const char *path, const op_table_t *ops, double tol)
 {
@@ -269,13 +251,5 @@ static void check_case(const char *path, const op_table_t *ops, double tol)
 
 int refcheck_case(const char *path, const op_table_t *ops, double tol, char *msg, size_t msglen)
 {
-    jmp_buf jb;
-    fail_jmp = &jb;
-    fail_buf = msg;
-    fail_len = msglen;
-    msg[0] = 0;
-    if (setjmp(jb))
-        return -1; /* what the failed case allocated is left to the process's end */
-    check_case(path, ops, tol);
-    return 0;
+    CASECHECK_RUN(msg, msglen, check_case(path, ops, tol));
 }
