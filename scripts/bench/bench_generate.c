@@ -33,29 +33,14 @@
 #include "../../models/infer.h"
 #include "../../models/rng.h"
 #include "../../stages/common/compute_env.h"
+#include "bench_util.h"
 
 #ifdef BAGEL_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
-static int cmpd(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmpd);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static int profile;
 
@@ -124,16 +109,16 @@ static void bench_text(infer_t *e, model_t *m, const char *base, int B, int n_pr
         for (int b = 0; b < B; b++)
             infer_reset(e, b);
         ops->sync();
-        double t0 = now();
+        double t0 = bench_now();
         if (infer_append(e, slots, ch, B, err, sizeof err))
             die("prompt", err);
         ops->sync();
-        double t1 = now();
+        double t1 = bench_now();
         o.max_tokens = it < 0 ? 4 : n_new;
         if (infer_text(e, slots, B, &o, out, nid, stop, NULL, 0, err, sizeof err))
             die("decode", err);
         ops->sync();
-        double t2 = now();
+        double t2 = bench_now();
         for (int b = 0; b < B; b++) {
             if (nid[b] != o.max_tokens)
                 die("decode", "a sequence stopped early");
@@ -146,7 +131,7 @@ static void bench_text(infer_t *e, model_t *m, const char *base, int B, int n_pr
     char what[64];
     snprintf(what, sizeof what, "text batch %d (prompt and decoding)", B);
     prof_end(what, iters);
-    double s = median(dec, iters), p = median(pre, iters);
+    double s = bench_median(dec, iters), p = bench_median(pre, iters);
     printf("{%s,\"measure\":\"text_decode\",\"batch\":%d,\"prompt_tokens\":%d,\"new_tokens\":%d,\"seconds\":%.5f,"
            "\"tokens_per_s\":%.2f,\"ms_per_step\":%.4f,\"prefill_ms\":%.3f,\"runs\":%d}\n",
            base, B, n_prompt, n_new, s, B * n_new / s, 1000 * s / n_new, 1000 * p, iters);
@@ -185,13 +170,13 @@ static void bench_image(infer_t *e, model_t *m, const char *base, int side, int 
         o.num_timesteps = it < 0 ? 3 : steps;
         memcpy(x, x0, (size_t)N * D * sizeof(float));
         ops->sync();
-        double t0 = now();
+        double t0 = bench_now();
         if (infer_append(e, two, ch, 2, err, sizeof err) ||
             infer_image(e, &full, &tu, &iu, 1, gh, gw, &o, x, NULL, NULL, err, sizeof err))
             die("image", err);
         ops->sync();
         if (it >= 0)
-            t[it] = now() - t0;
+            t[it] = bench_now() - t0;
         for (int i = 0; i < N * D; i++)
             if (!isfinite(x[i]))
                 die("image", "a latent is not finite");
@@ -204,7 +189,7 @@ static void bench_image(infer_t *e, model_t *m, const char *base, int side, int 
         int on = ts[i] > o.cfg_lo && ts[i] <= o.cfg_hi;
         evals += 1 + (on ? 1 + (s_img > 1.0f) : 0);
     }
-    double s = median(t, iters);
+    double s = bench_median(t, iters);
     printf("{%s,\"measure\":\"image\",\"variant\":\"%s\",\"height\":%d,\"width\":%d,\"latent_tokens\":%d,"
            "\"num_timesteps\":%d,\"evaluations\":%d,\"cfg_text_scale\":3.0,\"cfg_img_scale\":%.1f,"
            "\"prompt_tokens\":%d,\"s_per_image\":%.4f,\"ms_per_evaluation\":%.3f,\"runs\":%d}\n",

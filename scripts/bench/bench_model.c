@@ -37,17 +37,12 @@
 #include "../../models/optim.h"
 #include "../../stages/common/compute_env.h"
 #include "../../tests/support/refcase.h"
+#include "bench_util.h"
 
 #ifdef BAGEL_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- model FLOPs of one step (the terms of bench_ref.py model_flops) */
 
@@ -132,11 +127,6 @@ static double device_used(const op_table_t *ops)
     return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static int usage(void)
 {
@@ -256,7 +246,7 @@ int main(int argc, char **argv)
     int skipped = 0;
     ops->sync();
     for (int it = -warmup; it < iters; it++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (train) {
             if (model_forward(m, b, &rc.loss, 1, &L, err, sizeof err) || model_backward(m, err, sizeof err)) {
                 fprintf(stderr, "bench-model: %s\n", err);
@@ -275,7 +265,7 @@ int main(int argc, char **argv)
             }
         }
         ops->sync();
-        double t = now() - t0;
+        double t = bench_now() - t0;
         if (it == -warmup)
             first_loss = L.total;
         if (it == -1 && profile)
@@ -287,8 +277,7 @@ int main(int argc, char **argv)
     double total = 0;
     for (int i = 0; i < iters; i++)
         total += dt[i];
-    qsort(dt, (size_t)iters, sizeof *dt, cmp_double);
-    double best = dt[0], med = iters % 2 ? dt[iters / 2] : 0.5 * (dt[iters / 2 - 1] + dt[iters / 2]);
+    double med = bench_median(dt, iters), best = dt[0];
     if (train) {
         double tflops = fl.total / med / 1e12;
         size_t P = m->n_floats * 4, T = m->n_trainable * 4;
