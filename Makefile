@@ -14,6 +14,9 @@
 BUILD ?= build
 CC ?= gcc
 CUDA ?= auto
+# FUZZ_SEED=N repeats a run (CI fixes it, so a failure there is one anyone can
+# replay); empty, each run draws its own
+FUZZ_SEED ?=
 FUZZ_SECONDS ?= 60
 # the supervisor and its fuzz harness want Debian 12's own Python (3.11, tomllib)
 PYTHON3 ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,python3)
@@ -244,13 +247,13 @@ fuzz: $(FUZZ_TARGETS)
 	@for t in $(FUZZ_TARGETS); do \
 	  name=$$(basename $$t); mkdir -p build-fuzz/corpus/$$name; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
-	  $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=65536 -artifact_prefix=build-fuzz/$$name- \
+	  $$t -max_total_time=$(FUZZ_SECONDS) $(if $(FUZZ_SEED),-seed=$(FUZZ_SEED)) -rss_limit_mb=2048 -max_len=65536 -artifact_prefix=build-fuzz/$$name- \
 	    build-fuzz/corpus/$$name tests/fuzz/corpus/$$name 2>build-fuzz/$$name.log \
 	    || { tail -40 build-fuzz/$$name.log; echo "fuzz: $$name FAILED"; exit 1; }; \
 	  grep -E '^Done [0-9]+ runs' build-fuzz/$$name.log | tail -1; \
 	done
 	@echo "fuzz: fuzz_pipeline (scripts/bagel-supervise's file reader) for $(FUZZ_SECONDS)s"; \
-	  $(PYTHON3) tests/fuzz/fuzz_pipeline.py --seconds $(FUZZ_SECONDS) --out build-fuzz tests/fuzz/corpus/fuzz_pipeline \
+	  $(PYTHON3) tests/fuzz/fuzz_pipeline.py --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) --out build-fuzz tests/fuzz/corpus/fuzz_pipeline \
 	    >build-fuzz/fuzz_pipeline.log 2>&1 || { tail -40 build-fuzz/fuzz_pipeline.log; echo "fuzz: fuzz_pipeline FAILED"; exit 1; }; \
 	  tail -1 build-fuzz/fuzz_pipeline.log
 

@@ -70,6 +70,12 @@ command = "bagel-cat --raw"'
 name = "a"' 'TOML syntax:'
     bad "$ok
 replicaz = 2" 'stage[0] (a).replicaz: unknown key (expected one of: name, command, replicas'
+    bad '[[stage]]
+name = "two\nlines"
+command = "x"' 'stage[0].name: expected letters, digits, - and _, starting with a letter, got "two\nlines"'
+    bad '[[stage]]
+name = "a\n"
+command = "x"' 'stage[0].name: expected letters, digits, - and _, starting with a letter, got "a\n"'
     bad "$ok
 replicas = \"two\"" 'stage[0] (a).replicas: expected a positive integer, got "two"'
     bad "$ok
