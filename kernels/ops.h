@@ -45,6 +45,8 @@ typedef struct op_attn {
     const uint8_t *split_mode;  /* (n_splits) OP_SPLIT_* */
     const int32_t *split_first; /* (n_splits) index of the first split of the same sample */
     const int32_t *row_of_pos;  /* (n_tok) or NULL */
+    int dense;                  /* a host hint: 1 when every query sees every key (one full split,
+                                   row_of_pos NULL), so a backend may skip the mask; 0 says nothing */
 } op_attn_t;
 
 /* The visibility rule itself, on host metadata: for tests, references and the

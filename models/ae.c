@@ -495,6 +495,7 @@ static void attnblock(ae_run_t *r, const ae_attn_t *a, int h, int w)
         .split_mode = ac->split_mode,
         .split_first = ac->split_first,
         .row_of_pos = NULL,
+        .dense = 1,
     };
     for (int i = 0; i < r->n; i++) {
         float *tk = r->h + (size_t)i * n, *ti = r->t + (size_t)i * n;

@@ -417,6 +417,12 @@ void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, 
     int S = a->n_tok, nh = a->n_heads, d = a->head_dim;
     if (S <= 0 || nh <= 0 || d <= 0)
         return;
+    if (a->dense && cuda_dense_enabled()) {
+        CU_REQUIRE(a->n_kv_heads > 0 && nh % a->n_kv_heads == 0, "attention: n_heads not a multiple of n_kv_heads");
+        int ld = nh * d, ldkv = a->n_kv_heads * d;
+        cuda_dense_attention(out, ld, lse, q, ld, k, v, ldkv, S, S, nh, a->n_kv_heads, d, a->scale);
+        return;
+    }
     attn_check(a, AT_MAX_D_FWD);
     if (cuda_bf16 && cuda_flash_supports(a)) {
         cuda_flash_fwd(out, lse, q, k, v, a);

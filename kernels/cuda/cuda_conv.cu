@@ -1,26 +1,37 @@
 /* cuda_conv.cu — 2-D convolution NCHW for the autoencoder.
  *
- * Forward with symmetric padding (every 3×3 and 1×1 convolution of FLUX's
- * autoencoder): cuDNN, its algorithm picked once per shape by its own
- * heuristics, the math pinned to CUDNN_FMA_MATH in both precisions: no
- * TF32, so the fp32 tests hold to 1e-4 of the CPU, and the latents do not
- * depend on how many images share a batch. With tensor-core math in bf16
- * mode the encoder ran 1.1-1.4x faster on an H200, but cuDNN picked other
- * algorithms for 1 and 8 images and the latents of one image changed with
- * its batch (docs/encode.md); bagel-encode's batches depend on arrival
- * times, so that would make a latent cache irreproducible.
+ * Forward: cuDNN, its algorithm picked once per shape by its own heuristics.
+ * - fp32 mode: NCHW fp32 tensors with CUDNN_FMA_MATH (no TF32, so the fp32
+ *   tests hold to 1e-4 of the CPU), the whole batch a call.
+ * - bf16 mode: each image is transposed into a bf16 NHWC copy (padding
+ *   written into the copy), the weights into bf16 KRSC, cuDNN convolves on
+ *   the tensor cores (fp32 accumulation, bf16 output) and the output comes
+ *   back to fp32 NCHW with the bias added; the layout is what the
+ *   tensor-core kernels read, so cuDNN transposes nothing itself.
+ *   BAGEL_CONV=tf32 instead hands cuDNN the fp32 NCHW tensors with
+ *   CUDNN_TENSOR_OP_MATH, BAGEL_CONV=fma keeps the fp32 mode's path: both for
+ *   comparison (docs/encode.md).
+ * One image a call on the tensor cores: an image's latents must not depend
+ * on how many images share its batch (bagel-encode's batches depend on
+ * arrival times, and a latent cache must be reproducible), and cuDNN picks
+ * other tensor-core algorithms for other batch sizes; with one image a call
+ * the shape, so the algorithm, is fixed.
  *
- * Everything else, im2col + a product (the CPU's algorithm,
- * kernels/cpu/cpu_conv.c): FLUX's Downsample pads right and bottom only,
- * which cuDNN's symmetric padding cannot express without a padded copy, and
- * the backward (the autoencoder is frozen; the backward exists for the op
- * table's contract and its tests). The column buffer is the backend's
+ * FLUX's Downsample pads right and bottom only, which cuDNN's symmetric
+ * padding cannot express: each image goes into a zero-padded copy (the bf16
+ * copy itself in bf16 mode), then to cuDNN without padding.
+ *
+ * The backward, and everything where cuDNN does not start: im2col + a
+ * product (the CPU's algorithm, kernels/cpu/cpu_conv.c; the autoencoder is
+ * frozen, the backward exists for the op table's contract and its tests). The column buffer is the backend's
  * reusable scratch (cuda_scratch), bounded to COL_FLOATS by chunking output
  * pixels.
  *
  * col[kk][pp] = in[c][iy][ix] for kk = (c·kh + ky)·kw + kx; the backward's
  * col2im adds dcol back with atomicAdd (taps of a stride-1 conv overlap). */
 #include "cuda_internal.h"
+
+#include <cuda_bf16.h>
 
 /* the legacy convolution API: deprecated in cuDNN 9 for the graph API, and
  * still the shortest way to one convolution */
@@ -29,6 +40,7 @@
 #include <cudnn.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define COL_FLOATS ((size_t)1 << 25) /* 128 MiB */
@@ -63,6 +75,18 @@ template <bool ADJOINT> __global__ void k_im2col(float *col, float *img, conv_ge
         } else {
             col[t] = in ? img[src] : 0.0f;
         }
+    }
+}
+
+/* out [c, hp, wp] = in [c, h, w] placed at (pad_t, pad_l), zeros around */
+__global__ void k_pad2d(float *out, const float *in, int c, int h, int w, int pad_t, int pad_l, int hp, int wp,
+                        size_t total)
+{
+    CU_FOR(t, total)
+    {
+        int x = (int)(t % wp) - pad_l, y = (int)(t / wp % hp) - pad_t;
+        size_t ch = t / ((size_t)wp * hp);
+        out[t] = y >= 0 && y < h && x >= 0 && x < w ? in[(ch * h + y) * w + x] : 0.0f;
     }
 }
 
@@ -110,8 +134,9 @@ static cudnnConvolutionDescriptor_t cd;
 
 /* the algorithm per shape and precision, found once */
 struct conv_algo {
-    int key[10];
+    int key[11];
     cudnnConvolutionFwdAlgo_t algo;
+    cudnnMathType_t math;
     size_t ws;
 };
 #define N_ALGOS 64
@@ -151,43 +176,166 @@ void cuda_conv_shutdown(void)
     n_algos = 0;
 }
 
-static void conv_cudnn(float *out, const float *in, const float *w, const float *b, int n, const conv_geom &g,
-                       int co, int pad_h, int pad_w)
+enum { CONV_FMA, CONV_TF32, CONV_BF16 };
+
+/* the path of this precision: CONV_FMA in fp32 mode; in bf16 mode CONV_BF16
+ * unless BAGEL_CONV says tf32 or fma */
+static int conv_mode(void)
 {
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, g.ci, g.h, g.wd));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(fd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, co, g.ci, g.kh, g.kw));
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, pad_h, pad_w, g.stride, g.stride, 1, 1, CUDNN_CROSS_CORRELATION,
-                                                CUDNN_DATA_FLOAT));
-    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, co, g.ho, g.wo));
-    int key[10] = {n, g.ci, g.h, g.wd, co, g.kh, g.kw, g.stride, pad_h * 65536 + pad_w, 0};
+    static int bf16_mode = -1;
+    if (bf16_mode < 0) {
+        const char *e = getenv("BAGEL_CONV");
+        bf16_mode = e && !strcmp(e, "fma") ? CONV_FMA : e && !strcmp(e, "tf32") ? CONV_TF32 : CONV_BF16;
+    }
+    return cuda_bf16 ? bf16_mode : CONV_FMA;
+}
+
+/* the algorithm for the descriptors as set now (key: the shape, layout and
+ * math asked for): the heuristics' first with that math, else their first
+ * that runs at all, and the math type set to the one it takes */
+static const conv_algo *conv_pick(const int key[11], cudnnMathType_t math)
+{
     conv_algo *A = NULL;
     for (int i = 0; i < n_algos && !A; i++)
-        if (!memcmp(algos[i].key, key, sizeof key))
+        if (!memcmp(algos[i].key, key, sizeof algos[i].key))
             A = &algos[i];
     if (!A) {
         cudnnConvolutionFwdAlgoPerf_t perf[8];
         int got = 0;
         CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(dnn, xd, fd, cd, yd, 8, &got, perf));
         int pick = -1;
-        for (int i = 0; i < got && pick < 0; i++) /* ranked by the heuristics; the math type must be ours */
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= ((size_t)1 << 30) &&
-                perf[i].mathType == CUDNN_FMA_MATH)
-                pick = i;
+        for (int pass = 0; pass < 2 && pick < 0; pass++)
+            for (int i = 0; i < got && pick < 0; i++)
+                if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= ((size_t)1 << 30) &&
+                    (pass || perf[i].mathType == math))
+                    pick = i;
         CU_REQUIRE(pick >= 0, "cuDNN offers no convolution algorithm for this shape");
         conv_algo fresh;
-        memcpy(fresh.key, key, sizeof key);
+        memcpy(fresh.key, key, sizeof fresh.key);
         fresh.algo = perf[pick].algo;
+        fresh.math = perf[pick].mathType;
         fresh.ws = perf[pick].memory;
         A = &algos[n_algos < N_ALGOS ? n_algos++ : N_ALGOS - 1];
         *A = fresh;
     }
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, A->math));
+    return A;
+}
+
+/* fp32 NCHW tensors to cuDNN: the whole batch a call with FMA math, one
+ * image a call with tensor-op math (CONV_TF32) */
+static void conv_cudnn(float *out, const float *in, const float *w, const float *b, int n, const conv_geom &g,
+                       int co, int pad_h, int pad_w)
+{
+    cudnnMathType_t math = conv_mode() == CONV_TF32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+    int nb = math == CUDNN_FMA_MATH ? n : 1;
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, nb, g.ci, g.h, g.wd));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(fd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, co, g.ci, g.kh, g.kw));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, pad_h, pad_w, g.stride, g.stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, math));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, nb, co, g.ho, g.wo));
+    int key[11] = {nb, g.ci, g.h, g.wd, co, g.kh, g.kw, g.stride, pad_h * 65536 + pad_w, (int)math, 0};
+    const conv_algo *A = conv_pick(key, math);
     void *ws = A->ws ? cuda_scratch((A->ws + 3) / 4) : NULL;
     const float one = 1.0f, zero = 0.0f;
-    CUDNN_CHECK(cudnnConvolutionForward(dnn, &one, xd, in, fd, w, cd, A->algo, ws, A->ws, &zero, yd, out));
+    size_t xs = (size_t)g.ci * g.h * g.wd, ys = (size_t)co * g.ho * g.wo;
+    for (int i = 0; i < n; i += nb)
+        CUDNN_CHECK(cudnnConvolutionForward(dnn, &one, xd, in + i * xs, fd, w, cd, A->algo, ws, A->ws, &zero, yd,
+                                            out + i * ys));
     if (b) {
+        CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, co, g.ho, g.wo));
         CUDNN_CHECK(cudnnSetTensor4dDescriptor(bd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, co, 1, 1));
         CUDNN_CHECK(cudnnAddTensor(dnn, &one, bd, b, &one, yd, out));
+    }
+}
+
+/* src [C, H, W] fp32 into dst [Hp, Wp, C] bf16 at (pt, pl): tiles of 32
+ * pixels × 32 channels through shared memory, both sides coalesced; block
+ * (32, 8) */
+__global__ void k_nchw_to_nhwc16(__nv_bfloat16 *dst, const float *src, int C, int H, int W, int pt, int pl, int Wp)
+{
+    __shared__ float tile[32][33];
+    int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32, HW = H * W;
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        int c = c0 + k, p = p0 + threadIdx.x;
+        tile[k][threadIdx.x] = c < C && p < HW ? src[(size_t)c * HW + p] : 0.0f;
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        int p = p0 + k, c = c0 + threadIdx.x;
+        if (p < HW && c < C) {
+            int y = p / W, x = p % W;
+            dst[((size_t)(y + pt) * Wp + x + pl) * C + c] = __float2bfloat16_rn(tile[threadIdx.x][k]);
+        }
+    }
+}
+
+/* src [HW, C] bf16 into dst [C, HW] fp32, plus bias[c] (may be NULL) */
+__global__ void k_nhwc16_to_nchw(float *dst, const __nv_bfloat16 *src, const float *bias, int C, int HW)
+{
+    __shared__ float tile[32][33];
+    int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        int p = p0 + k, c = c0 + threadIdx.x;
+        tile[k][threadIdx.x] = p < HW && c < C ? __bfloat162float(src[(size_t)p * C + c]) : 0.0f;
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+        int c = c0 + k, p = p0 + threadIdx.x;
+        if (c < C && p < HW)
+            dst[(size_t)c * HW + p] = tile[threadIdx.x][k] + (bias ? bias[c] : 0.0f);
+    }
+}
+
+/* w [co, ci, kh, kw] fp32 into [co, kh, kw, ci] bf16 */
+__global__ void k_w_to_krsc16(__nv_bfloat16 *dst, const float *w, int ci, int kh, int kw, size_t total)
+{
+    CU_FOR(t, total)
+    {
+        int c = (int)(t % ci);
+        size_t r = t / ci;
+        int x = (int)(r % kw), y = (int)(r / kw % kh);
+        size_t o = r / kw / kh;
+        dst[t] = __float2bfloat16_rn(w[((o * ci + c) * kh + y) * kw + x]);
+    }
+}
+
+/* CONV_BF16: one image a call, bf16 NHWC on the tensor cores */
+static void conv_nhwc16(float *out, const float *in, const float *w, const float *b, int n, int co, int ci, int h,
+                        int wd, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r)
+{
+    int hp = h + pad_t + pad_b, wp = wd + pad_l + pad_r;
+    conv_geom g = conv_geom_of(ci, hp, wp, kh, kw, stride, 0, 0, 0, 0);
+    size_t xs = (size_t)ci * hp * wp, ys = (size_t)co * g.ho * g.wo, wn = (size_t)co * ci * kh * kw;
+    __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_scratch_slot(CUDA_SCRATCH_GEMM_A, xs * 2 + 16);
+    __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_scratch_slot(CUDA_SCRATCH_GEMM_B, wn * 2 + 16);
+    __nv_bfloat16 *y16 = (__nv_bfloat16 *)cuda_scratch_slot(CUDA_SCRATCH_C, ys * 2 + 16);
+    k_w_to_krsc16<<<cuda_blocks(wn), CU_THREADS, 0, cuda_stream>>>(w16, w, ci, kh, kw, wn);
+    CU_LAUNCHED();
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 1, ci, hp, wp));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(fd, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, co, ci, kh, kw));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, 0, 0, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_TENSOR_OP_MATH));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 1, co, g.ho, g.wo));
+    int key[11] = {1, ci, hp, wp, co, kh, kw, stride, 0, (int)CUDNN_TENSOR_OP_MATH, 1};
+    const conv_algo *A = conv_pick(key, CUDNN_TENSOR_OP_MATH);
+    void *ws = A->ws ? cuda_scratch((A->ws + 3) / 4) : NULL;
+    const float one = 1.0f, zero = 0.0f;
+    int padded = pad_t || pad_l || pad_b || pad_r;
+    dim3 blk(32, 8);
+    for (int i = 0; i < n; i++) {
+        if (padded)
+            CU_CHECK(cudaMemsetAsync(x16, 0, xs * 2, cuda_stream));
+        dim3 gin((unsigned)((h * wd + 31) / 32), (unsigned)((ci + 31) / 32));
+        k_nchw_to_nhwc16<<<gin, blk, 0, cuda_stream>>>(x16, in + (size_t)i * ci * h * wd, ci, h, wd, pad_t, pad_l, wp);
+        CU_LAUNCHED();
+        CUDNN_CHECK(cudnnConvolutionForward(dnn, &one, xd, x16, fd, w16, cd, A->algo, ws, A->ws, &zero, yd, y16));
+        int hwo = g.ho * g.wo;
+        dim3 gout((unsigned)((hwo + 31) / 32), (unsigned)((co + 31) / 32));
+        k_nhwc16_to_nchw<<<gout, blk, 0, cuda_stream>>>(out + (size_t)i * ys, y16, b, co, hwo);
+        CU_LAUNCHED();
     }
 }
 
@@ -198,8 +346,28 @@ void cuda_conv2d_fwd(float *out, const float *in, const float *w, const float *b
     int K = ci * kh * kw, hwo = g.ho * g.wo;
     if (n <= 0 || co <= 0 || hwo <= 0)
         return;
+    int pads_ok = pad_t >= 0 && pad_l >= 0 && pad_b >= 0 && pad_r >= 0;
+    if (pads_ok && conv_mode() == CONV_BF16 && dnn_ready()) {
+        conv_nhwc16(out, in, w, b, n, co, ci, h, wd, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
+        return;
+    }
     if (pad_t == pad_b && pad_l == pad_r && dnn_ready()) {
         conv_cudnn(out, in, w, b, n, g, co, pad_t, pad_l);
+        return;
+    }
+    if (pads_ok && dnn_ready()) {
+        /* one-sided padding (Downsample): each image into a zero-padded copy,
+         * then cuDNN without padding */
+        int hp = h + pad_t + pad_b, wp = wd + pad_l + pad_r;
+        size_t np_ = (size_t)ci * hp * wp;
+        float *pad = (float *)cuda_scratch_slot(CUDA_SCRATCH_GEMM_A, np_ * sizeof(float));
+        conv_geom gp = conv_geom_of(ci, hp, wp, kh, kw, stride, 0, 0, 0, 0);
+        for (int i = 0; i < n; i++) {
+            k_pad2d<<<cuda_blocks(np_), CU_THREADS, 0, cuda_stream>>>(pad, in + (size_t)i * ci * h * wd, ci, h, wd,
+                                                                       pad_t, pad_l, hp, wp, np_);
+            CU_LAUNCHED();
+            conv_cudnn(out + (size_t)i * co * hwo, pad, w, b, 1, gp, co, 0, 0);
+        }
         return;
     }
     if (b) {

@@ -48,11 +48,20 @@ extern int cuda_bf16;
 /* device buffers the ops reuse: grown, never shrunk, freed by
  * cuda_ops_shutdown; growing synchronizes (cudaMalloc). One slot per user
  * whose buffer may be live while another's is taken: the ops' (conv's
- * im2col columns, the flash attention's staging), the two bf16 operand
- * copies of a product (which may read the ops' slot), and the cache
- * attention's packed queries (which call the attention that uses the ops'
- * slot) */
-enum { CUDA_SCRATCH_OPS, CUDA_SCRATCH_GEMM_A, CUDA_SCRATCH_GEMM_B, CUDA_SCRATCH_KV, CUDA_SCRATCH_SLOTS };
+ * im2col columns, the flash attention's staging, the dense attention's
+ * scores), the two bf16 operand copies of a product (which may read the
+ * ops' slot; the dense attention's queries and keys), the cache attention's
+ * packed queries (which call the attention that uses the ops' slot), and
+ * a third operand (the dense attention's bf16 values, a convolution's bf16
+ * output) */
+enum {
+    CUDA_SCRATCH_OPS,
+    CUDA_SCRATCH_GEMM_A,
+    CUDA_SCRATCH_GEMM_B,
+    CUDA_SCRATCH_KV,
+    CUDA_SCRATCH_C,
+    CUDA_SCRATCH_SLOTS
+};
 void *cuda_scratch_slot(int slot, size_t bytes);
 float *cuda_scratch(size_t floats); /* the ops' slot */
 /* a device double for reductions that come back to the host */
@@ -70,6 +79,18 @@ int cuda_flash_supports(const op_attn_t *a);
 void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
 void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                     const float *q, const float *k, const float *v, const op_attn_t *a);
+
+/* cuda_linear.cu: rows × cols of x (row stride ld) rounded into a packed
+ * bf16 copy in scratch slot `slot` (an __nv_bfloat16 array) */
+void *cuda_to_bf16(int slot, const float *x, int rows, int cols, int ld);
+
+/* cuda_dense.cu: attention with no mask through cuBLAS (see there): q, out
+ * [nq, nh, d] with row strides ldq, ldo; k, v [nk, nkv, d] with row stride
+ * ldkv; lse [nq, nh] or NULL. cuda_dense_enabled: 0 when the environment
+ * says BAGEL_ATTN_DENSE=0 (the fused kernels then run, for comparison). */
+int cuda_dense_enabled(void);
+void cuda_dense_attention(float *out, int ldo, float *lse, const float *q, int ldq, const float *k, const float *v,
+                          int ldkv, int nq, int nk, int nh, int nkv, int d, float scale);
 
 /* cuda_rows.cu: the first index of each row's largest value */
 void cuda_argmax_rows(int32_t *out, const float *x, int n, int c);

@@ -1,8 +1,10 @@
 /* cuda_kvattn.cu — inference attention against a key/value cache
  * (op_kv_attn_t in kernels/ops.h).
  *
- * Two routes, chosen per run of queries that share a key range:
- * - a long run (an image chunk, a long prompt) becomes one packed sequence
+ * Three routes, chosen per run of queries that share a key range:
+ * - a long run of queries that all see the same keys (an image chunk after
+ *   its context) has no mask: cuda_dense.cu's products through cuBLAS;
+ * - another long run (a long prompt, causal) becomes one packed sequence
  *   for the training attention (cuda_attention_fwd: the bf16 flash kernel,
  *   or the fp32 kernel): its cache rows are the keys in place, the queries
  *   are gathered to the tail positions, and the split table says what the
@@ -140,6 +142,31 @@ static void kv_decode(float *out, const float *q, const float *kc, const float *
     CU_LAUNCHED();
 }
 
+/* queries [i0, i0 + n) share k_first and all see the same c0 keys (an image
+ * chunk after its context): no mask, so the dense route; q and out rows are
+ * used in place when they are consecutive, else gathered and scattered */
+static void kv_dense(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a, int i0,
+                     int n)
+{
+    int nh = a->n_heads, d = a->head_dim, row = nh * d, ldkv = a->n_kv_heads * d;
+    int consecutive = 1;
+    for (int i = 1; i < n && consecutive; i++)
+        consecutive = a->h_q_row[i0 + i] == a->h_q_row[i0] + i;
+    size_t kf = (size_t)a->h_k_first[i0] * ldkv;
+    if (consecutive) {
+        size_t r = (size_t)a->h_q_row[i0] * row;
+        cuda_dense_attention(out + r, row, NULL, q + r, row, kc + kf, vc + kf, ldkv, n, a->h_k_count[i0], nh,
+                             a->n_kv_heads, d, a->scale);
+        return;
+    }
+    size_t qf = (size_t)n * row;
+    float *qp = (float *)cuda_scratch_slot(CUDA_SCRATCH_KV, 2 * qf * 4 + 256), *op = qp + qf;
+    kv_rows(qp, q, a->q_row + i0, n, row, 1);
+    cuda_dense_attention(op, row, NULL, qp, row, kc + kf, vc + kf, ldkv, n, a->h_k_count[i0], nh, a->n_kv_heads, d,
+                         a->scale);
+    kv_rows(out, op, a->q_row + i0, n, row, 0);
+}
+
 /* queries [i0, i0 + n) share k_first and see either the same count (full) or
  * one more key each (causal): one packed sequence for cuda_attention_fwd */
 static void kv_packed(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a, int i0,
@@ -201,7 +228,10 @@ extern "C" void cuda_attention_kv(float *out, const float *q, const float *kc, c
         if (n >= KV_RUN_MIN && (causal || c >= n)) {
             if (dec0 >= 0)
                 kv_decode(out, q, kc, vc, a, dec0, i - dec0), dec0 = -1;
-            kv_packed(out, q, kc, vc, a, i, n, causal);
+            if (!causal && cuda_dense_enabled())
+                kv_dense(out, q, kc, vc, a, i, n);
+            else
+                kv_packed(out, q, kc, vc, a, i, n, causal);
         } else if (dec0 < 0) {
             dec0 = i;
         }

@@ -51,6 +51,8 @@ static __nv_bfloat16 *to_bf16(int slot, const float *x, int rows, int cols, int 
     return d;
 }
 
+void *cuda_to_bf16(int slot, const float *x, int rows, int cols, int ld) { return to_bf16(slot, x, rows, cols, ld); }
+
 /* A row-major X[r, c] with stride ld is the column-major Xᵀ with the same
  * ld, so C = op(A)·op(B) in row-major is Cᵀ = op(B)ᵀ·op(A)ᵀ in column-major:
  * swap the operands and keep each one's transpose flag. */

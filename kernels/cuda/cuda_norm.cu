@@ -1,9 +1,10 @@
 /* cuda_norm.cu — RMSNorm and LayerNorm over the last dimension of [n, c],
  * and GroupNorm over NCHW, the same formulas as kernels/cpu/cpu_norm.c and
- * cpu_conv.c. One block per row (per sample-group for GroupNorm) with block
- * reductions; weight and bias gradients by column blocks that walk every
- * row, so nothing is written by two blocks. GroupNorm sums in double, as the
- * CPU does. */
+ * cpu_conv.c. One block per row (per sample-group for the GroupNorm
+ * backward) with block reductions; weight and bias gradients by column
+ * blocks that walk every row, so nothing is written by two blocks. GroupNorm
+ * sums in double, as the CPU does; its forward spreads each group over many
+ * blocks (k_gn_partial). */
 #include "cuda_internal.h"
 
 #define NORM_THREADS 256
@@ -245,32 +246,70 @@ void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, con
 }
 
 /* one block per (sample, group): statistics in double over cpg·hw values */
-__global__ void k_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
-                                int c, int hw, int groups, float eps)
+/* GroupNorm forward in three steps, so that a group of a million values
+ * (FLUX's first level: 4 channels of 512² a group, 32 groups an image) is
+ * spread over the whole GPU rather than one block: partial sums of x and x²
+ * in double by blocks of GN_CHUNK values, the group's mean and rstd from
+ * them (var = E[x²] − mean², in double), then the normalization over every
+ * element, four a thread. */
+#define GN_CHUNK 8192
+
+/* grid (n·groups, parts): part[g·parts + p] = (Σx, Σx²) over chunk p of group g */
+__global__ void k_gn_partial(double2 *part, const float *in, size_t cnt, size_t chunk)
 {
     __shared__ double sh[33];
-    int i = blockIdx.x / groups, gi = blockIdx.x % groups, cpg = c / groups;
-    size_t cnt = (size_t)cpg * hw, base = ((size_t)i * c + (size_t)gi * cpg) * hw;
-    const float *x = in + base;
-    double s = 0.0;
-    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x)
-        s += x[j];
-    double mu = cuda_block_sum(s, sh) / (double)cnt;
-    double v = 0.0;
-    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x)
-        v += (x[j] - mu) * (x[j] - mu);
-    v = cuda_block_sum(v, sh);
-    float muf = (float)mu, rs = (float)(1.0 / sqrt(v / (double)cnt + eps));
-    for (size_t j = threadIdx.x; j < cnt; j += blockDim.x) {
-        int ch = gi * cpg + (int)(j / hw);
-        float wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f;
-        out[base + j] = (x[j] - muf) * rs * wc + bc;
+    const float *x = in + (size_t)blockIdx.x * cnt;
+    size_t lo = (size_t)blockIdx.y * chunk, hi = lo + chunk < cnt ? lo + chunk : cnt;
+    double s = 0.0, s2 = 0.0;
+    for (size_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+        double v = x[j];
+        s += v, s2 += v * v;
     }
-    if (threadIdx.x == 0) {
-        if (mean)
-            mean[blockIdx.x] = muf;
-        if (rstd)
-            rstd[blockIdx.x] = rs;
+    s = cuda_block_sum(s, sh);
+    s2 = cuda_block_sum(s2, sh);
+    if (threadIdx.x == 0)
+        part[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = make_double2(s, s2);
+}
+
+__global__ void k_gn_stats(float *mean, float *rstd, const double2 *part, int ng, int parts, size_t cnt, float eps)
+{
+    int g = blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= ng)
+        return;
+    double s = 0.0, s2 = 0.0;
+    for (int p = 0; p < parts; p++)
+        s += part[(size_t)g * parts + p].x, s2 += part[(size_t)g * parts + p].y;
+    double mu = s / (double)cnt, var = s2 / (double)cnt - mu * mu;
+    mean[g] = (float)mu;
+    rstd[g] = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
+}
+
+/* out = (x − mean)·rstd·w + b, four elements a thread (hw a multiple of 4) */
+__global__ void k_gn_apply4(float4 *out, const float4 *in, const float *mean, const float *rstd, const float *w,
+                            const float *b, int c, int hw4, int cpg, size_t total4)
+{
+    CU_FOR(t, total4)
+    {
+        size_t row = t / hw4; /* sample·c + channel */
+        int ch = (int)(row % c);
+        size_t g = row / cpg;
+        float mu = mean[g], rs = rstd[g], wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f;
+        float4 v = in[t];
+        v.x = (v.x - mu) * rs * wc + bc, v.y = (v.y - mu) * rs * wc + bc;
+        v.z = (v.z - mu) * rs * wc + bc, v.w = (v.w - mu) * rs * wc + bc;
+        out[t] = v;
+    }
+}
+
+__global__ void k_gn_apply(float *out, const float *in, const float *mean, const float *rstd, const float *w,
+                           const float *b, int c, int hw, int cpg, size_t total)
+{
+    CU_FOR(t, total)
+    {
+        size_t row = t / hw;
+        int ch = (int)(row % c);
+        size_t g = row / cpg;
+        out[t] = (in[t] - mean[g]) * rstd[g] * (w ? w[ch] : 1.0f) + (b ? b[ch] : 0.0f);
     }
 }
 
@@ -328,7 +367,29 @@ void cuda_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, c
 {
     if (n <= 0 || c <= 0 || groups <= 0 || hw <= 0)
         return;
-    k_groupnorm_fwd<<<n * groups, NORM_THREADS, 0, cuda_stream>>>(out, mean, rstd, in, w, b, c, hw, groups, eps);
+    int ng = n * groups, cpg = c / groups;
+    size_t cnt = (size_t)cpg * hw, parts = (cnt + GN_CHUNK - 1) / GN_CHUNK;
+    if (parts > 1024)
+        parts = 1024;
+    size_t chunk = (cnt + parts - 1) / parts;
+    double2 *part = (double2 *)cuda_scratch((size_t)ng * parts * 4 + (size_t)ng * 2 + 4);
+    float *mu = mean, *rs = rstd;
+    if (!mu || !rs) { /* the statistics are wanted only here: scratch after the partial sums */
+        float *tail = (float *)(part + (size_t)ng * parts);
+        mu = mu ? mu : tail;
+        rs = rs ? rs : tail + ng;
+    }
+    k_gn_partial<<<dim3((unsigned)ng, (unsigned)parts), NORM_THREADS, 0, cuda_stream>>>(part, in, cnt, chunk);
+    CU_LAUNCHED();
+    k_gn_stats<<<(ng + 127) / 128, 128, 0, cuda_stream>>>(mu, rs, part, ng, (int)parts, cnt, eps);
+    CU_LAUNCHED();
+    size_t total = (size_t)n * c * hw;
+    if (hw % 4 == 0 && ((uintptr_t)in & 15) == 0 && ((uintptr_t)out & 15) == 0) {
+        k_gn_apply4<<<cuda_blocks(total / 4), CU_THREADS, 0, cuda_stream>>>(
+            (float4 *)out, (const float4 *)in, mu, rs, w, b, c, hw / 4, cpg, total / 4);
+    } else {
+        k_gn_apply<<<cuda_blocks(total), CU_THREADS, 0, cuda_stream>>>(out, in, mu, rs, w, b, c, hw, cpg, total);
+    }
     CU_LAUNCHED();
 }
 

@@ -26,7 +26,15 @@
 #                 ${TMPDIR:-/tmp}/bagel-encode-gpu; ~0.5 GB, made again in seconds)
 #   SIZES         image sides (default "512 1024")
 #   BATCHES       --batch values (default "1 8")
-#   SIDES         which runs, in this order (default "torch bf16 fp32")
+#   SIDES         which runs, in this order (default "torch bf16 fp32"); also
+#                 bf16-fma (BAGEL_CONV=fma: FMA-math convolutions in bf16 mode),
+#                 bf16-tf32 (BAGEL_CONV=tf32: fp32 NCHW tensors to cuDNN's
+#                 tensor cores) and bf16-fused (BAGEL_ATTN_DENSE=0: the fused
+#                 attention kernel for the mid-block), to measure what each
+#                 choice gives
+#   PROFILE       1 (default on cuda): after the table, one bf16 run a size at
+#                 batch 1 with BAGEL_PROFILE=1, its per-op times in
+#                 $OUT/encode-gpu/profile-<size>.txt
 #   N_512, N_1024 N per size (defaults 48 and 16; other sizes: N_<side>, else 16)
 #   ITERS, WARMUP the peer's timed and untimed forwards per case (default 10, 3)
 #   BUDGET        seconds for the whole script (default 280): a run that would
@@ -166,21 +174,25 @@ for side in $SIDES; do
             done
             [[ $rc -ne 0 && $rc -ne 200 ]] && { echo "  last lines of $log:"; tail -n 4 "$log" | sed 's/^/    /'; }
             ;;
-        bf16 | fp32)
+        bf16 | fp32 | bf16-fma | bf16-tf32 | bf16-fused)
+            envs=()
+            [[ $side == *-fma ]] && envs=(BAGEL_CONV=fma)
+            [[ $side == *-tf32 ]] && envs=(BAGEL_CONV=tf32)
+            [[ $side == *-fused ]] && envs=(BAGEL_ATTN_DENSE=0)
             for s in $SIZES; do
                 n=$(count_of "$s")
                 for b in $BATCHES; do
                     name=bagel-$side
                     ok=1
                     declare -A T=()
-                    prec=(--precision "$side")
+                    prec=(--precision "${side%%-*}")
                     [[ $DEVICE == cpu ]] && prec=() # a dry run: the CPU computes in fp32 only
                     for k in $n $((2 * n)); do
                         log=$DIR/logs/$name-$s-b$b-x$k.log
                         rc=0
                         t0=$(date +%s.%N)
                         # the latents to a file (compared across batch sizes below)
-                        run "$name $s b$b x$k" "$log" "$BIN/bagel-encode" --config "$CONFIG" --vae "$AE" \
+                        run "$name $s b$b x$k" "$log" env "${envs[@]}" "$BIN/bagel-encode" --config "$CONFIG" --vae "$AE" \
                             --device "$DEVICE" "${prec[@]}" --batch "$b" --drop-pixels \
                             --in "$CASES/rec-$s-$k.msgpack" --out "$CASES/out-$side-$s-b$b-x$k.msgpack" || rc=$?
                         t1=$(date +%s.%N)
@@ -224,11 +236,26 @@ for side in $SIDES; do
             done
             ;;
         *)
-            echo "encode-gpu: unknown side '$side' (torch bf16 fp32)"
+            echo "encode-gpu: unknown side '$side' (torch bf16 fp32 bf16-fma bf16-tf32 bf16-fused)"
             failed=1
             ;;
     esac
 done
+
+# ---- where the time goes: per-op totals of one profiled run a size
+if [[ ${PROFILE:-$([[ $DEVICE == cuda ]] && echo 1 || echo 0)} == 1 ]]; then
+    for s in $SIZES; do
+        n=$(count_of "$s")
+        prof=$DIR/profile-$s.txt
+        prec=(--precision bf16)
+        [[ $DEVICE == cpu ]] && prec=()
+        run "profile $s" "$DIR/logs/profile-$s.log" env BAGEL_PROFILE=1 "$BIN/bagel-encode" --config "$CONFIG" \
+            --vae "$AE" --device "$DEVICE" "${prec[@]}" --batch 1 --drop-pixels --in "$CASES/rec-$s-$n.msgpack" \
+            --out /dev/null || true
+        grep -a 'profile:' "$DIR/logs/profile-$s.log" | sed "s/^/${s}x$s bf16 batch 1, $n images: /" >"$prof"
+        cat "$prof"
+    done
+fi
 
 # ---- the table
 for s in $SIZES; do

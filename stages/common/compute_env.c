@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "../../kernels/ops.h"
+#include "../../kernels/prof.h"
 #include "log.h"
 #include "stage.h"
 
@@ -81,8 +82,8 @@ static double gpu_peak_tflops(const char *name)
 }
 #endif
 
-int compute_ops(const char *device, const char *precision, const op_table_t **ops, double *peak_tflops, char *err,
-                size_t errlen)
+static int compute_ops_select(const char *device, const char *precision, const op_table_t **ops, double *peak_tflops,
+                              char *err, size_t errlen)
 {
     *ops = &op_cpu;
     if (peak_tflops)
@@ -128,8 +129,29 @@ int compute_ops(const char *device, const char *precision, const op_table_t **op
 #endif
 }
 
+/* BAGEL_PROFILE=1: the table is wrapped in the timing one of kernels/prof.h,
+ * and compute_ops_done prints where the time went */
+static const op_table_t *prof_inner, *prof_outer;
+
+int compute_ops(const char *device, const char *precision, const op_table_t **ops, double *peak_tflops, char *err,
+                size_t errlen)
+{
+    int rc = compute_ops_select(device, precision, ops, peak_tflops, err, errlen);
+    const char *p = getenv("BAGEL_PROFILE");
+    if (!rc && p && *p && strcmp(p, "0")) {
+        prof_inner = *ops;
+        prof_outer = *ops = op_prof_wrap(*ops);
+        log_info("BAGEL_PROFILE: every op timed between syncs; the totals print when the stage ends");
+    }
+    return rc;
+}
+
 void compute_ops_done(const op_table_t *ops)
 {
+    if (ops && ops == prof_outer) {
+        op_prof_print(stderr, 1);
+        ops = prof_inner;
+    }
 #ifdef BAGEL_CUDA
     if (ops == &op_cuda)
         cuda_ops_shutdown();

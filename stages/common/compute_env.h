@@ -26,11 +26,14 @@ void compute_env_setup(char **argv);
  * NULL) gets the device's peak bf16 TFLOP/s from the official trainer's table
  * of GPU names, 0 where none is known (the CPU). Returns 0, or EXIT_USAGE (an
  * unknown device, CUDA not built) or EXIT_FATAL (the device fails) with one
- * line in err. */
+ * line in err. With BAGEL_PROFILE=1 in the environment the table is wrapped
+ * in kernels/prof.h's timing table, and compute_ops_done prints the time
+ * each op took (one line per op, "profile: ...", on stderr). */
 struct op_table;
 int compute_ops(const char *device, const char *precision, const struct op_table **ops, double *peak_tflops, char *err,
                 size_t errlen);
-/* Releases what compute_ops started for ops (the CUDA backend's handles). */
+/* Releases what compute_ops started for ops (the CUDA backend's handles);
+ * prints the profile where BAGEL_PROFILE asked for one. */
 void compute_ops_done(const struct op_table *ops);
 
 #endif

@@ -525,9 +525,10 @@ static void t_conv(void)
     conv_case("1x1 without bias", 3, 7, 5, 6, 4, 1, 1, 1, 0, 0, 0, 0, 0);
 }
 
-static void t_groupnorm(void)
+/* groups of 140 values, of 16,384 (many partial-sum blocks a group) and of
+ * 2,046 over an odd hw (the scalar path), values off zero */
+static void gn_case(int n, int c, int hw, int groups)
 {
-    int n = 2, c = 12, hw = 35, groups = 4;
     size_t m = (size_t)n * c * hw;
     float *x = hrand(m, -1, 3), *w = hrand(c, 0.5f, 1.5f), *b = hrand(c, -1, 1);
     float *out = hrand(m, 0, 1), *mu = hrand((size_t)n * groups, 0, 1), *rs = hrand((size_t)n * groups, 0, 1);
@@ -546,6 +547,13 @@ static void t_groupnorm(void)
     check("groupnorm_bwd din", dgx, gx, m, tol_red);
     check("groupnorm_bwd dw", dgw, gw, c, tol_red);
     check("groupnorm_bwd db", dgb, gb, c, tol_red);
+}
+
+static void t_groupnorm(void)
+{
+    gn_case(2, 12, 35, 4);
+    gn_case(2, 128, 4096, 32);
+    gn_case(1, 64, 1023, 32);
 }
 
 static void t_optim(void)
@@ -601,31 +609,52 @@ static void t_layout(void)
     check("gauss_sample", dz, z, nin, TOL_EW);
 }
 
-/* the autoencoder's mid-block attention: one head of 512 dims over one full
- * split, forward only (the autoencoder is frozen), in both precisions (no
- * tensor-core instance has 512 dims: the fp32 kernel runs) */
-static void t_attention_wide_head(void)
+/* attention with no mask (op_attn_t.dense): the autoencoder's mid-block (one
+ * head of 512 dims) and GQA heads, forward only, in both precisions, by the
+ * fused kernels (dense 0: the fp32 kernel at 512 dims) and by the dense
+ * route through cuBLAS (dense 1), whose query chunks a small
+ * BAGEL_ATTN_DENSE_MIB makes many */
+static void dense_case(int S, int nh, int nkv, int d, const char *mib)
 {
-    int S = 70, d = 512;
     int32_t start[2] = {0, S}, first[1] = {0};
     uint8_t mode[1] = {OP_SPLIT_FULL};
-    op_attn_t ha = {S, 1, 1, d, 1.0f / sqrtf((float)d), 1, start, mode, first, NULL};
+    op_attn_t ha = {S, nh, nkv, d, 1.0f / sqrtf((float)d), 1, start, mode, first, NULL, 0};
     op_attn_t da = ha;
     da.split_start = dcopy(start, sizeof start);
     da.split_mode = dcopy(mode, sizeof mode);
     da.split_first = dcopy(first, sizeof first);
-    size_t n = (size_t)S * d;
-    float *q = hrand(n, -2, 2), *k = hrand(n, -2, 2), *v = hrand(n, -1, 1);
-    float *out = hrand(n, 0, 1), *lse = hrand((size_t)S, 0, 1);
+    size_t nq = (size_t)S * nh * d, nk = (size_t)S * nkv * d;
+    float *q = hrand(nq, -2, 2), *k = hrand(nk, -2, 2), *v = hrand(nk, -1, 1);
+    float *out = hrand(nq, 0, 1), *lse = hrand((size_t)S * nh, 0, 1);
     C->attention_fwd(out, lse, q, k, v, &ha);
-    for (int bf = 0; bf < 2; bf++) {
-        cuda_ops_set_bf16(bf);
-        float *dout = dnan(n), *dlse = dnan((size_t)S);
-        G->attention_fwd(dout, dlse, DF(q, n), DF(k, n), DF(v, n), &da);
-        check(bf ? "d=512 out (bf16 mode)" : "d=512 out", dout, out, n, TOL_RED);
-        check(bf ? "d=512 lse (bf16 mode)" : "d=512 lse", dlse, lse, (size_t)S, TOL_RED);
-    }
+    if (mib)
+        setenv("BAGEL_ATTN_DENSE_MIB", mib, 1);
+    for (int dense = d > 256 ? 0 : 1; dense < 2; dense++)
+        for (int bf = 0; bf < 2; bf++) {
+            cuda_ops_set_bf16(bf);
+            da.dense = dense;
+            float *dout = dnan(nq), *dlse = dnan((size_t)S * nh);
+            G->attention_fwd(dout, dlse, DF(q, nq), DF(k, nk), DF(v, nk), &da);
+            /* the fp32 kernel runs the 512-dim head in bf16 mode too */
+            float tol = bf && (dense || d <= 128) ? TOL_BF16 : TOL_RED;
+            char what[128];
+            snprintf(what, sizeof what, "S=%d d=%d %d:%d heads%s%s out", S, d, nh, nkv, dense ? " dense" : "",
+                     bf ? " bf16" : "");
+            check(what, dout, out, nq, tol);
+            snprintf(what, sizeof what, "S=%d d=%d %d:%d heads%s%s lse", S, d, nh, nkv, dense ? " dense" : "",
+                     bf ? " bf16" : "");
+            check(what, dlse, lse, (size_t)S * nh, tol);
+        }
+    unsetenv("BAGEL_ATTN_DENSE_MIB");
     cuda_ops_set_bf16(0);
+}
+
+static void t_attention_wide_head(void)
+{
+    dense_case(70, 1, 1, 512, NULL);
+    dense_case(1100, 1, 1, 512, "1"); /* 1 MiB: query chunks of 158 rows (bf16), 238 (fp32) */
+    dense_case(333, 14, 2, 64, "1");    /* 74 rows (bf16) */
+    dense_case(257, 8, 8, 128, NULL);
 }
 
 /* ---- bf16 math: the products and attention on the tensor cores */
@@ -642,7 +671,34 @@ static void with_bf16(void (*fn)(void))
 
 static void t_bf16_linear(void) { with_bf16(t_linear); }
 static void t_bf16_classifier(void) { with_bf16(t_classifier); }
-static void t_bf16_conv(void) { with_bf16(t_conv); }
+/* an image's convolution does not depend on its batch: 3 images at once
+ * equal each image alone, byte for byte (the tensor-core math of bf16 mode
+ * runs one image a call for this), at the autoencoder's widths */
+static void conv_batch_invariant(void)
+{
+    int n = 3, ci = 128, h = 24, w = 20, co = 128;
+    size_t xs = (size_t)ci * h * w, ys = (size_t)co * h * w;
+    float *x = hrand(n * xs, -1, 1), *wt = hrand((size_t)co * ci * 9, -0.1f, 0.1f), *b = hrand(co, -1, 1);
+    float *dx = DF(x, n * xs), *dw_ = DF(wt, (size_t)co * ci * 9), *db_ = DF(b, co);
+    float *all = dnan(n * ys), *one = dnan(n * ys);
+    G->conv2d_fwd(all, dx, dw_, db_, n, ci, h, w, co, 3, 3, 1, 1, 1, 1, 1);
+    for (int i = 0; i < n; i++)
+        G->conv2d_fwd(one + i * ys, dx + i * xs, dw_, db_, 1, ci, h, w, co, 3, 3, 1, 1, 1, 1, 1);
+    float *ha = host_alloc(n * ys * 4), *ho = host_alloc(n * ys * 4);
+    G->download(ha, all, n * ys * 4);
+    G->download(ho, one, n * ys * 4);
+    size_t diff = 0;
+    for (size_t i = 0; i < n * ys; i++)
+        diff += memcmp(&ha[i], &ho[i], 4) != 0;
+    if (diff)
+        fail("conv2d_fwd: %zu of %zu outputs of a batch of 3 differ from those of each image alone", diff, n * ys);
+}
+
+static void t_bf16_conv(void)
+{
+    with_bf16(t_conv);
+    with_bf16(conv_batch_invariant);
+}
 static void t_bf16_attention_fixed(void)
 {
     with_bf16(t_attention_packed);
@@ -799,7 +855,7 @@ static const test_t tests[] = {
     {"attention: one causal split", t_attention_causal},
     {"attention: packed samples, causal/full/noise, GQA, permuted rows", t_attention_packed},
     {"attention: head_dim 128, sample opening with a full split", t_attention_wide},
-    {"attention: head_dim 512 forward (the autoencoder's mid-block)", t_attention_wide_head},
+    {"attention: no mask (dense), head_dim 512 (the autoencoder's mid-block) and GQA, forward", t_attention_wide_head},
     {"rows_copy and rows_add", t_rows},
     {"classifier_ce with ignored labels, chunks, loss only", t_classifier},
     {"mse, flow_noise, timestep_freq", t_loss},
