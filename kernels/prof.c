@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "prof.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -128,6 +129,35 @@ static void end(int op, double t0)
     calls[op]++;
 }
 
+/* the costliest ops by shape as well: conv2d_fwd, linear_fwd, attention_fwd */
+#define N_SHAPES 96
+static struct {
+    char key[72];
+    long calls;
+    double ms;
+} shapes[N_SHAPES];
+static int n_shapes;
+
+static void shape_add(const char *key, double ms)
+{
+    int i = 0;
+    while (i < n_shapes && strcmp(shapes[i].key, key))
+        i++;
+    if (i == n_shapes) {
+        if (n_shapes == N_SHAPES)
+            return;
+        snprintf(shapes[n_shapes++].key, sizeof shapes[0].key, "%s", key);
+    }
+    shapes[i].calls++;
+    shapes[i].ms += ms;
+}
+
+static void end_shape(int op, double t0, const char *key)
+{
+    end(op, t0);
+    shape_add(key, now_ms() - t0);
+}
+
 static void w_upload(void *dst, const void *host_src, size_t bytes)
 {
     double t0_ = begin();
@@ -153,7 +183,9 @@ static void w_linear_fwd(float *out, const float *in, const float *w, const floa
 {
     double t0_ = begin();
     prof_inner->linear_fwd(out, in, w, b, n, in_dim, out_dim);
-    end(P_linear_fwd, t0_);
+    char key[72];
+    snprintf(key, sizeof key, "linear_fwd %dx%d->%d", n, in_dim, out_dim);
+    end_shape(P_linear_fwd, t0_, key);
 }
 
 static void w_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n, int in_dim, int out_dim)
@@ -251,7 +283,10 @@ static void w_attention_fwd(float *out, float *lse, const float *q, const float 
 {
     double t0_ = begin();
     prof_inner->attention_fwd(out, lse, q, k, v, a);
-    end(P_attention_fwd, t0_);
+    char key[72];
+    snprintf(key, sizeof key, "attention_fwd %d rows %d:%d heads d=%d%s", a->n_tok, a->n_heads, a->n_kv_heads,
+             a->head_dim, a->dense ? " dense" : "");
+    end_shape(P_attention_fwd, t0_, key);
 }
 
 static void w_attention_kv(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a)
@@ -342,7 +377,9 @@ static void w_conv2d_fwd(float *out, const float *in, const float *w, const floa
 {
     double t0_ = begin();
     prof_inner->conv2d_fwd(out, in, w, b, n, ci, h, wd, co, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
-    end(P_conv2d_fwd, t0_);
+    char key[72];
+    snprintf(key, sizeof key, "conv2d_fwd n%d %d->%d %dx%d/%d at %dx%d", n, ci, co, kh, kw, stride, h, wd);
+    end_shape(P_conv2d_fwd, t0_, key);
 }
 
 static void w_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n, int ci, int h, int wd, int co, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r)
@@ -493,12 +530,19 @@ void op_prof_reset(void)
 {
     memset(total_ms, 0, sizeof total_ms);
     memset(calls, 0, sizeof calls);
+    n_shapes = 0;
 }
 
 static int by_total(const void *a, const void *b)
 {
     double x = total_ms[*(const int *)a], y = total_ms[*(const int *)b];
     return (x < y) - (x > y);
+}
+
+static int by_shape_ms(const void *a, const void *b)
+{
+    double x = shapes[*(const int *)a].ms, y = shapes[*(const int *)b].ms;
+    return x < y ? 1 : x > y ? -1 : 0;
 }
 
 void op_prof_print(FILE *f, int steps)
@@ -517,5 +561,14 @@ void op_prof_print(FILE *f, int steps)
             continue;
         fprintf(f, "profile: %-16s %6ld calls %9.2f ms a step %8.3f ms a call %5.1f%%\n", op_names[i],
                 calls[i] / steps, total_ms[i] / steps, total_ms[i] / calls[i], 100.0 * total_ms[i] / (sum > 0 ? sum : 1));
+    }
+    int so[N_SHAPES];
+    for (int i = 0; i < n_shapes; i++)
+        so[i] = i;
+    qsort(so, (size_t)n_shapes, sizeof so[0], by_shape_ms);
+    for (int k = 0; k < n_shapes; k++) {
+        int i = so[k];
+        fprintf(f, "profile:   %-44s %6ld calls %9.2f ms a step %8.3f ms a call\n", shapes[i].key,
+                shapes[i].calls / steps, shapes[i].ms / steps, shapes[i].ms / shapes[i].calls);
     }
 }

@@ -11,6 +11,10 @@
  *   BAGEL_CONV=tf32 instead hands cuDNN the fp32 NCHW tensors with
  *   CUDNN_TENSOR_OP_MATH, BAGEL_CONV=fma keeps the fp32 mode's path: both for
  *   comparison (docs/encode.md).
+ * A 1×1 convolution without stride or padding is a matrix product
+ * (cuda_gemm_rm), an image a call, in both modes; one with few taps
+ * (ci·kh·kw <= 32, stride 1: FLUX's first) runs on a direct fp32 kernel of
+ * ours, k_conv_small.
  * One image a call on the tensor cores: an image's latents must not depend
  * on how many images share its batch (bagel-encode's batches depend on
  * arrival times, and a latent cache must be reproducible), and cuDNN picks
@@ -90,9 +94,67 @@ __global__ void k_pad2d(float *out, const float *in, int c, int h, int w, int pa
     }
 }
 
-__global__ void k_conv_bias(float *out, const float *b, int co, int hwo, size_t total)
+/* out[row, p] = b[row % co] over rows n·co of hwo pixels: grid (x over the
+ * pixels, y the rows), no division per element (a 64-bit one per element
+ * made the bias of a 1×1 convolution cost more than its product) */
+__global__ void k_conv_bias(float *out, const float *b, int co, int hwo)
 {
-    CU_FOR(t, total) out[t] = b[t / hwo % co];
+    float v = b[blockIdx.y % co];
+    float *o = out + (size_t)blockIdx.y * hwo;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < hwo; p += gridDim.x * blockDim.x)
+        o[p] = v;
+}
+
+static void conv_bias(float *out, const float *b, int n, int co, int hwo)
+{
+    unsigned gx = (unsigned)((hwo + CU_THREADS - 1) / CU_THREADS);
+    dim3 grid(gx > 64 ? 64 : gx, (unsigned)(n * co));
+    k_conv_bias<<<grid, CU_THREADS, 0, cuda_stream>>>(out, b, co, hwo);
+    CU_LAUNCHED();
+}
+
+/* a convolution with few taps (ci·kh·kw <= SMALL_K: FLUX's first, 3 channels
+ * by 3×3), stride 1, in fp32 on the plain cores: a thread an output pixel
+ * holds its K input taps in registers and writes every output channel,
+ * coalesced along the row; the weights in shared memory. A product with a
+ * reduction of 27 leaves the tensor cores idle, and cuDNN took 3.3 ms for it
+ * at 1024² in bf16, 6x one of the 128-channel convolutions after it. */
+#define SMALL_K 32
+__global__ void k_conv_small(float *out, const float *in, const float *w, const float *b, int ci, int h, int wd,
+                             int co, int kh, int kw, int pad_t, int pad_l, int ho, int wo)
+{
+    extern __shared__ float ws[]; /* [co][K] */
+    int K = ci * kh * kw;
+    for (int i = threadIdx.x; i < co * K; i += blockDim.x)
+        ws[i] = w[i];
+    __syncthreads();
+    int n = blockIdx.y, hwo = ho * wo;
+    const float *x = in + (size_t)n * ci * h * wd;
+    float *y = out + (size_t)n * co * hwo;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < hwo; p += gridDim.x * blockDim.x) {
+        int oy = p / wo, ox = p % wo;
+        float tap[SMALL_K];
+#pragma unroll
+        for (int k = 0; k < SMALL_K; k++) {
+            float v = 0.0f;
+            if (k < K) {
+                int c = k / (kh * kw), ky = k / kw % kh, kx = k % kw;
+                int iy = oy - pad_t + ky, ix = ox - pad_l + kx;
+                if (iy >= 0 && iy < h && ix >= 0 && ix < wd)
+                    v = x[((size_t)c * h + iy) * wd + ix];
+            }
+            tap[k] = v;
+        }
+        for (int o = 0; o < co; o++) {
+            const float *wo_ = ws + o * K;
+            float acc = b ? b[o] : 0.0f;
+#pragma unroll
+            for (int k = 0; k < SMALL_K; k++)
+                if (k < K)
+                    acc += wo_[k] * tap[k];
+            y[(size_t)o * hwo + p] = acc;
+        }
+    }
 }
 
 /* one block per output channel: db[o] += Σ over samples and pixels */
@@ -250,10 +312,11 @@ static void conv_cudnn(float *out, const float *in, const float *w, const float 
     }
 }
 
-/* src [C, H, W] fp32 into dst [Hp, Wp, C] bf16 at (pt, pl): tiles of 32
- * pixels × 32 channels through shared memory, both sides coalesced; block
- * (32, 8) */
-__global__ void k_nchw_to_nhwc16(__nv_bfloat16 *dst, const float *src, int C, int H, int W, int pt, int pl, int Wp)
+/* src [C, H, W] fp32 into dst [Hp, Wp, Cp] bf16 at (pt, pl), channels
+ * [C, Cp) left as they are (zero): tiles of 32 pixels × 32 channels through
+ * shared memory, both sides coalesced; block (32, 8) */
+__global__ void k_nchw_to_nhwc16(__nv_bfloat16 *dst, const float *src, int C, int Cp, int H, int W, int pt, int pl,
+                                 int Wp)
 {
     __shared__ float tile[32][33];
     int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32, HW = H * W;
@@ -266,7 +329,7 @@ __global__ void k_nchw_to_nhwc16(__nv_bfloat16 *dst, const float *src, int C, in
         int p = p0 + k, c = c0 + threadIdx.x;
         if (p < HW && c < C) {
             int y = p / W, x = p % W;
-            dst[((size_t)(y + pt) * Wp + x + pl) * C + c] = __float2bfloat16_rn(tile[threadIdx.x][k]);
+            dst[((size_t)(y + pt) * Wp + x + pl) * Cp + c] = __float2bfloat16_rn(tile[threadIdx.x][k]);
         }
     }
 }
@@ -288,48 +351,52 @@ __global__ void k_nhwc16_to_nchw(float *dst, const __nv_bfloat16 *src, const flo
     }
 }
 
-/* w [co, ci, kh, kw] fp32 into [co, kh, kw, ci] bf16 */
-__global__ void k_w_to_krsc16(__nv_bfloat16 *dst, const float *w, int ci, int kh, int kw, size_t total)
+/* w [co, ci, kh, kw] fp32 into [co, kh, kw, cip] bf16, zero for c >= ci */
+__global__ void k_w_to_krsc16(__nv_bfloat16 *dst, const float *w, int ci, int cip, int kh, int kw, size_t total)
 {
     CU_FOR(t, total)
     {
-        int c = (int)(t % ci);
-        size_t r = t / ci;
+        int c = (int)(t % cip);
+        size_t r = t / cip;
         int x = (int)(r % kw), y = (int)(r / kw % kh);
         size_t o = r / kw / kh;
-        dst[t] = __float2bfloat16_rn(w[((o * ci + c) * kh + y) * kw + x]);
+        dst[t] = c < ci ? __float2bfloat16_rn(w[((o * ci + c) * kh + y) * kw + x]) : __float2bfloat16_rn(0.0f);
     }
 }
 
-/* CONV_BF16: one image a call, bf16 NHWC on the tensor cores */
+/* CONV_BF16: one image a call, bf16 NHWC on the tensor cores. Input
+ * channels are padded with zeros to a multiple of 8 (the tensor-core
+ * kernels' alignment: FLUX's first convolution has 3; unpadded, cuDNN fell
+ * back to a kernel 6x slower than the 128-channel ones at 1024²). */
 static void conv_nhwc16(float *out, const float *in, const float *w, const float *b, int n, int co, int ci, int h,
                         int wd, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r)
 {
-    int hp = h + pad_t + pad_b, wp = wd + pad_l + pad_r;
-    conv_geom g = conv_geom_of(ci, hp, wp, kh, kw, stride, 0, 0, 0, 0);
-    size_t xs = (size_t)ci * hp * wp, ys = (size_t)co * g.ho * g.wo, wn = (size_t)co * ci * kh * kw;
+    int hp = h + pad_t + pad_b, wp = wd + pad_l + pad_r, cip = (ci + 7) / 8 * 8;
+    conv_geom g = conv_geom_of(cip, hp, wp, kh, kw, stride, 0, 0, 0, 0);
+    size_t xs = (size_t)cip * hp * wp, ys = (size_t)co * g.ho * g.wo, wn = (size_t)co * cip * kh * kw;
     __nv_bfloat16 *x16 = (__nv_bfloat16 *)cuda_scratch_slot(CUDA_SCRATCH_GEMM_A, xs * 2 + 16);
     __nv_bfloat16 *w16 = (__nv_bfloat16 *)cuda_scratch_slot(CUDA_SCRATCH_GEMM_B, wn * 2 + 16);
     __nv_bfloat16 *y16 = (__nv_bfloat16 *)cuda_scratch_slot(CUDA_SCRATCH_C, ys * 2 + 16);
-    k_w_to_krsc16<<<cuda_blocks(wn), CU_THREADS, 0, cuda_stream>>>(w16, w, ci, kh, kw, wn);
+    k_w_to_krsc16<<<cuda_blocks(wn), CU_THREADS, 0, cuda_stream>>>(w16, w, ci, cip, kh, kw, wn);
     CU_LAUNCHED();
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 1, ci, hp, wp));
-    CUDNN_CHECK(cudnnSetFilter4dDescriptor(fd, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, co, ci, kh, kw));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 1, cip, hp, wp));
+    CUDNN_CHECK(cudnnSetFilter4dDescriptor(fd, CUDNN_DATA_BFLOAT16, CUDNN_TENSOR_NHWC, co, cip, kh, kw));
     CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, 0, 0, stride, stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                                 CUDNN_DATA_FLOAT));
     CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_TENSOR_OP_MATH));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_BFLOAT16, 1, co, g.ho, g.wo));
-    int key[11] = {1, ci, hp, wp, co, kh, kw, stride, 0, (int)CUDNN_TENSOR_OP_MATH, 1};
+    int key[11] = {1, cip, hp, wp, co, kh, kw, stride, 0, (int)CUDNN_TENSOR_OP_MATH, 1};
     const conv_algo *A = conv_pick(key, CUDNN_TENSOR_OP_MATH);
     void *ws = A->ws ? cuda_scratch((A->ws + 3) / 4) : NULL;
     const float one = 1.0f, zero = 0.0f;
-    int padded = pad_t || pad_l || pad_b || pad_r;
+    int zeros = pad_t || pad_l || pad_b || pad_r || cip != ci;
     dim3 blk(32, 8);
     for (int i = 0; i < n; i++) {
-        if (padded)
+        if (zeros)
             CU_CHECK(cudaMemsetAsync(x16, 0, xs * 2, cuda_stream));
         dim3 gin((unsigned)((h * wd + 31) / 32), (unsigned)((ci + 31) / 32));
-        k_nchw_to_nhwc16<<<gin, blk, 0, cuda_stream>>>(x16, in + (size_t)i * ci * h * wd, ci, h, wd, pad_t, pad_l, wp);
+        k_nchw_to_nhwc16<<<gin, blk, 0, cuda_stream>>>(x16, in + (size_t)i * ci * h * wd, ci, cip, h, wd, pad_t, pad_l,
+                                                        wp);
         CU_LAUNCHED();
         CUDNN_CHECK(cudnnConvolutionForward(dnn, &one, xd, x16, fd, w16, cd, A->algo, ws, A->ws, &zero, yd, y16));
         int hwo = g.ho * g.wo;
@@ -346,7 +413,25 @@ void cuda_conv2d_fwd(float *out, const float *in, const float *w, const float *b
     int K = ci * kh * kw, hwo = g.ho * g.wo;
     if (n <= 0 || co <= 0 || hwo <= 0)
         return;
+    if (kh == 1 && kw == 1 && stride == 1 && !pad_t && !pad_l && !pad_b && !pad_r) {
+        /* a 1×1 convolution is a product: out[co, hw] = W[co, ci] · in[ci, hw],
+         * an image a call (cuDNN's 1×1 choices ran at a tenth of this in bf16) */
+        if (b)
+            conv_bias(out, b, n, co, hwo);
+        for (int i = 0; i < n; i++)
+            cuda_gemm_rm('n', 'n', co, hwo, ci, 1.0f, w, ci, in + (size_t)i * ci * hwo, hwo, b ? 1.0f : 0.0f,
+                         out + (size_t)i * co * hwo, hwo);
+        return;
+    }
     int pads_ok = pad_t >= 0 && pad_l >= 0 && pad_b >= 0 && pad_r >= 0;
+    if (K <= SMALL_K && stride == 1 && pads_ok && (size_t)co * K * sizeof(float) <= 48 * 1024) {
+        unsigned gx = (unsigned)((hwo + CU_THREADS - 1) / CU_THREADS);
+        dim3 grid(gx > 1024 ? 1024 : gx, (unsigned)n);
+        k_conv_small<<<grid, CU_THREADS, (size_t)co * K * sizeof(float), cuda_stream>>>(
+            out, in, w, b, ci, h, wd, co, kh, kw, pad_t, pad_l, g.ho, g.wo);
+        CU_LAUNCHED();
+        return;
+    }
     if (pads_ok && conv_mode() == CONV_BF16 && dnn_ready()) {
         conv_nhwc16(out, in, w, b, n, co, ci, h, wd, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
         return;
@@ -370,11 +455,8 @@ void cuda_conv2d_fwd(float *out, const float *in, const float *w, const float *b
         }
         return;
     }
-    if (b) {
-        size_t total = (size_t)n * co * hwo;
-        k_conv_bias<<<cuda_blocks(total), CU_THREADS, 0, cuda_stream>>>(out, b, co, hwo, total);
-        CU_LAUNCHED();
-    }
+    if (b)
+        conv_bias(out, b, n, co, hwo);
     int P = conv_chunk(K, hwo);
     float *col = cuda_scratch((size_t)K * P);
     for (int i = 0; i < n; i++) {

@@ -3,8 +3,10 @@
  *
  * Three routes, chosen per run of queries that share a key range:
  * - a long run of queries that all see the same keys (an image chunk after
- *   its context) has no mask: cuda_dense.cu's products through cuBLAS;
- * - another long run (a long prompt, causal) becomes one packed sequence
+ *   its context) has no mask: where the flash kernel does not take the head
+ *   dim (or in fp32 mode), cuda_dense.cu's products through cuBLAS;
+ * - another long run (a long prompt, causal; an image chunk at the flash
+ *   kernel's head dims) becomes one packed sequence
  *   for the training attention (cuda_attention_fwd: the bf16 flash kernel,
  *   or the fp32 kernel): its cache rows are the keys in place, the queries
  *   are gathered to the tail positions, and the split table says what the
@@ -142,6 +144,15 @@ static void kv_decode(float *out, const float *q, const float *kc, const float *
     CU_LAUNCHED();
 }
 
+/* whether the packed route would run the bf16 flash kernel (which, at the
+ * head dims it takes, beat the dense route on image chunks: docs/generate.md) */
+static int kv_flash_takes(const op_kv_attn_t *a)
+{
+    op_attn_t at = {};
+    at.n_heads = a->n_heads, at.n_kv_heads = a->n_kv_heads, at.head_dim = a->head_dim, at.n_splits = 1;
+    return cuda_bf16 && cuda_flash_supports(&at);
+}
+
 /* queries [i0, i0 + n) share k_first and all see the same c0 keys (an image
  * chunk after its context): no mask, so the dense route; q and out rows are
  * used in place when they are consecutive, else gathered and scattered */
@@ -228,7 +239,7 @@ extern "C" void cuda_attention_kv(float *out, const float *q, const float *kc, c
         if (n >= KV_RUN_MIN && (causal || c >= n)) {
             if (dec0 >= 0)
                 kv_decode(out, q, kc, vc, a, dec0, i - dec0), dec0 = -1;
-            if (!causal && cuda_dense_enabled())
+            if (!causal && cuda_dense_enabled() && !kv_flash_takes(a))
                 kv_dense(out, q, kc, vc, a, i, n);
             else
                 kv_packed(out, q, kc, vc, a, i, n, causal);
