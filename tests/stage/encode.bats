@@ -4,7 +4,8 @@
 # moments have the shape and dtype the trainer reads, and training on them
 # matches training with the trainer encoding the same pixels itself; a
 # missing tensor, a sample without pixels, --drop-pixels; --vit features
-# that a trainer with a frozen ViT uses in place of running it.
+# that a trainer with a frozen ViT uses in place of running it; the op
+# profile that BAGEL_PROFILE=1 prints.
 
 setup_file() {
     BIN=${BAGEL_BIN:-$PWD/build/bin}
@@ -322,4 +323,22 @@ for l in sys.stdin:
     # a config without a ViT
     run "$BIN/bagel-encode" --config tiny --vit "$W" -i "$D/pix.msgpack" -o "$T/x.msgpack"
     [ "$status" -ne 0 ]
+}
+
+@test "BAGEL_PROFILE=1: every op's time and the convolutions' by shape on stderr; the records the same" {
+    "$BIN/../tests/tools/make-ae" "$FCFG" 5 "$T/ae.safetensors"
+    "$BIN/bagel-encode" -q --config "$FCFG" --vae "$T/ae.safetensors" "$D/pix64.msgpack" --out "$T/plain.msgpack"
+    BAGEL_PROFILE=1 "$BIN/bagel-encode" -q --config "$FCFG" --vae "$T/ae.safetensors" "$D/pix64.msgpack" \
+        --out "$T/prof.msgpack" 2>"$T/err"
+    cat "$T/err"
+    cmp "$T/plain.msgpack" "$T/prof.msgpack"
+    grep -qE '^profile: [0-9.]+ ms a step in ops' "$T/err"
+    grep -qE '^profile: conv2d_fwd +[1-9][0-9]* calls' "$T/err"
+    grep -qE '^profile: groupnorm_fwd +[1-9][0-9]* calls' "$T/err"
+    # by shape: the first convolution (3 channels in) and the mid-block's attention, marked dense
+    grep -qE '^profile: +conv2d_fwd n[0-9]+ 3->[0-9]+ 3x3/1 at [0-9]+x[0-9]+ +[1-9][0-9]* calls' "$T/err"
+    grep -qE '^profile: +attention_fwd [0-9]+ rows 1:1 heads d=[0-9]+ dense' "$T/err"
+    # without the variable: no profile
+    "$BIN/bagel-encode" -q --config "$FCFG" --vae "$T/ae.safetensors" "$D/pix64.msgpack" --out /dev/null 2>"$T/err2"
+    ! grep -q '^profile:' "$T/err2"
 }
