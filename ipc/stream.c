@@ -79,6 +79,15 @@ static void *zctx_get(char *err)
             snprintf(err, REC_ERR_LEN, "zmq_ctx_new: %s", zmq_strerror(errno));
             return NULL;
         }
+        // Two I/O threads by default: a socket's connections are shared out
+        // among them, so a reader fed by many writers (a sink behind R
+        // replicas) receives on two cores. One sink fed by two writers of
+        // 34 KB records over ipc took 36-38k records/s with two, 23-27k with
+        // libzmq's default of one (2-core VM, docs/supervisor.md).
+        // BAGEL_ZMQ_IO_THREADS=N (1 to 64) sets another count.
+        const char *io = getenv("BAGEL_ZMQ_IO_THREADS");
+        int n = io ? atoi(io) : 2;
+        zmq_ctx_set(zctx, ZMQ_IO_THREADS, n < 1 ? 1 : n > 64 ? 64 : n);
     }
     zctx_users++;
     return zctx;
