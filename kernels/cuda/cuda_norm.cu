@@ -245,7 +245,6 @@ void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, con
     }
 }
 
-/* one block per (sample, group): statistics in double over cpg·hw values */
 /* GroupNorm forward in three steps, so that a group of a million values
  * (FLUX's first level: 4 channels of 512² a group, 32 groups an image) is
  * spread over the whole GPU rather than one block: partial sums of x and x²
