@@ -193,3 +193,21 @@ out:
     json_decref(cs);
     return ret;
 }
+
+float *refcase_step(const refcase_t *rc, model_t *m, const model_batch_t *b, const model_caps_t *caps,
+                    model_losses_t *L, size_t *n, char *err, size_t errlen)
+{
+    if (model_reserve(m, caps, err, errlen))
+        return NULL;
+    model_zero_grad(m);
+    if (model_forward(m, b, &rc->loss, 1, L, err, errlen) || model_backward(m, err, errlen))
+        return NULL;
+    *n = m->n_floats;
+    float *g = malloc(*n * sizeof *g);
+    if (!g) {
+        snprintf(err, errlen, "refcase_step: out of memory for %zu gradients", *n);
+        return NULL;
+    }
+    m->ops->download(g, m->grad_mem, *n * sizeof *g);
+    return g;
+}

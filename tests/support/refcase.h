@@ -24,4 +24,12 @@ typedef struct refcase {
 int refcase_load(refcase_t *rc, const char *path, char *err, size_t errlen);
 void refcase_free(refcase_t *rc);
 
+/* One training step of m (made from rc->cfg and prepared by the caller) on
+ * batch b (the case's, or one made from it) with the case's loss settings
+ * and caps: reserve, zero the gradients, forward, backward. Returns a host
+ * copy of every gradient (*n floats, the caller frees it) and the losses in
+ * *L, or NULL with one line in err. */
+float *refcase_step(const refcase_t *rc, model_t *m, const model_batch_t *b, const model_caps_t *caps,
+                    model_losses_t *L, size_t *n, char *err, size_t errlen);
+
 #endif

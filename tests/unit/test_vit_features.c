@@ -36,15 +36,9 @@ static float *step(refcase_t *rc, const model_batch_t *b, int freeze, int poison
             (*p->w)[i] = NAN;
     }
     model_caps_t caps = model_caps_of(b);
-    if (model_reserve(m, &caps, err, sizeof err))
+    float *g = refcase_step(rc, m, b, &caps, L, n, err, sizeof err);
+    if (!g)
         fail_msg("%s", err);
-    model_zero_grad(m);
-    if (model_forward(m, b, &rc->loss, 1, L, err, sizeof err) || model_backward(m, err, sizeof err))
-        fail_msg("%s", err);
-    *n = m->n_floats;
-    float *g = malloc(*n * sizeof *g);
-    assert_non_null(g);
-    m->ops->download(g, m->grad_mem, *n * sizeof *g);
     model_destroy(&m);
     return g;
 }
