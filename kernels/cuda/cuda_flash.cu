@@ -35,15 +35,16 @@
  * n g); C (16×8) c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8, 2t..). So a C tile pair
  * of 16×8 accumulators over keys 16j.. is the A fragment over those keys. */
 #include "cuda_internal.h"
+#include "../attn_span.h"
 
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#define FA_BQ 64      /* queries a forward/dQ block; keys a dK/dV block */
-#define FA_BK 64      /* keys (queries, for dK/dV) a tile */
-#define FA_THREADS 128
+#define FA_BK 64 /* keys (queries, for dK/dV) a streamed tile */
+/* A block has NW warps (4 or 8) of 16 rows each: 16·NW queries (forward,
+ * dQ) or keys (dK/dV) of one head, 32·NW threads. */
 #define FA_LOG2E 1.4426950408889634f
 
 typedef __nv_bfloat16 bf16;
@@ -97,43 +98,39 @@ __device__ static inline int fa_split_of(const int32_t *ss, int n_splits, int po
     return lo;
 }
 
-/* what the mask needs of a position: its split (-1 past the range), the
- * first split of its sample and its split's mode */
-struct fa_pos {
-    int sp, first, mode;
+/* ex2.approx: one MUFU instruction; 2^-inf = +0 */
+__device__ static inline float fa_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* The visibility of a row's 64-position tile as bits (kernels/attn_span.h).
+ * A query row: keys [a, b) but noise, and [b, c); rows past S see nothing. */
+struct fa_qspan {
+    int a, b, c;
 };
 
-__device__ static inline fa_pos fa_pos_of(const fa_meta &m, int p, int end)
+__device__ static inline fa_qspan fa_qspan_of(const fa_meta &m, int p)
 {
-    fa_pos r = {-1, -1, 0};
-    if (p < end) {
-        r.sp = m.sp[p];
-        r.first = m.sf[r.sp];
-        r.mode = m.sm[r.sp];
-    }
+    fa_qspan r = {0, 0, 0};
+    if (p < m.S)
+        attn_span_query(m.ss, m.sf, m.sm, m.sp[p], p, &r.a, &r.b, &r.c);
     return r;
 }
 
-/* op_attn_visible on those facts */
-__device__ static inline bool fa_visible(int q, const fa_pos &qi, int k, const fa_pos &ki)
+__device__ static inline uint64_t fa_qbits(const fa_qspan &q, int k0, uint64_t noise)
 {
-    if (qi.sp < 0 || ki.sp < 0 || ki.first != qi.first)
-        return false;
-    if (ki.sp != qi.sp)
-        return ki.sp < qi.sp && ki.mode != OP_SPLIT_NOISE;
-    return k <= q || qi.mode != OP_SPLIT_CAUSAL;
+    return (attn_bits64(q.a, q.b, k0) & ~noise) | attn_bits64(q.b, q.c, k0);
 }
 
-/* Whether key k is visible to every query of [q0, q1) (so a tile of such keys
- * needs no mask): the queries all in one sample and k before their splits
- * and not noise, or all of them in k's own split with k visible to q0. */
-__device__ static inline bool fa_key_sees_all(const fa_pos &k_, int k, const fa_pos &qa, const fa_pos &qb, int q0)
+/* A key row: the queries [lo, hi) see it */
+__device__ static inline void fa_kspan_of(const fa_meta &m, int p, int *lo, int *hi)
 {
-    if (k_.sp < 0 || qa.sp < 0 || qb.sp < 0 || qa.first != qb.first || k_.first != qa.first)
-        return false;
-    if (k_.sp < qa.sp)
-        return k_.mode != OP_SPLIT_NOISE;
-    return k_.sp == qa.sp && qa.sp == qb.sp && (k_.mode != OP_SPLIT_CAUSAL || k <= q0);
+    *lo = *hi = 0;
+    if (p < m.S)
+        attn_span_key(m.ss, m.sf, m.n_splits, m.sm, m.sp[p], p, lo, hi);
 }
 
 /* the keys the queries [q0, q1) can see lie in [lo, hi) */
@@ -218,12 +215,13 @@ __device__ static inline void cp_async16(void *smem, const void *g, bool valid)
 __device__ static inline void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ static inline void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-/* rows [p0, p0 + 64) of a staged [S][DP] head into dst (row stride DP + 8),
- * asynchronously; zeros past S */
-template <int DP> __device__ static inline void fa_tile_async(bf16 *dst, const bf16 *src, int p0, int S)
+/* rows [p0, p0 + ROWS) of a staged [S][DP] head into dst (row stride
+ * DP + 8), asynchronously, by all of the block's threads; zeros past S */
+template <int DP, int ROWS = FA_BK>
+__device__ static inline void fa_tile_async(bf16 *dst, const bf16 *src, int p0, int S)
 {
     constexpr int LD = DP + 8, CH = DP / 8;
-    for (int c = threadIdx.x; c < 64 * CH; c += FA_THREADS) {
+    for (int c = threadIdx.x; c < ROWS * CH; c += blockDim.x) {
         int r = c / CH, j = (c % CH) * 8;
         bool ok = p0 + r < S;
         cp_async16(dst + r * LD + j, src + (size_t)(ok ? p0 + r : 0) * DP + j, ok);
@@ -308,13 +306,12 @@ __device__ static inline void mma_pb(float acc[DP / 8][4], const float p[8][4], 
 }
 
 /* One key tile of the forward and dQ loops, from the block's side: the next
- * tile (K and V) starts streaming into the other stage, the tile's position
- * facts go to kinfo, and once this tile has landed (a barrier) the return
- * says whether every key of it is visible to every query of [q0, q1) */
+ * tile (K and V) starts streaming into the other stage, and the tile's noise
+ * keys go to noise[2] as bits; when this returns (a barrier) the tile has
+ * landed. Keys past S are never inside a query's span, whatever their bit. */
 template <int DP>
-__device__ static inline bool fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, const bf16 *Vh, int it, int ntiles,
-                                          int k0, int hi, int S, const fa_meta &m, fa_pos *kinfo,
-                                          const fa_pos &qfirst, const fa_pos &qlast, int q0, int q1)
+__device__ static inline uint64_t fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, const bf16 *Vh, int it,
+                                              int ntiles, int k0, int S, const fa_meta &m, uint32_t *noise)
 {
     constexpr int TILE = 64 * (DP + 8);
     const int nxt = (it & 1) ^ 1;
@@ -323,15 +320,35 @@ __device__ static inline bool fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, co
         fa_tile_async<DP>(vb + nxt * TILE, Vh, k0 + FA_BK, S);
     }
     cp_commit();
-    bool all = true;
     if (threadIdx.x < FA_BK) {
         int kp = k0 + threadIdx.x;
-        fa_pos ki = fa_pos_of(m, kp, hi);
-        kinfo[threadIdx.x] = ki;
-        all = fa_key_sees_all(ki, kp, qfirst, qlast, q0);
+        uint32_t b = __ballot_sync(0xffffffffu, kp < S && m.sm[m.sp[kp]] == OP_SPLIT_NOISE);
+        if ((threadIdx.x & 31) == 0)
+            noise[threadIdx.x >> 5] = b;
     }
     cp_wait<1>();
-    return __syncthreads_and(all) && q1 - q0 == FA_BQ;
+    __syncthreads();
+    return noise[0] | (uint64_t)noise[1] << 32;
+}
+
+/* Masks the warp's 16×64 score tile s (C layout) to -inf outside the row
+ * bits vis[r] (rows g and g + 8 of the warp), unless full: the lane's
+ * columns are 8j + 2t + (e & 1) */
+__device__ static inline void fa_mask_tile(float s[8][4], const uint64_t vis[2], int t, float off)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        uint64_t v = vis[r] >> (2 * t);
+        uint32_t lo = (uint32_t)v, hi = (uint32_t)(v >> 32);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                uint32_t w = j < 4 ? lo : hi;
+                if (!((w >> ((j & 3) * 8 + u)) & 1))
+                    s[j][2 * r + u] = off;
+            }
+    }
 }
 
 /* The backward's two score-shaped products of a tile, from scratch: s = A·Bᵀ
@@ -354,24 +371,24 @@ __device__ static inline void fa_two_products(float s[8][4], float dp[8][4], con
 
 /* ---- forward */
 
-template <int DP, int MB>
-__global__ void __launch_bounds__(FA_THREADS, MB) k_fa_fwd(float *out, float *lse, const bf16 *Q, const bf16 *K,
+template <int DP, int MB, int NW>
+__global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, const bf16 *Q, const bf16 *K,
                                                        const bf16 *V, const int32_t *rop, fa_meta m)
 {
-    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8, TILE = 64 * LD;
+    constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8, TILE = 64 * LD, BQ = 16 * NW;
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *kb = qs + TILE, *vb = kb + 2 * TILE; /* K, V: two stages */
-    __shared__ fa_pos kinfo[FA_BK];
+    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *kb = qs + BQ * LD, *vb = kb + 2 * TILE; /* K, V: two stages */
+    __shared__ uint32_t noise[2];
     const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int q0 = blockIdx.x * FA_BQ, q1 = min(q0 + FA_BQ, S);
+    /* the last query tiles first: under a causal mask they have the most keys */
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, q1 = min(q0 + BQ, S);
     const bf16 *Qh = Q + (size_t)h * S * DP, *Kh = K + (size_t)kvh * S * DP, *Vh = V + (size_t)kvh * S * DP;
-    const fa_pos qfirst = fa_pos_of(m, q0, S), qlast = fa_pos_of(m, q1 - 1, S);
     int lo, hi;
     fa_key_range(m, q0, q1, &lo, &hi);
     const int ntiles = (hi - lo + FA_BK - 1) / FA_BK;
 
-    fa_tile_async<DP>(qs, Qh, q0, S);
+    fa_tile_async<DP, BQ>(qs, Qh, q0, S);
     fa_tile_async<DP>(kb, Kh, lo, S);
     fa_tile_async<DP>(vb, Vh, lo, S);
     cp_commit();
@@ -383,48 +400,48 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_fwd(float *out, float *ls
         frag_a<LD>(qa[kk], qs, warp * 16, kk, lane);
     const int r0 = warp * 16 + g;
     const int qp[2] = {q0 + r0, q0 + r0 + 8};
-    const fa_pos qi[2] = {fa_pos_of(m, qp[0], S), fa_pos_of(m, qp[1], S)};
+    const fa_qspan qsp[2] = {fa_qspan_of(m, qp[0]), fa_qspan_of(m, qp[1])};
     const float sc = m.scale * FA_LOG2E;
 
     float o[NT][4];
 #pragma unroll
     for (int n = 0; n < NT; n++)
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* mx: scaled, log2 domain */
 
     for (int it = 0; it < ntiles; it++) {
         const int k0 = lo + it * FA_BK, cur = it & 1;
-        const bool full = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, hi, S, m, kinfo, qfirst, qlast, q0, q1);
-        const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
-
-        float s[8][4];
+        const uint64_t nz = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, S, m, noise);
+        const uint64_t vis[2] = {fa_qbits(qsp[0], k0, nz), fa_qbits(qsp[1], k0, nz)};
+        const bool any = __any_sync(0xffffffffu, (vis[0] | vis[1]) != 0);
+        const bool full = __all_sync(0xffffffffu, (vis[0] & vis[1]) == ~0ull);
+        if (any) {
+            const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
+            float s[8][4];
 #pragma unroll
-        for (int j = 0; j < 8; j++)
-            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-        mma_abt<DP>(s, ks, lane, [&](int kk, uint32_t a[4]) {
-            a[0] = qa[kk][0], a[1] = qa[kk][1], a[2] = qa[kk][2], a[3] = qa[kk][3];
-        });
-        /* mask and scale; the running max per row */
-        bool any = false;
-        float tmax[2] = {-INFINITY, -INFINITY};
+            for (int j = 0; j < 8; j++)
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            mma_abt<DP>(s, ks, lane, [&](int kk, uint32_t a[4]) {
+                a[0] = qa[kk][0], a[1] = qa[kk][1], a[2] = qa[kk][2], a[3] = qa[kk][3];
+            });
+            if (!full)
+                fa_mask_tile(s, vis, t, -INFINITY);
+            float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
-                bool vis = full || fa_visible(qp[r], qi[r], k0 + c, kinfo[c]);
-                s[j][e] = vis ? s[j][e] * sc : -INFINITY;
-                any |= vis;
-                tmax[r] = fmaxf(tmax[r], s[j][e]);
+            for (int j = 0; j < 8; j++) {
+                tmax[0] = fmaxf(tmax[0], fmaxf(s[j][0], s[j][1]));
+                tmax[1] = fmaxf(tmax[1], fmaxf(s[j][2], s[j][3]));
             }
-        if (__any_sync(0xffffffffu, any)) {
-            float corr[2];
+            float corr[2], base[2];
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
                 tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
-                float mn = fmaxf(mx[r], tmax[r]);
-                corr[r] = mn == -INFINITY ? 1.0f : exp2f(mx[r] - mn);
+                float mn = fmaxf(mx[r], tmax[r] * sc);
+                /* a row with nothing visible yet keeps a finite base, so
+                 * that masked scores give 2^-inf = 0, never NaN */
+                base[r] = mn == -INFINITY ? 0.0f : mn;
+                corr[r] = fa_exp2(mx[r] - base[r]);
                 mx[r] = mn;
             }
             float ls[2] = {0.0f, 0.0f};
@@ -432,10 +449,9 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_fwd(float *out, float *ls
             for (int j = 0; j < 8; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int r = e >> 1;
-                    float p = s[j][e] == -INFINITY ? 0.0f : exp2f(s[j][e] - mx[r]);
+                    float p = fa_exp2(fmaf(s[j][e], sc, -base[e >> 1]));
                     s[j][e] = p;
-                    ls[r] += p;
+                    ls[e >> 1] += p;
                 }
 #pragma unroll
             for (int r = 0; r < 2; r++)
@@ -476,32 +492,31 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_fwd(float *out, float *ls
 
 /* ---- backward: dQ */
 
-template <int DP, int MB>
-__global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dq(float *dq, const bf16 *Q, const bf16 *K, const bf16 *V,
+template <int DP, int MB, int NW>
+__global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dq(float *dq, const bf16 *Q, const bf16 *K, const bf16 *V,
                                                           const bf16 *dO, const float *D, const float *lse2,
                                                           const int32_t *rop, fa_meta m)
 {
-    constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD;
+    constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD, BQ = 16 * NW;
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *os = qs + TILE, *kb = os + TILE, *vb = kb + 2 * TILE;
-    __shared__ fa_pos kinfo[FA_BK];
+    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *os = qs + BQ * LD, *kb = os + BQ * LD, *vb = kb + 2 * TILE;
+    __shared__ uint32_t noise[2];
     const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int q0 = blockIdx.x * FA_BQ, q1 = min(q0 + FA_BQ, S);
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, q1 = min(q0 + BQ, S); /* heaviest first */
     const bf16 *Qh = Q + (size_t)h * S * DP, *Kh = K + (size_t)kvh * S * DP, *Vh = V + (size_t)kvh * S * DP;
-    const fa_pos qfirst = fa_pos_of(m, q0, S), qlast = fa_pos_of(m, q1 - 1, S);
     int lo, hi;
     fa_key_range(m, q0, q1, &lo, &hi);
     const int ntiles = (hi - lo + FA_BK - 1) / FA_BK;
 
-    fa_tile_async<DP>(qs, Qh, q0, S);
-    fa_tile_async<DP>(os, dO + (size_t)h * S * DP, q0, S);
+    fa_tile_async<DP, BQ>(qs, Qh, q0, S);
+    fa_tile_async<DP, BQ>(os, dO + (size_t)h * S * DP, q0, S);
     fa_tile_async<DP>(kb, Kh, lo, S);
     fa_tile_async<DP>(vb, Vh, lo, S);
     cp_commit();
     const int r0 = warp * 16 + g;
     const int qp[2] = {q0 + r0, q0 + r0 + 8};
-    const fa_pos qi[2] = {fa_pos_of(m, qp[0], S), fa_pos_of(m, qp[1], S)};
+    const fa_qspan qsp[2] = {fa_qspan_of(m, qp[0]), fa_qspan_of(m, qp[1])};
     float lq[2], Dq[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -516,24 +531,24 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dq(float *dq, const b
 
     for (int it = 0; it < ntiles; it++) {
         const int k0 = lo + it * FA_BK, cur = it & 1;
-        const bool full = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, hi, S, m, kinfo, qfirst, qlast, q0, q1);
-        const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
-        /* S = Q·Kᵀ and dP = dO·Vᵀ */
-        float s[8][4], dp[8][4];
-        fa_two_products<DP>(s, dp, qs, ks, os, vs, warp, lane);
-        bool any = false;
+        const uint64_t nz = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, S, m, noise);
+        const uint64_t vis[2] = {fa_qbits(qsp[0], k0, nz), fa_qbits(qsp[1], k0, nz)};
+        if (__any_sync(0xffffffffu, (vis[0] | vis[1]) != 0)) {
+            const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
+            /* S = Q·Kᵀ and dP = dO·Vᵀ */
+            float s[8][4], dp[8][4];
+            fa_two_products<DP>(s, dp, qs, ks, os, vs, warp, lane);
+            if (!__all_sync(0xffffffffu, (vis[0] & vis[1]) == ~0ull))
+                fa_mask_tile(s, vis, t, -INFINITY);
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
-                bool vis = full || fa_visible(qp[r], qi[r], k0 + c, kinfo[c]);
-                float p = vis ? exp2f(s[j][e] * sc - lq[r]) : 0.0f;
-                s[j][e] = p * (dp[j][e] - Dq[r]); /* dS */
-                any |= vis;
-            }
-        if (__any_sync(0xffffffffu, any))
+                for (int e = 0; e < 4; e++) {
+                    float p = fa_exp2(fmaf(s[j][e], sc, -lq[e >> 1]));
+                    s[j][e] = p * (dp[j][e] - Dq[e >> 1]); /* dS */
+                }
             mma_pb<DP>(acc, s, ks, lane); /* dQ += dS·K */
+        }
         __syncthreads();
     }
 #pragma unroll
@@ -554,34 +569,34 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dq(float *dq, const b
 
 /* ---- backward: dK and dV, a block per 64 keys and query head */
 
-template <int DP, int MB>
-__global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dkv(float *dk, float *dv, const bf16 *Q, const bf16 *K,
+template <int DP, int MB, int NW>
+__global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv, const bf16 *Q, const bf16 *K,
                                                               const bf16 *V, const bf16 *dO, const float *D,
                                                               const float *lse2, const int32_t *rop, fa_meta m,
                                                               int partial)
 {
-    constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD;
+    constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD, BK = 16 * NW;
     extern __shared__ __align__(16) unsigned char fa_smem[];
-    bf16 *ks = reinterpret_cast<bf16 *>(fa_smem), *vs = ks + TILE, *qb = vs + TILE, *ob = qb + 2 * TILE;
-    __shared__ fa_pos qinfo[FA_BK];
+    bf16 *ks = reinterpret_cast<bf16 *>(fa_smem), *vs = ks + BK * LD, *qb = vs + BK * LD, *ob = qb + 2 * TILE;
     __shared__ float lqs[FA_BK], Dqs[FA_BK];
     const int hq = blockIdx.y, kvh = hq / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int k0 = blockIdx.x * FA_BQ, k1 = min(k0 + FA_BQ, S);
+    const int k0 = blockIdx.x * BK, k1 = min(k0 + BK, S);
     const bf16 *Qh = Q + (size_t)hq * S * DP, *Oh = dO + (size_t)hq * S * DP;
     int lo, hi;
     fa_query_range(m, k0, k1, &lo, &hi);
     const int ntiles = (hi - lo + FA_BK - 1) / FA_BK;
 
-    fa_tile_async<DP>(ks, K + (size_t)kvh * S * DP, k0, S);
-    fa_tile_async<DP>(vs, V + (size_t)kvh * S * DP, k0, S);
+    fa_tile_async<DP, BK>(ks, K + (size_t)kvh * S * DP, k0, S);
+    fa_tile_async<DP, BK>(vs, V + (size_t)kvh * S * DP, k0, S);
     fa_tile_async<DP>(qb, Qh, lo, S);
     fa_tile_async<DP>(ob, Oh, lo, S);
     cp_commit();
     const int r0 = warp * 16 + g;
     const int kp[2] = {k0 + r0, k0 + r0 + 8};
-    const fa_pos ki[2] = {fa_pos_of(m, kp[0], S), fa_pos_of(m, kp[1], S)};
-    const fa_pos kfirst = fa_pos_of(m, k0, S), klast = fa_pos_of(m, k1 - 1, S);
+    int qlo[2], qhi[2]; /* the queries that see each of the lane's two keys */
+    fa_kspan_of(m, kp[0], &qlo[0], &qhi[0]);
+    fa_kspan_of(m, kp[1], &qlo[1], &qhi[1]);
     const float sc = m.scale * FA_LOG2E;
     float ak[NT][4], av[NT][4];
 #pragma unroll
@@ -597,40 +612,31 @@ __global__ void __launch_bounds__(FA_THREADS, MB) k_fa_bwd_dkv(float *dk, float 
             fa_tile_async<DP>(ob + (cur ^ 1) * TILE, Oh, p0 + FA_BK, S);
         }
         cp_commit();
-        bool all = true;
         if (threadIdx.x < FA_BK) {
             int p = p0 + threadIdx.x;
             bool in = p < hi;
-            fa_pos qi = fa_pos_of(m, p, hi);
-            qinfo[threadIdx.x] = qi;
             lqs[threadIdx.x] = in ? lse2[(size_t)hq * S + p] : 0.0f;
             Dqs[threadIdx.x] = in ? D[(size_t)hq * S + p] : 0.0f;
-            /* query p sees every key of the block: the keys in one split of
-             * its sample, before p's split and not noise, or p's own split
-             * with the last key visible to p */
-            all = kfirst.sp >= 0 && kfirst.sp == klast.sp && qi.sp >= 0 && qi.first == kfirst.first &&
-                  ((qi.sp > kfirst.sp && kfirst.mode != OP_SPLIT_NOISE) ||
-                   (qi.sp == kfirst.sp && (kfirst.mode != OP_SPLIT_CAUSAL || p >= k1 - 1)));
         }
         cp_wait<1>();
-        const bool full = __syncthreads_and(all) && k1 - k0 == FA_BQ;
-        const bf16 *qs = qb + cur * TILE, *os = ob + cur * TILE;
-        /* Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ over the warp's 16 keys */
-        float s[8][4], dp[8][4];
-        fa_two_products<DP>(s, dp, ks, qs, vs, os, warp, lane);
-        bool any = false;
+        __syncthreads();
+        const uint64_t vis[2] = {attn_bits64(qlo[0], qhi[0], p0), attn_bits64(qlo[1], qhi[1], p0)};
+        if (__any_sync(0xffffffffu, (vis[0] | vis[1]) != 0)) {
+            const bf16 *qs = qb + cur * TILE, *os = ob + cur * TILE;
+            /* Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ over the warp's 16 keys */
+            float s[8][4], dp[8][4];
+            fa_two_products<DP>(s, dp, ks, qs, vs, os, warp, lane);
+            if (!__all_sync(0xffffffffu, (vis[0] & vis[1]) == ~0ull))
+                fa_mask_tile(s, vis, t, -INFINITY);
 #pragma unroll
-        for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int r = e >> 1, c = j * 8 + 2 * t + (e & 1);
-                bool vis = full || fa_visible(p0 + c, qinfo[c], kp[r], ki[r]);
-                float p = vis ? exp2f(s[j][e] * sc - lqs[c]) : 0.0f;
-                s[j][e] = p;                        /* Pᵀ */
-                dp[j][e] = p * (dp[j][e] - Dqs[c]); /* dSᵀ */
-                any |= vis;
-            }
-        if (__any_sync(0xffffffffu, any)) {
+                for (int e = 0; e < 4; e++) {
+                    int c = j * 8 + 2 * t + (e & 1);
+                    float p = fa_exp2(fmaf(s[j][e], sc, -lqs[c]));
+                    s[j][e] = p;                        /* Pᵀ */
+                    dp[j][e] = p * (dp[j][e] - Dqs[c]); /* dSᵀ */
+                }
             mma_pb<DP>(av, s, os, lane);  /* dV += Pᵀ·dO */
             mma_pb<DP>(ak, dp, qs, lane); /* dK += dSᵀ·Q */
         }
@@ -767,61 +773,75 @@ template <typename K> static void fa_smem(K kern, size_t bytes)
     CU_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, 100));
 }
 
-/* Blocks a multiprocessor should hold at once (the register cap the
- * compiler gets, __launch_bounds__' second argument), per kernel: forward,
- * dQ, dK/dV. The head dims of the models (64, 128) have several instances
- * so that BAGEL_FA_MB="F,Q,KV" (each 1 to 4) can pick among them for
- * measurement (scripts/bench/attn-gpu.sh). The defaults are the best of
- * that sweep on an H200 at the recipe packing: 3,3,1 at head dim 64 (3.84
- * ms forward + backward against 4.18 for 2,2,1), 2,2,1 at 128 (10.40 ms;
- * 3,3,x spills). fa_mb[0] is -1 until the variable has been read. */
-static int fa_mb[3] = {-1, 0, 0};
+/* Each kernel's shape: warps a block (NW, 4 or 8) and blocks a
+ * multiprocessor should hold at once (MB, the register cap the compiler
+ * gets, __launch_bounds__' second argument), per kernel: forward, dQ, dK/dV.
+ * The head dims of the models (64, 128) have several instances so that
+ * BAGEL_FA_NW="F,Q,KV" (4 or 8) and BAGEL_FA_MB="F,Q,KV" (1 to 4 with four
+ * warps, 1 or 2 with eight) can pick among them for measurement
+ * (scripts/bench/attn-gpu.sh); the defaults are the best of that sweep on an
+ * H200 at the recipe packing (docs/results/attention-notes.md). fa_cfg[0][0]
+ * is -1 until the variables have been read. */
+static int fa_cfg[2][3] = {{-1, 0, 0}, {0, 0, 0}}; /* [0] NW, [1] MB; 0: the default */
 
-static void fa_mb_read(void)
+static void fa_cfg_read(void)
 {
-    if (fa_mb[0] >= 0)
+    if (fa_cfg[0][0] >= 0)
         return;
-    int v[3] = {0, 0, 0};
-    const char *e = getenv("BAGEL_FA_MB");
-    if (e)
-        sscanf(e, "%d,%d,%d", &v[0], &v[1], &v[2]);
-    for (int i = 0; i < 3; i++)
-        fa_mb[i] = v[i] >= 1 && v[i] <= 4 ? v[i] : 0; /* 0: the head dim's default */
+    const char *names[2] = {"BAGEL_FA_NW", "BAGEL_FA_MB"};
+    for (int w = 0; w < 2; w++) {
+        int v[3] = {0, 0, 0};
+        const char *e = getenv(names[w]);
+        if (e)
+            sscanf(e, "%d,%d,%d", &v[0], &v[1], &v[2]);
+        for (int i = 0; i < 3; i++)
+            fa_cfg[w][i] = w == 0 ? (v[i] == 4 || v[i] == 8 ? v[i] : 0) : (v[i] >= 1 && v[i] <= 4 ? v[i] : 0);
+    }
 }
 
-/* the variant for kernel i (0 forward, 1 dQ, 2 dK/dV) at padded head dim DP */
-static int fa_mb_of(int i, int DP)
+/* the variant of kernel i (0 forward, 1 dQ, 2 dK/dV) at padded head dim DP,
+ * as 10·NW + MB */
+static int fa_variant(int i, int DP)
 {
-    static const int small[3] = {3, 3, 1}, large[3] = {2, 2, 1};
-    return fa_mb[i] ? fa_mb[i] : DP <= 64 ? small[i] : large[i];
+    static const int nw_small[3] = {8, 8, 8}, mb_small[3] = {2, 2, 1};
+    static const int nw_large[3] = {4, 4, 8}, mb_large[3] = {2, 2, 1};
+    fa_cfg_read();
+    if (DP != 64 && DP != 128)
+        return 42;
+    int nw = fa_cfg[0][i] ? fa_cfg[0][i] : DP <= 64 ? nw_small[i] : nw_large[i];
+    int mb = fa_cfg[1][i] ? fa_cfg[1][i] : DP <= 64 ? mb_small[i] : mb_large[i];
+    if (nw == 8 && mb > 2)
+        mb = 2;
+    return 10 * nw + mb;
 }
 
-#define FA_MB_SWITCH(mb, DP, LAUNCH)                                                                                   \
+#define FA_VARIANT_SWITCH(v, DP, LAUNCH)                                                                               \
     do {                                                                                                               \
         if constexpr (DP == 64 || DP == 128) {                                                                         \
-            switch (mb) {                                                                                              \
-            case 1: LAUNCH(DP, 1); break;                                                                              \
-            case 3: LAUNCH(DP, 3); break;                                                                              \
-            case 4: LAUNCH(DP, 4); break;                                                                              \
-            default: LAUNCH(DP, 2); break;                                                                             \
+            switch (v) {                                                                                               \
+            case 41: LAUNCH(DP, 1, 4); break;                                                                          \
+            case 43: LAUNCH(DP, 3, 4); break;                                                                          \
+            case 44: LAUNCH(DP, 4, 4); break;                                                                          \
+            case 81: LAUNCH(DP, 1, 8); break;                                                                          \
+            case 82: LAUNCH(DP, 2, 8); break;                                                                          \
+            default: LAUNCH(DP, 2, 4); break;                                                                          \
             }                                                                                                          \
         } else {                                                                                                       \
-            LAUNCH(DP, 2);                                                                                             \
+            LAUNCH(DP, 2, 4);                                                                                          \
         }                                                                                                              \
     } while (0)
 
 template <int DP> static void fa_fwd(float *out, float *lse, const fa_stage &st, const op_attn_t *a)
 {
-    size_t smem = 5 * 64 * (DP + 8) * sizeof(bf16); /* Q, two stages of K and V */
-    dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
-    fa_mb_read();
-#define L_FWD(DD_, MM_)                                                                                                    \
+#define L_FWD(DD_, MM_, NW_)                                                                                           \
     do {                                                                                                               \
-        fa_smem(k_fa_fwd<DD_, MM_>, smem);                                                                                 \
-        k_fa_fwd<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(out, lse, st.q, st.k, st.v, a->row_of_pos,             \
-                                                                fa_meta_of(a, st));                                    \
+        size_t smem = (16 * NW_ + 4 * 64) * (DD_ + 8) * sizeof(bf16); /* Q, two stages of K and V */                   \
+        dim3 grid((a->n_tok + 16 * NW_ - 1) / (16 * NW_), a->n_heads);                                                 \
+        fa_smem(k_fa_fwd<DD_, MM_, NW_>, smem);                                                                        \
+        k_fa_fwd<DD_, MM_, NW_><<<grid, 32 * NW_, smem, cuda_stream>>>(out, lse, st.q, st.k, st.v, a->row_of_pos,      \
+                                                                      fa_meta_of(a, st));                              \
     } while (0)
-    FA_MB_SWITCH(fa_mb_of(0, DP), DP, L_FWD);
+    FA_VARIANT_SWITCH(fa_variant(0, DP), DP, L_FWD);
 #undef L_FWD
     CU_LAUNCHED();
 }
@@ -829,32 +849,34 @@ template <int DP> static void fa_fwd(float *out, float *lse, const fa_stage &st,
 template <int DP>
 static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op_attn_t *a)
 {
-    size_t smem = 6 * 64 * (DP + 8) * sizeof(bf16); /* two resident tiles, two stages of two */
     fa_meta m = fa_meta_of(a, st);
-    fa_mb_read();
+    /* shared memory: two resident tiles of the block's rows, two stages of
+     * two streamed tiles */
     if (dq) {
-        dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
-#define L_DQ(DD_, MM_)                                                                                                     \
+#define L_DQ(DD_, MM_, NW_)                                                                                            \
     do {                                                                                                               \
-        fa_smem(k_fa_bwd_dq<DD_, MM_>, smem);                                                                              \
-        k_fa_bwd_dq<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(dq, st.q, st.k, st.v, st.o, st.D, st.lse2,          \
-                                                                   a->row_of_pos, m);                                  \
+        size_t smem = (2 * 16 * NW_ + 4 * 64) * (DD_ + 8) * sizeof(bf16);                                             \
+        dim3 grid((a->n_tok + 16 * NW_ - 1) / (16 * NW_), a->n_heads);                                                 \
+        fa_smem(k_fa_bwd_dq<DD_, MM_, NW_>, smem);                                                                     \
+        k_fa_bwd_dq<DD_, MM_, NW_><<<grid, 32 * NW_, smem, cuda_stream>>>(dq, st.q, st.k, st.v, st.o, st.D, st.lse2,   \
+                                                                         a->row_of_pos, m);                            \
     } while (0)
-        FA_MB_SWITCH(fa_mb_of(1, DP), DP, L_DQ);
+        FA_VARIANT_SWITCH(fa_variant(1, DP), DP, L_DQ);
 #undef L_DQ
         CU_LAUNCHED();
     }
     if (dk || dv) {
-        dim3 grid((a->n_tok + FA_BQ - 1) / FA_BQ, a->n_heads);
         int part = st.pk != NULL;
         float *ok = part ? st.pk : dk, *ov = part ? st.pv : dv;
-#define L_DKV(DD_, MM_)                                                                                                    \
+#define L_DKV(DD_, MM_, NW_)                                                                                           \
     do {                                                                                                               \
-        fa_smem(k_fa_bwd_dkv<DD_, MM_>, smem);                                                                             \
-        k_fa_bwd_dkv<DD_, MM_><<<grid, FA_THREADS, smem, cuda_stream>>>(ok, ov, st.q, st.k, st.v, st.o, st.D, st.lse2,     \
-                                                                    a->row_of_pos, m, part);                           \
+        size_t smem = (2 * 16 * NW_ + 4 * 64) * (DD_ + 8) * sizeof(bf16);                                             \
+        dim3 grid((a->n_tok + 16 * NW_ - 1) / (16 * NW_), a->n_heads);                                                 \
+        fa_smem(k_fa_bwd_dkv<DD_, MM_, NW_>, smem);                                                                    \
+        k_fa_bwd_dkv<DD_, MM_, NW_><<<grid, 32 * NW_, smem, cuda_stream>>>(ok, ov, st.q, st.k, st.v, st.o, st.D,       \
+                                                                          st.lse2, a->row_of_pos, m, part);            \
     } while (0)
-        FA_MB_SWITCH(fa_mb_of(2, DP), DP, L_DKV);
+        FA_VARIANT_SWITCH(fa_variant(2, DP), DP, L_DKV);
 #undef L_DKV
         CU_LAUNCHED();
         if (part) {

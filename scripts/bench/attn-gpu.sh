@@ -3,8 +3,10 @@
 # the recipe packing, and plain causal) and linear layers (build/tools/
 # bench-attn) beside PyTorch's cuDNN and flash attention on the same causal
 # size and its bf16 matmuls (scripts/bench/attn_torch.py), in one run.
-# Usage: attn-gpu.sh [ITERS]; FA_SWEEP="F,Q,KV ..." also times those
-# variants of the tensor-core kernels (cuda_flash.cu, BAGEL_FA_MB); BUILD (default gpu-bundle/build) names the
+# Usage: attn-gpu.sh [ITERS]; FA_SWEEP="NW/MB ..." also times those variants
+# of the tensor-core kernels (cuda_flash.cu): NW and MB each "F,Q,KV" (forward,
+# dQ, dK/dV), as BAGEL_FA_NW (warps a block) and BAGEL_FA_MB (blocks a
+# multiprocessor, the register cap); BUILD (default gpu-bundle/build) names the
 # executables, PY the PyTorch python (default: gpu-bundle/host-env python3).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -15,10 +17,11 @@ if [[ -z "${PY:-}" ]]; then
 fi
 ours=$("$BUILD/tools/bench-attn" "$ITERS" 2>&1)
 echo "$ours"
-# the register-cap variants of the tensor-core kernels (BAGEL_FA_MB="fwd,dq,dkv")
-for mb in ${FA_SWEEP:-}; do
-    echo "attn-gpu: BAGEL_FA_MB=$mb"
-    BAGEL_FA_MB=$mb "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 | grep '^attn recipe'
+# the block-shape variants of the tensor-core kernels
+for v in ${FA_SWEEP:-}; do
+    nw=${v%%/*} mb=${v#*/}
+    echo "attn-gpu: BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb"
+    BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 | grep '^attn recipe'
 done
 S=$(sed -n 's/^attn causal S=\([0-9]*\).*/\1/p' <<<"$ours" | head -n1)
 peer=$($PY scripts/bench/attn_torch.py "${S:-10727}" "$ITERS" 2>&1)

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "../../kernels/ops.h"
+#include "../../kernels/attn_span.h"
 
 static const op_table_t *T = &op_cpu;
 
@@ -778,6 +779,49 @@ static void test_attention_visibility_rule(void **state)
     }
 }
 
+/* attn_span.h's two readings of the rule, and its tile bits, against
+ * op_attn_visible over random packs of every split mode */
+static void test_attention_spans(void **state)
+{
+    (void)state;
+    for (int trial = 0; trial < 200; trial++) {
+        new_case();
+        attn_ctx_t x;
+        memset(&x, 0, sizeof x);
+        attn_layout(&x, 5, 4, trial < 100 ? 9 : 90, 0, 0);
+        const op_attn_t *a = &x.a;
+        int S = a->n_tok;
+        for (int sp = 0; sp < a->n_splits; sp++)
+            for (int p = a->split_start[sp]; p < a->split_start[sp + 1]; p++) {
+                int qa, qb, qc, lo, hi;
+                attn_span_query(a->split_start, a->split_first, a->split_mode, sp, p, &qa, &qb, &qc);
+                attn_span_key(a->split_start, a->split_first, a->n_splits, a->split_mode, sp, p, &lo, &hi);
+                for (int o = 0; o < S; o++) {
+                    /* o as a key of query p, and as a query of key p */
+                    int os = 0;
+                    while (os + 1 < a->n_splits && o >= a->split_start[os + 1])
+                        os++;
+                    int noise = a->split_mode[os] == OP_SPLIT_NOISE;
+                    int as_key = (o >= qa && o < qb && !noise) || (o >= qb && o < qc);
+                    if (as_key != x.mask[(size_t)p * S + o])
+                        fail_msg("query span: q=%d k=%d gives %d, op_attn_visible %d", p, o, as_key,
+                                 x.mask[(size_t)p * S + o]);
+                    int as_query = o >= lo && o < hi;
+                    if (as_query != x.mask[(size_t)o * S + p])
+                        fail_msg("key span: q=%d k=%d gives %d, op_attn_visible %d", o, p, as_query,
+                                 x.mask[(size_t)o * S + p]);
+                }
+                /* the bits of the key span over tiles at every offset */
+                for (int p0 = -70; p0 < S + 70; p0 += 1 + trial % 13) {
+                    uint64_t bits = attn_bits64(lo, hi, p0);
+                    for (int i = 0; i < 64; i++)
+                        if ((int)((bits >> i) & 1) != (p0 + i >= lo && p0 + i < hi))
+                            fail_msg("attn_bits64(%d, %d, %d) bit %d wrong", lo, hi, p0, i);
+                }
+            }
+    }
+}
+
 /* ================================================================ rows */
 
 typedef struct {
@@ -1402,6 +1446,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rope, setup, teardown),
         cmocka_unit_test_setup_teardown(test_activations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attention_visibility_rule, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attention_spans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attention_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attention_tiles, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rows, setup, teardown),
