@@ -54,6 +54,8 @@ struct fa_meta {
     float scale;
     const int32_t *ss, *sf, *sp; /* split_start, split_first, split of each position */
     const uint8_t *sm;           /* split_mode */
+    const uint32_t *nb;          /* noise bits: bit p % 32 of word p / 32 for a key of a noise split;
+                                    two zero words past the end */
 };
 
 /* ---- small device helpers */
@@ -160,6 +162,37 @@ __global__ void k_fa_pos_split(int32_t *sp, const int32_t *ss, int n_splits, int
     CU_FOR(p, (size_t)S) sp[p] = fa_split_of(ss, n_splits, (int)p);
 }
 
+/* the noise bits of fa_meta, nw words, from sp (k_fa_pos_split first) */
+__global__ void k_fa_noise_bits(uint32_t *nb, const int32_t *sp, const uint8_t *sm, int S, int nw)
+{
+    CU_FOR(w, (size_t)nw)
+    {
+        uint32_t b = 0;
+        for (int i = 0; i < 32; i++) {
+            int p = (int)w * 32 + i;
+            if (p < S && sm[sp[p]] == OP_SPLIT_NOISE)
+                b |= 1u << i;
+        }
+        nb[w] = b;
+    }
+}
+
+/* The noise bits of keys [k0, k0 + 64) come from three words, loaded one
+ * tile ahead (fa_noise_load) so that their latency hides behind a tile's
+ * products, and joined when the tile is used (fa_noise_bits). */
+__device__ static inline void fa_noise_load(uint32_t w[3], const uint32_t *nb, int k0)
+{
+    const uint32_t *p = nb + (k0 >> 5);
+    w[0] = __ldg(p), w[1] = __ldg(p + 1), w[2] = __ldg(p + 2);
+}
+
+__device__ static inline uint64_t fa_noise_bits(const uint32_t w[3], int k0)
+{
+    int sh = k0 & 31;
+    uint64_t v = ((uint64_t)w[1] << 32 | w[0]) >> sh;
+    return sh ? v | (uint64_t)w[2] << (64 - sh) : v;
+}
+
 /* x [rows, nh, d] fp32 by storage row → dst [nh][S][DP] bf16 by position,
  * zero padded; a warp a (head, position) row, so that the index arithmetic
  * is done once a row and both sides are read and written whole */
@@ -211,6 +244,12 @@ __device__ static inline void cp_async16(void *smem, const void *g, bool valid)
     uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
     int n = valid ? 16 : 0; /* 0 source bytes: the 16 shared bytes are zeroed */
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(g), "r"(n));
+}
+__device__ static inline void cp_async4(void *smem, const void *g, bool valid)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(smem);
+    int n = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(a), "l"(g), "r"(n));
 }
 __device__ static inline void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ static inline void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -306,12 +345,11 @@ __device__ static inline void mma_pb(float acc[DP / 8][4], const float p[8][4], 
 }
 
 /* One key tile of the forward and dQ loops, from the block's side: the next
- * tile (K and V) starts streaming into the other stage, and the tile's noise
- * keys go to noise[2] as bits; when this returns (a barrier) the tile has
- * landed. Keys past S are never inside a query's span, whatever their bit. */
+ * tile (K and V) starts streaming into the other stage; when this returns (a
+ * barrier) this tile has landed. */
 template <int DP>
-__device__ static inline uint64_t fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, const bf16 *Vh, int it,
-                                              int ntiles, int k0, int S, const fa_meta &m, uint32_t *noise)
+__device__ static inline void fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, const bf16 *Vh, int it, int ntiles,
+                                          int k0, int S)
 {
     constexpr int TILE = 64 * (DP + 8);
     const int nxt = (it & 1) ^ 1;
@@ -320,15 +358,8 @@ __device__ static inline uint64_t fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh
         fa_tile_async<DP>(vb + nxt * TILE, Vh, k0 + FA_BK, S);
     }
     cp_commit();
-    if (threadIdx.x < FA_BK) {
-        int kp = k0 + threadIdx.x;
-        uint32_t b = __ballot_sync(0xffffffffu, kp < S && m.sm[m.sp[kp]] == OP_SPLIT_NOISE);
-        if ((threadIdx.x & 31) == 0)
-            noise[threadIdx.x >> 5] = b;
-    }
     cp_wait<1>();
     __syncthreads();
-    return noise[0] | (uint64_t)noise[1] << 32;
 }
 
 /* Masks the warp's 16×64 score tile s (C layout) to -inf outside the row
@@ -378,7 +409,6 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
     constexpr int LD = DP + 8, KS = DP / 16, NT = DP / 8, TILE = 64 * LD, BQ = 16 * NW;
     extern __shared__ __align__(16) unsigned char fa_smem[];
     bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *kb = qs + BQ * LD, *vb = kb + 2 * TILE; /* K, V: two stages */
-    __shared__ uint32_t noise[2];
     const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     /* the last query tiles first: under a causal mask they have the most keys */
@@ -409,9 +439,14 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* mx: scaled, log2 domain */
 
+    uint32_t nwd[3];
+    fa_noise_load(nwd, m.nb, lo);
     for (int it = 0; it < ntiles; it++) {
         const int k0 = lo + it * FA_BK, cur = it & 1;
-        const uint64_t nz = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, S, m, noise);
+        fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, S);
+        const uint64_t nz = fa_noise_bits(nwd, k0);
+        if (it + 1 < ntiles)
+            fa_noise_load(nwd, m.nb, k0 + FA_BK);
         const uint64_t vis[2] = {fa_qbits(qsp[0], k0, nz), fa_qbits(qsp[1], k0, nz)};
         const bool any = __any_sync(0xffffffffu, (vis[0] | vis[1]) != 0);
         const bool full = __all_sync(0xffffffffu, (vis[0] & vis[1]) == ~0ull);
@@ -500,7 +535,6 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dq(float *dq, const bf16
     constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD, BQ = 16 * NW;
     extern __shared__ __align__(16) unsigned char fa_smem[];
     bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *os = qs + BQ * LD, *kb = os + BQ * LD, *vb = kb + 2 * TILE;
-    __shared__ uint32_t noise[2];
     const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * BQ, q1 = min(q0 + BQ, S); /* heaviest first */
@@ -529,9 +563,14 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dq(float *dq, const bf16
     for (int n = 0; n < NT; n++)
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
+    uint32_t nwd[3];
+    fa_noise_load(nwd, m.nb, lo);
     for (int it = 0; it < ntiles; it++) {
         const int k0 = lo + it * FA_BK, cur = it & 1;
-        const uint64_t nz = fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, S, m, noise);
+        fa_key_tile<DP>(kb, vb, Kh, Vh, it, ntiles, k0, S);
+        const uint64_t nz = fa_noise_bits(nwd, k0);
+        if (it + 1 < ntiles)
+            fa_noise_load(nwd, m.nb, k0 + FA_BK);
         const uint64_t vis[2] = {fa_qbits(qsp[0], k0, nz), fa_qbits(qsp[1], k0, nz)};
         if (__any_sync(0xffffffffu, (vis[0] | vis[1]) != 0)) {
             const bf16 *ks = kb + cur * TILE, *vs = vb + cur * TILE;
@@ -578,7 +617,7 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv
     constexpr int LD = DP + 8, NT = DP / 8, TILE = 64 * LD, BK = 16 * NW;
     extern __shared__ __align__(16) unsigned char fa_smem[];
     bf16 *ks = reinterpret_cast<bf16 *>(fa_smem), *vs = ks + BK * LD, *qb = vs + BK * LD, *ob = qb + 2 * TILE;
-    __shared__ float lqs[FA_BK], Dqs[FA_BK];
+    __shared__ float lqs[2][FA_BK], Dqs[2][FA_BK]; /* lse (log2) and D of the query tile, two stages */
     const int hq = blockIdx.y, kvh = hq / (m.nh / m.nkv), S = m.S;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int k0 = blockIdx.x * BK, k1 = min(k0 + BK, S);
@@ -589,8 +628,19 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv
 
     fa_tile_async<DP, BK>(ks, K + (size_t)kvh * S * DP, k0, S);
     fa_tile_async<DP, BK>(vs, V + (size_t)kvh * S * DP, k0, S);
-    fa_tile_async<DP>(qb, Qh, lo, S);
-    fa_tile_async<DP>(ob, Oh, lo, S);
+    /* the query tile at p0 (Q, dO, lse, D) into stage st, asynchronously */
+    auto load_queries = [&](int st, int p0) {
+        fa_tile_async<DP>(qb + st * TILE, Qh, p0, S);
+        fa_tile_async<DP>(ob + st * TILE, Oh, p0, S);
+        if (threadIdx.x < FA_BK) {
+            int p = p0 + threadIdx.x;
+            bool in = p < hi;
+            size_t r = (size_t)hq * S + (in ? p : 0);
+            cp_async4(&lqs[st][threadIdx.x], lse2 + r, in);
+            cp_async4(&Dqs[st][threadIdx.x], D + r, in);
+        }
+    };
+    load_queries(0, lo);
     cp_commit();
     const int r0 = warp * 16 + g;
     const int kp[2] = {k0 + r0, k0 + r0 + 8};
@@ -607,17 +657,9 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv
 
     for (int it = 0; it < ntiles; it++) {
         const int p0 = lo + it * FA_BK, cur = it & 1;
-        if (it + 1 < ntiles) {
-            fa_tile_async<DP>(qb + (cur ^ 1) * TILE, Qh, p0 + FA_BK, S);
-            fa_tile_async<DP>(ob + (cur ^ 1) * TILE, Oh, p0 + FA_BK, S);
-        }
+        if (it + 1 < ntiles)
+            load_queries(cur ^ 1, p0 + FA_BK);
         cp_commit();
-        if (threadIdx.x < FA_BK) {
-            int p = p0 + threadIdx.x;
-            bool in = p < hi;
-            lqs[threadIdx.x] = in ? lse2[(size_t)hq * S + p] : 0.0f;
-            Dqs[threadIdx.x] = in ? D[(size_t)hq * S + p] : 0.0f;
-        }
         cp_wait<1>();
         __syncthreads();
         const uint64_t vis[2] = {attn_bits64(qlo[0], qhi[0], p0), attn_bits64(qlo[1], qhi[1], p0)};
@@ -633,9 +675,9 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int c = j * 8 + 2 * t + (e & 1);
-                    float p = fa_exp2(fmaf(s[j][e], sc, -lqs[c]));
-                    s[j][e] = p;                        /* Pᵀ */
-                    dp[j][e] = p * (dp[j][e] - Dqs[c]); /* dSᵀ */
+                    float p = fa_exp2(fmaf(s[j][e], sc, -lqs[cur][c]));
+                    s[j][e] = p;                             /* Pᵀ */
+                    dp[j][e] = p * (dp[j][e] - Dqs[cur][c]); /* dSᵀ */
                 }
             mma_pb<DP>(av, s, os, lane);  /* dV += Pᵀ·dO */
             mma_pb<DP>(ak, dp, qs, lane); /* dK += dSᵀ·Q */
@@ -716,6 +758,8 @@ struct fa_stage {
     float *D, *lse2;
     float *pk, *pv; /* per-query-head dK, dV when heads share kv heads */
     int32_t *sp;
+    uint32_t *nb; /* noise bits, fa_meta */
+    int nwords;
 };
 
 static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
@@ -723,7 +767,8 @@ static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
     size_t S = (size_t)a->n_tok, nq = S * a->n_heads * dp, nk = S * a->n_kv_heads * dp;
     int part = bwd && a->n_heads != a->n_kv_heads;
     size_t np = S * a->n_heads * a->head_dim;
-    size_t bytes = (nq + 2 * nk + (bwd ? nq : 0)) * sizeof(bf16) + 256 * 8 + S * 4 +
+    int nwords = (int)((S + 31) / 32) + 2;
+    size_t bytes = (nq + 2 * nk + (bwd ? nq : 0)) * sizeof(bf16) + 256 * 10 + S * 4 + (size_t)nwords * 4 +
                    (bwd ? 2 * S * a->n_heads * sizeof(float) : 0) + (part ? 2 * np * sizeof(float) : 0);
     unsigned char *p = reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4));
     auto take = [&p](size_t b) {
@@ -737,6 +782,8 @@ static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
     st.v = (bf16 *)take(nk * sizeof(bf16));
     st.o = bwd ? (bf16 *)take(nq * sizeof(bf16)) : NULL;
     st.sp = (int32_t *)take(S * 4);
+    st.nb = (uint32_t *)take((size_t)nwords * 4);
+    st.nwords = nwords;
     st.D = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
     st.lse2 = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
     st.pk = part ? (float *)take(np * sizeof(float)) : NULL;
@@ -750,6 +797,7 @@ static fa_meta fa_meta_of(const op_attn_t *a, const fa_stage &st)
     m.S = a->n_tok, m.nh = a->n_heads, m.nkv = a->n_kv_heads, m.d = a->head_dim, m.n_splits = a->n_splits;
     m.scale = a->scale;
     m.ss = a->split_start, m.sf = a->split_first, m.sm = a->split_mode, m.sp = st.sp;
+    m.nb = st.nb;
     return m;
 }
 
@@ -758,6 +806,9 @@ static void fa_stage_qkv(const fa_stage &st, const float *q, const float *k, con
 {
     int S = a->n_tok;
     k_fa_pos_split<<<cuda_blocks((size_t)S), CU_THREADS, 0, cuda_stream>>>(st.sp, a->split_start, a->n_splits, S);
+    CU_LAUNCHED();
+    k_fa_noise_bits<<<cuda_blocks((size_t)st.nwords), CU_THREADS, 0, cuda_stream>>>(st.nb, st.sp, a->split_mode, S,
+                                                                                   st.nwords);
     CU_LAUNCHED();
     fa_stage_rows(st.q, q, a->row_of_pos, S, a->n_heads, a->head_dim, dp);
     fa_stage_rows(st.k, k, a->row_of_pos, S, a->n_kv_heads, a->head_dim, dp);
