@@ -146,7 +146,9 @@ static void shape_add(const char *key, double ms)
     if (i == n_shapes) {
         if (n_shapes == N_SHAPES)
             return;
-        snprintf(shapes[n_shapes++].key, sizeof shapes[0].key, "%s", key);
+        snprintf(shapes[n_shapes].key, sizeof shapes[0].key, "%s", key);
+        shapes[n_shapes].calls = 0; /* op_prof_reset leaves the old entries behind */
+        shapes[n_shapes++].ms = 0;
     }
     shapes[i].calls++;
     shapes[i].ms += ms;
