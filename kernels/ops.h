@@ -180,9 +180,13 @@ typedef struct op_table {
                           const float *mean, const float *rstd, int n, int c, int hw, int groups);
 
     /* optimizer: AdamW with bias correction (step counts from 1), decoupled
-     * weight decay p -= lr·wd·p; EMA: e = decay·e + (1 - decay)·p */
+     * weight decay p -= lr·wd·p, on the gradients times gscale (the clip's
+     * coefficient; 1 for none; g itself is left as it is); then, when e is
+     * not NULL, the EMA of the new p in the same pass: e = e_decay·e +
+     * (1 - e_decay)·p. The same bits as scale(g), adamw, ema one after the
+     * other. EMA alone: e = decay·e + (1 - decay)·p */
     void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
-                  float eps, float wd, int step);
+                  float eps, float wd, int step, float gscale, float *e, float e_decay);
     void (*ema)(float *e, const float *p, size_t n, float decay);
     /* Σ g², accumulated in double */
     double (*sumsq)(const float *g, size_t n);

@@ -405,10 +405,10 @@ static void w_groupnorm_bwd(float *din, float *dw, float *db, const float *dout,
     end(P_groupnorm_bwd, t0_);
 }
 
-static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps, float wd, int step)
+static void w_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps, float wd, int step, float gscale, float *e, float e_decay)
 {
     double t0_ = begin();
-    prof_inner->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, step);
+    prof_inner->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, step, gscale, e, e_decay);
     end(P_adamw, t0_);
 }
 

@@ -191,19 +191,32 @@ double optim_grad_norm(const optim_t *o, const float *grads)
     return sqrt(ss);
 }
 
+/* clip_grad_norm_'s coefficient for a finite norm: 1 when nothing is to
+ * be scaled (torch multiplies by 1.0 then, which changes nothing) */
+static float clip_coef(double norm, double max_norm)
+{
+    if (!(max_norm > 0))
+        return 1.0f;
+    double coef = max_norm / (norm + 1e-6);
+    return coef < 1.0 ? (float)coef : 1.0f;
+}
+
 double optim_clip(const optim_t *o, float *grads, double max_norm)
 {
     double norm = optim_grad_norm(o, grads);
-    if (!isfinite(norm) || !(max_norm > 0))
+    if (!isfinite(norm))
         return norm;
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0)
+    float coef = clip_coef(norm, max_norm);
+    if (coef != 1.0f)
         for (int i = 0; i < o->n_spans; i++)
-            o->ops->scale(grads + o->spans[i].offset, (float)coef, o->spans[i].count);
+            o->ops->scale(grads + o->spans[i].offset, coef, o->spans[i].count);
     return norm;
 }
 
-void optim_adamw(optim_t *o, float *params, const float *grads, double lr)
+/* AdamW over the spans on the gradients times gscale, with the EMA in the
+ * same pass when ema is not NULL */
+static void adamw_spans(optim_t *o, float *params, const float *grads, double lr, float gscale, float *ema,
+                        float decay)
 {
     long t = o->step + 1;
     int step = t > INT_MAX ? INT_MAX : (int)t; /* b^step is 0 long before */
@@ -211,10 +224,15 @@ void optim_adamw(optim_t *o, float *params, const float *grads, double lr)
     for (int i = 0; i < o->n_spans; i++) {
         const optim_span_t *sp = &o->spans[i];
         o->ops->adamw(params + sp->offset, grads + sp->offset, o->m + at, o->v + at, sp->count, (float)lr, o->hp.beta1,
-                      o->hp.beta2, o->hp.eps, o->hp.weight_decay, step);
+                      o->hp.beta2, o->hp.eps, o->hp.weight_decay, step, gscale, ema ? ema + sp->offset : NULL, decay);
         at += sp->count;
     }
     o->step++;
+}
+
+void optim_adamw(optim_t *o, float *params, const float *grads, double lr)
+{
+    adamw_spans(o, params, grads, lr, 1.0f, NULL, 0.0f);
 }
 
 void optim_ema(const optim_t *o, float *ema, const float *params, float decay)
@@ -226,14 +244,15 @@ void optim_ema(const optim_t *o, float *ema, const float *params, float decay)
 int optim_update(optim_t *o, const optim_sched_t *s, float *params, float *grads, float *ema, optim_report_t *r)
 {
     optim_report_t rep = {0};
-    rep.norm = optim_clip(o, grads, o->hp.max_grad_norm);
+    /* the clip's coefficient and the EMA ride in AdamW's one pass over the
+     * state (the same bits as optim_clip, optim_adamw, optim_ema in turn;
+     * the gradients are left unscaled) */
+    rep.norm = optim_grad_norm(o, grads);
     if (!isfinite(rep.norm)) {
         rep.skipped = 1;
     } else {
         rep.lr = optim_lr(s, o->step);
-        optim_adamw(o, params, grads, rep.lr);
-        if (ema)
-            optim_ema(o, ema, params, o->hp.ema_decay);
+        adamw_spans(o, params, grads, rep.lr, clip_coef(rep.norm, o->hp.max_grad_norm), ema, o->hp.ema_decay);
     }
     if (r)
         *r = rep;

@@ -162,7 +162,10 @@ typedef struct optim_report {
  * clip_grad_norm_(hp.max_grad_norm), AdamW with optim_lr(s, o->step), EMA
  * (hp.ema_decay; ema may be NULL for none). A non-finite norm skips all
  * three and leaves the step count (and so the schedule) where it was. The
- * gradients are not zeroed (optim_zero). Returns r->skipped ? -1 : 0. */
+ * clip's coefficient and the EMA go into AdamW's one pass over the state
+ * (ops->adamw), with the same bits as the three one after the other; the
+ * gradients are left as they were: neither scaled nor zeroed (optim_zero).
+ * Returns r->skipped ? -1 : 0. */
 int optim_update(optim_t *o, const optim_sched_t *s, float *params, float *grads, float *ema, optim_report_t *r);
 
 /* ---- state file (layout in the header comment) */

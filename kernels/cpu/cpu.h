@@ -86,7 +86,7 @@ void cpu_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, cons
 
 /* cpu_optim.c */
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
-               float wd, int step);
+               float wd, int step, float gscale, float *e, float e_decay);
 void cpu_ema(float *e, const float *p, size_t n, float decay);
 double cpu_sumsq(const float *g, size_t n);
 void cpu_scale(float *x, float s, size_t n);

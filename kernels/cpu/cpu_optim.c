@@ -13,19 +13,22 @@
  * equals p −= lr·(m̂/(sqrt(v̂) + eps) + wd·p) up to the order of the decay:
  * PyTorch decays the weight before the Adam step, so that is what we do. */
 void cpu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
-               float wd, int step)
+               float wd, int step, float gscale, float *e, float e_decay)
 {
     float decay = (float)(1.0 - (double)lr * wd);
     float step_size = (float)((double)lr / (1.0 - pow((double)b1, step)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, step));
 #pragma omp parallel for if (n > CPU_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
+        float gi = g[i] * gscale;
         float mi = m[i] + (1.0f - b1) * (gi - m[i]);
         float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+        float pi = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+        p[i] = pi;
+        if (e)
+            e[i] = e_decay * e[i] + (1.0f - e_decay) * pi;
     }
 }
 

@@ -181,7 +181,7 @@ void cuda_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const 
 
 /* cuda_optim.cu */
 void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
-                float wd, int step);
+                float wd, int step, float gscale, float *e, float e_decay);
 void cuda_ema(float *e, const float *p, size_t n, float decay);
 double cuda_sumsq(const float *g, size_t n);
 void cuda_scale(float *x, float s, size_t n);

@@ -8,28 +8,32 @@
 #include <math.h>
 
 __global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2, float eps,
-                        float decay, float step_size, float bc2_sqrt)
+                        float decay, float step_size, float bc2_sqrt, float gscale, float *e, float e_decay)
 {
     CU_FOR(i, n)
     {
-        float gi = g[i];
+        float gi = g[i] * gscale;
         float mi = m[i] + (1.0f - b1) * (gi - m[i]);
         float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
         m[i] = mi;
         v[i] = vi;
-        p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+        float pi = p[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+        p[i] = pi;
+        if (e)
+            e[i] = e_decay * e[i] + (1.0f - e_decay) * pi;
     }
 }
 
 void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
-                float wd, int step)
+                float wd, int step, float gscale, float *e, float e_decay)
 {
     if (!n)
         return;
     float decay = (float)(1.0 - (double)lr * wd);
     float step_size = (float)((double)lr / (1.0 - pow((double)b1, step)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, step));
-    k_adamw<<<cuda_blocks(n), CU_THREADS, 0, cuda_stream>>>(p, g, m, v, n, b1, b2, eps, decay, step_size, bc2_sqrt);
+    k_adamw<<<cuda_blocks(n), CU_THREADS, 0, cuda_stream>>>(p, g, m, v, n, b1, b2, eps, decay, step_size, bc2_sqrt,
+                                                             gscale, e, e_decay);
     CU_LAUNCHED();
 }
 

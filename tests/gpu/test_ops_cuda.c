@@ -562,12 +562,25 @@ static void t_optim(void)
     float *p = hrand(n, -1, 1), *g = hrand(n, -1, 1), *m = hrand(n, -0.1f, 0.1f), *v = hrand(n, 0, 0.01f);
     float *dp = DF(p, n), *dg = DF(g, n), *dm = DF(m, n), *dv = DF(v, n);
     for (int step = 1; step <= 3; step++) {
-        C->adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
-        G->adamw(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step);
+        C->adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, 1.0f, NULL, 0.0f);
+        G->adamw(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, 1.0f, NULL, 0.0f);
     }
     check("adamw p", dp, p, n, TOL_EW);
     check("adamw m", dm, m, n, TOL_EW);
     check("adamw v", dv, v, n, TOL_EW);
+    /* the clip's coefficient and the EMA in the same pass */
+    {
+        float *e0 = hrand(n, -1, 1), *de0 = DF(e0, n);
+        for (int step = 4; step <= 5; step++) {
+            C->adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, 0.43f, e0, 0.99f);
+            G->adamw(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step, 0.43f, de0, 0.99f);
+        }
+        check("adamw scaled p", dp, p, n, TOL_EW);
+        check("adamw scaled m", dm, m, n, TOL_EW);
+        check("adamw scaled v", dv, v, n, TOL_EW);
+        check("adamw fused ema", de0, e0, n, TOL_EW);
+        check("adamw leaves g", dg, g, n, 0.0);
+    }
 
     float *e = hrand(n, -1, 1), *de = DF(e, n);
     C->ema(e, p, n, 0.999f);

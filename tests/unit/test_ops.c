@@ -1265,17 +1265,31 @@ static void test_adamw_ema(void **state)
     const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, decay = 0.99f;
     float *p = frand(n, -1, 1), *m = fvec(n), *v = fvec(n), *e = fvec(n);
     memcpy(e, p, n * sizeof(float));
+    /* the same state stepped by the fused call: AdamW on the scaled
+     * gradients with the EMA in its pass */
+    float *pf = fvec(n), *mf = fvec(n), *vf = fvec(n), *ef = fvec(n);
+    memcpy(pf, p, n * sizeof(float));
+    memcpy(ef, e, n * sizeof(float));
     double *pd = to_double(p, n), *md = dvec(n), *vd = dvec(n), *ed = to_double(e, n);
     for (int step = 1; step <= 3; step++) {
-        float *g = frand(n, -1, 1);
+        float *g = frand(n, -1, 1), *gs = fvec(n);
         g[0] = 0.0f; /* a zero gradient only decays */
-        T->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, step);
+        const float gscale = step == 2 ? 1.0f : 0.37f + 0.1f * step; /* the clip's coefficient, or none */
+        for (size_t i = 0; i < n; i++)
+            gs[i] = g[i] * gscale;
+        T->adamw(p, gs, m, v, n, lr, b1, b2, eps, wd, step, 1.0f, NULL, 0.0f);
         T->ema(e, p, n, decay);
+        T->adamw(pf, g, mf, vf, n, lr, b1, b2, eps, wd, step, gscale, ef, decay);
+        assert_memory_equal(pf, p, n * sizeof(float));
+        assert_memory_equal(mf, m, n * sizeof(float));
+        assert_memory_equal(vf, v, n * sizeof(float));
+        assert_memory_equal(ef, e, n * sizeof(float));
+        assert_true(g[1] * gscale == gs[1]); /* g itself is not scaled */
         for (size_t i = 0; i < n; i++) {
             /* PyTorch's AdamW: decoupled decay first, then the Adam step */
             pd[i] *= 1.0 - (double)lr * wd;
-            md[i] = b1 * md[i] + (1.0 - b1) * g[i];
-            vd[i] = b2 * vd[i] + (1.0 - b2) * (double)g[i] * g[i];
+            md[i] = b1 * md[i] + (1.0 - b1) * gs[i];
+            vd[i] = b2 * vd[i] + (1.0 - b2) * (double)gs[i] * gs[i];
             double mhat = md[i] / (1.0 - pow(b1, step)), vhat = vd[i] / (1.0 - pow(b2, step));
             pd[i] -= lr * mhat / (sqrt(vhat) + eps);
             ed[i] = decay * ed[i] + (1.0 - decay) * pd[i];
