@@ -10,24 +10,32 @@
  * head-major ([head][S][DP]) so that a tile of rows is one contiguous run,
  * and the head dim padded with zeros to DP, a multiple of 16 (the ViT's 72
  * runs as 80): zeros add nothing to a product. The split of every position
- * goes into a table, and each tile element's visibility is decided from it
- * with the rule of op_attn_visible.
+ * goes into a table, and the noise keys into a bitmap.
  *
- * Forward (FA2 order): a block owns 64 queries of one head, four warps of 16
- * rows, Q's fragments in registers; it walks key tiles of 64 from the start
- * of its first query's sample to the last key its last query sees, so tiles
- * of other samples and past the causal front are never touched. Per tile:
- * S = Q·Kᵀ (mma.sync m16n8k16), the mask, the online softmax in the
- * log2 domain, P rounded to bf16 and reused from the accumulator registers
- * as the A operand of O += P·V (V's fragments through ldmatrix.trans).
+ * The mask (kernels/attn_span.h): a query sees the keys of one span of its
+ * sample less the noise keys, and one span of its own split; a key is seen
+ * by one span of queries. So a row's visibility over a tile of 64 positions
+ * is a 64-bit mask made from two ranges and the tile's noise bits (forward,
+ * dQ) or from one range (dK/dV). A warp whose rows see none of a tile skips
+ * it; one whose rows see all of it skips the mask.
+ *
+ * Forward (FA2 order): a block owns 16·NW queries of one head (NW warps of
+ * 16 rows, 4 or 8), Q's fragments in registers, the last query tiles first;
+ * it walks key tiles of 64 from the start of its first query's sample to the
+ * last key its last query sees, so tiles of other samples and past the
+ * causal front are never touched. Per tile: S = Q·Kᵀ (mma.sync m16n8k16),
+ * the mask, the online softmax in the log2 domain, P rounded to bf16 and
+ * reused from the accumulator registers as the A operand of O += P·V (V's
+ * fragments through ldmatrix.trans).
  *
  * Backward, deterministic (every gradient row has one owner, no atomics):
  * dQ in one kernel that mirrors the forward (P recomputed from lse, dP =
  * dO·Vᵀ, dS = P ⊙ (dP − D), dQ += dS·K); dK and dV in another, a block per
- * 64 keys of one kv head, walking the query tiles that can see them for every
- * query head of its GQA group: Sᵀ = K·Qᵀ, Pᵀ, dV += Pᵀ·dO, dPᵀ = V·dOᵀ,
- * dK += dSᵀ·Q. D = rowsum(dO ⊙ O) comes from a staging kernel. A warp whose
- * 16×64 score tile is wholly masked skips the rest of that tile.
+ * 16·NW keys and query head, walking the query tiles that can see them:
+ * Sᵀ = K·Qᵀ, Pᵀ, dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dK += dSᵀ·Q; with grouped-query
+ * attention each query head writes its own partial rows and k_fa_sum_group
+ * adds the group's in head order. D = rowsum(dO ⊙ O) comes from a staging
+ * kernel.
  *
  * Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t; A
  * (16×16, row-major) a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..),
