@@ -146,9 +146,7 @@ static void shape_add(const char *key, double ms)
     if (i == n_shapes) {
         if (n_shapes == N_SHAPES)
             return;
-        snprintf(shapes[n_shapes].key, sizeof shapes[0].key, "%s", key);
-        shapes[n_shapes].calls = 0; /* op_prof_reset leaves the old entries behind */
-        shapes[n_shapes++].ms = 0;
+        snprintf(shapes[n_shapes++].key, sizeof shapes[0].key, "%s", key);
     }
     shapes[i].calls++;
     shapes[i].ms += ms;
@@ -532,6 +530,7 @@ void op_prof_reset(void)
 {
     memset(total_ms, 0, sizeof total_ms);
     memset(calls, 0, sizeof calls);
+    memset(shapes, 0, sizeof shapes);
     n_shapes = 0;
 }
 
