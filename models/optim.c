@@ -241,7 +241,7 @@ void optim_ema(const optim_t *o, float *ema, const float *params, float decay)
         o->ops->ema(ema + o->spans[i].offset, params + o->spans[i].offset, o->spans[i].count, decay);
 }
 
-int optim_update(optim_t *o, const optim_sched_t *s, float *params, float *grads, float *ema, optim_report_t *r)
+int optim_update(optim_t *o, const optim_sched_t *s, float *params, const float *grads, float *ema, optim_report_t *r)
 {
     optim_report_t rep = {0};
     /* the clip's coefficient and the EMA ride in AdamW's one pass over the

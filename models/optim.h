@@ -166,7 +166,8 @@ typedef struct optim_report {
  * (ops->adamw), with the same bits as the three one after the other; the
  * gradients are left as they were: neither scaled nor zeroed (optim_zero).
  * Returns r->skipped ? -1 : 0. */
-int optim_update(optim_t *o, const optim_sched_t *s, float *params, float *grads, float *ema, optim_report_t *r);
+int optim_update(optim_t *o, const optim_sched_t *s, float *params, const float *grads, float *ema,
+                 optim_report_t *r);
 
 /* ---- state file (layout in the header comment) */
 
