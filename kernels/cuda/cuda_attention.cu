@@ -422,14 +422,14 @@ void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, 
      * kernel otherwise, which at head dims 64 and 128 beat the dense route
      * (image generation at 1024², 4096 queries a chunk: 4.8 s an image
      * dense against 3.1 s flash, H200) */
-    if (a->dense && cuda_dense_enabled() && !(cuda_bf16 && cuda_flash_supports(a))) {
+    if (a->dense && cuda_dense_enabled() && !cuda_flash_takes(a)) {
         CU_REQUIRE(a->n_kv_heads > 0 && nh % a->n_kv_heads == 0, "attention: n_heads not a multiple of n_kv_heads");
         int ld = nh * d, ldkv = a->n_kv_heads * d;
         cuda_dense_attention(out, ld, lse, q, ld, k, v, ldkv, S, S, nh, a->n_kv_heads, d, a->scale);
         return;
     }
     attn_check(a, AT_MAX_D_FWD);
-    if (cuda_bf16 && cuda_flash_supports(a)) {
+    if (cuda_flash_takes(a)) {
         cuda_flash_fwd(out, lse, q, k, v, a);
         return;
     }
@@ -453,7 +453,7 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     if (S <= 0 || nh <= 0 || d <= 0 || (!dq && !dk && !dv))
         return;
     attn_check(a, AT_MAX_D);
-    if (cuda_bf16 && cuda_flash_supports(a)) {
+    if (cuda_flash_takes(a)) {
         cuda_flash_bwd(dq, dk, dv, dout, out, lse, q, k, v, a);
         return;
     }

@@ -370,9 +370,9 @@ __device__ static inline void fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, co
     __syncthreads();
 }
 
-/* Masks the warp's 16×64 score tile s (C layout) to -inf outside the row
- * bits vis[r] (rows g and g + 8 of the warp), unless full: the lane's
- * columns are 8j + 2t + (e & 1) */
+/* Sets the warp's 16×64 score tile s (C layout) to off outside the row bits
+ * vis[r] (rows g and g + 8 of the warp): the lane's columns are
+ * 8j + 2t + (e & 1) */
 __device__ static inline void fa_mask_tile(float s[8][4], const uint64_t vis[2], int t, float off)
 {
 #pragma unroll
@@ -614,7 +614,7 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dq(float *dq, const bf16
     }
 }
 
-/* ---- backward: dK and dV, a block per 64 keys and query head */
+/* ---- backward: dK and dV, a block per 16·NW keys and query head */
 
 template <int DP, int MB, int NW>
 __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv, const bf16 *Q, const bf16 *K,
@@ -758,7 +758,7 @@ static int fa_dp(int d)
     return 0;
 }
 
-int cuda_flash_supports(const op_attn_t *a) { return fa_dp(a->head_dim) != 0; }
+int cuda_flash_takes(const op_attn_t *a) { return cuda_bf16 && fa_dp(a->head_dim) != 0; }
 
 /* staging buffers carved from the backend's scratch */
 struct fa_stage {

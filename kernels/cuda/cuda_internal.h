@@ -74,8 +74,9 @@ void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const floa
                   float beta, float *c, int ldc);
 
 /* cuda_flash.cu: the bf16 tensor-core attention, for head dims up to 128
- * that round up to 48, 64, 80 or 128 */
-int cuda_flash_supports(const op_attn_t *a);
+ * that round up to 48, 64, 80 or 128; cuda_flash_takes: whether it runs a
+ * (bf16 mode and such a head dim) */
+int cuda_flash_takes(const op_attn_t *a);
 void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a);
 void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                     const float *q, const float *k, const float *v, const op_attn_t *a);

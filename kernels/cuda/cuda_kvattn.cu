@@ -150,7 +150,7 @@ static int kv_flash_takes(const op_kv_attn_t *a)
 {
     op_attn_t at = {};
     at.n_heads = a->n_heads, at.n_kv_heads = a->n_kv_heads, at.head_dim = a->head_dim, at.n_splits = 1;
-    return cuda_bf16 && cuda_flash_supports(&at);
+    return cuda_flash_takes(&at);
 }
 
 /* queries [i0, i0 + n) share k_first and all see the same c0 keys (an image
