@@ -193,6 +193,18 @@ typedef struct op_table {
     void (*scale)(float *x, float s, size_t n);
 
     /* forward only, for the frozen autoencoder (models/ae.c) */
+    /* the autoencoder's normalized convolution: out = conv(act(GroupNorm(in)))
+     * + b, plus res when not NULL. GroupNorm as groupnorm_fwd (groups, eps,
+     * affine gw, gb; mean, rstd [n, groups] written when not NULL), act 1 =
+     * swish, the convolution k×k, stride 1, zero padding k/2 of the
+     * normalized input, as conv2d_fwd; res [n, co, h, w]. out aliases
+     * neither in nor res. The same values as groupnorm_fwd, silu_fwd,
+     * conv2d_fwd and axpy in turn (the same bits on the CPU), without the
+     * normalized tensor in memory: CUDA normalizes on the way into the
+     * tensor cores' layout and adds res on the way out. */
+    void (*gn_conv2d_fwd)(float *out, float *mean, float *rstd, const float *in, const float *gw, const float *gb,
+                          int groups, float eps, int act, const float *w, const float *b, const float *res, int n,
+                          int ci, int h, int wd, int co, int k);
     /* nearest-neighbour ×2: out[p, 2y + dy, 2x + dx] = in[p, y, x] for planes
      * p < np, in [np, h, w], out [np, 2h, 2w] */
     void (*upsample2x)(float *out, const float *in, int np, int h, int w);

@@ -45,6 +45,7 @@ enum {
     P_conv2d_bwd,
     P_groupnorm_fwd,
     P_groupnorm_bwd,
+    P_gn_conv2d_fwd,
     P_adamw,
     P_ema,
     P_sumsq,
@@ -92,6 +93,7 @@ static const char *const op_names[P_N] = {
     "conv2d_bwd",
     "groupnorm_fwd",
     "groupnorm_bwd",
+    "gn_conv2d_fwd",
     "adamw",
     "ema",
     "sumsq",
@@ -129,7 +131,7 @@ static void end(int op, double t0)
     calls[op]++;
 }
 
-/* the costliest ops by shape as well: conv2d_fwd, linear_fwd, attention_fwd */
+/* the costliest ops by shape as well: conv2d_fwd, gn_conv2d_fwd, linear_fwd, attention_fwd */
 #define N_SHAPES 96
 static struct {
     char key[72];
@@ -396,6 +398,15 @@ static void w_groupnorm_fwd(float *out, float *mean, float *rstd, const float *i
     end(P_groupnorm_fwd, t0_);
 }
 
+static void w_gn_conv2d_fwd(float *out, float *mean, float *rstd, const float *in, const float *gw, const float *gb, int groups, float eps, int act, const float *w, const float *b, const float *res, int n, int ci, int h, int wd, int co, int k)
+{
+    double t0_ = begin();
+    prof_inner->gn_conv2d_fwd(out, mean, rstd, in, gw, gb, groups, eps, act, w, b, res, n, ci, h, wd, co, k);
+    char key[72];
+    snprintf(key, sizeof key, "gn_conv2d_fwd n%d %d->%d %dx%d at %dx%d%s", n, ci, co, k, k, h, wd, res ? " +res" : "");
+    end_shape(P_gn_conv2d_fwd, t0_, key);
+}
+
 static void w_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, const float *mean, const float *rstd, int n, int c, int hw, int groups)
 {
     double t0_ = begin();
@@ -511,6 +522,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.conv2d_fwd = w_conv2d_fwd;
     wrapped.conv2d_bwd = w_conv2d_bwd;
     wrapped.groupnorm_fwd = w_groupnorm_fwd;
+    wrapped.gn_conv2d_fwd = w_gn_conv2d_fwd;
     wrapped.groupnorm_bwd = w_groupnorm_bwd;
     wrapped.adamw = w_adamw;
     wrapped.ema = w_ema;

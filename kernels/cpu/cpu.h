@@ -8,6 +8,7 @@
 #ifndef BAGEL_CPU_H
 #define BAGEL_CPU_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,10 @@
 
 /* below this many floats of work an OpenMP loop runs on one thread */
 #define CPU_OMP_MIN 32768
+
+/* the logistic function of silu and SwiGLU, one expression for every op
+ * that applies it (a fused op must give the bits of the ops it fuses) */
+static inline float cpu_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* cpu_mem.c */
 void *cpu_alloc(size_t bytes);
@@ -81,6 +86,9 @@ void cpu_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const f
                     int h, int wd, int co, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
 void cpu_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
                        int c, int hw, int groups, float eps);
+void cpu_gn_conv2d_fwd(float *out, float *mean, float *rstd, const float *in, const float *gw, const float *gb, int groups,
+                       float eps, int act, const float *w, const float *b, const float *res, int n, int ci, int h,
+                       int wd, int co, int k);
 void cpu_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
                        const float *mean, const float *rstd, int n, int c, int hw, int groups);
 

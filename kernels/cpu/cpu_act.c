@@ -4,13 +4,11 @@
 
 #include "cpu.h"
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t m)
 {
 #pragma omp parallel for if (m > CPU_OMP_MIN)
     for (size_t i = 0; i < m; i++)
-        out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+        out[i] = gate[i] * cpu_sigmoid(gate[i]) * up[i];
 }
 
 /* silu'(g) = s·(1 + g·(1 − s)) with s = sigmoid(g) */
@@ -18,7 +16,7 @@ void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *ga
 {
 #pragma omp parallel for if (m > CPU_OMP_MIN)
     for (size_t i = 0; i < m; i++) {
-        float g = gate[i], s = sigmoidf(g);
+        float g = gate[i], s = cpu_sigmoid(g);
         if (dgate)
             dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
         if (dup)
@@ -38,7 +36,7 @@ void cpu_gelu_fwd(float *out, const float *in, size_t m)
 #pragma omp parallel for if (m > CPU_OMP_MIN)
     for (size_t i = 0; i < m; i++) {
         float x = in[i];
-        out[i] = x * sigmoidf(2.0f * GELU_K * (x + GELU_C * x * x * x));
+        out[i] = x * cpu_sigmoid(2.0f * GELU_K * (x + GELU_C * x * x * x));
     }
 }
 
@@ -50,7 +48,7 @@ void cpu_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
 #pragma omp parallel for if (m > CPU_OMP_MIN)
     for (size_t i = 0; i < m; i++) {
         float x = in[i];
-        float s = sigmoidf(2.0f * GELU_K * (x + GELU_C * x * x * x));
+        float s = cpu_sigmoid(2.0f * GELU_K * (x + GELU_C * x * x * x));
         float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
         din[i] += dout[i] * (s + x * s * (1.0f - s) * du);
     }
@@ -60,7 +58,7 @@ void cpu_silu_fwd(float *out, const float *in, size_t m)
 {
 #pragma omp parallel for if (m > CPU_OMP_MIN)
     for (size_t i = 0; i < m; i++)
-        out[i] = in[i] * sigmoidf(in[i]);
+        out[i] = in[i] * cpu_sigmoid(in[i]);
 }
 
 void cpu_silu_bwd(float *din, const float *dout, const float *in, size_t m)
@@ -69,7 +67,7 @@ void cpu_silu_bwd(float *din, const float *dout, const float *in, size_t m)
         return;
 #pragma omp parallel for if (m > CPU_OMP_MIN)
     for (size_t i = 0; i < m; i++) {
-        float x = in[i], s = sigmoidf(x);
+        float x = in[i], s = cpu_sigmoid(x);
         din[i] += dout[i] * s * (1.0f + x * (1.0f - s));
     }
 }

@@ -41,6 +41,7 @@ const op_table_t op_cpu = {
     .conv2d_bwd = cpu_conv2d_bwd,
     .groupnorm_fwd = cpu_groupnorm_fwd,
     .groupnorm_bwd = cpu_groupnorm_bwd,
+    .gn_conv2d_fwd = cpu_gn_conv2d_fwd,
     .adamw = cpu_adamw,
     .ema = cpu_ema,
     .sumsq = cpu_sumsq,

@@ -21,6 +21,11 @@
  * other tensor-core algorithms for other batch sizes; with one image a call
  * the shape, so the algorithm, is fixed.
  *
+ * gn_conv2d_fwd (GroupNorm, swish, the convolution, a residual) in bf16
+ * mode normalizes each image straight into that bf16 NHWC copy and adds
+ * the residual on the way back: the autoencoder's elementwise passes over
+ * fp32 tensors were a third of its time (docs/encode.md).
+ *
  * FLUX's Downsample pads right and bottom only, which cuDNN's symmetric
  * padding cannot express: each image goes into a zero-padded copy (the bf16
  * copy itself in bf16 mode), then to cuDNN without padding.
@@ -312,30 +317,51 @@ static void conv_cudnn(float *out, const float *in, const float *w, const float 
     }
 }
 
-/* src [C, H, W] fp32 into dst [Hp, Wp, Cp] bf16 at (pt, pl), channels
- * [C, Cp) left as they are (zero): tiles of 32 pixels × 32 channels through
- * shared memory, both sides coalesced; block (32, 8) */
+/* GroupNorm applied on the way into the tensor cores' layout
+ * (gn_conv2d_fwd): statistics [n, groups], the affine per channel, swish
+ * when act */
+struct conv_norm {
+    const float *mean, *rstd, *w, *b;
+    int groups, cpg, act;
+};
+
+/* src [C, H, W] fp32 (image img of the batch) into dst [Hp, Wp, Cp] bf16,
+ * the image at (pt, pl), zeros around it and in channels [C, Cp), so the
+ * copy needs no clearing first; with NORM each value normalized first, by
+ * the expressions of groupnorm_fwd and silu_fwd. Tiles of 32 padded pixels ×
+ * 32 channels through shared memory, both sides coalesced; block (32, 8) */
+template <bool NORM>
 __global__ void k_nchw_to_nhwc16(__nv_bfloat16 *dst, const float *src, int C, int Cp, int H, int W, int pt, int pl,
-                                 int Wp)
+                                 int Hp, int Wp, conv_norm nm, int img)
 {
     __shared__ float tile[32][33];
-    int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32, HW = H * W;
+    int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32, HWp = Hp * Wp;
     for (int k = threadIdx.y; k < 32; k += blockDim.y) {
-        int c = c0 + k, p = p0 + threadIdx.x;
-        tile[k][threadIdx.x] = c < C && p < HW ? src[(size_t)c * HW + p] : 0.0f;
+        int c = c0 + k, p = p0 + threadIdx.x, y = p / Wp - pt, x = p % Wp - pl;
+        float v = 0.0f;
+        if (c < C && p < HWp && y >= 0 && y < H && x >= 0 && x < W) {
+            v = src[((size_t)c * H + y) * W + x];
+            if (NORM) {
+                int g = img * nm.groups + c / nm.cpg;
+                v = (v - nm.mean[g]) * nm.rstd[g] * (nm.w ? nm.w[c] : 1.0f) + (nm.b ? nm.b[c] : 0.0f);
+                if (nm.act)
+                    v = v * (1.0f / (1.0f + expf(-v)));
+            }
+        }
+        tile[k][threadIdx.x] = v;
     }
     __syncthreads();
     for (int k = threadIdx.y; k < 32; k += blockDim.y) {
         int p = p0 + k, c = c0 + threadIdx.x;
-        if (p < HW && c < C) {
-            int y = p / W, x = p % W;
-            dst[((size_t)(y + pt) * Wp + x + pl) * Cp + c] = __float2bfloat16_rn(tile[threadIdx.x][k]);
-        }
+        if (p < HWp && c < Cp)
+            dst[(size_t)p * Cp + c] = __float2bfloat16_rn(tile[threadIdx.x][k]);
     }
 }
 
-/* src [HW, C] bf16 into dst [C, HW] fp32, plus bias[c] (may be NULL) */
-__global__ void k_nhwc16_to_nchw(float *dst, const __nv_bfloat16 *src, const float *bias, int C, int HW)
+/* src [HW, C] bf16 into dst [C, HW] fp32, plus bias[c] (may be NULL), then
+ * plus res [C, HW] (may be NULL) */
+__global__ void k_nhwc16_to_nchw(float *dst, const __nv_bfloat16 *src, const float *bias, const float *res, int C,
+                                 int HW)
 {
     __shared__ float tile[32][33];
     int p0 = blockIdx.x * 32, c0 = blockIdx.y * 32;
@@ -346,8 +372,12 @@ __global__ void k_nhwc16_to_nchw(float *dst, const __nv_bfloat16 *src, const flo
     __syncthreads();
     for (int k = threadIdx.y; k < 32; k += blockDim.y) {
         int c = c0 + k, p = p0 + threadIdx.x;
-        if (c < C && p < HW)
-            dst[(size_t)c * HW + p] = tile[threadIdx.x][k] + (bias ? bias[c] : 0.0f);
+        if (c < C && p < HW) {
+            float v = tile[threadIdx.x][k] + (bias ? bias[c] : 0.0f);
+            if (res)
+                v += res[(size_t)c * HW + p];
+            dst[(size_t)c * HW + p] = v;
+        }
     }
 }
 
@@ -367,9 +397,11 @@ __global__ void k_w_to_krsc16(__nv_bfloat16 *dst, const float *w, int ci, int ci
 /* CONV_BF16: one image a call, bf16 NHWC on the tensor cores. Input
  * channels are padded with zeros to a multiple of 8 (the tensor-core
  * kernels' alignment: FLUX's first convolution has 3; unpadded, cuDNN fell
- * back to a kernel 6x slower than the 128-channel ones at 1024²). */
+ * back to a kernel 6x slower than the 128-channel ones at 1024²). With nm
+ * the input is normalized into the copy; res is added to the output. */
 static void conv_nhwc16(float *out, const float *in, const float *w, const float *b, int n, int co, int ci, int h,
-                        int wd, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r)
+                        int wd, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r,
+                        const conv_norm *nm, const float *res)
 {
     int hp = h + pad_t + pad_b, wp = wd + pad_l + pad_r, cip = (ci + 7) / 8 * 8;
     conv_geom g = conv_geom_of(cip, hp, wp, kh, kw, stride, 0, 0, 0, 0);
@@ -389,19 +421,22 @@ static void conv_nhwc16(float *out, const float *in, const float *w, const float
     const conv_algo *A = conv_pick(key, CUDNN_TENSOR_OP_MATH);
     void *ws = A->ws ? cuda_scratch((A->ws + 3) / 4) : NULL;
     const float one = 1.0f, zero = 0.0f;
-    int zeros = pad_t || pad_l || pad_b || pad_r || cip != ci;
+    conv_norm plain = {};
     dim3 blk(32, 8);
+    int hwo = g.ho * g.wo;
+    dim3 gin((unsigned)((hp * wp + 31) / 32), (unsigned)((cip + 31) / 32));
+    dim3 gout((unsigned)((hwo + 31) / 32), (unsigned)((co + 31) / 32));
     for (int i = 0; i < n; i++) {
-        if (zeros)
-            CU_CHECK(cudaMemsetAsync(x16, 0, xs * 2, cuda_stream));
-        dim3 gin((unsigned)((h * wd + 31) / 32), (unsigned)((ci + 31) / 32));
-        k_nchw_to_nhwc16<<<gin, blk, 0, cuda_stream>>>(x16, in + (size_t)i * ci * h * wd, ci, cip, h, wd, pad_t, pad_l,
-                                                        wp);
+        const float *xi = in + (size_t)i * ci * h * wd;
+        if (nm)
+            k_nchw_to_nhwc16<true><<<gin, blk, 0, cuda_stream>>>(x16, xi, ci, cip, h, wd, pad_t, pad_l, hp, wp, *nm, i);
+        else
+            k_nchw_to_nhwc16<false><<<gin, blk, 0, cuda_stream>>>(x16, xi, ci, cip, h, wd, pad_t, pad_l, hp, wp, plain,
+                                                                  i);
         CU_LAUNCHED();
         CUDNN_CHECK(cudnnConvolutionForward(dnn, &one, xd, x16, fd, w16, cd, A->algo, ws, A->ws, &zero, yd, y16));
-        int hwo = g.ho * g.wo;
-        dim3 gout((unsigned)((hwo + 31) / 32), (unsigned)((co + 31) / 32));
-        k_nhwc16_to_nchw<<<gout, blk, 0, cuda_stream>>>(out + (size_t)i * ys, y16, b, co, hwo);
+        k_nhwc16_to_nchw<<<gout, blk, 0, cuda_stream>>>(out + (size_t)i * ys, y16, b, res ? res + (size_t)i * ys : NULL,
+                                                        co, hwo);
         CU_LAUNCHED();
     }
 }
@@ -433,7 +468,7 @@ void cuda_conv2d_fwd(float *out, const float *in, const float *w, const float *b
         return;
     }
     if (pads_ok && conv_mode() == CONV_BF16 && dnn_ready()) {
-        conv_nhwc16(out, in, w, b, n, co, ci, h, wd, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
+        conv_nhwc16(out, in, w, b, n, co, ci, h, wd, kh, kw, stride, pad_t, pad_l, pad_b, pad_r, NULL, NULL);
         return;
     }
     if (pad_t == pad_b && pad_l == pad_r && dnn_ready()) {
@@ -471,6 +506,44 @@ void cuda_conv2d_fwd(float *out, const float *in, const float *w, const float *b
             cuda_gemm_rm('n', 'n', co, np, K, 1.0f, w, K, col, np, b ? 1.0f : 0.0f, y + p0, hwo);
         }
     }
+}
+
+/* GroupNorm, swish, the convolution and the residual in one pass over the
+ * input and one over the output, in bf16 mode: the statistics, then each
+ * image normalized straight into the bf16 NHWC copy cuDNN reads and the
+ * residual added on the way back to fp32 NCHW. That drops the normalized
+ * fp32 tensor (written, read by silu, written, read by the copy) and the
+ * separate residual pass. Elsewhere (fp32 mode, few taps, no cuDNN) the ops
+ * in turn, the normalized input in a scratch slot. */
+void cuda_gn_conv2d_fwd(float *out, float *mean, float *rstd, const float *in, const float *gw, const float *gb,
+                        int groups, float eps, int act, const float *w, const float *b, const float *res, int n, int ci,
+                        int h, int wd, int co, int k)
+{
+    if (n <= 0 || ci <= 0 || co <= 0 || h <= 0 || wd <= 0 || groups <= 0)
+        return;
+    int pad = k / 2;
+    size_t hw = (size_t)h * wd;
+    if (k > 1 && ci * k * k > SMALL_K && conv_mode() == CONV_BF16 && dnn_ready()) {
+        size_t ng = (size_t)n * groups;
+        float *mu = mean, *rs = rstd;
+        if (!mu || !rs) {
+            float *st = (float *)cuda_scratch_slot(CUDA_SCRATCH_NORM, ng * 2 * sizeof(float));
+            mu = mu ? mu : st;
+            rs = rs ? rs : st + ng;
+        }
+        cuda_gn_stats(mu, rs, in, n, ci, (int)hw, groups, eps);
+        conv_norm nm = {mu, rs, gw, gb, groups, ci / groups, act};
+        conv_nhwc16(out, in, w, b, n, co, ci, h, wd, k, k, 1, pad, pad, pad, pad, &nm, res);
+        return;
+    }
+    size_t m = (size_t)n * ci * hw;
+    float *t = (float *)cuda_scratch_slot(CUDA_SCRATCH_NORM, m * sizeof(float));
+    cuda_groupnorm_fwd(t, mean, rstd, in, gw, gb, n, ci, (int)hw, groups, eps);
+    if (act)
+        cuda_silu_fwd(t, t, m);
+    cuda_conv2d_fwd(out, t, w, b, n, ci, h, wd, co, k, k, 1, pad, pad, pad, pad);
+    if (res)
+        cuda_axpy(out, 1.0f, res, (size_t)n * co * hw);
 }
 
 void cuda_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,

@@ -53,13 +53,15 @@ extern int cuda_bf16;
  * ops' slot; the dense attention's queries and keys), the cache attention's
  * packed queries (which call the attention that uses the ops' slot), and
  * a third operand (the dense attention's bf16 values, a convolution's bf16
- * output) */
+ * output), and gn_conv2d_fwd's own (its statistics when the caller keeps
+ * none; the normalized input where it runs as separate ops) */
 enum {
     CUDA_SCRATCH_OPS,
     CUDA_SCRATCH_GEMM_A,
     CUDA_SCRATCH_GEMM_B,
     CUDA_SCRATCH_KV,
     CUDA_SCRATCH_C,
+    CUDA_SCRATCH_NORM,
     CUDA_SCRATCH_SLOTS
 };
 void *cuda_scratch_slot(int slot, size_t bytes);
@@ -135,6 +137,8 @@ void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, con
                         const float *mean, const float *rstd, int n, int c);
 void cuda_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
                         int c, int hw, int groups, float eps);
+/* GroupNorm's mean and rstd [n, groups] alone (device buffers, not NULL) */
+void cuda_gn_stats(float *mean, float *rstd, const float *in, int n, int c, int hw, int groups, float eps);
 void cuda_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
                         const float *mean, const float *rstd, int n, int c, int hw, int groups);
 
@@ -176,6 +180,9 @@ void cuda_unpatchify_chw(float *z, const float *tokens, int C, int H, int W, int
 /* cuda_conv.cu */
 void cuda_conv2d_fwd(float *out, const float *in, const float *w, const float *b, int n, int ci, int h, int wd, int co,
                      int kh, int kw, int stride, int pad_t, int pad_l, int pad_b, int pad_r);
+void cuda_gn_conv2d_fwd(float *out, float *mean, float *rstd, const float *in, const float *gw, const float *gb,
+                        int groups, float eps, int act, const float *w, const float *b, const float *res, int n, int ci,
+                        int h, int wd, int co, int k);
 void cuda_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
                      int ci, int h, int wd, int co, int kh, int kw, int stride, int pad_t, int pad_l, int pad_b,
                      int pad_r);

@@ -361,27 +361,33 @@ __global__ void k_groupnorm_bwd_dwdb(float *dw, float *db, const float *dout, co
     }
 }
 
+void cuda_gn_stats(float *mean, float *rstd, const float *in, int n, int c, int hw, int groups, float eps)
+{
+    int ng = n * groups, cpg = c / groups;
+    size_t cnt = (size_t)cpg * hw, parts = (cnt + GN_CHUNK - 1) / GN_CHUNK;
+    if (parts > 1024)
+        parts = 1024;
+    size_t chunk = (cnt + parts - 1) / parts;
+    double2 *part = (double2 *)cuda_scratch((size_t)ng * parts * 4);
+    k_gn_partial<<<dim3((unsigned)ng, (unsigned)parts), NORM_THREADS, 0, cuda_stream>>>(part, in, cnt, chunk);
+    CU_LAUNCHED();
+    k_gn_stats<<<(ng + 127) / 128, 128, 0, cuda_stream>>>(mean, rstd, part, ng, (int)parts, cnt, eps);
+    CU_LAUNCHED();
+}
+
 void cuda_groupnorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
                         int c, int hw, int groups, float eps)
 {
     if (n <= 0 || c <= 0 || groups <= 0 || hw <= 0)
         return;
     int ng = n * groups, cpg = c / groups;
-    size_t cnt = (size_t)cpg * hw, parts = (cnt + GN_CHUNK - 1) / GN_CHUNK;
-    if (parts > 1024)
-        parts = 1024;
-    size_t chunk = (cnt + parts - 1) / parts;
-    double2 *part = (double2 *)cuda_scratch((size_t)ng * parts * 4 + (size_t)ng * 2 + 4);
     float *mu = mean, *rs = rstd;
-    if (!mu || !rs) { /* the statistics are wanted only here: scratch after the partial sums */
-        float *tail = (float *)(part + (size_t)ng * parts);
-        mu = mu ? mu : tail;
-        rs = rs ? rs : tail + ng;
+    if (!mu || !rs) { /* the statistics are wanted only here */
+        float *st = (float *)cuda_scratch_slot(CUDA_SCRATCH_NORM, (size_t)ng * 2 * sizeof(float));
+        mu = mu ? mu : st;
+        rs = rs ? rs : st + ng;
     }
-    k_gn_partial<<<dim3((unsigned)ng, (unsigned)parts), NORM_THREADS, 0, cuda_stream>>>(part, in, cnt, chunk);
-    CU_LAUNCHED();
-    k_gn_stats<<<(ng + 127) / 128, 128, 0, cuda_stream>>>(mu, rs, part, ng, (int)parts, cnt, eps);
-    CU_LAUNCHED();
+    cuda_gn_stats(mu, rs, in, n, c, hw, groups, eps);
     size_t total = (size_t)n * c * hw;
     if (hw % 4 == 0 && ((uintptr_t)in & 15) == 0 && ((uintptr_t)out & 15) == 0) {
         k_gn_apply4<<<cuda_blocks(total / 4), CU_THREADS, 0, cuda_stream>>>(

@@ -42,6 +42,7 @@ static op_table_t cuda_table(void)
     t.conv2d_fwd = cuda_conv2d_fwd;
     t.conv2d_bwd = cuda_conv2d_bwd;
     t.groupnorm_fwd = cuda_groupnorm_fwd;
+    t.gn_conv2d_fwd = cuda_gn_conv2d_fwd;
     t.groupnorm_bwd = cuda_groupnorm_bwd;
     t.adamw = cuda_adamw;
     t.ema = cuda_ema;

@@ -525,6 +525,39 @@ static void t_conv(void)
     conv_case("1x1 without bias", 3, 7, 5, 6, 4, 1, 1, 1, 0, 0, 0, 0, 0);
 }
 
+/* the fused GroupNorm + swish + convolution + residual against the CPU's
+ * (itself the bits of the ops in turn, tests/unit/test_ops): padded input
+ * channels (12 -> 16), 3 output channels, no statistics kept, no bias */
+static void gn_conv_case(int n, int ci, int groups, int h, int wd, int co, int k, int act, int bias, int res, int stats)
+{
+    size_t hw = (size_t)h * wd, nin = (size_t)n * ci * hw, nout = (size_t)n * co * hw, ng = (size_t)n * groups;
+    float *x = hrand(nin, -1, 3), *gw = hrand(ci, 0.5f, 1.5f), *gb = hrand(ci, -1, 1);
+    float *w = hrand((size_t)co * ci * k * k, -0.2f, 0.2f), *b = hrand(co, -1, 1), *r = hrand(nout, -2, 2);
+    float *out = hrand(nout, 0, 1), *mu = hrand(ng, 0, 1), *rs = hrand(ng, 0, 1);
+    float *dout = dnan(nout), *dmu = dnan(ng), *drs = dnan(ng);
+    C->gn_conv2d_fwd(out, mu, rs, x, gw, gb, groups, 1e-6f, act, w, bias ? b : NULL, res ? r : NULL, n, ci, h, wd, co,
+                     k);
+    G->gn_conv2d_fwd(dout, stats ? dmu : NULL, stats ? drs : NULL, DF(x, nin), DF(gw, ci), DF(gb, ci), groups, 1e-6f,
+                     act, DF(w, (size_t)co * ci * k * k), bias ? DF(b, co) : NULL, res ? DF(r, nout) : NULL, n, ci, h,
+                     wd, co, k);
+    char what[160];
+    snprintf(what, sizeof what, "gn_conv2d_fwd n=%d ci=%d groups=%d %dx%d co=%d k=%d act=%d bias=%d res=%d", n, ci,
+             groups, h, wd, co, k, act, bias, res);
+    check(what, dout, out, nout, tol_red);
+    if (stats) {
+        check("gn_conv2d_fwd mean", dmu, mu, ng, TOL_RED);
+        check("gn_conv2d_fwd rstd", drs, rs, ng, TOL_RED);
+    }
+}
+
+static void t_gn_conv(void)
+{
+    gn_conv_case(2, 64, 32, 13, 17, 48, 3, 1, 1, 1, 1);
+    gn_conv_case(3, 12, 4, 9, 10, 3, 3, 1, 0, 0, 0);
+    gn_conv_case(1, 128, 32, 40, 24, 128, 3, 0, 1, 1, 1);
+    gn_conv_case(2, 16, 4, 6, 5, 8, 1, 1, 1, 1, 1);
+}
+
 /* groups of 140 values, of 16,384 (many partial-sum blocks a group) and of
  * 2,046 over an odd hw (the scalar path), values off zero */
 static void gn_case(int n, int c, int hw, int groups)
@@ -710,6 +743,7 @@ static void conv_batch_invariant(void)
 static void t_bf16_conv(void)
 {
     with_bf16(t_conv);
+    with_bf16(t_gn_conv);
     with_bf16(conv_batch_invariant);
 }
 static void t_bf16_attention_fixed(void)
@@ -875,11 +909,12 @@ static const test_t tests[] = {
     {"patchify and unpatchify", t_patch},
     {"conv2d forward and backward", t_conv},
     {"groupnorm forward and backward", t_groupnorm},
+    {"gn_conv2d_fwd: GroupNorm, swish, convolution, residual in one", t_gn_conv},
     {"adamw, ema, sumsq, scale, axpy", t_optim},
     {"upsample2x, affine, gauss_sample", t_layout},
     {"bf16: linear forward and backward", t_bf16_linear},
     {"bf16: classifier_ce", t_bf16_classifier},
-    {"bf16: conv2d forward and backward", t_bf16_conv},
+    {"bf16: conv2d forward and backward, gn_conv2d_fwd", t_bf16_conv},
     {"bf16: attention, the fixed packings", t_bf16_attention_fixed},
     {"bf16: attention, 10 random packings, head dims 40-128", t_bf16_attention_random},
     {"bf16: attention, a 2100-position packing", t_bf16_attention_long},

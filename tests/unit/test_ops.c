@@ -1164,6 +1164,85 @@ static void test_groupnorm(void **state)
     }
 }
 
+/* ================================================================ gn_conv2d_fwd */
+
+/* the fused normalized convolution: (a) the bits of groupnorm_fwd, silu_fwd,
+ * conv2d_fwd and axpy in turn, statistics included; (b) a double reference
+ * written here (GroupNorm, swish, a direct convolution, the residual) */
+static void test_gn_conv2d(void **state)
+{
+    (void)state;
+    /* n, ci, groups, h, w, co, k, act, bias, res */
+    const int cases[][10] = {
+        {1, 4, 2, 5, 7, 3, 3, 1, 1, 0},  {2, 6, 3, 6, 4, 5, 3, 1, 1, 1},   {3, 8, 8, 4, 9, 2, 3, 0, 0, 1},
+        {2, 12, 4, 7, 7, 8, 5, 1, 0, 1}, {1, 64, 32, 9, 11, 16, 3, 1, 1, 1},
+    };
+    for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
+        new_case();
+        const int *c = cases[s];
+        int n = c[0], ci = c[1], groups = c[2], h = c[3], w = c[4], co = c[5], k = c[6], act = c[7];
+        size_t hw = (size_t)h * w, nin = (size_t)n * ci * hw, nout = (size_t)n * co * hw, ng = (size_t)n * groups;
+        float eps = 1e-6f;
+        float *x = frand(nin, -1, 3), *gw = frand(ci, 0.5, 1.5), *gb = frand(ci, -1, 1);
+        float *wt = frand((size_t)co * ci * k * k, -0.3, 0.3), *b = c[8] ? frand(co, -1, 1) : NULL;
+        float *res = c[9] ? frand(nout, -2, 2) : NULL;
+        /* (a) the composition */
+        float *t = fvec(nin), *want = fvec(nout), *mu1 = fvec(ng), *rs1 = fvec(ng);
+        T->groupnorm_fwd(t, mu1, rs1, x, gw, gb, n, ci, (int)hw, groups, eps);
+        if (act)
+            T->silu_fwd(t, t, nin);
+        T->conv2d_fwd(want, t, wt, b, n, ci, h, w, co, k, k, 1, k / 2, k / 2, k / 2, k / 2);
+        if (res)
+            T->axpy(want, 1.0f, res, nout);
+        float *got = frand(nout, 5, 6), *mu2 = frand(ng, 5, 6), *rs2 = frand(ng, 5, 6);
+        T->gn_conv2d_fwd(got, mu2, rs2, x, gw, gb, groups, eps, act, wt, b, res, n, ci, h, w, co, k);
+        if (memcmp(got, want, nout * sizeof(float)) || memcmp(mu1, mu2, ng * sizeof(float)) ||
+            memcmp(rs1, rs2, ng * sizeof(float)))
+            fail_msg("gn_conv2d_fwd case %zu: not the bits of groupnorm, silu, conv2d, axpy in turn "
+                     "(TEST_OPS_SEED=%llu)",
+                     s, (unsigned long long)base_seed);
+        /* (b) the double reference */
+        double *y = dvec(nout), *xn = dvec(nin);
+        int cpg = ci / groups;
+        for (int i = 0; i < n; i++)
+            for (int g = 0; g < groups; g++) {
+                size_t base = ((size_t)i * ci + (size_t)g * cpg) * hw, cnt = (size_t)cpg * hw;
+                double m = 0.0, v = 0.0;
+                for (size_t j = 0; j < cnt; j++)
+                    m += x[base + j];
+                m /= (double)cnt;
+                for (size_t j = 0; j < cnt; j++)
+                    v += (x[base + j] - m) * (x[base + j] - m);
+                double r = 1.0 / sqrt(v / (double)cnt + eps);
+                for (size_t j = 0; j < cnt; j++) {
+                    int ch = g * cpg + (int)(j / hw);
+                    double z = (x[base + j] - m) * r * gw[ch] + gb[ch];
+                    xn[base + j] = act ? z / (1.0 + exp(-z)) : z;
+                }
+            }
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < co; o++)
+                for (int oy = 0; oy < h; oy++)
+                    for (int ox = 0; ox < w; ox++) {
+                        double acc = b ? b[o] : 0.0;
+                        for (int q = 0; q < ci; q++)
+                            for (int ky = 0; ky < k; ky++)
+                                for (int kx = 0; kx < k; kx++) {
+                                    int iy = oy + ky - k / 2, ix = ox + kx - k / 2;
+                                    if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+                                        acc += wt[(((size_t)o * ci + q) * k + ky) * k + kx] *
+                                               xn[((size_t)i * ci + q) * hw + (size_t)iy * w + ix];
+                                }
+                        size_t at = ((size_t)i * co + o) * hw + (size_t)oy * w + ox;
+                        y[at] = acc + (res ? res[at] : 0.0);
+                    }
+        double e = nerr(got, y, nout);
+        if (!(e < 1e-5))
+            fail_msg("gn_conv2d_fwd case %zu: error %.3g against the double reference (TEST_OPS_SEED=%llu)", s, e,
+                     (unsigned long long)base_seed);
+    }
+}
+
 /* ================================================================ forward-only ops */
 
 static void test_flow_noise(void **state)
@@ -1430,6 +1509,7 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.patchify_chw,  (const void *)op_cpu.unpatchify_chw,
         (const void *)op_cpu.conv2d_fwd,    (const void *)op_cpu.conv2d_bwd,
         (const void *)op_cpu.groupnorm_fwd, (const void *)op_cpu.groupnorm_bwd,
+        (const void *)op_cpu.gn_conv2d_fwd,
         (const void *)op_cpu.adamw,         (const void *)op_cpu.ema,
         (const void *)op_cpu.sumsq,         (const void *)op_cpu.scale,
         (const void *)op_cpu.upsample2x,    (const void *)op_cpu.affine,
@@ -1468,6 +1548,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conv2d, setup, teardown),
         cmocka_unit_test_setup_teardown(test_groupnorm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gn_conv2d, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flow_noise, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timestep_freq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patchify, setup, teardown),
