@@ -49,6 +49,7 @@ struct ae_acts {
     int32_t *split_first;     /* (1) */
     uint8_t *split_mode;      /* (1) */
     uint8_t *img;             /* (img) u8 pixels */
+    int split_S;              /* the S the split tables hold (0: none yet) */
 };
 
 int ae_config_check(const ae_config_t *c, char *err, size_t errlen)
@@ -423,22 +424,26 @@ static void conv(ae_run_t *r, float *out, const float *in, const float *w, const
         r->o->conv2d_fwd(out, in, w, b, r->n, ci, h, wd, co, k, k, 1, k / 2, k / 2, k / 2, k / 2);
 }
 
-/* out = GroupNorm(in) [n, c, hw], then swish when act */
-static void norm(ae_run_t *r, float *out, const float *in, const float *w, const float *b, int c, size_t hw, int act)
+/* out = GroupNorm(in) [n, c, hw] */
+static void norm(ae_run_t *r, float *out, const float *in, const float *w, const float *b, int c, size_t hw)
 {
     need_big(r, (size_t)c * hw);
-    if (r->plan)
-        return;
-    r->o->groupnorm_fwd(out, r->ae->a->gn_mean, r->ae->a->gn_rstd, in, w, b, r->n, c, (int)hw, AE_GROUPS, AE_NORM_EPS);
-    if (act)
-        r->o->silu_fwd(out, out, (size_t)r->n * c * hw);
+    if (!r->plan)
+        r->o->groupnorm_fwd(out, r->ae->a->gn_mean, r->ae->a->gn_rstd, in, w, b, r->n, c, (int)hw, AE_GROUPS,
+                            AE_NORM_EPS);
 }
 
-/* y += x, m floats per image */
-static void add(ae_run_t *r, float *y, const float *x, size_t m)
+/* out = conv k×k (stride 1, padding k/2) of swish(GroupNorm(in)) [n, ci, h,
+ * w], plus res when not NULL: one op (gn_conv2d_fwd), so a backend need not
+ * keep the normalized tensor */
+static void norm_conv(ae_run_t *r, float *out, const float *in, const float *nw, const float *nb, int ci,
+                      const float *w, const float *b, int co, int h, int wd, int k, const float *res)
 {
+    need_big(r, (size_t)ci * h * wd);
+    need_big(r, (size_t)co * h * wd);
     if (!r->plan)
-        r->o->axpy(y, 1.0f, x, m * (size_t)r->n);
+        r->o->gn_conv2d_fwd(out, r->ae->a->gn_mean, r->ae->a->gn_rstd, in, nw, nb, AE_GROUPS, AE_NORM_EPS, 1, w, b,
+                            res, r->n, ci, h, wd, co, k);
 }
 
 /* x [cin, h, w] -> x [cout, h, w]:
@@ -446,18 +451,16 @@ static void add(ae_run_t *r, float *y, const float *x, size_t m)
  * when cin != cout */
 static void resblock(ae_run_t *r, const ae_resblock_t *b, int h, int w)
 {
-    size_t hw = (size_t)h * w;
-    norm(r, r->t, r->x, b->norm1_w, b->norm1_b, b->cin, hw, 1);
-    conv(r, r->h, r->t, b->conv1_w, b->conv1_b, b->cin, h, w, b->cout, 3);
-    norm(r, r->t, r->h, b->norm2_w, b->norm2_b, b->cout, hw, 1);
-    conv(r, r->h, r->t, b->conv2_w, b->conv2_b, b->cout, h, w, b->cout, 3);
-    if (b->nin_w) {
+    norm_conv(r, r->h, r->x, b->norm1_w, b->norm1_b, b->cin, b->conv1_w, b->conv1_b, b->cout, h, w, 3, NULL);
+    if (b->nin_w) { /* t = nin(x); x is free for the sum */
         conv(r, r->t, r->x, b->nin_w, b->nin_b, b->cin, h, w, b->cout, 1);
-        add(r, r->h, r->t, (size_t)b->cout * hw);
-    } else {
-        add(r, r->h, r->x, (size_t)b->cout * hw);
+        norm_conv(r, r->x, r->h, b->norm2_w, b->norm2_b, b->cout, b->conv2_w, b->conv2_b, b->cout, h, w, 3, r->t);
+    } else { /* the sum into t, which becomes x */
+        norm_conv(r, r->t, r->h, b->norm2_w, b->norm2_b, b->cout, b->conv2_w, b->conv2_b, b->cout, h, w, 3, r->x);
+        float *s = r->x;
+        r->x = r->t;
+        r->t = s;
     }
-    swap_xh(r);
 }
 
 /* x [C, h, w] += proj_out(attention(q, k, v)) over the S = h·w positions,
@@ -473,7 +476,7 @@ static void attnblock(ae_run_t *r, const ae_attn_t *a, int h, int w)
         r->need.tok = n;
     if (S > r->need.S)
         r->need.S = S;
-    norm(r, r->t, r->x, a->norm_w, a->norm_b, C, (size_t)S, 0);
+    norm(r, r->t, r->x, a->norm_w, a->norm_b, C, (size_t)S);
     need_big(r, n);
     if (r->plan)
         return;
@@ -481,9 +484,12 @@ static void attnblock(ae_run_t *r, const ae_attn_t *a, int h, int w)
     ae_acts_t *ac = r->ae->a;
     int32_t start[2] = {0, S}, first = 0;
     uint8_t mode = OP_SPLIT_FULL;
-    o->upload(ac->split_start, start, sizeof start);
-    o->upload(ac->split_first, &first, sizeof first);
-    o->upload(ac->split_mode, &mode, sizeof mode);
+    if (ac->split_S != S) { /* three small synchronous copies: once per size, not per call */
+        o->upload(ac->split_start, start, sizeof start);
+        o->upload(ac->split_first, &first, sizeof first);
+        o->upload(ac->split_mode, &mode, sizeof mode);
+        ac->split_S = S;
+    }
     op_attn_t at = {
         .n_tok = S,
         .n_heads = 1,
@@ -570,8 +576,8 @@ static void encoder(ae_run_t *r, const uint8_t *const *img, int H, int W)
         }
     }
     mid(r, e, h, w);
-    norm(r, r->t, r->x, e->norm_out_w, e->norm_out_b, C, (size_t)h * w, 1);
-    conv(r, r->h, r->t, e->conv_out_w, e->conv_out_b, C, h, w, 2 * c->z_channels, 3);
+    norm_conv(r, r->h, r->x, e->norm_out_w, e->norm_out_b, C, e->conv_out_w, e->conv_out_b, 2 * c->z_channels, h, w, 3,
+              NULL);
     swap_xh(r);
 }
 
@@ -600,8 +606,8 @@ static void decoder(ae_run_t *r, const float *z, int h, int w)
             w *= 2;
         }
     }
-    norm(r, r->t, r->x, d->norm_out_w, d->norm_out_b, C, (size_t)h * w, 1);
-    conv(r, r->h, r->t, d->conv_out_w, d->conv_out_b, C, h, w, c->out_channels, 3);
+    norm_conv(r, r->h, r->x, d->norm_out_w, d->norm_out_b, C, d->conv_out_w, d->conv_out_b, c->out_channels, h, w, 3,
+              NULL);
     swap_xh(r);
     size_t px = (size_t)h * w * c->out_channels;
     if (px > r->need.img)
@@ -704,6 +710,7 @@ int ae_reserve_batch(ae_t *ae, int n, int max_h, int max_w, char *err, size_t er
     a->split_first = a->split_start + 2;
     a->split_mode = (uint8_t *)(mem + off[11]);
     a->img = a->split_mode + 1;
+    a->split_S = 0;
     ae->act_mem = mem;
     ae->act_bytes = bytes;
     ae->cap = p;
@@ -755,10 +762,24 @@ int ae_encode_batch(ae_t *ae, int n, const uint8_t *const *img, int H, int W, fl
     if (check_fits(ae, n, H, W, err, errlen))
         return -1;
     int f = ae_downsample(&ae->cfg);
-    ae_run_t r = run_start(ae);
-    r.n = n;
-    encoder(&r, img, H, W);
-    ae->ops->download(mean_logvar, r.x, (size_t)n * 2 * ae->cfg.z_channels * (H / f) * (W / f) * sizeof(float));
+    size_t per = (size_t)2 * ae->cfg.z_channels * (H / f) * (W / f);
+    static int whole = -1;
+    if (whole < 0) {
+        const char *e = getenv("BAGEL_AE_BATCH");
+        whole = e && !strcmp(e, "whole");
+    }
+    if (whole) {
+        ae_run_t r = run_start(ae);
+        r.n = n;
+        encoder(&r, img, H, W);
+        ae->ops->download(mean_logvar, r.x, (size_t)n * per * sizeof(float));
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        ae_run_t r = run_start(ae);
+        encoder(&r, img + i, H, W);
+        ae->ops->download(mean_logvar + (size_t)i * per, r.x, per * sizeof(float));
+    }
     return 0;
 }
 
