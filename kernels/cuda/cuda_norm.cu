@@ -253,16 +253,27 @@ void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, con
  * element, four a thread. */
 #define GN_CHUNK 8192
 
-/* grid (n·groups, parts): part[g·parts + p] = (Σx, Σx²) over chunk p of group g */
-__global__ void k_gn_partial(double2 *part, const float *in, size_t cnt, size_t chunk)
+/* grid (n·groups, parts): part[g·parts + p] = (Σx, Σx²) over chunk p of
+ * group g; 16-byte loads when cnt and chunk are multiples of 4 and in is
+ * aligned (vec), so that more bytes are in flight a thread */
+__global__ void k_gn_partial(double2 *part, const float *in, size_t cnt, size_t chunk, int vec)
 {
     __shared__ double sh[33];
     const float *x = in + (size_t)blockIdx.x * cnt;
     size_t lo = (size_t)blockIdx.y * chunk, hi = lo + chunk < cnt ? lo + chunk : cnt;
     double s = 0.0, s2 = 0.0;
-    for (size_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
-        double v = x[j];
-        s += v, s2 += v * v;
+    if (vec) {
+        const float4 *x4 = reinterpret_cast<const float4 *>(x);
+        for (size_t j = lo / 4 + threadIdx.x; j < hi / 4; j += blockDim.x) {
+            float4 v = x4[j];
+            double a = v.x, b = v.y, c = v.z, d = v.w;
+            s += (a + b) + (c + d), s2 += (a * a + b * b) + (c * c + d * d);
+        }
+    } else {
+        for (size_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+            double v = x[j];
+            s += v, s2 += v * v;
+        }
     }
     s = cuda_block_sum(s, sh);
     s2 = cuda_block_sum(s2, sh);
@@ -270,17 +281,24 @@ __global__ void k_gn_partial(double2 *part, const float *in, size_t cnt, size_t 
         part[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = make_double2(s, s2);
 }
 
+/* a warp a group: its parts summed by the lanes, then across them */
 __global__ void k_gn_stats(float *mean, float *rstd, const double2 *part, int ng, int parts, size_t cnt, float eps)
 {
-    int g = blockIdx.x * blockDim.x + threadIdx.x;
+    int g = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32), lane = threadIdx.x & 31;
     if (g >= ng)
-        return;
+        return; /* the whole warp */
     double s = 0.0, s2 = 0.0;
-    for (int p = 0; p < parts; p++)
+    for (int p = lane; p < parts; p += 32)
         s += part[(size_t)g * parts + p].x, s2 += part[(size_t)g * parts + p].y;
-    double mu = s / (double)cnt, var = s2 / (double)cnt - mu * mu;
-    mean[g] = (float)mu;
-    rstd[g] = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
+    for (int o = 16; o > 0; o >>= 1) {
+        s += __shfl_down_sync(0xffffffffu, s, o);
+        s2 += __shfl_down_sync(0xffffffffu, s2, o);
+    }
+    if (lane == 0) {
+        double mu = s / (double)cnt, var = s2 / (double)cnt - mu * mu;
+        mean[g] = (float)mu;
+        rstd[g] = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
+    }
 }
 
 /* out = (x − mean)·rstd·w + b, four elements a thread (hw a multiple of 4) */
@@ -367,11 +385,13 @@ void cuda_gn_stats(float *mean, float *rstd, const float *in, int n, int c, int 
     size_t cnt = (size_t)cpg * hw, parts = (cnt + GN_CHUNK - 1) / GN_CHUNK;
     if (parts > 1024)
         parts = 1024;
-    size_t chunk = (cnt + parts - 1) / parts;
+    size_t chunk = ((cnt + parts - 1) / parts + 3) / 4 * 4; /* whole float4s */
+    parts = (cnt + chunk - 1) / chunk;
+    int vec = cnt % 4 == 0 && ((uintptr_t)in & 15) == 0;
     double2 *part = (double2 *)cuda_scratch((size_t)ng * parts * 4);
-    k_gn_partial<<<dim3((unsigned)ng, (unsigned)parts), NORM_THREADS, 0, cuda_stream>>>(part, in, cnt, chunk);
+    k_gn_partial<<<dim3((unsigned)ng, (unsigned)parts), NORM_THREADS, 0, cuda_stream>>>(part, in, cnt, chunk, vec);
     CU_LAUNCHED();
-    k_gn_stats<<<(ng + 127) / 128, 128, 0, cuda_stream>>>(mean, rstd, part, ng, (int)parts, cnt, eps);
+    k_gn_stats<<<(ng + 3) / 4, 128, 0, cuda_stream>>>(mean, rstd, part, ng, (int)parts, cnt, eps);
     CU_LAUNCHED();
 }
 

@@ -523,6 +523,9 @@ static void t_conv(void)
     conv_case("3x3 pad 1", 2, 3, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1);
     conv_case("3x3 stride 2, pad right/bottom (Downsample)", 2, 4, 10, 7, 6, 3, 3, 2, 0, 0, 1, 1, 1);
     conv_case("1x1 without bias", 3, 7, 5, 6, 4, 1, 1, 1, 0, 0, 0, 0, 0);
+    /* pixels a multiple of 4: bf16 mode's tiled conversions and padding ring */
+    conv_case("3x3 pad 1 at 16x12", 2, 8, 16, 12, 6, 3, 3, 1, 1, 1, 1, 1, 1);
+    conv_case("3x3 stride 2, pad right/bottom at 16x12", 2, 8, 16, 12, 6, 3, 3, 2, 0, 0, 1, 1, 1);
 }
 
 /* the fused GroupNorm + swish + convolution + residual against the CPU's
@@ -556,6 +559,9 @@ static void t_gn_conv(void)
     gn_conv_case(3, 12, 4, 9, 10, 3, 3, 1, 0, 0, 0);
     gn_conv_case(1, 128, 32, 40, 24, 128, 3, 0, 1, 1, 1);
     gn_conv_case(2, 16, 4, 6, 5, 8, 1, 1, 1, 1, 1);
+    /* pixels a multiple of 4 (the tiled conversions), an odd output width */
+    gn_conv_case(2, 32, 8, 16, 12, 6, 3, 1, 1, 1, 1);
+    gn_conv_case(1, 96, 32, 8, 8, 3, 3, 1, 1, 0, 1);
 }
 
 /* groups of 140 values, of 16,384 (many partial-sum blocks a group) and of
