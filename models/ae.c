@@ -762,24 +762,10 @@ int ae_encode_batch(ae_t *ae, int n, const uint8_t *const *img, int H, int W, fl
     if (check_fits(ae, n, H, W, err, errlen))
         return -1;
     int f = ae_downsample(&ae->cfg);
-    size_t per = (size_t)2 * ae->cfg.z_channels * (H / f) * (W / f);
-    static int whole = -1;
-    if (whole < 0) {
-        const char *e = getenv("BAGEL_AE_BATCH");
-        whole = e && !strcmp(e, "whole");
-    }
-    if (whole) {
-        ae_run_t r = run_start(ae);
-        r.n = n;
-        encoder(&r, img, H, W);
-        ae->ops->download(mean_logvar, r.x, (size_t)n * per * sizeof(float));
-        return 0;
-    }
-    for (int i = 0; i < n; i++) {
-        ae_run_t r = run_start(ae);
-        encoder(&r, img + i, H, W);
-        ae->ops->download(mean_logvar + (size_t)i * per, r.x, per * sizeof(float));
-    }
+    ae_run_t r = run_start(ae);
+    r.n = n;
+    encoder(&r, img, H, W);
+    ae->ops->download(mean_logvar, r.x, (size_t)n * 2 * ae->cfg.z_channels * (H / f) * (W / f) * sizeof(float));
     return 0;
 }
 

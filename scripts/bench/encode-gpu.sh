@@ -122,9 +122,9 @@ run() {
 }
 
 TSV=$DIR/table.tsv
-printf 'size\tside\tbatch\timages_per_s\tratio\tstage_images_per_s\tstatus\n' >"$TSV"
+printf 'size\tside\tbatch\timages_per_s\tratio\tstage_images_per_s\tstage_steady\tsteady_ratio\tstatus\n' >"$TSV"
 failed=0
-declare -A RATE PEER_RATE STAGE_RATE RAN
+declare -A RATE PEER_RATE STAGE_RATE STEADY RAN
 NOTES=()
 
 # ---- the inputs: weights and records
@@ -210,6 +210,7 @@ for side in $SIDES; do
                         T[$k]=$(calc "$t1 - $t0")
                         # the stage's own count: images over the seconds inside its encode calls
                         STAGE_RATE[$s,$name,$b]=$(sed -n 's/.* images_per_s=\([0-9.]*\).*/\1/p' "$log" | tail -n 1)
+                        STEADY[$s,$name,$b]=$(sed -n 's/.* steady_images_per_s=\([0-9.]*\).*/\1/p' "$log" | tail -n 1)
                     done
                     if ((ok)); then
                         RAN[$s,$name,$b]=1
@@ -267,13 +268,16 @@ for s in $SIZES; do
         for b in $BATCHES; do
             v=${RATE[$s,$name,$b]:-"- not run"}
             if [[ $v == -* ]]; then
-                printf '%s\t%s\t%s\t-\t-\t-\t%s\n' "${s}x$s" "$name" "$b" "${v#- }" >>"$TSV"
+                printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t%s\n' "${s}x$s" "$name" "$b" "${v#- }" >>"$TSV"
             else
                 p=${PEER_RATE[$s,$b]:-}
                 ratio=-
                 [[ -n "$p" ]] && ratio=$(calc "$v / $p" 3)
-                printf '%s\t%s\t%s\t%s\t%s\t%s\tok\n' "${s}x$s" "$name" "$b" "$v" "$ratio" \
-                    "${STAGE_RATE[$s,$name,$b]:--}" >>"$TSV"
+                st=${STEADY[$s,$name,$b]:--}
+                sratio=-
+                [[ -n "$p" && "$st" != - ]] && sratio=$(calc "$st / $p" 3)
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\tok\n' "${s}x$s" "$name" "$b" "$v" "$ratio" \
+                    "${STAGE_RATE[$s,$name,$b]:--}" "$st" "$sratio" >>"$TSV"
             fi
         done
     done
@@ -283,6 +287,7 @@ TXT=$DIR/table.txt
     echo "encode-gpu: FLUX autoencoder's encoder (posterior moments), images/s; ratio = images/s over torch-bf16's at the same size and batch"
     echo "encode-gpu: bagel-encode by wall clock, N over t(2N) - t(N); torch by CUDA events, median of $ITERS forwards"
     echo "encode-gpu: stage_images_per_s: bagel-encode's own log over the 2N run (time inside its encode calls, first call included)"
+    echo "encode-gpu: stage_steady: the same without the first call (which also picks cuDNN's algorithms and allocates); steady_ratio: that over torch-bf16's"
     column -t -s $'\t' "$TSV" 2>/dev/null || cat "$TSV"
     for note in "${NOTES[@]}"; do
         echo "encode-gpu: $note"
