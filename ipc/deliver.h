@@ -20,7 +20,10 @@
  * The window is a span: the origin never sends N while N - W or lower is
  * unacknowledged. So a sink that remembers the W tags above the highest N
  * below which it has seen everything can tell every duplicate, in 8 KiB an
- * origin (W at most DLV_WINDOW_MAX). */
+ * origin (W at most DLV_WINDOW_MAX). Within W the origin lets only the
+ * records of DLV_WIN_SECONDS of acknowledgements be in flight, at the rate
+ * it measures (dlv_win_full), so that a record's latency stays well under
+ * the timeout however wide W is. */
 #ifndef BAGEL_DELIVER_H
 #define BAGEL_DELIVER_H
 
@@ -35,6 +38,13 @@
 #define DLV_WINDOW_MAX 65536  // records an origin may have unacknowledged
 #define DLV_ACK_MAX    512    // sequence numbers in one acknowledgement frame
 #define DLV_ORIGINS_MAX 4096  // origins a sink remembers
+/* Records in flight: this many seconds of acknowledgements at the rate
+ * measured. More than three times the 0.6 s that 16,384 records lasted at
+ * 28k/s, enough to feed 16 replicas (docs/supervisor.md), and a fifth of
+ * DLV_RTO_MAX, room for a pipeline that suddenly runs slower. */
+#define DLV_WIN_SECONDS 2.0
+#define DLV_WIN_MIN     1024 // records in flight at least (the window if smaller), and at first
+#define DLV_RATE_BUCKET 1.0  // acknowledgements are counted over intervals of at least this, s
 
 /* ---- the tag ---- */
 
@@ -68,20 +78,28 @@ typedef struct {
     uint64_t bad;       // malformed acknowledgement frames
     double srtt, rttvar; // smoothed time from first send to acknowledgement, s
     double lat_max;      // the longest such time lately (decaying), s
+    double rate;         // records acknowledged a second, smoothed (0: not measured yet)
+    uint32_t limit;      // the span dlv_win_full allows now, records
 } dlv_win_stats_t;
 
-/* window: records (2 to DLV_WINDOW_MAX); max_bytes: bytes held (a record
- * larger than that is still taken when the window is empty). */
+/* window: records (2 to DLV_WINDOW_MAX), the most the span may ever hold;
+ * max_bytes: bytes held (a record larger than that is still taken when the
+ * window is empty). The span allowed starts at DLV_WIN_MIN (or window) and
+ * follows the rate: rate x DLV_WIN_SECONDS, between those two. */
 dlv_win_t *dlv_win_new(uint32_t window, size_t max_bytes);
 void dlv_win_destroy(dlv_win_t **w);
-/* Would a record of len bytes have to wait for acknowledgements? */
+/* Would a record of len bytes have to wait for acknowledgements? Yes when
+ * the span has reached the limit that follows the rate, or the bytes held
+ * would pass max_bytes. */
 bool dlv_win_full(const dlv_win_t *w, size_t len);
 /* The sequence number the next record gets (its tag is encoded with it). */
 uint64_t dlv_win_next(const dlv_win_t *w);
 /* Keep a copy of the record's bytes as sent at time now. 0, or -1 when out
- * of memory or full. */
+ * of memory or the span holds window records (the limit is dlv_win_full's
+ * to keep). */
 int dlv_win_add(dlv_win_t *w, const void *bytes, size_t len, double now);
-/* Take an acknowledgement of seq at time now: 1 when it was outstanding. */
+/* Take an acknowledgement of seq at time now: 1 when it was outstanding.
+ * Acknowledgements set the rate and with it the limit. */
 int dlv_win_ack(dlv_win_t *w, uint64_t seq, double now);
 /* Take a whole frame; the number of records it acknowledged, -1 if malformed. */
 int dlv_win_ack_frame(dlv_win_t *w, const void *buf, size_t len, double now);

@@ -47,7 +47,7 @@ void stream_opts_default(stream_opts_t *o)
     o->hwm = 64;
     o->linger_ms = -1;
     o->stage = "bagel";
-    o->ack_window = 4096;
+    o->ack_window = DLV_WINDOW_MAX; // the ceiling: the limit in use follows the rate (deliver.h)
 }
 
 /* Small records are gathered into writes (files, pipes) and messages
@@ -995,10 +995,11 @@ static int origin_open(wr_t *w, char *err)
         snprintf(err, REC_ERR_LEN, "--acks-in %s: %s", w->o.acks_in, ep.kind != EP_ZMQ ? "expected a ZeroMQ endpoint" : why);
         return -1;
     }
-    int win = w->o.ack_window > 0 ? w->o.ack_window : 4096;
+    int win = w->o.ack_window > 0 ? w->o.ack_window : DLV_WINDOW_MAX;
     if (win > DLV_WINDOW_MAX)
         win = DLV_WINDOW_MAX;
-    // records are kept until acknowledged: at most the window, and 256 MiB
+    // records are kept until acknowledged: at most the window (of which the
+    // rate lets DLV_WIN_SECONDS' worth be used), and 256 MiB
     if (!(w->dwin = dlv_win_new((uint32_t)win, (size_t)256 << 20))) {
         snprintf(err, REC_ERR_LEN, "out of memory");
         return -1;

@@ -46,7 +46,7 @@ typedef struct {
     // end-to-end delivery (deliver.h, docs/supervisor.md)
     const char *acks_in;  // writer: be an origin; the sink's acknowledgement endpoint (ZeroMQ)
     const char *acks_out; // reader: be a sink; where acknowledgements go to the origins (ZeroMQ)
-    int ack_window;       // origin: records the sink has not acknowledged, at most (default 4096)
+    int ack_window;       // origin: records the sink has not acknowledged, at most (default 65536; deliver.h)
     bool insecure;        // allow a tcp bind beyond loopback without CURVE keys
 } stream_opts_t;
 

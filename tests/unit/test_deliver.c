@@ -1,7 +1,9 @@
 /* test_deliver.c — end-to-end delivery logic (ipc/deliver.h): the origin's
- * window and when it sends again, the sink's de-duplication and its
- * acknowledgements, the tag and the acknowledgement frame. Over sockets,
- * with workers killed, tests/stage/supervise.bats goes on. */
+ * window, the limit that follows the acknowledgement rate (a simulated
+ * pipeline on a simulated clock) and when it sends again, the sink's
+ * de-duplication and its acknowledgements, the tag and the acknowledgement
+ * frame. Over sockets, with workers killed, tests/stage/supervise.bats goes
+ * on. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -215,6 +217,147 @@ static void test_window_resend_tail(void **state)
     dlv_win_destroy(&w);
 }
 
+/* ---- the limit that follows the acknowledgement rate ---- */
+
+static int send_nothing(void *arg, const void *b, size_t len)
+{
+    (void)arg, (void)b, (void)len;
+    return 0;
+}
+
+/* A simulated pipeline: it takes the origin's records as fast as the window
+ * lets it send them, holds each at least `floor` seconds (the latency with
+ * empty queues), finishes `rate` a second oldest first, and acknowledges them
+ * in frames of 64, as the sink does. The origin looks for what is due every
+ * 50 ms, as stream.c does. */
+typedef struct {
+    dlv_win_t *w;
+    double t;
+    double sent[DLV_WINDOW_MAX]; // by seq modulo
+    uint64_t acked;              // every seq below this is acknowledged
+    double lat_max;              // the longest latency of any record, s
+} pipe_t;
+
+static void pipe_run(pipe_t *p, double rate, double floor, double secs)
+{
+    double end = p->t + secs, step = 64 / rate, scan = p->t;
+    for (; p->t < end; p->t += step) {
+        while (!dlv_win_full(p->w, 1)) {
+            p->sent[dlv_win_next(p->w) % DLV_WINDOW_MAX] = p->t;
+            assert_int_equal(dlv_win_add(p->w, "r", 1, p->t), 0);
+        }
+        uint64_t seqs[64];
+        int n = 0;
+        while (n < 64 && p->acked < dlv_win_next(p->w) && p->sent[p->acked % DLV_WINDOW_MAX] <= p->t - floor) {
+            double lat = p->t - p->sent[p->acked % DLV_WINDOW_MAX];
+            if (lat > p->lat_max)
+                p->lat_max = lat;
+            seqs[n++] = p->acked++;
+        }
+        if (n) {
+            unsigned char frame[8 * 64];
+            dlv_win_ack_frame(p->w, frame, dlv_ack_encode(seqs, n, frame), p->t);
+        }
+        if (p->t - scan >= 0.05) {
+            dlv_win_resend(p->w, p->t, send_nothing, NULL);
+            scan = p->t;
+        }
+    }
+}
+
+static pipe_t *pipe_new(uint32_t window)
+{
+    pipe_t *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    p->w = dlv_win_new(window, (size_t)1 << 30);
+    assert_non_null(p->w);
+    p->t = 100;
+    return p;
+}
+
+static void pipe_destroy(pipe_t **p)
+{
+    dlv_win_destroy(&(*p)->w);
+    free(*p);
+    *p = NULL;
+}
+
+static void assert_near(double got, double want, double tol)
+{
+    if (got < want * (1 - tol) || got > want * (1 + tol))
+        fail_msg("%.0f, expected %.0f within %.0f%%", got, want, tol * 100);
+}
+
+static void test_limit_follows_rate(void **state)
+{
+    (void)state;
+    // before any acknowledgement: the minimum, or the window if smaller
+    pipe_t *p = pipe_new(DLV_WINDOW_MAX);
+    assert_int_equal(dlv_win_stats(p->w).limit, DLV_WIN_MIN);
+    dlv_win_t *small = dlv_win_new(500, 1 << 20);
+    assert_int_equal(dlv_win_stats(small).limit, 500);
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(dlv_win_add(small, "r", 1, 0), 0);
+    assert_true(dlv_win_full(small, 1));
+    dlv_win_destroy(&small);
+    // the workers set the pace (28,500 a second, 16 replicas on 16 cores):
+    // from the minimum the limit grows to the rate's DLV_WIN_SECONDS, since
+    // the latency with empty queues (50 ms) is far shorter
+    pipe_run(p, 28500, 0.05, 20);
+    dlv_win_stats_t st = dlv_win_stats(p->w);
+    assert_near(st.rate, 28500, 0.1);
+    assert_near(st.limit, 28500 * DLV_WIN_SECONDS, 0.1);
+    // and the latency is what the limit holds: DLV_WIN_SECONDS, not more
+    p->lat_max = 0;
+    pipe_run(p, 28500, 0.05, 5);
+    assert_true(p->lat_max < DLV_WIN_SECONDS * 1.2);
+    assert_int_equal(dlv_win_stats(p->w).resent, 0);
+    // faster than the window can hold: the window, never more
+    pipe_run(p, 60000, 0.05, 10);
+    assert_int_equal(dlv_win_stats(p->w).limit, DLV_WINDOW_MAX);
+    // much slower: down to the minimum, never less
+    pipe_run(p, 200, 0.05, 60);
+    assert_int_equal(dlv_win_stats(p->w).limit, DLV_WIN_MIN);
+    pipe_destroy(&p);
+}
+
+static void test_limit_slow_pipeline(void **state)
+{
+    (void)state;
+    // 4 + 4 replicas on 2 cores: ~900 samples a second. A fixed window of
+    // 65,536 would hold each record ~70 s, seven times DLV_RTO_MAX, and send
+    // nearly every one again; the limit stays near 1,800 records, 2 s.
+    pipe_t *p = pipe_new(DLV_WINDOW_MAX);
+    pipe_run(p, 900, 0.05, 60);
+    dlv_win_stats_t st = dlv_win_stats(p->w);
+    assert_near(st.limit, 900 * DLV_WIN_SECONDS, 0.1);
+    assert_true(p->lat_max < DLV_WIN_SECONDS * 1.5);
+    assert_true(dlv_win_rto(p->w) < DLV_RTO_MAX / 2);
+    assert_int_equal(st.resent, 0);
+    pipe_destroy(&p);
+}
+
+static void test_limit_survives_stall(void **state)
+{
+    (void)state;
+    // the trainer writes a checkpoint: nothing is acknowledged for 20 s
+    pipe_t *p = pipe_new(DLV_WINDOW_MAX);
+    pipe_run(p, 10000, 0.05, 20);
+    double before = dlv_win_stats(p->w).limit;
+    assert_near(before, 10000 * DLV_WIN_SECONDS, 0.1);
+    for (double end = p->t + 20; p->t < end; p->t += 0.05)
+        dlv_win_resend(p->w, p->t, send_nothing, NULL);
+    // the first frame after it ends an interval of 20 s with 64 records in
+    // it: that costs a quarter at most
+    pipe_run(p, 10000, 0.05, 0.001);
+    assert_true(dlv_win_stats(p->w).rate > 0.74 * 10000);
+    assert_true(dlv_win_stats(p->w).limit >= 0.74 * before);
+    // and the rate after it brings it back within seconds
+    pipe_run(p, 10000, 0.05, 5);
+    assert_near(dlv_win_stats(p->w).limit, before, 0.1);
+    pipe_destroy(&p);
+}
+
 /* ---- the sink ---- */
 
 typedef struct {
@@ -312,7 +455,9 @@ int main(void)
         cmocka_unit_test(test_tag_roundtrip),          cmocka_unit_test(test_tag_bad),
         cmocka_unit_test(test_ack_frame),              cmocka_unit_test(test_window_span_and_bytes),
         cmocka_unit_test(test_window_resend_overtaken), cmocka_unit_test(test_window_resend_tail),
-        cmocka_unit_test(test_sink_dedup),             cmocka_unit_test(test_sink_sliding),
+        cmocka_unit_test(test_limit_follows_rate),     cmocka_unit_test(test_limit_slow_pipeline),
+        cmocka_unit_test(test_limit_survives_stall),   cmocka_unit_test(test_sink_dedup),
+        cmocka_unit_test(test_sink_sliding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
