@@ -35,9 +35,10 @@
 #   PROFILE       1 (default on cuda): after the table, one bf16 run a size at
 #                 batch 1 with BAGEL_PROFILE=1, its per-op times in
 #                 $OUT/encode-gpu/profile-<size>.txt
-#   N_512, N_1024 N per size (defaults 192 and 48, so that t(2N) - t(N) is
-#                 seconds, well above the start-up's jitter; other sizes:
-#                 N_<side>, else 16)
+#   N_512, N_1024 N per size (defaults 576 and 144, so that t(2N) - t(N) is
+#                 a few seconds, well above the start-up's jitter: with 192,
+#                 one run read 280 images/s where the stage's own clock said
+#                 145; other sizes: N_<side>, else 16)
 #   ITERS, WARMUP the peer's timed and untimed forwards per case (default 10, 3)
 #   BUDGET        seconds for the whole script (default 280): a run that would
 #                 start with less than 20 s left is skipped, each run's timeout
@@ -60,8 +61,8 @@ OUT=${OUT:-./gpu-out}
 SIZES=${SIZES:-512 1024}
 BATCHES=${BATCHES:-1 8}
 SIDES=${SIDES:-torch bf16 fp32}
-N_512=${N_512:-192}
-N_1024=${N_1024:-48}
+N_512=${N_512:-576}
+N_1024=${N_1024:-144}
 ITERS=${ITERS:-10}
 WARMUP=${WARMUP:-3}
 BUDGET=${BUDGET:-280}
