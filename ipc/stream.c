@@ -10,8 +10,9 @@
  * counting the writer's messages, then one record, or several small ones
  * back to back. A reader acknowledges a message once its stage has taken
  * every record in it, with one-frame replies of u64 seqs. A writer keeps at
- * most `hwm` messages unacknowledged (its window) and closes only when every
- * message is acknowledged. Why not PUSH/PULL: libzmq drops the bytes still in
+ * most `hwm` messages unacknowledged (its window), and no more than
+ * WR_WINDOW_BYTES of them, and closes only when every message is
+ * acknowledged. Why not PUSH/PULL: libzmq drops the bytes still in
  * a receiving socket's kernel buffer when the sender hangs up while the
  * receiver applies back-pressure (its queue at the high-water mark), so
  * records were lost whenever a fast producer finished before a slow consumer.
@@ -44,7 +45,7 @@ void stream_opts_default(stream_opts_t *o)
 {
     memset(o, 0, sizeof *o);
     o->limits = rec_default_limits;
-    o->hwm = 64;
+    o->hwm = 256;
     o->linger_ms = -1;
     o->stage = "bagel";
     o->ack_window = DLV_WINDOW_MAX; // the ceiling: the limit in use follows the rate (deliver.h)
@@ -102,7 +103,14 @@ static void zctx_put(void)
     }
 }
 
-/* A writer's window: records sent and not yet acknowledged, a power of two. */
+/* A writer's window: messages sent and not yet acknowledged, a power of
+ * two. The default, 256, came from the 16-core benchmark: with 64, sixteen
+ * image replicas fanned in to one sink ran 25.7k samples/s and their
+ * processes idled (the window is a span from the oldest unacknowledged
+ * message, so one slow reader of a fan-out holds it); with 512, 30.5k
+ * (docs/supervisor.md). The bytes cap keeps large records from making that
+ * many messages a memory problem. */
+#define WR_WINDOW_BYTES ((uint64_t)64 << 20)
 static int zwindow(const stream_opts_t *o)
 {
     int w = 2;
@@ -951,6 +959,8 @@ struct wr {
     uint64_t next_seq, low;
     unsigned char *acked, *untagged;
     uint64_t window;
+    uint64_t *msize;    // each message's size, by seq modulo the window
+    uint64_t out_bytes; // the sizes of those unacknowledged (WR_WINDOW_BYTES at most, but for one)
     bool buf_untagged; // the gathered batch holds such a record
     // readers that disconnect: their messages are no longer waited for
     void *mon;           // PAIR: the data socket's disconnect events
@@ -1039,7 +1049,7 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
     case EP_ZMQ:
         w->window = (uint64_t)zwindow(&w->o);
         if (!(w->acked = calloc(w->window, 1)) || !(w->untagged = calloc(w->window, 1)) ||
-            !(w->buf = malloc(WBUF_SIZE))) {
+            !(w->msize = calloc(w->window, sizeof *w->msize)) || !(w->buf = malloc(WBUF_SIZE))) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             goto fail;
         }
@@ -1139,8 +1149,10 @@ static void hop_acks(wr_t *w)
             uint64_t seq = 0;
             for (int b = 7; b >= 0; b--)
                 seq = seq << 8 | buf[i + b];
-            if (seq >= w->low && seq < w->next_seq)
+            if (seq >= w->low && seq < w->next_seq && !w->acked[seq & (w->window - 1)]) {
                 w->acked[seq & (w->window - 1)] = 1;
+                w->out_bytes -= w->msize[seq & (w->window - 1)];
+            }
         }
         while (w->low < w->next_seq && w->acked[w->low & (w->window - 1)])
             w->low++;
@@ -1195,6 +1207,7 @@ static void take_events(wr_t *w)
         if (!w->acked[q & (w->window - 1)] && w->untagged[q & (w->window - 1)])
             w->forgiven++;
     w->low = w->next_seq;
+    w->out_bytes = 0;
 }
 
 static void take_origin_acks(wr_t *w)
@@ -1233,7 +1246,7 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
  * record in the encoder. */
 static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *err)
 {
-    while (w->next_seq - w->low >= w->window)
+    while (w->next_seq - w->low >= w->window || (w->out_bytes && w->out_bytes + size > WR_WINDOW_BYTES))
         if (take_acks(w, -1, err))
             return -1;
     unsigned char hdr[8];
@@ -1266,6 +1279,8 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char 
     }
     w->acked[w->next_seq & (w->window - 1)] = 0;
     w->untagged[w->next_seq & (w->window - 1)] = untagged;
+    w->msize[w->next_seq & (w->window - 1)] = size;
+    w->out_bytes += size;
     w->next_seq++;
     w->bytes += size;
     return take_acks(w, 0, err);
@@ -1471,6 +1486,7 @@ static void wr_free(wr_t *w)
     free(w->buf);
     free(w->acked);
     free(w->untagged);
+    free(w->msize);
     free(w);
 }
 

@@ -37,7 +37,7 @@
 
 typedef struct {
     rec_limits_t limits;
-    int hwm;           // ZeroMQ high-water mark in records, each direction (default 64)
+    int hwm;           // ZeroMQ send window: messages unacknowledged, at most 64 MiB of them (default 256)
     int linger_ms;     // ZeroMQ: how long closing waits to deliver (-1: until delivered)
     int expect_ends;   // reader: end after this many complete (source, epoch) streams; 0: at end of input only
     const char *stage; // names the stage in rejects the reader makes

@@ -19,7 +19,7 @@ const char stage_common_help[] =
     "  -i, --in EP             input endpoint: -, FILE, GLOB, @tcp://*:PORT, >tcp://HOST:PORT,\n"
     "                          @ipc:///PATH, >ipc:///PATH; repeat for several (default -)\n"
     "  -o, --out EP            output endpoint (default -)\n"
-    "      --hwm N             ZeroMQ send window: messages unacknowledged (default 64)\n"
+    "      --hwm N             ZeroMQ send window: messages unacknowledged, at most 64 MiB of them (default 256)\n"
     "      --max-record-size B largest record accepted, K/M/G suffixes (default 256M)\n"
     "      --expect-ends N     end ZeroMQ input once N (source, epoch) streams are complete\n"
     "      --curve-server-key F  CURVE on tcp: bind: server secret key; connect: server public key\n"

@@ -117,6 +117,34 @@ port() { echo $((20000 + RANDOM % 30000)); }
     [ "$peak" -lt 65536 ]
 }
 
+@test "the send window's 64 MiB cap: 1 MiB records behind a stalled consumer, default window" {
+    [ -z "${BAGEL_SANITIZED:-}" ] || skip "resident memory means nothing under the sanitizers"
+    # the default window is 256 messages; 1 MiB records would be 256 MiB in
+    # flight without the cap, and the consumer's queue holds what is in flight
+    mkfifo "$T/stall"
+    (sleep 3; "$CAT" --count <"$T/stall" >"$T/count.json") &
+    local drain=$!
+    "$CAT" --raw -q --in "@ipc://$T/cap" --expect-ends 1 >"$T/stall" &
+    local cons=$!
+    "$GEN" -n 400 -b 1048576 | "$CAT" --raw -q --out ">ipc://$T/cap" &
+    local prod=$!
+    local pc=0 pp=0 kb
+    while kill -0 "$cons" 2>/dev/null; do
+        kb=$(awk '/VmHWM/{print $2}' "/proc/$cons/status" 2>/dev/null || echo 0)
+        [ -n "$kb" ] && [ "$kb" -gt "$pc" ] && pc=$kb
+        kb=$(awk '/VmHWM/{print $2}' "/proc/$prod/status" 2>/dev/null || echo 0)
+        [ -n "$kb" ] && [ "$kb" -gt "$pp" ] && pp=$kb
+        sleep 0.1
+    done
+    wait "$prod"
+    wait "$drain"
+    grep -q '"sample":400' "$T/count.json"
+    echo "peak RSS: producer ${pp} kB, consumer ${pc} kB" >&3
+    [ "$pc" -gt 0 ] && [ "$pp" -gt 0 ]
+    # 64 MiB in flight and each side's own, well under the 256 MiB uncapped
+    [ $((pc + pp)) -lt 163840 ]
+}
+
 @test "SIGTERM mid-stream: the stage drains its pipe, flushes, and nothing is lost" {
     "$GEN" -n 300000 -s big | "$CAT" --raw -q --progress off | "$CAT" --raw -q >"$T/fifo.msgpack" &
     local last=$!
