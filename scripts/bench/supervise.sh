@@ -3,12 +3,15 @@
 # end-to-end samples/s of read | tokenize | image (the synthetic dataset,
 # a sink counting into /dev/null) run by scripts/bagel-supervise with 1, 2
 # and all cores' worth of tokenize and image replicas, beside the limit the
-# stages' own work sets: each stage alone (file in, /dev/null out, one
-# process) gives its seconds per sample; with R replicas on C cores the
-# pipeline can go no faster than bagel-read alone, R times the slowest
-# replicated stage alone, nor C cores divided by the three stages' summed
-# cost. The ratio pipeline/limit is what is left after supervision and
-# transport (goal: over 0.90). Best of REPEAT runs (default 3).
+# stages' own work sets at that width: each stage alone (file in, /dev/null
+# out), R copies of each replicated stage at once for width R, gives its
+# seconds per sample; with R replicas on C cores the pipeline can go no
+# faster than bagel-read alone, R copies of the slowest replicated stage,
+# nor C cores divided by the three stages' summed cost. The ratio
+# pipeline/limit is what is left after supervision and transport (goal:
+# over 0.90). The "ideal" columns scale one copy alone instead, as if a
+# loaded machine ran each core as fast as an idle one. Best of REPEAT runs
+# (default 3).
 # Each stage alone reads EPOCHS passes over the data; the pipeline with R
 # replicas reads R times as many, so that every run lasts about as long and
 # start-up and shutdown weigh alike (a run of a few seconds measures mostly
@@ -16,6 +19,11 @@
 # width, read 0.19 at 16 replicas on 16 cores).
 # Usage: supervise.sh [LINES_PER_FORMAT] (default 400, x7 formats x EPOCHS,
 # default 16).
+# Knobs: REPLICAS (the widths, default "1 2 <cores>"), WINDOW (the pipeline's
+# ack_window, default the supervisor's), STAGE_ARGS (more options for every
+# pipeline stage, e.g. "--hwm 256"), SNAPSHOT=DIR (SNAPSHOT_AT seconds,
+# default 8, into each pipeline run, every thread's CPU share by `ps` and
+# `top` into DIR/ps-rR.txt and DIR/top-rR.txt: which process is the ceiling).
 set -euo pipefail
 BUILD="${BUILD:-build}"
 N="${1:-400}"
@@ -58,37 +66,79 @@ cat >"$dir/p.toml" <<EOT
 [pipeline]
 name = "bench"
 delivery = true
+${WINDOW:+ack_window = $WINDOW}
 [[stage]]
 name = "read"
-command = "bagel-read -q --root $dir/shapes --epochs \${e} $dir/shapes/*.jsonl"
+command = "bagel-read -q --root $dir/shapes --epochs \${e} $dir/shapes/*.jsonl ${STAGE_ARGS:-}"
 [[stage]]
 name = "tokenize"
-command = "bagel-tokenize --progress off --tokenizer $TOKF"
+command = "bagel-tokenize --progress off --tokenizer $TOKF ${STAGE_ARGS:-}"
 replicas = \${r}
 [[stage]]
 name = "image"
-command = "bagel-image --progress off --root $dir/shapes $IMGOPT"
+command = "bagel-image --progress off --root $dir/shapes $IMGOPT ${STAGE_ARGS:-}"
 replicas = \${r}
 [[stage]]
 name = "sink"
-command = "bagel-cat --raw --progress off --expect-ends \${ends}"
+command = "bagel-cat --raw --progress off --expect-ends \${ends} ${STAGE_ARGS:-}"
 output = "/dev/null"
 EOT
 echo "bench-supervise: $S samples alone (synthetic shapes, $N lines x 7 formats x $EPOCHS epochs), R times as many with R replicas, $CORES cores, best of $REPEAT"
 printf 'alone, one process: read %.0f/s, tokenize %.0f/s, image %.0f/s\n' \
     "$(calc "$S / $t_read")" "$(calc "$S / $t_tok")" "$(calc "$S / $t_img")"
-printf '%-9s %14s %14s %7s\n' replicas "pipeline/s" "limit/s" ratio
-for r in 1 2 "$CORES"; do
+printf '%-9s %14s %14s %7s %14s %7s\n' replicas "pipeline/s" "limit/s" ratio "ideal/s" ratio
+par() { # par R CMD...: the shortest wall time of REPEAT runs of R copies of CMD at once
+    local n=$1 b="" t0 t1 t
+    shift
+    for _ in $(seq "$REPEAT"); do
+        t0=$(now)
+        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 & done
+        wait
+        t1=$(now)
+        t=$(calc "$t1 - $t0")
+        if [ -z "$b" ] || [ "$(calc "$t < $b")" = 1.000000 ]; then b=$t; fi
+    done
+    echo "$b"
+}
+snap() { # snap R: one snapshot of every thread, SNAPSHOT_AT seconds from now
+    sleep "${SNAPSHOT_AT:-8}"
+    ps -eLo pid,tid,pcpu,time,psr,comm,args --sort=-pcpu 2>&1 | cut -c1-160 >"$SNAPSHOT/ps-r$1.txt" || true
+    top -b -H -n 2 -d 2 -w 250 >"$SNAPSHOT/top-r$1.txt" 2>&1 || true
+}
+for r in ${REPLICAS:-1 2 $CORES}; do
     [ "$r" = 2 ] && [ "$CORES" = 2 ] && [ -n "${done2:-}" ] && continue
     [ "$r" = 2 ] && done2=1
     # r times the epochs with r replicas: every run lasts about as long, so
     # that starting and stopping weigh the same at every width
     e=$((EPOCHS * r))
     sed "s/\${r}/$r/; s/\${e}/$e/; s/\${ends}/$((7 * e))/" "$dir/p.toml" >"$dir/p$r.toml"
+    snapper=""
+    if [ -n "${SNAPSHOT:-}" ]; then
+        mkdir -p "$SNAPSHOT"
+        snap "$r" &
+        snapper=$!
+    fi
     t=$(best env BAGEL_BIN="$BIN" "$PY" scripts/bagel-supervise "$dir/p$r.toml" --dir "$dir/run$r" -q --status-every 0)
-    lim=$(awk -v S="$S" -v r="$r" -v c="$CORES" -v a="$t_read" -v b="$t_tok" -v i="$t_img" 'BEGIN {
-        x = S / a; y = r * S / b; if (y < x) x = y; y = r * S / i; if (y < x) x = y
-        y = c * S / (a + b + i); if (y < x) x = y; printf "%.6f", x }')
+    [ -n "$snapper" ] && wait "$snapper"
+    # the stages alone at this width: r copies of tokenize and of image at
+    # once, each over the whole file (a loaded machine runs each core slower
+    # than an idle one: turbo, shared caches and memory)
+    if [ "$r" = 1 ]; then
+        tt=$t_tok ti=$t_img
+    else
+        tt=$(par "$r" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
+        ti=$(par "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
+    fi
+    limit() { # limit T_TOK T_IMG: bagel-read alone, r copies of each replicated stage, or the cores
+        awk -v S="$S" -v r="$r" -v c="$CORES" -v a="$t_read" -v b="$1" -v i="$2" 'BEGIN {
+            x = S / a; y = r * S / b; if (y < x) x = y; y = r * S / i; if (y < x) x = y
+            y = c * S / (a + b + i); if (y < x) x = y; printf "%.6f", x }'
+    }
+    lim=$(limit "$tt" "$ti")
+    ideal=$(limit "$t_tok" "$t_img")
     rate=$(calc "$S * $r / $t")
-    printf '%-9s %14.0f %14.0f %7.2f\n' "$r" "$rate" "$lim" "$(calc "$rate / $lim")"
+    printf '%-9s %14.0f %14.0f %7.2f %14.0f %7.2f\n' "$r" "$rate" "$lim" "$(calc "$rate / $lim")" "$ideal" \
+        "$(calc "$rate / $ideal")"
+    [ "$r" = 1 ] || printf '%-9s alone, %s copies at once: tokenize %.0f/s, image %.0f/s in all\n' "" "$r" \
+        "$(calc "$r * $S / $tt")" "$(calc "$r * $S / $ti")"
 done
