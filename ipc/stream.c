@@ -106,11 +106,13 @@ static void zctx_put(void)
 /* A writer's window: messages sent and not yet acknowledged, a power of
  * two. The default, 256, came from the 16-core benchmark: with 64, sixteen
  * image replicas fanned in to one sink ran 25.7k samples/s and their
- * processes idled (the window is a span from the oldest unacknowledged
- * message, so one slow reader of a fan-out holds it); with 512, 30.5k
- * (docs/supervisor.md). The bytes cap keeps large records from making that
- * many messages a memory problem. */
+ * processes idled; with 512, 30.5k (docs/supervisor.md). The window counts
+ * messages, not the span from the oldest unacknowledged one: in a fan-out
+ * one reader that is behind would hold a span for everyone. The span may
+ * reach WR_SPAN windows (the acknowledgement bitmap's size). The bytes cap
+ * keeps large records from making that many messages a memory problem. */
 #define WR_WINDOW_BYTES ((uint64_t)64 << 20)
+#define WR_SPAN         16
 static int zwindow(const stream_opts_t *o)
 {
     int w = 2;
@@ -954,13 +956,15 @@ struct wr {
     size_t nbuf;
     uint64_t bytes;
     // ZeroMQ: records next_seq-1 down to low may be unacknowledged; acked[]
-    // marks which are, by seq modulo the window; untagged[] those holding a
+    // marks which are, by seq modulo the span; untagged[] those holding a
     // record without a delivery tag (nothing would send it again)
     uint64_t next_seq, low;
     unsigned char *acked, *untagged;
-    uint64_t window;
-    uint64_t *msize;    // each message's size, by seq modulo the window
-    uint64_t out_bytes; // the sizes of those unacknowledged (WR_WINDOW_BYTES at most, but for one)
+    uint64_t window;    // messages unacknowledged, at most
+    uint64_t span;      // WR_SPAN windows: how far the newest may run ahead of the oldest unacknowledged
+    uint64_t *msize;    // each message's size, by seq modulo the span
+    uint64_t out_count; // messages unacknowledged
+    uint64_t out_bytes; // their sizes (WR_WINDOW_BYTES at most, but for one)
     bool buf_untagged; // the gathered batch holds such a record
     // readers that disconnect: their messages are no longer waited for
     void *mon;           // PAIR: the data socket's disconnect events
@@ -1048,8 +1052,9 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
     switch (w->ep.kind) {
     case EP_ZMQ:
         w->window = (uint64_t)zwindow(&w->o);
-        if (!(w->acked = calloc(w->window, 1)) || !(w->untagged = calloc(w->window, 1)) ||
-            !(w->msize = calloc(w->window, sizeof *w->msize)) || !(w->buf = malloc(WBUF_SIZE))) {
+        w->span = w->window < 65536 ? w->window * WR_SPAN : w->window;
+        if (!(w->acked = calloc(w->span, 1)) || !(w->untagged = calloc(w->span, 1)) ||
+            !(w->msize = calloc(w->span, sizeof *w->msize)) || !(w->buf = malloc(WBUF_SIZE))) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             goto fail;
         }
@@ -1149,12 +1154,13 @@ static void hop_acks(wr_t *w)
             uint64_t seq = 0;
             for (int b = 7; b >= 0; b--)
                 seq = seq << 8 | buf[i + b];
-            if (seq >= w->low && seq < w->next_seq && !w->acked[seq & (w->window - 1)]) {
-                w->acked[seq & (w->window - 1)] = 1;
-                w->out_bytes -= w->msize[seq & (w->window - 1)];
+            if (seq >= w->low && seq < w->next_seq && !w->acked[seq & (w->span - 1)]) {
+                w->acked[seq & (w->span - 1)] = 1;
+                w->out_bytes -= w->msize[seq & (w->span - 1)];
+                w->out_count--;
             }
         }
-        while (w->low < w->next_seq && w->acked[w->low & (w->window - 1)])
+        while (w->low < w->next_seq && w->acked[w->low & (w->span - 1)])
             w->low++;
     }
 }
@@ -1204,10 +1210,11 @@ static void take_events(wr_t *w)
         return;
     hop_acks(w); // what the reader acknowledged before it went
     for (uint64_t q = w->low; q < w->next_seq; q++)
-        if (!w->acked[q & (w->window - 1)] && w->untagged[q & (w->window - 1)])
+        if (!w->acked[q & (w->span - 1)] && w->untagged[q & (w->span - 1)])
             w->forgiven++;
     w->low = w->next_seq;
     w->out_bytes = 0;
+    w->out_count = 0;
 }
 
 static void take_origin_acks(wr_t *w)
@@ -1232,7 +1239,7 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
         if (errno == EINTR && stop_level < 2)
             return 0;
         snprintf(err, REC_ERR_LEN, "%s: %s with %llu records not acknowledged by a reader", w->name,
-                 errno == EINTR ? "stopped" : zmq_strerror(errno), (unsigned long long)(w->next_seq - w->low));
+                 errno == EINTR ? "stopped" : zmq_strerror(errno), (unsigned long long)w->out_count);
         return -1;
     }
     hop_acks(w);
@@ -1246,7 +1253,8 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
  * record in the encoder. */
 static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *err)
 {
-    while (w->next_seq - w->low >= w->window || (w->out_bytes && w->out_bytes + size > WR_WINDOW_BYTES))
+    while (w->out_count >= w->window || w->next_seq - w->low >= w->span ||
+           (w->out_bytes && w->out_bytes + size > WR_WINDOW_BYTES))
         if (take_acks(w, -1, err))
             return -1;
     unsigned char hdr[8];
@@ -1277,10 +1285,11 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char 
         zmq_msg_close(&m);
         return -1;
     }
-    w->acked[w->next_seq & (w->window - 1)] = 0;
-    w->untagged[w->next_seq & (w->window - 1)] = untagged;
-    w->msize[w->next_seq & (w->window - 1)] = size;
+    w->acked[w->next_seq & (w->span - 1)] = 0;
+    w->untagged[w->next_seq & (w->span - 1)] = untagged;
+    w->msize[w->next_seq & (w->span - 1)] = size;
     w->out_bytes += size;
+    w->out_count++;
     w->next_seq++;
     w->bytes += size;
     return take_acks(w, 0, err);
@@ -1535,7 +1544,7 @@ int wr_close(wr_t **wp, char *err)
                 stopped_at = waited;
             if ((linger >= 0 && waited >= linger) || (stopped_at >= 0 && waited - stopped_at >= STOP_GRACE_MS)) {
                 snprintf(err, REC_ERR_LEN, "%s: %llu records not acknowledged by a reader after %ld ms", w->name,
-                         (unsigned long long)(w->next_seq - w->low), linger);
+                         (unsigned long long)w->out_count, linger);
                 rc = -1;
                 break;
             }

@@ -145,6 +145,27 @@ port() { echo $((20000 + RANDOM % 30000)); }
     [ $((pc + pp)) -lt 163840 ]
 }
 
+@test "the send window counts messages: a reader that stalls does not hold the other's share" {
+    # A takes one record, then blocks writing it (nobody reads its output);
+    # B is free. With --hwm 8 the writer may have 8 messages unacknowledged:
+    # as a span from the oldest (A's first) B would get 4 before the writer
+    # stopped; counted, B's are acknowledged as they go and it gets about 8
+    mkfifo "$T/stuck"
+    sleep 30 <"$T/stuck" 3>&- &
+    local hold=$!
+    "$CAT" --raw -q --in "@ipc://$T/a" >"$T/stuck" 3>&- &
+    "$CAT" --raw -q --in "@ipc://$T/b" >"$T/b.raw" 3>&- &
+    sleep 0.5
+    "$GEN" -n 48 -b 262144 3>&- | "$CAT" --raw -q --hwm 8 --out ">ipc://$T/a,>ipc://$T/b" 3>&- &
+    sleep 3
+    local got=$(($(stat -c %s "$T/b.raw") / 262144))
+    echo "B took $got records while A stalled" >&3
+    pkill -KILL -f -- "ipc://$T/" || true
+    kill "$hold" 2>/dev/null || true
+    wait 2>/dev/null || true
+    [ "$got" -ge 6 ]
+}
+
 @test "SIGTERM mid-stream: the stage drains its pipe, flushes, and nothing is lost" {
     "$GEN" -n 300000 -s big | "$CAT" --raw -q --progress off | "$CAT" --raw -q >"$T/fifo.msgpack" &
     local last=$!
