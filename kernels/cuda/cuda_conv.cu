@@ -647,23 +647,21 @@ void cuda_gn_conv2d_fwd(float *out, float *mean, float *rstd, const float *in, c
     if (n <= 0 || ci <= 0 || co <= 0 || h <= 0 || wd <= 0 || groups <= 0)
         return;
     int pad = k / 2;
-    size_t hw = (size_t)h * wd;
-    if (k > 1 && ci * k * k > SMALL_K && conv_mode() == CONV_BF16 && dnn_ready()) {
-        size_t ng = (size_t)n * groups;
-        float *mu = mean, *rs = rstd;
-        if (!mu || !rs) {
-            float *st = (float *)cuda_scratch_slot(CUDA_SCRATCH_NORM, ng * 2 * sizeof(float));
-            mu = mu ? mu : st;
-            rs = rs ? rs : st + ng;
-        }
+    size_t hw = (size_t)h * wd, ng = (size_t)n * groups, m = (size_t)n * ci * hw;
+    bool fused = k > 1 && ci * k * k > SMALL_K && conv_mode() == CONV_BF16 && dnn_ready();
+    /* the slot holds the normalized input where the ops run in turn, then
+     * the statistics when the caller keeps none (after the input: the
+     * normalization must not write over what it reads) */
+    size_t tn = fused ? 0 : m;
+    float *t = (float *)cuda_scratch_slot(CUDA_SCRATCH_NORM, (tn + 2 * ng) * sizeof(float));
+    float *mu = mean ? mean : t + tn, *rs = rstd ? rstd : t + tn + ng;
+    if (fused) {
         cuda_gn_stats(mu, rs, in, n, ci, (int)hw, groups, eps);
         conv_norm nm = {mu, rs, gw, gb, groups, ci / groups, act};
         conv_nhwc16(out, in, w, b, n, co, ci, h, wd, k, k, 1, pad, pad, pad, pad, &nm, res);
         return;
     }
-    size_t m = (size_t)n * ci * hw;
-    float *t = (float *)cuda_scratch_slot(CUDA_SCRATCH_NORM, m * sizeof(float));
-    cuda_groupnorm_fwd(t, mean, rstd, in, gw, gb, n, ci, (int)hw, groups, eps);
+    cuda_groupnorm_fwd(t, mu, rs, in, gw, gb, n, ci, (int)hw, groups, eps);
     if (act)
         cuda_silu_fwd(t, t, m);
     cuda_conv2d_fwd(out, t, w, b, n, ci, h, wd, co, k, k, 1, pad, pad, pad, pad);
