@@ -209,8 +209,8 @@ static int run_batch(job_t *j)
     }
     double dt = now() - t0;
     j->encode_s += dt;
-    if (!j->first_images) /* the first call also picks algorithms and allocates */
-        j->first_s = dt, j->first_images = j->images ? j->images : 1;
+    if (j->first_s == 0.0) /* the first call also picks algorithms and allocates */
+        j->first_s = dt, j->first_images = j->images;
     j->nb = 0;
     return 0;
 }
