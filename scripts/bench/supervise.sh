@@ -87,18 +87,16 @@ echo "bench-supervise: $S samples alone (synthetic shapes, $N lines x 7 formats 
 printf 'alone, one process: read %.0f/s, tokenize %.0f/s, image %.0f/s\n' \
     "$(calc "$S / $t_read")" "$(calc "$S / $t_tok")" "$(calc "$S / $t_img")"
 printf '%-9s %14s %14s %7s %14s %7s\n' replicas "pipeline/s" "limit/s" ratio "ideal/s" ratio
-par() { # par R CMD...: the shortest wall time of REPEAT runs of R copies of CMD at once
-    local n=$1 b="" t0 t1 t
+limit() { # limit T_TOK T_IMG: bagel-read alone, r copies of each replicated stage, or the cores
+    awk -v S="$S" -v r="$r" -v c="$CORES" -v a="$t_read" -v b="$1" -v i="$2" 'BEGIN {
+        x = S / a; y = r * S / b; if (y < x) x = y; y = r * S / i; if (y < x) x = y
+        y = c * S / (a + b + i); if (y < x) x = y; printf "%.6f", x }'
+}
+copies() { # copies R CMD...: R copies of CMD at once, waited for
+    local n=$1
     shift
-    for _ in $(seq "$REPEAT"); do
-        t0=$(now)
-        for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 & done
-        wait
-        t1=$(now)
-        t=$(calc "$t1 - $t0")
-        if [ -z "$b" ] || [ "$(calc "$t < $b")" = 1.000000 ]; then b=$t; fi
-    done
-    echo "$b"
+    for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 & done
+    wait
 }
 snap() { # snap R: one snapshot of every thread, SNAPSHOT_AT seconds from now
     sleep "${SNAPSHOT_AT:-8}"
@@ -126,14 +124,9 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     if [ "$r" = 1 ]; then
         tt=$t_tok ti=$t_img
     else
-        tt=$(par "$r" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
-        ti=$(par "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
+        tt=$(best copies "$r" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
+        ti=$(best copies "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
     fi
-    limit() { # limit T_TOK T_IMG: bagel-read alone, r copies of each replicated stage, or the cores
-        awk -v S="$S" -v r="$r" -v c="$CORES" -v a="$t_read" -v b="$1" -v i="$2" 'BEGIN {
-            x = S / a; y = r * S / b; if (y < x) x = y; y = r * S / i; if (y < x) x = y
-            y = c * S / (a + b + i); if (y < x) x = y; printf "%.6f", x }'
-    }
     lim=$(limit "$tt" "$ti")
     ideal=$(limit "$t_tok" "$t_img")
     rate=$(calc "$S * $r / $t")
