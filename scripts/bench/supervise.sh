@@ -19,7 +19,10 @@
 # width, read 0.19 at 16 replicas on 16 cores).
 # Usage: supervise.sh [LINES_PER_FORMAT] (default 400, x7 formats x EPOCHS,
 # default 16).
-# Knobs: REPLICAS (the widths, default "1 2 <cores>"), WINDOW (the pipeline's
+# Knobs: REPLICAS (the widths, default "1 2 <cores>"), TOK_REPLICAS (the
+# tokenize replicas when fewer than the width: tokenize runs some twenty
+# times faster than image, so a pipeline sized by cost gives nearly every
+# core to image; the limit then counts that many tokenize copies), WINDOW (the pipeline's
 # ack_window, default the supervisor's), STAGE_ARGS (more options for every
 # pipeline stage, e.g. "--hwm 256"), SNAPSHOT=DIR (SNAPSHOT_AT seconds,
 # default 8, into each pipeline run, every thread's CPU share by `ps` and
@@ -73,7 +76,7 @@ command = "bagel-read -q --root $dir/shapes --epochs \${e} $dir/shapes/*.jsonl $
 [[stage]]
 name = "tokenize"
 command = "bagel-tokenize --progress off --tokenizer $TOKF ${STAGE_ARGS:-}"
-replicas = \${r}
+replicas = \${rt}
 [[stage]]
 name = "image"
 command = "bagel-image --progress off --root $dir/shapes $IMGOPT ${STAGE_ARGS:-}"
@@ -87,9 +90,9 @@ echo "bench-supervise: $S samples alone (synthetic shapes, $N lines x 7 formats 
 printf 'alone, one process: read %.0f/s, tokenize %.0f/s, image %.0f/s\n' \
     "$(calc "$S / $t_read")" "$(calc "$S / $t_tok")" "$(calc "$S / $t_img")"
 printf '%-9s %14s %14s %7s %14s %7s\n' replicas "pipeline/s" "limit/s" ratio "ideal/s" ratio
-limit() { # limit T_TOK T_IMG: bagel-read alone, r copies of each replicated stage, or the cores
-    awk -v S="$S" -v r="$r" -v c="$CORES" -v a="$t_read" -v b="$1" -v i="$2" 'BEGIN {
-        x = S / a; y = r * S / b; if (y < x) x = y; y = r * S / i; if (y < x) x = y
+limit() { # limit T_TOK T_IMG: bagel-read alone, rt copies of tokenize and r of image, or the cores
+    awk -v S="$S" -v r="$r" -v rt="$rt" -v c="$CORES" -v a="$t_read" -v b="$1" -v i="$2" 'BEGIN {
+        x = S / a; y = rt * S / b; if (y < x) x = y; y = r * S / i; if (y < x) x = y
         y = c * S / (a + b + i); if (y < x) x = y; printf "%.6f", x }'
 }
 copies() { # copies R CMD...: R copies of CMD at once, waited for
@@ -109,7 +112,9 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     # r times the epochs with r replicas: every run lasts about as long, so
     # that starting and stopping weigh the same at every width
     e=$((EPOCHS * r))
-    sed "s/\${r}/$r/; s/\${e}/$e/; s/\${ends}/$((7 * e))/" "$dir/p.toml" >"$dir/p$r.toml"
+    rt=$r
+    [ -n "${TOK_REPLICAS:-}" ] && [ "$TOK_REPLICAS" -lt "$r" ] && rt=$TOK_REPLICAS
+    sed "s/\${rt}/$rt/; s/\${r}/$r/; s/\${e}/$e/; s/\${ends}/$((7 * e))/" "$dir/p.toml" >"$dir/p$r.toml"
     snapper=""
     if [ -n "${SNAPSHOT:-}" ]; then
         mkdir -p "$SNAPSHOT"
@@ -124,7 +129,8 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     if [ "$r" = 1 ]; then
         tt=$t_tok ti=$t_img
     else
-        tt=$(best copies "$r" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
+        tt=$t_tok
+        [ "$rt" = 1 ] || tt=$(best copies "$rt" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
         ti=$(best copies "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
     fi
     lim=$(limit "$tt" "$ti")
@@ -132,6 +138,6 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     rate=$(calc "$S * $r / $t")
     printf '%-9s %14.0f %14.0f %7.2f %14.0f %7.2f\n' "$r" "$rate" "$lim" "$(calc "$rate / $lim")" "$ideal" \
         "$(calc "$rate / $ideal")"
-    [ "$r" = 1 ] || printf '%-9s alone, %s copies at once: tokenize %.0f/s, image %.0f/s in all\n' "" "$r" \
-        "$(calc "$r * $S / $tt")" "$(calc "$r * $S / $ti")"
+    [ "$r" = 1 ] || printf '%-9s alone, at once: %s copies of tokenize %.0f/s, %s of image %.0f/s in all\n' "" \
+        "$rt" "$(calc "$rt * $S / $tt")" "$r" "$(calc "$r * $S / $ti")"
 done
