@@ -52,8 +52,10 @@ void stream_opts_default(stream_opts_t *o)
 }
 
 /* Small records are gathered into writes (files, pipes) and messages
- * (ZeroMQ) of up to this many bytes. */
-#define ZBATCH_SIZE ((size_t)64 << 10)
+ * (ZeroMQ) of up to this many bytes; a record over half of it travels
+ * alone. 256 KiB so that image records (tens of KB) gather too: one
+ * message each cost the I/O threads a third more CPU (docs/supervisor.md). */
+#define ZBATCH_SIZE ((size_t)256 << 10)
 
 /* ---- stop requests ---- */
 
