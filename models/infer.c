@@ -49,6 +49,13 @@ struct infer {
     pack_t pk;             /* chunks and decoding steps */
     pack_t pq[2];          /* image queries: without and with the CFG branches */
     const model_batch_t *last; /* the batch of the last forward */
+    /* what each context holds, as two 64-bit hashes of everything appended
+     * since its reset, in order (infer_same); a forward that extends a
+     * context by any other path makes it unique (serial) */
+    uint64_t (*id)[2];
+    uint64_t serial, wepoch;
+    int dedup;      /* infer_set_dedup */
+    long evaluated; /* infer_image's branch evaluations, last call */
     float *zero_lat;       /* a latent of zeros for the query images' shapes */
     size_t zero_lat_n;
 };
@@ -122,9 +129,11 @@ infer_t *infer_new(model_t *m, int n_slots, int slot_rows, char *err, size_t err
     e->m = m, e->o = m->ops, e->n_slots = n_slots, e->slot_rows = slot_rows;
     e->len = calloc((size_t)n_slots, sizeof(int));
     e->rope = calloc((size_t)n_slots, sizeof(int));
+    e->id = calloc((size_t)n_slots, sizeof *e->id);
+    e->dedup = 1;
     e->k = calloc((size_t)c->layers, sizeof(float *));
     e->v = calloc((size_t)c->layers, sizeof(float *));
-    if (!e->len || !e->rope || !e->k || !e->v) {
+    if (!e->len || !e->rope || !e->id || !e->k || !e->v) {
         snprintf(err, errlen, "out of memory");
         infer_destroy(&e);
         return NULL;
@@ -162,7 +171,7 @@ void infer_destroy(infer_t **pe)
             if (e->v[l])
                 o->free(e->v[l]);
         }
-    free(e->k), free(e->v), free(e->len), free(e->rope);
+    free(e->k), free(e->v), free(e->len), free(e->rope), free(e->id);
     infer_free_index(e);
     if (e->d_idx)
         o->free(e->d_idx), o->free(e->d_h), o->free(e->d_out);
@@ -177,9 +186,67 @@ void infer_destroy(infer_t **pe)
     *pe = NULL;
 }
 
-void infer_weights_changed(infer_t *e) { e->o->hold_weights(e->m->param_mem, e->m->n_floats); }
+void infer_weights_changed(infer_t *e)
+{
+    e->o->hold_weights(e->m->param_mem, e->m->n_floats);
+    e->wepoch++; /* what is appended from now on is of other weights */
+}
 
-void infer_reset(infer_t *e, int slot) { e->len[slot] = e->rope[slot] = 0; }
+void infer_set_dedup(infer_t *e, int on) { e->dedup = on; }
+long infer_evaluated(const infer_t *e) { return e->evaluated; }
+
+/* ---- what a context holds: two independent 64-bit hashes (FNV-1a, and a
+ * multiply-rotate one) over the bytes appended since its reset */
+static void id_bytes(uint64_t id[2], const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h0 = id[0], h1 = id[1];
+    for (size_t i = 0; i < n; i++) {
+        h0 = (h0 ^ b[i]) * 0x100000001b3ull;
+        h1 = (h1 ^ b[i]) * 0x9e3779b97f4a7c15ull;
+        h1 = h1 << 29 | h1 >> 35;
+    }
+    id[0] = h0, id[1] = h1;
+}
+
+static void id_int(uint64_t id[2], int64_t v) { id_bytes(id, &v, sizeof v); }
+
+/* the id of context slot after chunk c is appended to it */
+static void id_chunk(const infer_t *e, int slot, const infer_chunk_t *c, uint64_t out[2])
+{
+    out[0] = e->id[slot][0], out[1] = e->id[slot][1];
+    id_int(out, (int64_t)e->wepoch);
+    id_int(out, c->kind);
+    switch (c->kind) {
+    case INFER_TEXT:
+    case INFER_TOKENS:
+        id_int(out, c->n_ids);
+        id_bytes(out, c->ids, (size_t)c->n_ids * sizeof *c->ids);
+        break;
+    case INFER_VIT:
+        id_int(out, c->img_h), id_int(out, c->img_w);
+        id_bytes(out, c->img, (size_t)c->img_h * c->img_w * 3);
+        break;
+    default: /* INFER_VAE */
+        id_int(out, c->gh), id_int(out, c->gw);
+        id_bytes(out, c->lat, (size_t)c->gh * c->gw * model_latent_dim(&e->m->cfg) * sizeof(float));
+        break;
+    }
+}
+
+/* Do contexts a and b hold the same? (then their keys and values are those
+ * of one sequence, and a query against either gives the same result) */
+static int infer_same(const infer_t *e, int a, int b)
+{
+    return a == b || (e->len[a] == e->len[b] && e->rope[a] == e->rope[b] && e->id[a][0] == e->id[b][0] &&
+                      e->id[a][1] == e->id[b][1]);
+}
+
+void infer_reset(infer_t *e, int slot)
+{
+    e->len[slot] = e->rope[slot] = 0;
+    e->id[slot][0] = e->id[slot][1] = 0;
+}
 int infer_len(const infer_t *e, int slot) { return e->len[slot]; }
 int infer_slots(const infer_t *e) { return e->n_slots; }
 int infer_slot_rows(const infer_t *e) { return e->slot_rows; }
@@ -199,6 +266,7 @@ void infer_copy(infer_t *e, int dst, int src)
         }
     e->len[dst] = e->len[src];
     e->rope[dst] = e->rope[src];
+    e->id[dst][0] = e->id[src][0], e->id[dst][1] = e->id[src][1];
 }
 
 /* One forward of batch b whose sample s is a chunk of context slots[s]: the
@@ -280,6 +348,8 @@ static const float *infer_forward(infer_t *e, const model_batch_t *b, const int 
                 top = b->pos[p0 + j] > top ? b->pos[p0 + j] : top;
             e->len[sl] += n;
             e->rope[sl] = top + 1;
+            /* unique until the caller says what was appended */
+            id_int(e->id[sl], -1 - (int64_t)e->serial++);
             p0 += n;
         }
     }
@@ -367,18 +437,31 @@ int infer_append(infer_t *e, const int *slots, const infer_chunk_t *c, int n, ch
     if (slots_distinct(slots, n, e->n_slots, err, errlen))
         return -1;
     pack_reset(&e->pk);
+    uint64_t (*nid)[2] = malloc((size_t)n * sizeof *nid);
+    if (!nid) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     for (int i = 0; i < n; i++) {
         char e2[256];
         if (c[i].kind == INFER_VAE && !c[i].lat) {
             snprintf(err, errlen, "chunk %d: a VAE image without latent tokens", i);
+            free(nid);
             return -1;
         }
         if (pack_chunk(e, &e->pk, slots[i], &c[i], 0, e2, sizeof e2)) {
             snprintf(err, errlen, "chunk %d: %s", i, e2);
+            free(nid);
             return -1;
         }
+        id_chunk(e, slots[i], &c[i], nid[i]);
     }
-    return infer_forward(e, &e->pk.b, slots, 1, err, errlen) ? 0 : -1;
+    int rc = infer_forward(e, &e->pk.b, slots, 1, err, errlen) ? 0 : -1;
+    if (!rc)
+        for (int i = 0; i < n; i++)
+            e->id[slots[i]][0] = nid[i][0], e->id[slots[i]][1] = nid[i][1];
+    free(nid);
+    return rc;
 }
 
 int infer_hidden(infer_t *e, float *out)
@@ -464,10 +547,11 @@ int infer_text(infer_t *e, const int *slots, int n, const infer_text_opts_t *o, 
     int *active = malloc((size_t)n * sizeof(int)), *cap = calloc((size_t)n, sizeof(int));
     int32_t *cur = malloc((size_t)n * sizeof(int32_t));
     int *aslot = malloc((size_t)n * sizeof(int));
+    uint64_t (*tid)[2] = malloc((size_t)n * sizeof *tid);
     rng_t *rg = malloc((size_t)n * sizeof(rng_t));
     cand_t *buf = o->temperature > 0.0f ? malloc((size_t)V * sizeof(cand_t)) : NULL;
     int rc = -1;
-    if (!active || !cap || !cur || !aslot || !rg || (o->temperature > 0.0f && !buf) || infer_grow_heads(e, n)) {
+    if (!active || !cap || !cur || !aslot || !tid || !rg || (o->temperature > 0.0f && !buf) || infer_grow_heads(e, n)) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
@@ -486,10 +570,14 @@ int infer_text(infer_t *e, const int *slots, int n, const infer_text_opts_t *o, 
             e->pk.rope0 = e->rope[slots[i]];
             if (pack_add_tokens(&e->pk, &cur[i], 1, err, errlen))
                 goto done;
+            infer_chunk_t one = {.kind = INFER_TOKENS, .ids = &cur[i], .n_ids = 1};
+            id_chunk(e, slots[i], &one, tid[a]);
         }
         const float *hf = infer_forward(e, &e->pk.b, aslot, 1, err, errlen);
         if (!hf)
             goto done;
+        for (int a = 0; a < na; a++)
+            e->id[aslot[a]][0] = tid[a][0], e->id[aslot[a]][1] = tid[a][1];
         /* one token a sample: rows are the samples' in order (all text).
          * Greedy steps take the argmax on the backend and bring back one id
          * a sequence; sampling (and a caller that wants them) the logits */
@@ -539,7 +627,7 @@ done:
             free(ids[i]);
             ids[i] = NULL, n_ids[i] = 0;
         }
-    free(active), free(cap), free(cur), free(aslot), free(rg), free(buf);
+    free(active), free(cap), free(cur), free(aslot), free(tid), free(rg), free(buf);
     return rc;
 }
 
@@ -608,15 +696,18 @@ void infer_cfg_combine(float *v, const float *v_c, const float *v_t, const float
 
 /* the query batch for n images with or without their CFG branches: per
  * image the full context's query, then text- and image-unconditioned ones
- * where asked; slots out in sample order */
-static int build_queries(infer_t *e, pack_t *p, const int *full, const int *tu, const int *iu, int n, int gh, int gw,
-                         int with_t, int with_i, int *slots, int *ns, char *err, size_t errlen)
+ * where asked (not the latter where alias[i]: its context is the full one's);
+ * slots out in sample order, image i's first query at qoff[i] */
+static int build_queries(infer_t *e, pack_t *p, const int *full, const int *tu, const int *iu, const int *alias, int n,
+                         int gh, int gw, int with_t, int with_i, int *slots, int *ns, int *qoff, char *err,
+                         size_t errlen)
 {
     infer_chunk_t q = {.kind = INFER_VAE, .gh = gh, .gw = gw};
     pack_reset(p);
     int k = 0;
     for (int i = 0; i < n; i++) {
-        int who[3] = {full[i], with_t ? tu[i] : -1, with_i ? iu[i] : -1};
+        int who[3] = {full[i], with_t ? tu[i] : -1, with_i && !alias[i] ? iu[i] : -1};
+        qoff[i] = k;
         for (int j = 0; j < 3; j++) {
             if (who[j] < 0)
                 continue;
@@ -655,10 +746,15 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
         }
     float *ts = malloc((size_t)T * sizeof(float));
     int *slots = malloc((size_t)3 * n * sizeof(int));
+    /* an image-unconditioned context that holds what the full one holds (a
+     * text-only prompt: interleave_inference gives it the same text) gives
+     * the same velocity; it is not evaluated again (infer_set_dedup) */
+    int *alias = calloc((size_t)n, sizeof(int)), *qoff = malloc((size_t)2 * n * sizeof(int));
     size_t m = (size_t)N * D;
     float *vv = malloc(m * sizeof(float));
     int rc = -1;
-    if (!ts || !slots || !vv || infer_grow_heads(e, 3 * n * N)) {
+    e->evaluated = 0;
+    if (!ts || !slots || !alias || !qoff || !vv || infer_grow_heads(e, 3 * n * N)) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
@@ -668,6 +764,9 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
         snprintf(err, errlen, "at most 64 images a batch (asked %d)", n);
         goto done;
     }
+    for (int i = 0; i < n; i++)
+        alias[i] = e->dedup && img_unc && img_unc[i] >= 0 && img_unc[i] < e->n_slots && full[i] >= 0 &&
+                   full[i] < e->n_slots && infer_same(e, full[i], img_unc[i]);
     for (int s = 0; s + 1 < T; s++) {
         float t = ts[s], dt = ts[s] - ts[s + 1];
         int on = t > o->cfg_lo && t <= o->cfg_hi;
@@ -675,17 +774,20 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
         int with_t = s_txt > 1.0f, with_i = with_t && s_img > 1.0f;
         int var = with_t;
         if (!built[var]) {
-            if (build_queries(e, &e->pq[var], full, text_unc, img_unc, n, gh, gw, with_t, with_i, bslots[var],
-                              &bns[var], err, errlen))
+            if (build_queries(e, &e->pq[var], full, text_unc, img_unc, alias, n, gh, gw, with_t, with_i, bslots[var],
+                              &bns[var], qoff + var * n, err, errlen))
                 goto done;
             built[var] = 1;
         }
         model_batch_t *b = &e->pq[var].b;
+        const int *q0 = qoff + var * n; /* image i's queries: q0[i] .. q0[i + 1] (or all the rest) */
         /* this step's x and t into every query of each image */
-        int per = b->n_lat / n / N; /* queries an image */
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < per; j++)
-                memcpy(b->x0 + ((size_t)(i * per + j) * N) * D, x + (size_t)i * m, m * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            int qe = i + 1 < n ? q0[i + 1] : bns[var];
+            for (int j = q0[i]; j < qe; j++)
+                memcpy(b->x0 + (size_t)j * m, x + (size_t)i * m, m * sizeof(float));
+        }
+        e->evaluated += bns[var];
         for (int i = 0; i < b->n_lat; i++)
             b->t[i] = t;
         const float *hf = infer_forward(e, b, bslots[var], 0, err, errlen);
@@ -695,8 +797,9 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
         e->o->linear_fwd(e->d_out, hf + (size_t)b->n_und * H, e->m->w.llm2vae_w, e->m->w.llm2vae_b, b->n_lat, H, D);
         e->o->download(e->h_out, e->d_out, (size_t)b->n_lat * D * sizeof(float));
         for (int i = 0; i < n; i++) {
-            const float *base = e->h_out + (size_t)i * per * m;
-            const float *vc = base, *vt = with_t ? base + m : NULL, *vi = with_i ? base + 2 * m : NULL;
+            const float *base = e->h_out + (size_t)q0[i] * m;
+            const float *vc = base, *vt = with_t ? base + m : NULL;
+            const float *vi = !with_i ? NULL : alias[i] ? vc : base + 2 * m;
             float *v = vv, *xi = x + (size_t)i * m;
             infer_cfg_combine(v, vc, vt, vi, N, D, s_txt, s_img, o->renorm, o->renorm_min);
             for (size_t j = 0; j < m; j++)
@@ -707,6 +810,6 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
     }
     rc = 0;
 done:
-    free(ts), free(slots), free(vv);
+    free(ts), free(slots), free(alias), free(qoff), free(vv);
     return rc;
 }

@@ -123,6 +123,18 @@ int infer_text(infer_t *e, const int *slots, int n, const infer_text_opts_t *o, 
 int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img_unc, int n, int gh, int gw,
                 const infer_image_opts_t *o, float *x, infer_step_fn on_step, void *user, char *err, size_t errlen);
 
+/* An image-unconditioned context that holds the same as the full one (a
+ * text-only prompt: interleave_inference gives both the prompt) gives the
+ * same velocity, so infer_image evaluates it once and uses it for both
+ * branches. Contexts are compared by what was appended to them since their
+ * reset (two 64-bit hashes of the chunks in order, with their lengths and
+ * positions); weights changed in between (infer_weights_changed) make them
+ * differ. On by default; infer_set_dedup(e, 0) evaluates every branch, as the
+ * official inferencer does. infer_evaluated: the branch evaluations (query
+ * images through the model) of the last infer_image call. */
+void infer_set_dedup(infer_t *e, int on);
+long infer_evaluated(const infer_t *e);
+
 /* the schedule of §6.3: t_i for i < num_timesteps */
 void infer_schedule(float *t, int num_timesteps, float shift);
 

@@ -9,9 +9,10 @@
  *    32-token prompt, 50 timesteps shifted by 3.0, cfg_interval [0.4, 1],
  *    renorm global, in two variants: t2i-text-cfg (text scale 3.0, image
  *    1.0) and t2i-defaults (3.0 and 1.5: on a text prompt the
- *    image-unconditioned context holds the prompt as the full one does, and
- *    is evaluated anyway, as the official inferencer does). The guidance
- *    branches of a step run as one batch here.
+ *    image-unconditioned context holds the prompt as the full one does; the
+ *    official inferencer evaluates it anyway, the engine once for both
+ *    branches: "evaluations" counts the former, "evaluated" the latter). The
+ *    guidance branches of a step run as one batch here.
  *
  *   bench-generate [--device cuda|cpu] [--precision bf16|fp32] [--smoke]
  *                  [--iters N] [--profile] [CONFIG[:LAYERS] ...]
@@ -182,7 +183,11 @@ static void bench_image(infer_t *e, model_t *m, const char *base, int side, int 
                 die("image", "a latent is not finite");
     }
     prof_end(label, iters);
-    /* evaluations: one a step, plus the branches where guidance is on */
+    /* evaluations: one a step, plus the branches where guidance is on, as the
+     * official inferencer runs them; evaluated: those the engine ran (an
+     * image-unconditioned context that holds the prompt, as the full one
+     * does, is evaluated once for both: infer_set_dedup) */
+    long evaluated = infer_evaluated(e);
     float *ts = malloc((size_t)steps * sizeof(float));
     infer_schedule(ts, steps, o.timestep_shift);
     for (int i = 0; i + 1 < steps; i++) {
@@ -191,9 +196,11 @@ static void bench_image(infer_t *e, model_t *m, const char *base, int side, int 
     }
     double s = bench_median(t, iters);
     printf("{%s,\"measure\":\"image\",\"variant\":\"%s\",\"height\":%d,\"width\":%d,\"latent_tokens\":%d,"
-           "\"num_timesteps\":%d,\"evaluations\":%d,\"cfg_text_scale\":3.0,\"cfg_img_scale\":%.1f,"
-           "\"prompt_tokens\":%d,\"s_per_image\":%.4f,\"ms_per_evaluation\":%.3f,\"runs\":%d}\n",
-           base, label, side, side, N, steps, evals, s_img, n_prompt, s, 1000 * s / evals, iters);
+           "\"num_timesteps\":%d,\"evaluations\":%d,\"evaluated\":%ld,\"cfg_text_scale\":3.0,"
+           "\"cfg_img_scale\":%.1f,\"prompt_tokens\":%d,\"s_per_image\":%.4f,\"ms_per_evaluation\":%.3f,"
+           "\"runs\":%d}\n",
+           base, label, side, side, N, steps, evals, evaluated, s_img, n_prompt, s,
+           1000 * s / (evaluated > 0 ? evaluated : evals), iters);
     fflush(stdout);
     free(ids), free(x0), free(x), free(t), free(ts);
 }

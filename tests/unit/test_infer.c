@@ -371,6 +371,98 @@ static void t_image_batch(void **state)
     infer_destroy(&e);
 }
 
+/* An image-unconditioned context that holds what the full one holds is
+ * evaluated once (infer_set_dedup): the same images as evaluating it, one
+ * branch fewer at every guided step; a context that differs, or the same
+ * text appended after the weights changed, is evaluated. */
+static void t_image_same_context(void **state)
+{
+    (void)state;
+    char err[512];
+    const model_config_t *c = &M->cfg;
+    int gh = 2, gw = 2, N = gh * gw, Dd = model_latent_dim(c);
+    infer_t *e = infer_new(M, 6, 64, err, sizeof err);
+    if (!e)
+        fail_msg("%s", err);
+    infer_chunk_t ch[4];
+    chunks(ch);
+    /* image 0: full 0 = [text], image-unconditioned 2 = the same text in a
+     * forward of its own; image 1: full 3 = [VAE, text], image-unconditioned
+     * 5 = [text]; text-unconditioned 1 and 4 empty */
+    int s0 = 0, s2 = 2, s3 = 3, s5 = 5;
+    if (infer_append(e, &s0, &ch[3], 1, err, sizeof err) || infer_append(e, &s2, &ch[3], 1, err, sizeof err) ||
+        infer_append(e, &s3, &ch[1], 1, err, sizeof err) || infer_append(e, &s3, &ch[3], 1, err, sizeof err) ||
+        infer_append(e, &s5, &ch[3], 1, err, sizeof err))
+        fail_msg("%s", err);
+    int full[2] = {0, 3}, tu[2] = {1, 4}, iu[2] = {2, 5};
+    infer_image_opts_t o = infer_image_defaults;
+    o.num_timesteps = 6;
+    o.cfg_text_scale = 4.0f, o.cfg_img_scale = 2.0f, o.cfg_lo = 0.5f;
+    float ts[6];
+    infer_schedule(ts, o.num_timesteps, o.timestep_shift);
+    long guided = 0;
+    for (int s = 0; s + 1 < o.num_timesteps; s++)
+        guided += ts[s] > o.cfg_lo && ts[s] <= o.cfg_hi;
+    assert_true(guided > 0 && guided < o.num_timesteps - 1);
+    long each = (o.num_timesteps - 1) + 2 * guided; /* an image's evaluations, every branch */
+    size_t m = (size_t)N * Dd;
+    float *x0 = malloc(2 * m * sizeof(float)), *xa = malloc(2 * m * sizeof(float)), *xb = malloc(2 * m * sizeof(float));
+    for (size_t j = 0; j < 2 * m; j++)
+        x0[j] = 2.0f * urand() - 1.0f;
+    memcpy(xa, x0, 2 * m * sizeof(float));
+    if (infer_image(e, full, tu, iu, 2, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(infer_evaluated(e), 2 * each - guided);
+    infer_set_dedup(e, 0);
+    memcpy(xb, x0, 2 * m * sizeof(float));
+    if (infer_image(e, full, tu, iu, 2, gh, gw, &o, xb, NULL, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(infer_evaluated(e), 2 * each);
+    for (int i = 0; i < 2; i++) {
+        double er = golden_rel_err(xa + i * m, xb + i * m, m);
+        if (!(er < 1e-6))
+            fail_msg("image %d: one evaluation for both branches differs from two: %.3g", i, er);
+    }
+    /* the same text appended after the weights changed is another context */
+    infer_set_dedup(e, 1);
+    infer_reset(e, 2);
+    infer_weights_changed(e);
+    if (infer_append(e, &s2, &ch[3], 1, err, sizeof err))
+        fail_msg("%s", err);
+    memcpy(xa, x0, m * sizeof(float));
+    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(infer_evaluated(e), each);
+    /* the full context filled again under the new weights is the same again */
+    infer_reset(e, 0);
+    if (infer_append(e, &s0, &ch[3], 1, err, sizeof err))
+        fail_msg("%s", err);
+    memcpy(xa, x0, m * sizeof(float));
+    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(infer_evaluated(e), each - guided);
+    /* text of the same length with one token changed is another context */
+    int32_t other[4];
+    memcpy(other, D.b, sizeof other);
+    other[2] = (other[2] + 1) % 300;
+    infer_chunk_t och = {.kind = INFER_TEXT, .ids = other, .n_ids = 4};
+    infer_reset(e, 2);
+    if (infer_append(e, &s2, &och, 1, err, sizeof err))
+        fail_msg("%s", err);
+    memcpy(xa, x0, m * sizeof(float));
+    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(infer_evaluated(e), each);
+    /* and a copy of the full context is the full context */
+    infer_copy(e, 2, 0);
+    memcpy(xa, x0, m * sizeof(float));
+    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(infer_evaluated(e), each - guided);
+    free(x0), free(xa), free(xb);
+    infer_destroy(&e);
+}
+
 static void t_errors(void **state)
 {
     (void)state;
@@ -410,7 +502,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(t_cache_equals_full), cmocka_unit_test(t_decode_equals_full),
         cmocka_unit_test(t_batch_independent), cmocka_unit_test(t_image_batch),
-        cmocka_unit_test(t_errors),
+        cmocka_unit_test(t_image_same_context), cmocka_unit_test(t_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
