@@ -1,0 +1,241 @@
+/* wgmma_probe.cu — checks, on a Hopper GPU, the layouts a wgmma attention
+ * kernel relies on: A from registers in the mma.m16n8k16 A layout per warp,
+ * the accumulators in the mma C layout per warp, and shared-memory operands
+ * in the canonical K-major layout without swizzle (core matrices of 8 rows x
+ * 16 bytes) with the leading byte offset read either way. One product
+ * D(64xN) = A(64x16)·B(16xN) on small integers (exact in bf16), each
+ * variant's largest error against the CPU.
+ *   nvcc -O2 -std=c++17 -gencode arch=compute_90a,code=sm_90a wgmma_probe.cu -o wgmma_probe */
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <math.h>
+typedef __nv_bfloat16 bf16;
+#define FA_WG_ARCH 1
+__device__ static inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ static inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ static inline void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N> __device__ static inline void wg_hold(float (&d)[N][4])
+{
+#pragma unroll
+    for (int j = 0; j < N; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            asm volatile("" : "+f"(d[j][e])::"memory");
+}
+__device__ static inline void wg_m64n64k16(float (&d)[8][4], const uint32_t a[4], uint64_t desc, int scale_d)
+{
+#ifdef FA_WG_ARCH
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+#endif
+}
+
+/* d (64×128, fp32, the C layout of each warp's 16 rows) += A·B: A 64×16 bf16 from
+ * registers (each warp its 16 rows, the mma.m16n8k16 A layout), B 16×128
+ * by descriptor; scale_d 0 sets d = A·B */
+__device__ static inline void wg_m64n128k16(float (&d)[16][4], const uint32_t a[4], uint64_t desc, int scale_d)
+{
+#ifdef FA_WG_ARCH
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+                   "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+                   "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+                   "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+                   "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+                   "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+                   "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+                   "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+                   "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
+#endif
+}
+
+
+__device__ static inline void wg_ss_m64n64k16(float (&d)[8][4], uint64_t da, uint64_t db)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+                 "}, %32, %33, 0, 1, 1, 0, 0;\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "l"(da), "l"(db));
+}
+
+__device__ static inline void wg_ss_m64n128k16(float (&d)[16][4], uint64_t da, uint64_t db)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, 0, 1, 1, 0, 0;\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+                   "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+                   "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+                   "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+                   "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+                   "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+                   "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+                   "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+                   "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+                 : "l"(da), "l"(db));
+}
+
+__device__ static inline uint64_t desc(const bf16 *p, uint32_t lbo, uint32_t sbo)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | (uint64_t)((lbo >> 4) & 0x3FFF) << 16 | (uint64_t)((sbo >> 4) & 0x3FFF) << 32;
+}
+
+/* element (r, c) of an R x 16 K-major tile (c the reduction index) */
+template <int R> __device__ static inline int canon(int r, int c) { return ((c / 8) * (R / 8) + r / 8) * 64 + (r % 8) * 8 + c % 8; }
+
+/* ss: A from shared memory too. lbo/sbo: B's; alo/aso: A's */
+template <int N>
+__global__ void probe(const float *A, const float *B, float *D, int ss, uint32_t lbo, uint32_t sbo, uint32_t alo,
+                      uint32_t aso)
+{
+    __shared__ __align__(128) bf16 bs[N * 16];
+    __shared__ __align__(128) bf16 as[64 * 16];
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+    for (int i = tid; i < N * 16; i += 128) {
+        int n = i / 16, k = i % 16; /* B[k][n] */
+        bs[canon<N>(n, k)] = __float2bfloat16(B[k * N + n]);
+    }
+    for (int i = tid; i < 64 * 16; i += 128) {
+        int m = i / 16, k = i % 16;
+        as[canon<64>(m, k)] = __float2bfloat16(A[m * 16 + k]);
+    }
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    auto pk = [](float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    };
+    int r0 = warp * 16 + g;
+    uint32_t a[4] = {pk(A[r0 * 16 + 2 * t], A[r0 * 16 + 2 * t + 1]), pk(A[(r0 + 8) * 16 + 2 * t], A[(r0 + 8) * 16 + 2 * t + 1]),
+                     pk(A[r0 * 16 + 2 * t + 8], A[r0 * 16 + 2 * t + 9]),
+                     pk(A[(r0 + 8) * 16 + 2 * t + 8], A[(r0 + 8) * 16 + 2 * t + 9])};
+    float d[N / 8][4];
+    for (int j = 0; j < N / 8; j++)
+        d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.0f;
+    wg_hold(d);
+    wg_fence();
+    if (ss) {
+        if constexpr (N == 64)
+            wg_ss_m64n64k16(d, desc(as, alo, aso), desc(bs, lbo, sbo));
+        else
+            wg_ss_m64n128k16(d, desc(as, alo, aso), desc(bs, lbo, sbo));
+    } else {
+        if constexpr (N == 64)
+            wg_m64n64k16(d, a, desc(bs, lbo, sbo), 0);
+        else
+            wg_m64n128k16(d, a, desc(bs, lbo, sbo), 0);
+    }
+    wg_commit();
+    wg_wait0();
+    wg_hold(d);
+    for (int j = 0; j < N / 8; j++)
+        for (int e = 0; e < 4; e++) {
+            int r = r0 + 8 * (e / 2), c = 8 * j + 2 * t + (e % 2);
+            D[r * N + c] = d[j][e];
+        }
+}
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e_)); exit(1); } } while (0)
+
+template <int N> static void run(void)
+{
+    float *hA = (float *)malloc(64 * 16 * 4), *hB = (float *)malloc(16 * N * 4), *hD = (float *)malloc(64 * N * 4),
+          *ref = (float *)malloc(64 * N * 4);
+    srand(N);
+    for (int i = 0; i < 64 * 16; i++) hA[i] = (float)(rand() % 5 - 2);
+    for (int i = 0; i < 16 * N; i++) hB[i] = (float)(rand() % 5 - 2);
+    for (int m = 0; m < 64; m++)
+        for (int n = 0; n < N; n++) {
+            float s = 0;
+            for (int k = 0; k < 16; k++) s += hA[m * 16 + k] * hB[k * N + n];
+            ref[m * N + n] = s;
+        }
+    float *A, *B, *D;
+    CK(cudaMalloc(&A, 64 * 16 * 4)); CK(cudaMalloc(&B, 16 * N * 4)); CK(cudaMalloc(&D, 64 * N * 4));
+    CK(cudaMemcpy(A, hA, 64 * 16 * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(B, hB, 16 * N * 4, cudaMemcpyHostToDevice));
+    uint32_t big_b = (N / 8) * 128, big_a = (64 / 8) * 128;
+    struct { const char *name; int ss; uint32_t lbo, sbo, alo, aso; } v[] = {
+        {"RS  B: lbo=next k group, sbo=next row group", 0, big_b, 128, 0, 0},
+        {"RS  B: lbo=next row group, sbo=next k group", 0, 128, big_b, 0, 0},
+        {"SS  both: lbo=next k group, sbo=next row group", 1, big_b, 128, big_a, 128},
+        {"SS  both: lbo=next row group, sbo=next k group", 1, 128, big_b, 128, big_a},
+    };
+    for (auto &x : v) {
+        CK(cudaMemset(D, 0xff, 64 * N * 4));
+        probe<N><<<1, 128>>>(A, B, D, x.ss, x.lbo, x.sbo, x.alo, x.aso);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        CK(cudaMemcpy(hD, D, 64 * N * 4, cudaMemcpyDeviceToHost));
+        double worst = 0; int bad = 0, first = -1;
+        for (int i = 0; i < 64 * N; i++) {
+            double e = fabs((double)hD[i] - ref[i]);
+            if (!(e == 0)) { bad++; if (first < 0) first = i; }
+            if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+        }
+        printf("N=%3d %-50s wrong %5d of %5d  worst %g", N, x.name, bad, 64 * N, worst);
+        if (first >= 0) printf("  first (%d,%d): %g want %g", first / N, first % N, hD[first], ref[first]);
+        printf("\n");
+    }
+    cudaFree(A), cudaFree(B), cudaFree(D);
+    free(hA), free(hB), free(hD), free(ref);
+}
+
+int main(void)
+{
+    run<64>();
+    run<128>();
+    return 0;
+}
