@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <math.h>
 typedef __nv_bfloat16 bf16;
-#define FA_WG_ARCH 1
 __device__ static inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ static inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ static inline void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
@@ -24,105 +23,44 @@ template <int N> __device__ static inline void wg_hold(float (&d)[N][4])
         for (int e = 0; e < 4; e++)
             asm volatile("" : "+f"(d[j][e])::"memory");
 }
-__device__ static inline void wg_m64n64k16(float (&d)[8][4], const uint32_t a[4], uint64_t desc, int scale_d)
+/* operand lists: the accumulators of 8 columns, and their register names */
+#define WG_D8(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define WG_D64 WG_D8(0), WG_D8(1), WG_D8(2), WG_D8(3), WG_D8(4), WG_D8(5), WG_D8(6), WG_D8(7)
+#define WG_D128 WG_D64, WG_D8(8), WG_D8(9), WG_D8(10), WG_D8(11), WG_D8(12), WG_D8(13), WG_D8(14), WG_D8(15)
+#define WG_R32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_R64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+/* scale-d is a predicate: false, so d = A·B */
+#define WG_P0 "{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
+
+/* d (64×N fp32, each warp's 16 rows in the mma C layout) = A·B: A 64×16
+ * bf16 from registers (each warp its 16 rows in the mma.m16n8k16 A layout)
+ * or by descriptor, B 16×N by descriptor */
+__device__ static inline void wg_m64n64k16(float (&d)[8][4], const uint32_t a[4], uint64_t db)
 {
-#ifdef FA_WG_ARCH
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-                 "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
-#endif
+    asm volatile(WG_P0 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
+                       ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : WG_D64
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
-
-/* d (64×128, fp32, the C layout of each warp's 16 rows) += A·B: A 64×16 bf16 from
- * registers (each warp its 16 rows, the mma.m16n8k16 A layout), B 16×128
- * by descriptor; scale_d 0 sets d = A·B */
-__device__ static inline void wg_m64n128k16(float (&d)[16][4], const uint32_t a[4], uint64_t desc, int scale_d)
+__device__ static inline void wg_m64n128k16(float (&d)[16][4], const uint32_t a[4], uint64_t db)
 {
-#ifdef FA_WG_ARCH
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-                   "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-                   "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-                   "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
-                   "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-                   "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
-                   "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-                   "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-                   "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(scale_d));
-#endif
+    asm volatile(WG_P0 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_R64
+                       ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                 : WG_D128
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
-
-
 __device__ static inline void wg_ss_m64n64k16(float (&d)[8][4], uint64_t da, uint64_t db)
 {
-    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-                 "}, %32, %33, 0, 1, 1, 0, 0;\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+    asm volatile(WG_P0 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
+                       ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : WG_D64
                  : "l"(da), "l"(db));
 }
-
 __device__ static inline void wg_ss_m64n128k16(float (&d)[16][4], uint64_t da, uint64_t db)
 {
-    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-                 "}, %64, %65, 0, 1, 1, 0, 0;\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                   "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                   "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                   "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
-                   "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
-                   "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
-                   "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
-                   "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
-                   "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
-                   "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
-                   "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
-                   "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
-                   "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
-                   "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
-                   "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
-                   "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+    asm volatile(WG_P0 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_R64
+                       ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : WG_D128
                  : "l"(da), "l"(db));
 }
 
@@ -173,9 +111,9 @@ __global__ void probe(const float *A, const float *B, float *D, int ss, uint32_t
             wg_ss_m64n128k16(d, desc(as, alo, aso), desc(bs, lbo, sbo));
     } else {
         if constexpr (N == 64)
-            wg_m64n64k16(d, a, desc(bs, lbo, sbo), 0);
+            wg_m64n64k16(d, a, desc(bs, lbo, sbo));
         else
-            wg_m64n128k16(d, a, desc(bs, lbo, sbo), 0);
+            wg_m64n128k16(d, a, desc(bs, lbo, sbo));
     }
     wg_commit();
     wg_wait0();
@@ -187,9 +125,9 @@ __global__ void probe(const float *A, const float *B, float *D, int ss, uint32_t
         }
 }
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e_)); exit(1); } } while (0)
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("%s: %s\n", #x, cudaGetErrorString(e_)); exit(2); } } while (0)
 
-template <int N> static void run(void)
+template <int N> static int run(int which)
 {
     float *hA = (float *)malloc(64 * 16 * 4), *hB = (float *)malloc(16 * N * 4), *hD = (float *)malloc(64 * N * 4),
           *ref = (float *)malloc(64 * N * 4);
@@ -213,29 +151,41 @@ template <int N> static void run(void)
         {"SS  both: lbo=next k group, sbo=next row group", 1, big_b, 128, big_a, 128},
         {"SS  both: lbo=next row group, sbo=next k group", 1, 128, big_b, 128, big_a},
     };
-    for (auto &x : v) {
-        CK(cudaMemset(D, 0xff, 64 * N * 4));
-        probe<N><<<1, 128>>>(A, B, D, x.ss, x.lbo, x.sbo, x.alo, x.aso);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        CK(cudaMemcpy(hD, D, 64 * N * 4, cudaMemcpyDeviceToHost));
-        double worst = 0; int bad = 0, first = -1;
-        for (int i = 0; i < 64 * N; i++) {
-            double e = fabs((double)hD[i] - ref[i]);
-            if (!(e == 0)) { bad++; if (first < 0) first = i; }
-            if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-        }
-        printf("N=%3d %-50s wrong %5d of %5d  worst %g", N, x.name, bad, 64 * N, worst);
-        if (first >= 0) printf("  first (%d,%d): %g want %g", first / N, first % N, hD[first], ref[first]);
-        printf("\n");
-    }
-    cudaFree(A), cudaFree(B), cudaFree(D);
-    free(hA), free(hB), free(hD), free(ref);
+    auto &x = v[which];
+    printf("N=%3d %-48s ", N, x.name);
+    fflush(stdout);
+    CK(cudaMemset(D, 0xff, 64 * N * 4));
+    probe<N><<<1, 128>>>(A, B, D, x.ss, x.lbo, x.sbo, x.alo, x.aso);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(hD, D, 64 * N * 4, cudaMemcpyDeviceToHost));
+    int bad = 0, first = -1;
+    for (int i = 0; i < 64 * N; i++)
+        if (!(hD[i] == ref[i]) && bad++ == 0)
+            first = i;
+    printf("wrong %5d of %5d", bad, 64 * N);
+    if (first >= 0)
+        printf("  first (%d,%d): %g want %g", first / N, first % N, hD[first], ref[first]);
+    printf("\n");
+    return bad != 0;
 }
 
-int main(void)
+/* wgmma_probe: every variant, each in a process of its own (a wrong
+ * descriptor can fault, and a fault ends the process's CUDA context);
+ * wgmma_probe V N: variant V (0-3) at N (64 or 128) */
+int main(int argc, char **argv)
 {
-    run<64>();
-    run<128>();
-    return 0;
+    if (argc == 3) {
+        int v = atoi(argv[1]), n = atoi(argv[2]);
+        return n == 128 ? run<128>(v) : run<64>(v);
+    }
+    int bad = 0;
+    for (int n = 64; n <= 128; n *= 2)
+        for (int v = 0; v < 4; v++) {
+            char cmd[4200];
+            snprintf(cmd, sizeof cmd, "'%s' %d %d", argv[0], v, n);
+            fflush(stdout);
+            bad |= system(cmd) != 0;
+        }
+    return bad;
 }
