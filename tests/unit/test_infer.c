@@ -65,6 +65,26 @@ static int chunks(infer_chunk_t *ch)
     return 4;
 }
 
+/* an engine of n_slots contexts of rows tokens over M; fails the test when none */
+static infer_t *engine(int n_slots, int rows)
+{
+    char err[512];
+    infer_t *e = infer_new(M, n_slots, rows, err, sizeof err);
+    if (!e)
+        fail_msg("%s", err);
+    return e;
+}
+
+/* infer_image on n images (x in place); the branch evaluations it ran */
+static long draw(infer_t *e, const int *full, const int *tu, const int *iu, int n, int gh, int gw,
+                 const infer_image_opts_t *o, float *x)
+{
+    char err[512];
+    if (infer_image(e, full, tu, iu, n, gh, gw, o, x, NULL, NULL, err, sizeof err))
+        fail_msg("%s", err);
+    return infer_evaluated(e);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -121,9 +141,7 @@ static void t_cache_equals_full(void **state)
     assert_non_null(inc);
     model_hidden(M, &p.b, full);
 
-    infer_t *e = infer_new(M, 2, 64, err, sizeof err);
-    if (!e)
-        fail_msg("%s", err);
+    infer_t *e = engine(2, 64);
     infer_chunk_t ch[4];
     int n = chunks(ch), at = 0, slot = 0;
     for (int i = 0; i < n; i++) {
@@ -176,9 +194,7 @@ static void t_decode_equals_full(void **state)
     char err[512];
     const model_config_t *c = &M->cfg;
     int V = c->vocab, K = 6;
-    infer_t *e = infer_new(M, 2, 64, err, sizeof err);
-    if (!e)
-        fail_msg("%s", err);
+    infer_t *e = engine(2, 64);
     build(e, 0);
     int len0 = infer_len(e, 0);
     infer_text_opts_t o = infer_text_defaults;
@@ -244,9 +260,7 @@ static void t_batch_independent(void **state)
     (void)state;
     char err[512];
     int V = M->cfg.vocab, K = 5;
-    infer_t *e = infer_new(M, 4, 64, err, sizeof err);
-    if (!e)
-        fail_msg("%s", err);
+    infer_t *e = engine(4, 64);
     for (int temp = 0; temp < 2; temp++) {
         infer_text_opts_t o = infer_text_defaults;
         o.max_tokens = K;
@@ -322,9 +336,7 @@ static void t_image_batch(void **state)
     char err[512];
     const model_config_t *c = &M->cfg;
     int gh = 2, gw = 2, N = gh * gw, Dd = model_latent_dim(c);
-    infer_t *e = infer_new(M, 6, 64, err, sizeof err);
-    if (!e)
-        fail_msg("%s", err);
+    infer_t *e = engine(6, 64);
     /* image 0: edit-like [VAE, ViT, text]; image 1: text only. Contexts:
      * full 0/1, text-unconditioned 2/3, image-unconditioned 4/5 */
     build(e, 0);
@@ -381,9 +393,7 @@ static void t_image_same_context(void **state)
     char err[512];
     const model_config_t *c = &M->cfg;
     int gh = 2, gw = 2, N = gh * gw, Dd = model_latent_dim(c);
-    infer_t *e = infer_new(M, 6, 64, err, sizeof err);
-    if (!e)
-        fail_msg("%s", err);
+    infer_t *e = engine(6, 64);
     infer_chunk_t ch[4];
     chunks(ch);
     /* image 0: full 0 = [text], image-unconditioned 2 = the same text in a
@@ -410,14 +420,10 @@ static void t_image_same_context(void **state)
     for (size_t j = 0; j < 2 * m; j++)
         x0[j] = 2.0f * urand() - 1.0f;
     memcpy(xa, x0, 2 * m * sizeof(float));
-    if (infer_image(e, full, tu, iu, 2, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
-        fail_msg("%s", err);
-    assert_int_equal(infer_evaluated(e), 2 * each - guided);
+    assert_int_equal(draw(e, full, tu, iu, 2, gh, gw, &o, xa), 2 * each - guided);
     infer_set_dedup(e, 0);
     memcpy(xb, x0, 2 * m * sizeof(float));
-    if (infer_image(e, full, tu, iu, 2, gh, gw, &o, xb, NULL, NULL, err, sizeof err))
-        fail_msg("%s", err);
-    assert_int_equal(infer_evaluated(e), 2 * each);
+    assert_int_equal(draw(e, full, tu, iu, 2, gh, gw, &o, xb), 2 * each);
     for (int i = 0; i < 2; i++) {
         double er = golden_rel_err(xa + i * m, xb + i * m, m);
         if (!(er < 1e-6))
@@ -430,17 +436,13 @@ static void t_image_same_context(void **state)
     if (infer_append(e, &s2, &ch[3], 1, err, sizeof err))
         fail_msg("%s", err);
     memcpy(xa, x0, m * sizeof(float));
-    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
-        fail_msg("%s", err);
-    assert_int_equal(infer_evaluated(e), each);
+    assert_int_equal(draw(e, full, tu, iu, 1, gh, gw, &o, xa), each);
     /* the full context filled again under the new weights is the same again */
     infer_reset(e, 0);
     if (infer_append(e, &s0, &ch[3], 1, err, sizeof err))
         fail_msg("%s", err);
     memcpy(xa, x0, m * sizeof(float));
-    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
-        fail_msg("%s", err);
-    assert_int_equal(infer_evaluated(e), each - guided);
+    assert_int_equal(draw(e, full, tu, iu, 1, gh, gw, &o, xa), each - guided);
     /* text of the same length with one token changed is another context */
     int32_t other[4];
     memcpy(other, D.b, sizeof other);
@@ -450,15 +452,11 @@ static void t_image_same_context(void **state)
     if (infer_append(e, &s2, &och, 1, err, sizeof err))
         fail_msg("%s", err);
     memcpy(xa, x0, m * sizeof(float));
-    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
-        fail_msg("%s", err);
-    assert_int_equal(infer_evaluated(e), each);
+    assert_int_equal(draw(e, full, tu, iu, 1, gh, gw, &o, xa), each);
     /* and a copy of the full context is the full context */
     infer_copy(e, 2, 0);
     memcpy(xa, x0, m * sizeof(float));
-    if (infer_image(e, full, tu, iu, 1, gh, gw, &o, xa, NULL, NULL, err, sizeof err))
-        fail_msg("%s", err);
-    assert_int_equal(infer_evaluated(e), each - guided);
+    assert_int_equal(draw(e, full, tu, iu, 1, gh, gw, &o, xa), each - guided);
     free(x0), free(xa), free(xb);
     infer_destroy(&e);
 }
@@ -467,9 +465,7 @@ static void t_errors(void **state)
 {
     (void)state;
     char err[512];
-    infer_t *e = infer_new(M, 2, 12, err, sizeof err);
-    if (!e)
-        fail_msg("%s", err);
+    infer_t *e = engine(2, 12);
     infer_chunk_t ch[4];
     chunks(ch);
     int slot = 0;
