@@ -73,23 +73,35 @@ __device__ static inline uint64_t desc(const bf16 *p, uint32_t lbo, uint32_t sbo
 /* element (r, c) of an R x 16 K-major tile (c the reduction index) */
 template <int R> __device__ static inline int canon(int r, int c) { return ((c / 8) * (R / 8) + r / 8) * 64 + (r % 8) * 8 + c % 8; }
 
-/* ss: A from shared memory too. lbo/sbo: B's; alo/aso: A's */
+/* ss: 0 A from registers, B stored by ordinary stores; 1 A from shared
+ * memory too; 2 and 3 as 0 but B copied in by cp.async from Bt (N x 16
+ * bf16, a row per column of B), with (2) and without (3) the proxy fence.
+ * lbo/sbo: B's descriptor offsets; alo/aso: A's */
 template <int N>
-__global__ void probe(const float *A, const float *B, float *D, int ss, uint32_t lbo, uint32_t sbo, uint32_t alo,
-                      uint32_t aso)
+__global__ void probe(const float *A, const float *B, const bf16 *Bt, float *D, int ss, uint32_t lbo, uint32_t sbo,
+                      uint32_t alo, uint32_t aso)
 {
     __shared__ __align__(128) bf16 bs[N * 16];
     __shared__ __align__(128) bf16 as[64 * 16];
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-    for (int i = tid; i < N * 16; i += 128) {
-        int n = i / 16, k = i % 16; /* B[k][n] */
-        bs[canon<N>(n, k)] = __float2bfloat16(B[k * N + n]);
-    }
+    if (ss >= 2) {
+        for (int c = tid; c < N * 2; c += 128) { /* 16-byte chunk c: column n of B, k 8·cg.. */
+            int n = c / 2, cg = c % 2;
+            uint32_t a = (uint32_t)__cvta_generic_to_shared(bs + canon<N>(n, cg * 8));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(Bt + n * 16 + cg * 8));
+        }
+        asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+    } else
+        for (int i = tid; i < N * 16; i += 128) {
+            int n = i / 16, k = i % 16; /* B[k][n] */
+            bs[canon<N>(n, k)] = __float2bfloat16(B[k * N + n]);
+        }
     for (int i = tid; i < 64 * 16; i += 128) {
         int m = i / 16, k = i % 16;
         as[canon<64>(m, k)] = __float2bfloat16(A[m * 16 + k]);
     }
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    if (ss != 3)
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
     auto pk = [](float lo, float hi) {
         __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -104,7 +116,7 @@ __global__ void probe(const float *A, const float *B, float *D, int ss, uint32_t
         d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.0f;
     wg_hold(d);
     wg_fence();
-    if (ss) {
+    if (ss == 1) {
         if constexpr (N == 64)
             wg_ss_m64n64k16(d, desc(as, alo, aso), desc(bs, lbo, sbo));
         else
@@ -140,6 +152,12 @@ template <int N> static int run(int which)
             for (int k = 0; k < 16; k++) s += hA[m * 16 + k] * hB[k * N + n];
             ref[m * N + n] = s;
         }
+    bf16 *hBt = (bf16 *)malloc(N * 16 * 2), *Bt;
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < 16; k++)
+            hBt[n * 16 + k] = __float2bfloat16(hB[k * N + n]);
+    CK(cudaMalloc(&Bt, N * 16 * 2));
+    CK(cudaMemcpy(Bt, hBt, N * 16 * 2, cudaMemcpyHostToDevice));
     float *A, *B, *D;
     CK(cudaMalloc(&A, 64 * 16 * 4)); CK(cudaMalloc(&B, 16 * N * 4)); CK(cudaMalloc(&D, 64 * N * 4));
     CK(cudaMemcpy(A, hA, 64 * 16 * 4, cudaMemcpyHostToDevice));
@@ -150,12 +168,14 @@ template <int N> static int run(int which)
         {"RS  B: lbo=next row group, sbo=next k group", 0, 128, big_b, 0, 0},
         {"SS  both: lbo=next k group, sbo=next row group", 1, big_b, 128, big_a, 128},
         {"SS  both: lbo=next row group, sbo=next k group", 1, 128, big_b, 128, big_a},
+        {"RS  B by cp.async, proxy fence", 2, big_b, 128, 0, 0},
+        {"RS  B by cp.async, no proxy fence", 3, big_b, 128, 0, 0},
     };
     auto &x = v[which];
     printf("N=%3d %-48s ", N, x.name);
     fflush(stdout);
     CK(cudaMemset(D, 0xff, 64 * N * 4));
-    probe<N><<<1, 128>>>(A, B, D, x.ss, x.lbo, x.sbo, x.alo, x.aso);
+    probe<N><<<1, 128>>>(A, B, Bt, D, x.ss, x.lbo, x.sbo, x.alo, x.aso);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
     CK(cudaMemcpy(hD, D, 64 * N * 4, cudaMemcpyDeviceToHost));
@@ -172,7 +192,7 @@ template <int N> static int run(int which)
 
 /* wgmma_probe: every variant, each in a process of its own (a wrong
  * descriptor can fault, and a fault ends the process's CUDA context);
- * wgmma_probe V N: variant V (0-3) at N (64 or 128) */
+ * wgmma_probe V N: variant V (0-5) at N (64 or 128) */
 int main(int argc, char **argv)
 {
     if (argc == 3) {
@@ -181,7 +201,7 @@ int main(int argc, char **argv)
     }
     int bad = 0;
     for (int n = 64; n <= 128; n *= 2)
-        for (int v = 0; v < 4; v++) {
+        for (int v = 0; v < 6; v++) {
             char cmd[4200];
             snprintf(cmd, sizeof cmd, "'%s' %d %d", argv[0], v, n);
             fflush(stdout);
