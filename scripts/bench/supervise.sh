@@ -22,8 +22,8 @@
 # Knobs: REPLICAS (the widths, default "1 2 <cores>"), TOK_REPLICAS (the
 # tokenize replicas when fewer than the width: tokenize runs some twenty
 # times faster than image, so a pipeline sized by cost gives nearly every
-# core to image; the limit then counts that many tokenize copies), WINDOW (the pipeline's
-# ack_window, default the supervisor's), STAGE_ARGS (more options for every
+# core to image; the limit then counts that many tokenize copies), WINDOW
+# (the pipeline's ack_window, default the supervisor's), STAGE_ARGS (more options for every
 # pipeline stage, e.g. "--hwm 256"), SNAPSHOT=DIR (SNAPSHOT_AT seconds,
 # default 8, into each pipeline run, every thread's CPU share by `ps` and
 # `top` into DIR/ps-rR.txt and DIR/top-rR.txt: which process is the ceiling).
