@@ -23,8 +23,8 @@
 # tokenize replicas when fewer than the width: tokenize runs some twenty
 # times faster than image, so a pipeline sized by cost gives nearly every
 # core to image; the limit then counts that many tokenize copies), WINDOW
-# (the pipeline's ack_window, default the supervisor's), STAGE_ARGS (more options for every
-# pipeline stage, e.g. "--hwm 256"), SNAPSHOT=DIR (SNAPSHOT_AT seconds,
+# (the pipeline's ack_window, default the supervisor's), STAGE_ARGS (more
+# options for every pipeline stage, e.g. "--hwm 256"), SNAPSHOT=DIR (SNAPSHOT_AT seconds,
 # default 8, into each pipeline run, every thread's CPU share by `ps` and
 # `top` into DIR/ps-rR.txt and DIR/top-rR.txt: which process is the ceiling).
 set -euo pipefail
@@ -123,16 +123,12 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     fi
     t=$(best env BAGEL_BIN="$BIN" "$PY" scripts/bagel-supervise "$dir/p$r.toml" --dir "$dir/run$r" -q --status-every 0)
     [ -n "$snapper" ] && wait "$snapper"
-    # the stages alone at this width: r copies of tokenize and of image at
-    # once, each over the whole file (a loaded machine runs each core slower
-    # than an idle one: turbo, shared caches and memory)
-    if [ "$r" = 1 ]; then
-        tt=$t_tok ti=$t_img
-    else
-        tt=$t_tok
-        [ "$rt" = 1 ] || tt=$(best copies "$rt" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
-        ti=$(best copies "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
-    fi
+    # the stages alone at this width: rt copies of tokenize and r of image
+    # at once, each over the whole file (a loaded machine runs each core
+    # slower than an idle one: turbo, shared caches and memory)
+    tt=$t_tok ti=$t_img
+    [ "$rt" = 1 ] || tt=$(best copies "$rt" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
+    [ "$r" = 1 ] || ti=$(best copies "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
     lim=$(limit "$tt" "$ti")
     ideal=$(limit "$t_tok" "$t_img")
     rate=$(calc "$S * $r / $t")
