@@ -437,25 +437,25 @@ int infer_append(infer_t *e, const int *slots, const infer_chunk_t *c, int n, ch
     if (slots_distinct(slots, n, e->n_slots, err, errlen))
         return -1;
     pack_reset(&e->pk);
+    for (int i = 0; i < n; i++) {
+        char e2[256];
+        if (c[i].kind == INFER_VAE && !c[i].lat) {
+            snprintf(err, errlen, "chunk %d: a VAE image without latent tokens", i);
+            return -1;
+        }
+        if (pack_chunk(e, &e->pk, slots[i], &c[i], 0, e2, sizeof e2)) {
+            snprintf(err, errlen, "chunk %d: %s", i, e2);
+            return -1;
+        }
+    }
+    /* what each context will hold, from what it holds before the forward */
     uint64_t (*nid)[2] = malloc((size_t)n * sizeof *nid);
     if (!nid) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (int i = 0; i < n; i++) {
-        char e2[256];
-        if (c[i].kind == INFER_VAE && !c[i].lat) {
-            snprintf(err, errlen, "chunk %d: a VAE image without latent tokens", i);
-            free(nid);
-            return -1;
-        }
-        if (pack_chunk(e, &e->pk, slots[i], &c[i], 0, e2, sizeof e2)) {
-            snprintf(err, errlen, "chunk %d: %s", i, e2);
-            free(nid);
-            return -1;
-        }
+    for (int i = 0; i < n; i++)
         id_chunk(e, slots[i], &c[i], nid[i]);
-    }
     int rc = infer_forward(e, &e->pk.b, slots, 1, err, errlen) ? 0 : -1;
     if (!rc)
         for (int i = 0; i < n; i++)
