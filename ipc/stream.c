@@ -52,9 +52,10 @@ void stream_opts_default(stream_opts_t *o)
 }
 
 /* Small records are gathered into writes (files, pipes) and messages
- * (ZeroMQ) of up to this many bytes; a record over half of it travels
- * alone. 256 KiB so that image records (tens of KB) gather too: one
- * message each cost the I/O threads a third more CPU (docs/supervisor.md). */
+ * (ZeroMQ) of up to this many bytes; on ZeroMQ a record over half of it
+ * travels alone (put_zmq). 256 KiB so that image records (tens of KB)
+ * gather too: one message each cost the I/O threads a third more CPU
+ * (docs/supervisor.md). */
 #define ZBATCH_SIZE ((size_t)256 << 10)
 
 /* ---- stop requests ---- */
