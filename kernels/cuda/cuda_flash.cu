@@ -49,6 +49,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define FA_BK 64 /* keys (queries, for dK/dV) a streamed tile */
 /* A block has NW warps (4 or 8) of 16 rows each: 16·NW queries (forward,
@@ -373,7 +374,7 @@ __device__ static inline void fa_key_tile(bf16 *kb, bf16 *vb, const bf16 *Kh, co
 /* Sets the warp's 16×64 score tile s (C layout) to off outside the row bits
  * vis[r] (rows g and g + 8 of the warp): the lane's columns are
  * 8j + 2t + (e & 1) */
-__device__ static inline void fa_mask_tile(float s[8][4], const uint64_t vis[2], int t, float off)
+__device__ static inline void fa_mask_tile(float (*s)[4], const uint64_t vis[2], int t, float off)
 {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -531,6 +532,455 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
         if (t == 0)
             lse[ri] = (mx[r] + log2f(l[r])) / FA_LOG2E;
     }
+}
+
+/* ---- forward on Hopper's warpgroup products (wgmma, sm_90a)
+ *
+ * The same function as k_fa_fwd, for padded head dims 64 and 128, built the
+ * way FlashAttention-3 builds it, so that the tensor cores are kept busy
+ * while the softmax runs:
+ * - a block of 288 threads owns 128 queries of one head: two consumer
+ *   warpgroups of 64 query rows each (warps 0-7) and a producer warp (8);
+ * - the producer copies the block's Q once, then each key tile's K and V
+ *   (BN keys) into a ring of NS stages by bulk asynchronous copies
+ *   (cp.async.bulk, one instruction a tile) that complete on the stage's
+ *   "full" barrier; consumers free a stage by arriving on its "empty"
+ *   barrier. Neither side waits on a block-wide barrier, so the two
+ *   warpgroups drift apart and one's softmax runs beside the other's
+ *   products;
+ * - within a warpgroup, S = Q·Kᵀ of tile j is issued together with
+ *   O += P·V of tile j − 1, and the softmax of tile j runs while the latter
+ *   is still in the tensor cores (O is rescaled once it has landed).
+ * Both products read their B operand from shared memory, S's A (Q) too; P
+ * is the A of O += P·V from registers (the accumulator layout of S is the
+ * mma.m16n8k16 A layout per warp, as in k_fa_fwd). The mask and the
+ * online softmax are k_fa_fwd's, per warp of 16 rows.
+ *
+ * Operands are staged in global memory already in the layout the tensor
+ * cores read (so a tile is one contiguous copy): the canonical K-major
+ * layout without swizzle, core matrices of 8 rows × 16 bytes (128
+ * contiguous bytes); a tile of R rows by C reduction columns puts element
+ * (r, c) at ((c/8)·(R/8) + r/8)·64 + (r%8)·8 + c%8. A k-step of 16 columns
+ * is then one descriptor: leading byte offset (R/8)·128 (the next 8
+ * columns), stride byte offset 128 (the next 8 rows). Q is in tiles of 64
+ * rows (a warpgroup's) by DP, K in tiles of BN keys by DP, and V transposed
+ * (rows the DP dims, columns BN keys) so that both products' B operands are
+ * K-major. Positions are padded with zeros to a multiple of 128. (Layouts
+ * checked on single products by scripts/probe/wgmma_probe.cu.) */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FA_WG_ARCH 1
+#endif
+#define FA_WG_THREADS 384 /* a producer warpgroup and two consumer ones */
+#define FA_WG_BQ 128      /* queries a block */
+#define FA_WG_NS 2        /* stages of the K/V ring */
+
+/* operand lists of the accumulators: 8 columns (4 registers) at a time */
+#define WG_D8(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define WG_D64 WG_D8(0), WG_D8(1), WG_D8(2), WG_D8(3), WG_D8(4), WG_D8(5), WG_D8(6), WG_D8(7)
+#define WG_D128 WG_D64, WG_D8(8), WG_D8(9), WG_D8(10), WG_D8(11), WG_D8(12), WG_D8(13), WG_D8(14), WG_D8(15)
+#define WG_R32                                                                                                         \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, "  \
+    "%24, %25, %26, %27, %28, %29, %30, %31}"
+#define WG_R64                                                                                                         \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, "  \
+    "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "    \
+    "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+
+/* d (64×N fp32; each warp's 16 rows in the mma C layout) (+)= A·B, A 64×16
+ * and B 16×N bf16 by descriptor; acc 0 sets d = A·B */
+template <int N> __device__ static inline void wg_ss(float (&d)[N / 8][4], uint64_t da, uint64_t db, int acc)
+{
+#ifdef FA_WG_ARCH
+    if constexpr (N == 64)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+                     : WG_D64
+                     : "l"(da), "l"(db), "r"(acc));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_R64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+                     : WG_D128
+                     : "l"(da), "l"(db), "r"(acc));
+#endif
+}
+
+/* d (64×N fp32) += A·B, A 64×16 bf16 from registers (each warp its 16 rows
+ * in the mma.m16n8k16 A layout), B 16×N by descriptor */
+template <int N> __device__ static inline void wg_rs(float (&d)[N / 8][4], const uint32_t a[4], uint64_t db)
+{
+#ifdef FA_WG_ARCH
+    if constexpr (N == 64)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
+                     ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                     : WG_D64
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_R64
+                     ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+                     : WG_D128
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+#endif
+}
+
+__device__ static inline void wg_fence()
+{
+#ifdef FA_WG_ARCH
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ static inline void wg_commit()
+{
+#ifdef FA_WG_ARCH
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+/* until at most N of the warpgroup's committed groups are pending */
+template <int N> __device__ static inline void wg_wait()
+{
+#ifdef FA_WG_ARCH
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+/* ties registers the tensor cores write asynchronously to this point, so
+ * that the compiler moves no use of them across it */
+template <int N> __device__ static inline void wg_hold(float (&d)[N][4])
+{
+#pragma unroll
+    for (int j = 0; j < N; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            asm volatile("" : "+f"(d[j][e])::"memory");
+}
+
+/* the descriptor of a canonical tile (above) at p: leading byte offset lbo */
+__device__ static inline uint64_t wg_desc(const bf16 *p, uint32_t lbo)
+{
+    uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return (uint64_t)((a & 0x3FFFF) >> 4) | (uint64_t)((lbo >> 4) & 0x3FFF) << 16 | (uint64_t)(128 >> 4) << 32;
+}
+
+/* shared-memory barriers with transaction counts (mbarrier) */
+__device__ static inline uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ static inline void mb_init(uint64_t *b, int count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(b)), "r"(count) : "memory");
+}
+__device__ static inline void mb_init_fence()
+{
+#ifdef FA_WG_ARCH
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+__device__ static inline void mb_arrive(uint64_t *b)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(b)) : "memory");
+}
+__device__ static inline void mb_expect_tx(uint64_t *b, uint32_t bytes)
+{
+#ifdef FA_WG_ARCH
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(b)), "r"(bytes)
+                 : "memory");
+#endif
+}
+/* until the phase of the given parity has completed */
+__device__ static inline void mb_wait(uint64_t *b, int parity)
+{
+#ifdef FA_WG_ARCH
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(b)), "r"(parity)
+                     : "memory");
+    } while (!done);
+#endif
+}
+/* bytes (a multiple of 16) from global src to shared dst, counted on b */
+__device__ static inline void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *b)
+{
+#ifdef FA_WG_ARCH
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(b))
+                 : "memory");
+#endif
+}
+/* x [rows, nh, d] fp32 by storage row → dst [nh][Sp/R tiles][canonical
+ * R × DP] bf16 by position, zeros past d and S; a thread a 16-byte chunk
+ * (8 dims of a row) */
+__global__ void k_fa_stage_tiles(bf16 *dst, const float *x, const int32_t *rop, int S, int Sp, int nh, int d, int DP,
+                                 int R)
+{
+    const int CG = DP / 8;
+    CU_FOR(i, (size_t)nh * Sp * CG)
+    {
+        int cg = (int)(i % CG), p = (int)(i / CG % Sp), h = (int)(i / CG / Sp);
+        float v[8];
+        const float *src = p < S ? x + ((size_t)(rop ? rop[p] : p) * nh + h) * d : NULL;
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            v[u] = src && cg * 8 + u < d ? src[cg * 8 + u] : 0.0f;
+        uint4 w = {pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7])};
+        int r = p % R;
+        *reinterpret_cast<uint4 *>(dst + ((size_t)h * Sp + (size_t)(p - r)) * DP + ((cg * (R / 8) + r / 8) * 64 + (r % 8) * 8)) = w;
+    }
+}
+
+/* v [rows, nh, d] fp32 → dst [nh][Sp/BN tiles][canonical DP × BN] bf16: the
+ * tile transposed, rows the dims and columns the keys; a thread 8 keys of
+ * one dim */
+__global__ void k_fa_stage_tiles_t(bf16 *dst, const float *x, const int32_t *rop, int S, int Sp, int nh, int d, int DP,
+                                   int BN)
+{
+    CU_FOR(i, (size_t)nh * (Sp / 8) * DP)
+    {
+        int j = (int)(i % DP), pg = (int)(i / DP % (Sp / 8)), h = (int)(i / DP / (Sp / 8));
+        float v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            int p = pg * 8 + u;
+            v[u] = p < S && j < d ? x[((size_t)(rop ? rop[p] : p) * nh + h) * d + j] : 0.0f;
+        }
+        uint4 w = {pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7])};
+        int p0 = pg * 8, r = p0 % BN;
+        *reinterpret_cast<uint4 *>(dst + ((size_t)h * Sp + (size_t)(p0 - r)) * DP + ((r / 8) * (DP / 8) + j / 8) * 64 + (j % 8) * 8) = w;
+    }
+}
+
+/* the warpgroup's share of the register file: the producer needs few */
+template <int N> __device__ static inline void wg_regs_dec()
+{
+#ifdef FA_WG_ARCH
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N> __device__ static inline void wg_regs_inc()
+{
+#ifdef FA_WG_ARCH
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
+/* One tile's mask and online softmax on the warp's 16 rows (k_fa_fwd's):
+ * s becomes P (unnormalized, base mx), l is rescaled and summed, and corr
+ * is what O must be scaled by before P·V is added to it. */
+template <int BN>
+__device__ static inline void fa_wg_softmax(float (&s)[BN / 8][4], float mx[2], float l[2], float corr[2],
+                                            const fa_qspan qsp[2], const uint32_t *nb, int k0, int t, float sc)
+{
+    bool all = true;
+    uint64_t vis[BN / 64][2];
+#pragma unroll
+    for (int hb = 0; hb < BN / 64; hb++) {
+        const int kb = k0 + 64 * hb;
+        const uint64_t nz = (uint64_t)__ldg(nb + (kb >> 5) + 1) << 32 | __ldg(nb + (kb >> 5));
+        vis[hb][0] = fa_qbits(qsp[0], kb, nz);
+        vis[hb][1] = fa_qbits(qsp[1], kb, nz);
+        all &= (vis[hb][0] & vis[hb][1]) == ~0ull;
+    }
+    if (!all) {
+#pragma unroll
+        for (int hb = 0; hb < BN / 64; hb++)
+            fa_mask_tile(s + 8 * hb, vis[hb], t, -INFINITY);
+    }
+    float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+        tmax[0] = fmaxf(tmax[0], fmaxf(s[j][0], s[j][1]));
+        tmax[1] = fmaxf(tmax[1], fmaxf(s[j][2], s[j][3]));
+    }
+    float base[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
+        float mn = fmaxf(mx[r], tmax[r] * sc);
+        base[r] = mn == -INFINITY ? 0.0f : mn; /* k_fa_fwd: never NaN */
+        corr[r] = fa_exp2(mx[r] - base[r]);
+        mx[r] = mn;
+    }
+    float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float p = fa_exp2(fmaf(s[j][e], sc, -base[e >> 1]));
+            s[j][e] = p;
+            ls[e >> 1] += p;
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+        l[r] = l[r] * corr[r] + ls[r];
+}
+
+template <int DP, int BN>
+__global__ void __launch_bounds__(FA_WG_THREADS, 1)
+    k_fa_fwd_wg(float *out, float *lse, const bf16 *Qt, const bf16 *Kt, const bf16 *Vt, int Sp, const int32_t *rop,
+                fa_meta m)
+{
+    constexpr int NT = DP / 8, NS = FA_WG_NS, KT = BN * DP; /* elements of a K or V tile */
+#ifndef FA_WG_ARCH
+    __trap(); /* built without sm_90a: the host side never launches this then */
+#else
+    extern __shared__ __align__(16) unsigned char fa_smem[];
+    bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *ks = qs + FA_WG_BQ * DP, *vs = ks + NS * KT;
+    uint64_t *bar = reinterpret_cast<uint64_t *>(vs + NS * KT); /* Q full, then full[NS], empty[NS] */
+    uint64_t *qfull = bar, *full = bar + 1, *empty = bar + 1 + NS;
+    const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
+    /* the warpgroup, through a shuffle so that the compiler knows it is the
+     * same in every lane (a wgmma in a branch it thinks divergent is
+     * serialized) */
+    const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0);
+    const int lane = threadIdx.x & 31;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_WG_BQ, q1 = min(q0 + FA_WG_BQ, S);
+    int lo, hi;
+    fa_key_range(m, q0, q1, &lo, &hi);
+    const int t0 = lo / BN, ntiles = (hi + BN - 1) / BN - t0;
+    if (threadIdx.x == 0) {
+        mb_init(qfull, 1);
+        for (int s = 0; s < NS; s++) {
+            mb_init(full + s, 1);
+            mb_init(empty + s, 8); /* a consumer warp each */
+        }
+        mb_init_fence();
+    }
+    __syncthreads();
+
+    if (wgi == 0) { /* the producer: one thread issues every copy */
+        wg_regs_dec<40>();
+        if (threadIdx.x == 0) {
+            mb_expect_tx(qfull, FA_WG_BQ * DP * 2);
+            bulk_copy(qs, Qt + ((size_t)h * Sp + q0) * DP, FA_WG_BQ * DP * 2, qfull);
+            const bf16 *Kh = Kt + (size_t)kvh * Sp * DP, *Vh = Vt + (size_t)kvh * Sp * DP;
+            for (int it = 0; it < ntiles; it++) {
+                const int s = it % NS, use = it / NS;
+                if (use > 0)
+                    mb_wait(empty + s, (use - 1) & 1);
+                mb_expect_tx(full + s, 2 * KT * 2);
+                bulk_copy(ks + s * KT, Kh + (size_t)(t0 + it) * KT, KT * 2, full + s);
+                bulk_copy(vs + s * KT, Vh + (size_t)(t0 + it) * KT, KT * 2, full + s);
+            }
+        }
+        return;
+    }
+    wg_regs_inc<232>();
+
+    /* a consumer warpgroup (wg 0 or 1) of 64 rows; a warp's rows g and g + 8
+     * of its 16 */
+    const int wg = wgi - 1, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
+    const int r0 = wg * 64 + warp * 16 + g;
+    const int qp[2] = {q0 + r0, q0 + r0 + 8};
+    const fa_qspan qsp[2] = {fa_qspan_of(m, qp[0]), fa_qspan_of(m, qp[1])};
+    const float sc = m.scale * FA_LOG2E;
+    const bf16 *qa = qs + wg * 64 * DP;
+    auto s_desc = [&](int st, int kk) {
+        return wg_desc(ks + st * KT + kk * 2 * (BN / 8) * 64, (BN / 8) * 128);
+    };
+    auto v_desc = [&](int st, int kk) {
+        return wg_desc(vs + st * KT + kk * 2 * (DP / 8) * 64, (DP / 8) * 128);
+    };
+    auto q_desc = [&](int kk) { return wg_desc(qa + kk * 2 * 8 * 64, 8 * 128); };
+
+    float o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mx[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, corr[2]; /* mx: scaled, log2 domain */
+    float s[BN / 8][4];
+    uint32_t pa[BN / 16][4]; /* P of the previous tile, bf16, as A fragments */
+    auto pack_p = [&]() {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+            pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+            pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        }
+    };
+
+    /* the first tile alone: S, its softmax, P */
+    mb_wait(qfull, 0);
+    mb_wait(full, 0);
+    wg_hold(s);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++)
+        wg_ss<BN>(s, q_desc(kk), s_desc(0, kk), kk > 0);
+    wg_commit();
+    wg_wait<0>();
+    wg_hold(s);
+    fa_wg_softmax<BN>(s, mx, l, corr, qsp, m.nb, t0 * BN, t, sc);
+    pack_p();
+    /* then S of tile it beside O += P·V of tile it − 1 */
+    for (int it = 1; it < ntiles; it++) {
+        const int st = it % NS, pv = (it - 1) % NS;
+        mb_wait(full + st, (it / NS) & 1);
+        wg_hold(s);
+        wg_hold(o);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++)
+            wg_ss<BN>(s, q_desc(kk), s_desc(st, kk), kk > 0);
+        wg_commit();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            wg_rs<DP>(o, pa[kk], v_desc(pv, kk));
+        wg_commit();
+        wg_wait<1>();
+        wg_hold(s);
+        fa_wg_softmax<BN>(s, mx, l, corr, qsp, m.nb, (t0 + it) * BN, t, sc);
+        wg_wait<0>();
+        wg_hold(o);
+        __syncwarp();
+        if (lane == 0)
+            mb_arrive(empty + pv); /* tile it − 1's stage is free */
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            o[n][0] *= corr[0], o[n][1] *= corr[0];
+            o[n][2] *= corr[1], o[n][3] *= corr[1];
+        }
+        pack_p();
+    }
+    wg_hold(o);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++)
+        wg_rs<DP>(o, pa[kk], v_desc((ntiles - 1) % NS, kk));
+    wg_commit();
+    wg_wait<0>();
+    wg_hold(o);
+
+    /* full row sums across the quad; every query sees itself, so l > 0 */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (qp[r] >= S)
+            continue;
+        size_t ri = (size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h;
+        float inv = 1.0f / l[r];
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int c = n * 8 + 2 * t;
+            if (c + 1 < m.d && !(m.d & 1)) {
+                *reinterpret_cast<float2 *>(out + ri * m.d + c) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+            } else {
+                if (c < m.d)
+                    out[ri * m.d + c] = o[n][2 * r] * inv;
+                if (c + 1 < m.d)
+                    out[ri * m.d + c + 1] = o[n][2 * r + 1] * inv;
+            }
+        }
+        if (t == 0)
+            lse[ri] = (mx[r] + log2f(l[r])) / FA_LOG2E;
+    }
+#endif
 }
 
 /* ---- backward: dQ */
@@ -947,10 +1397,75 @@ static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op
     }
 }
 
+/* The key tile of k_fa_fwd_wg for this padded head dim, 0 where the forward
+ * runs on k_fa_fwd instead: k_fa_fwd_wg takes head dims 64 and 128 on a
+ * Hopper GPU, unless BAGEL_FA_FWD=sync (the mma.sync kernel, kept for the
+ * other head dims, and for comparison). BAGEL_FA_WG_BN=64 takes key tiles
+ * of 64 instead of 128. The environment is read at every call (the tests
+ * run both kernels). */
+static int fa_wg_bn(int dp)
+{
+    static int major = -1;
+    if (major < 0) {
+        int dev = 0;
+        CU_CHECK(cudaGetDevice(&dev));
+        CU_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    }
+    const char *e = getenv("BAGEL_FA_FWD"), *b = getenv("BAGEL_FA_WG_BN");
+    if (major != 9 || (e && !strcmp(e, "sync")) || (dp != 64 && dp != 128))
+        return 0;
+    return b && atoi(b) == 64 ? 64 : 128;
+}
+
+template <int DP, int BN> static void fa_fwd_wg(float *out, float *lse, const float *q, const float *k, const float *v,
+                                                const op_attn_t *a)
+{
+    const int S = a->n_tok, Sp = (S + FA_WG_BQ - 1) / FA_WG_BQ * FA_WG_BQ, nh = a->n_heads, nkv = a->n_kv_heads;
+    size_t nq = (size_t)nh * Sp * DP, nk = (size_t)nkv * Sp * DP;
+    int nwords = Sp / 32 + 2;
+    size_t bytes = (nq + 2 * nk) * sizeof(bf16) + (size_t)S * 4 + (size_t)nwords * 4 + 256 * 5;
+    unsigned char *p = reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4));
+    auto take = [&p](size_t b) {
+        void *r = p;
+        p += (b + 255) / 256 * 256;
+        return r;
+    };
+    fa_stage st = {};
+    bf16 *qt = (bf16 *)take(nq * sizeof(bf16)), *kt = (bf16 *)take(nk * sizeof(bf16)), *vt = (bf16 *)take(nk * sizeof(bf16));
+    st.sp = (int32_t *)take((size_t)S * 4);
+    st.nb = (uint32_t *)take((size_t)nwords * 4);
+    st.nwords = nwords;
+    k_fa_pos_split<<<cuda_blocks((size_t)S), CU_THREADS, 0, cuda_stream>>>(st.sp, a->split_start, a->n_splits, S);
+    CU_LAUNCHED();
+    k_fa_noise_bits<<<cuda_blocks((size_t)nwords), CU_THREADS, 0, cuda_stream>>>(st.nb, st.sp, a->split_mode, S,
+                                                                                nwords);
+    CU_LAUNCHED();
+    const int32_t *rop = a->row_of_pos;
+    k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, S, Sp, nh, a->head_dim, DP, 64);
+    CU_LAUNCHED();
+    k_fa_stage_tiles<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(kt, k, rop, S, Sp, nkv, a->head_dim, DP, BN);
+    CU_LAUNCHED();
+    k_fa_stage_tiles_t<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(vt, v, rop, S, Sp, nkv, a->head_dim, DP,
+                                                                          BN);
+    CU_LAUNCHED();
+    size_t smem = (size_t)(FA_WG_BQ * DP + 2 * FA_WG_NS * BN * DP) * sizeof(bf16) + 8 * (1 + 2 * FA_WG_NS);
+    fa_smem(k_fa_fwd_wg<DP, BN>, smem);
+    dim3 grid((unsigned)(Sp / FA_WG_BQ), (unsigned)nh);
+    k_fa_fwd_wg<DP, BN><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(out, lse, qt, kt, vt, Sp, rop, fa_meta_of(a, st));
+    CU_LAUNCHED();
+}
+
 void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const op_attn_t *a)
 {
     int dp = fa_dp(a->head_dim);
     CU_REQUIRE(dp, "flash attention: no instance for this head dim");
+    switch (fa_wg_bn(dp) * 1000 + dp) {
+    case 64064: fa_fwd_wg<64, 64>(out, lse, q, k, v, a); return;
+    case 128064: fa_fwd_wg<64, 128>(out, lse, q, k, v, a); return;
+    case 64128: fa_fwd_wg<128, 64>(out, lse, q, k, v, a); return;
+    case 128128: fa_fwd_wg<128, 128>(out, lse, q, k, v, a); return;
+    default: break;
+    }
     fa_stage st = fa_carve(a, dp, 0);
     fa_stage_qkv(st, q, k, v, a, dp);
     switch (dp) {

@@ -796,6 +796,19 @@ static void attn_long(void)
 
 static void t_bf16_attention_long(void) { with_bf16(attn_long); }
 
+/* On a Hopper GPU the forward at head dims 64 and 128 runs on the wgmma
+ * kernel; the cases above again with the mma.sync one, which the other head
+ * dims (and other GPUs) use */
+static void t_bf16_attention_sync(void)
+{
+    setenv("BAGEL_FA_FWD", "sync", 1);
+    with_bf16(t_attention_packed);
+    with_bf16(t_attention_wide);
+    with_bf16(attn_random);
+    with_bf16(attn_long);
+    unsetenv("BAGEL_FA_FWD");
+}
+
 /* ---- TAP */
 
 typedef struct {
@@ -924,6 +937,7 @@ static const test_t tests[] = {
     {"bf16: attention, the fixed packings", t_bf16_attention_fixed},
     {"bf16: attention, 10 random packings, head dims 40-128", t_bf16_attention_random},
     {"bf16: attention, a 2100-position packing", t_bf16_attention_long},
+    {"bf16: attention, fixed, random and long packings with the mma.sync forward", t_bf16_attention_sync},
     {"attention against a cache (decoding, prompts, image chunks), fp32 and bf16", t_attention_kv},
     {"argmax_rows; bf16 products from held weights", t_argmax_hold},
 };
