@@ -4,8 +4,8 @@
 # bench-attn) beside PyTorch's cuDNN and flash attention on the same causal
 # size and its bf16 matmuls (scripts/bench/attn_torch.py), in one run.
 # Usage: attn-gpu.sh [ITERS]; FWD_SWEEP (default "sync bn64") also times the
-# forward's other kernels (the mma.sync one, the wgmma one with 64-key tiles); FA_SWEEP="NW/MB ..." also times those variants
-# of the tensor-core kernels (cuda_flash.cu): NW and MB each "F,Q,KV" (forward,
+# other kernels (the mma.sync ones, the wgmma forward with 64-key tiles); FA_SWEEP="NW/MB ..." also times those variants
+# of the mma.sync kernels (cuda_flash.cu): NW and MB each "F,Q,KV" (forward,
 # dQ, dK/dV), as BAGEL_FA_NW (warps a block) and BAGEL_FA_MB (blocks a
 # multiprocessor, the register cap); BUILD (default gpu-bundle/build) names the
 # executables, PY the PyTorch python (default: gpu-bundle/host-env python3).
@@ -18,18 +18,19 @@ if [[ -z "${PY:-}" ]]; then
 fi
 ours=$("$BUILD/tools/bench-attn" "$ITERS" 2>&1)
 echo "$ours"
-# the block-shape variants of the tensor-core kernels
+# the block-shape variants of the mma.sync kernels
 for v in ${FA_SWEEP:-}; do
     nw=${v%%/*} mb=${v#*/}
-    echo "attn-gpu: BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb"
-    BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 | grep '^attn recipe'
+    echo "attn-gpu: BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb (mma.sync)"
+    BAGEL_FA_FWD=sync BAGEL_FA_BWD=sync BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 |
+        grep '^attn recipe'
 done
-# the forward's other kernels, for comparison: the mma.sync one
-# (BAGEL_FA_FWD=sync) and the wgmma one with 64-key tiles
+# the other kernels, for comparison: the mma.sync ones (BAGEL_FA_FWD=sync,
+# BAGEL_FA_BWD=sync) and the wgmma forward with 64-key tiles
 for v in ${FWD_SWEEP-sync bn64}; do
     case $v in
-    sync) echo "attn-gpu: BAGEL_FA_FWD=sync (the mma.sync forward)"
-        BAGEL_FA_FWD=sync "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 | grep '^attn' ;;
+    sync) echo "attn-gpu: BAGEL_FA_FWD=sync BAGEL_FA_BWD=sync (the mma.sync kernels)"
+        BAGEL_FA_FWD=sync BAGEL_FA_BWD=sync "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 | grep '^attn' ;;
     bn64) echo "attn-gpu: BAGEL_FA_WG_BN=64 (the wgmma forward, 64-key tiles)"
         BAGEL_FA_WG_BN=64 "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 | grep '^attn' ;;
     esac

@@ -139,6 +139,19 @@ static void run_fwd_bwd(void *p)
     op_cuda.attention_bwd(x->dq, x->dk, x->dv, x->dout, x->o, x->lse, x->q, x->k, x->v, &x->a);
 }
 
+/* the backward's two halves alone (its staging included in each) */
+static void run_bwd_dq(void *p)
+{
+    attn_arg *x = p;
+    op_cuda.attention_bwd(x->dq, NULL, NULL, x->dout, x->o, x->lse, x->q, x->k, x->v, &x->a);
+}
+
+static void run_bwd_dkv(void *p)
+{
+    attn_arg *x = p;
+    op_cuda.attention_bwd(NULL, x->dk, x->dv, x->dout, x->o, x->lse, x->q, x->k, x->v, &x->a);
+}
+
 static void attn_bench(const char *name, const spl_t *sp, int ns, int nh, int nkv, int d, int iters)
 {
     int S = 0;
@@ -183,6 +196,10 @@ static void attn_bench(const char *name, const spl_t *sp, int ns, int nh, int nk
         printf("attn %-6s S=%d heads=%d/%d d=%d %-4s pairs=%.4g  fwd %.3f ms %.1f TFLOP/s  fwd+bwd %.3f ms %.1f "
                "TFLOP/s\n",
                name, S, nh, nkv, d, bf ? "bf16" : "fp32", pairs, tf, ff / tf * 1e-9, tfb, 3.5 * ff / tfb * 1e-9);
+        if (bf) { /* which half of the backward takes the time */
+            double tq = time_ms(run_bwd_dq, &x, it), tk = time_ms(run_bwd_dkv, &x, it);
+            printf("attn %-6s S=%d d=%d bf16 backward alone: dQ %.3f ms, dK/dV %.3f ms\n", name, S, d, tq, tk);
+        }
         fflush(stdout);
     }
     cuda_ops_set_bf16(0);

@@ -796,17 +796,19 @@ static void attn_long(void)
 
 static void t_bf16_attention_long(void) { with_bf16(attn_long); }
 
-/* On a Hopper GPU the forward at head dims 64 and 128 runs on the wgmma
- * kernel; the cases above again with the mma.sync one, which the other head
- * dims (and other GPUs) use */
+/* On a Hopper GPU attention at head dims 64 and 128 runs on the wgmma
+ * kernels; the cases above again with the mma.sync ones, which the other
+ * head dims (and other GPUs) use */
 static void t_bf16_attention_sync(void)
 {
     setenv("BAGEL_FA_FWD", "sync", 1);
+    setenv("BAGEL_FA_BWD", "sync", 1);
     with_bf16(t_attention_packed);
     with_bf16(t_attention_wide);
     with_bf16(attn_random);
     with_bf16(attn_long);
     unsetenv("BAGEL_FA_FWD");
+    unsetenv("BAGEL_FA_BWD");
 }
 
 /* ---- TAP */
