@@ -420,6 +420,110 @@ __device__ static inline void fa_two_products(float s[8][4], float dp[8][4], con
     mma_abt<DP>(dp, d, lane, [&](int kk, uint32_t f[4]) { frag_a<LD>(f, c, warp * 16, kk, lane); });
 }
 
+/* ---- the kernels' stores (mma.sync and wgmma alike: a warp's 16 rows, the
+ * lane's rows g and g + 8, accumulators in the mma C layout) */
+
+/* the forward's out = O / l and lse by storage row, after the row sums are
+ * gathered across the quad (every query sees itself, so l > 0) */
+template <int NT>
+__device__ static inline void fa_store_out(float *out, float *lse, const float (&o)[NT][4], float l[2],
+                                           const float mx[2], const int qp[2], int h, const int32_t *rop,
+                                           const fa_meta &m, int t)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (qp[r] >= m.S)
+            continue;
+        size_t ri = (size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h;
+        float inv = 1.0f / l[r];
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int c = n * 8 + 2 * t;
+            if (c + 1 < m.d && !(m.d & 1)) {
+                *reinterpret_cast<float2 *>(out + ri * m.d + c) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+            } else {
+                if (c < m.d)
+                    out[ri * m.d + c] = o[n][2 * r] * inv;
+                if (c + 1 < m.d)
+                    out[ri * m.d + c + 1] = o[n][2 * r + 1] * inv;
+            }
+        }
+        if (t == 0)
+            lse[ri] = (mx[r] + log2f(l[r])) / FA_LOG2E;
+    }
+}
+
+/* dq += scale · acc by storage row */
+template <int NT>
+__device__ static inline void fa_store_dq(float *dq, const float (&acc)[NT][4], const int qp[2], int h,
+                                          const int32_t *rop, const fa_meta &m, int t)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (qp[r] >= m.S)
+            continue;
+        size_t ri = ((size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h) * m.d;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int c = n * 8 + 2 * t;
+            if (c < m.d)
+                dq[ri + c] += m.scale * acc[n][2 * r];
+            if (c + 1 < m.d)
+                dq[ri + c + 1] += m.scale * acc[n][2 * r + 1];
+        }
+    }
+}
+
+/* one query head's dK (times scale) and dV: straight into dk/dv when it is
+ * the only head of its group, else into its own partial rows [hq][S][d]
+ * that k_fa_sum_group adds up in a fixed order */
+template <int NT>
+__device__ static inline void fa_store_dkv(float *dk, float *dv, const float (&ak)[NT][4], const float (&av)[NT][4],
+                                           const int kp[2], int hq, int kvh, const int32_t *rop, const fa_meta &m,
+                                           int partial, int t)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (kp[r] >= m.S)
+            continue;
+        size_t ri = partial ? ((size_t)hq * m.S + kp[r]) * m.d
+                            : ((size_t)(rop ? rop[kp[r]] : kp[r]) * m.nkv + kvh) * m.d;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            int c = n * 8 + 2 * t;
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                if (c + u >= m.d)
+                    continue;
+                if (partial) {
+                    dk[ri + c + u] = m.scale * ak[n][2 * r + u];
+                    dv[ri + c + u] = av[n][2 * r + u];
+                } else {
+                    if (dk)
+                        dk[ri + c + u] += m.scale * ak[n][2 * r + u];
+                    if (dv)
+                        dv[ri + c + u] += av[n][2 * r + u];
+                }
+            }
+        }
+    }
+}
+
+/* The A fragment (mma.m16n8k16 layout) over columns 16kk.. of a warp's
+ * 16-row tile s in the C layout, rounded to bf16 */
+__device__ static inline void fa_pack_a(uint32_t a[4], const float (*s)[4], int kk)
+{
+    a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+    a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+    a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
 /* ---- forward */
 
 template <int DP, int MB, int NW>
@@ -520,29 +624,7 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
         }
         __syncthreads(); /* this stage is refilled next iteration but one */
     }
-    /* full row sums across the quad; every query sees itself, so l > 0 */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (qp[r] >= S)
-            continue;
-        size_t ri = (size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h;
-        float inv = 1.0f / l[r];
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int c = n * 8 + 2 * t;
-            if (c < m.d)
-                out[ri * m.d + c] = o[n][2 * r] * inv;
-            if (c + 1 < m.d)
-                out[ri * m.d + c + 1] = o[n][2 * r + 1] * inv;
-        }
-        if (t == 0)
-            lse[ri] = (mx[r] + log2f(l[r])) / FA_LOG2E;
-    }
+    fa_store_out<NT>(out, lse, o, l, mx, qp, h, rop, m, t);
 }
 
 /* ---- forward on Hopper's warpgroup products (wgmma, sm_90a)
@@ -719,6 +801,39 @@ __device__ static inline void bulk_copy(void *dst, const void *src, uint32_t byt
                  : "memory");
 #endif
 }
+/* a wgmma kernel's barriers, by one thread, before a block barrier: bar[0]
+ * (the resident rows' copy: one arrival and its bytes), then full[ns] (the
+ * producer's arrival and the tile's bytes) and empty[ns] (the eight
+ * consumer warps) */
+__device__ static inline void fa_wg_bars(uint64_t *bar, int ns)
+{
+    if (threadIdx.x == 0) {
+        mb_init(bar, 1);
+        for (int s = 0; s < ns; s++) {
+            mb_init(bar + 1 + s, 1);
+            mb_init(bar + 1 + ns + s, 8);
+        }
+        mb_init_fence();
+    }
+    __syncthreads();
+}
+
+/* The producer's loop, one thread: tile it goes into stage it % ns once
+ * the consumers have freed it (its "empty" phase of the use before), with
+ * bytes announced on its "full" barrier, by copy(it, stage) */
+template <typename F>
+__device__ static inline void fa_wg_produce(uint64_t *full, uint64_t *empty, int ns, int ntiles, uint32_t bytes,
+                                            F copy)
+{
+    for (int it = 0; it < ntiles; it++) {
+        const int s = it % ns, use = it / ns;
+        if (use > 0)
+            mb_wait(empty + s, (use - 1) & 1);
+        mb_expect_tx(full + s, bytes);
+        copy(it, s);
+    }
+}
+
 /* x [rows, nh, d] fp32 by storage row → dst [nh][Sp/R tiles][canonical
  * R × DP] bf16 by position, zeros past d and S; a thread a 16-byte chunk
  * (8 dims of a row) */
@@ -850,15 +965,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     int lo, hi;
     fa_key_range(m, q0, q1, &lo, &hi);
     const int t0 = lo / BN, ntiles = (hi + BN - 1) / BN - t0;
-    if (threadIdx.x == 0) {
-        mb_init(qfull, 1);
-        for (int s = 0; s < NS; s++) {
-            mb_init(full + s, 1);
-            mb_init(empty + s, 8); /* a consumer warp each */
-        }
-        mb_init_fence();
-    }
-    __syncthreads();
+    fa_wg_bars(bar, NS);
 
     if (wgi == 0) { /* the producer: one thread issues every copy */
         wg_regs_dec<40>();
@@ -866,14 +973,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
             mb_expect_tx(qfull, FA_WG_BQ * DP * 2);
             bulk_copy(qs, Qt + ((size_t)h * Sp + q0) * DP, FA_WG_BQ * DP * 2, qfull);
             const bf16 *Kh = Kt + (size_t)kvh * Sp * DP, *Vh = Vt + (size_t)kvh * Sp * DP;
-            for (int it = 0; it < ntiles; it++) {
-                const int s = it % NS, use = it / NS;
-                if (use > 0)
-                    mb_wait(empty + s, (use - 1) & 1);
-                mb_expect_tx(full + s, 2 * KT * 2);
+            fa_wg_produce(full, empty, NS, ntiles, 2 * KT * 2, [&](int it, int s) {
                 bulk_copy(ks + s * KT, Kh + (size_t)(t0 + it) * KT, KT * 2, full + s);
                 bulk_copy(vs + s * KT, Vh + (size_t)(t0 + it) * KT, KT * 2, full + s);
-            }
+            });
         }
         return;
     }
@@ -904,12 +1007,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     uint32_t pa[BN / 16][4]; /* P of the previous tile, bf16, as A fragments */
     auto pack_p = [&]() {
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) {
-            pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        }
+        for (int kk = 0; kk < BN / 16; kk++)
+            fa_pack_a(pa[kk], s, kk);
     };
 
     /* the first tile alone: S, its softmax, P */
@@ -964,33 +1063,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     wg_wait<0>();
     wg_hold(o);
 
-    /* full row sums across the quad; every query sees itself, so l > 0 */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (qp[r] >= S)
-            continue;
-        size_t ri = (size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h;
-        float inv = 1.0f / l[r];
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int c = n * 8 + 2 * t;
-            if (c + 1 < m.d && !(m.d & 1)) {
-                *reinterpret_cast<float2 *>(out + ri * m.d + c) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
-            } else {
-                if (c < m.d)
-                    out[ri * m.d + c] = o[n][2 * r] * inv;
-                if (c + 1 < m.d)
-                    out[ri * m.d + c + 1] = o[n][2 * r + 1] * inv;
-            }
-        }
-        if (t == 0)
-            lse[ri] = (mx[r] + log2f(l[r])) / FA_LOG2E;
-    }
+    fa_store_out<NT>(out, lse, o, l, mx, qp, h, rop, m, t);
 #endif
 }
 
@@ -1059,20 +1132,7 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dq(float *dq, const bf16
         }
         __syncthreads();
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (qp[r] >= S)
-            continue;
-        size_t ri = ((size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h) * m.d;
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int c = n * 8 + 2 * t;
-            if (c < m.d)
-                dq[ri + c] += m.scale * acc[n][2 * r];
-            if (c + 1 < m.d)
-                dq[ri + c + 1] += m.scale * acc[n][2 * r + 1];
-        }
-    }
+    fa_store_dq<NT>(dq, acc, qp, h, rop, m, t);
 }
 
 /* ---- backward: dK and dV, a block per 16·NW keys and query head */
@@ -1153,34 +1213,7 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv
         }
         __syncthreads();
     }
-    /* one query head's share: straight into dk/dv when it is the only head
-     * of its group, else into its own partial rows [hq][S][d] that
-     * k_fa_sum_group adds up in a fixed order */
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (kp[r] >= S)
-            continue;
-        size_t ri = partial ? ((size_t)hq * S + kp[r]) * m.d
-                            : ((size_t)(rop ? rop[kp[r]] : kp[r]) * m.nkv + kvh) * m.d;
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int c = n * 8 + 2 * t;
-#pragma unroll
-            for (int u = 0; u < 2; u++) {
-                if (c + u >= m.d)
-                    continue;
-                if (partial) {
-                    dk[ri + c + u] = m.scale * ak[n][2 * r + u];
-                    dv[ri + c + u] = av[n][2 * r + u];
-                } else {
-                    if (dk)
-                        dk[ri + c + u] += m.scale * ak[n][2 * r + u];
-                    if (dv)
-                        dv[ri + c + u] += av[n][2 * r + u];
-                }
-            }
-        }
-    }
+    fa_store_dkv<NT>(dk, dv, ak, av, kp, hq, kvh, rop, m, partial, t);
 }
 
 /* dk/dv [row][kvh][d] += Σ over the group's query heads of the partials,
@@ -1251,15 +1284,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     int lo, hi;
     fa_key_range(m, q0, q1, &lo, &hi);
     const int t0 = lo / FA_WB, ntiles = (hi + FA_WB - 1) / FA_WB - t0;
-    if (threadIdx.x == 0) {
-        mb_init(qfull, 1);
-        for (int s = 0; s < NS; s++) {
-            mb_init(full + s, 1);
-            mb_init(empty + s, 8);
-        }
-        mb_init_fence();
-    }
-    __syncthreads();
+    fa_wg_bars(bar, NS);
 
     if (wgi == 0) {
         wg_regs_dec<40>();
@@ -1268,16 +1293,12 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
             bulk_copy(qs, Qt + ((size_t)h * Sp + q0) * DP, FA_WG_BQ * DP * 2, qfull);
             bulk_copy(os, Ot + ((size_t)h * Sp + q0) * DP, FA_WG_BQ * DP * 2, qfull);
             const size_t kb = (size_t)kvh * Sp * DP;
-            for (int it = 0; it < ntiles; it++) {
-                const int s = it % NS, use = it / NS;
+            fa_wg_produce(full, empty, NS, ntiles, 3 * KT * 2, [&](int it, int s) {
                 const size_t off = kb + (size_t)(t0 + it) * KT;
-                if (use > 0)
-                    mb_wait(empty + s, (use - 1) & 1);
-                mb_expect_tx(full + s, 3 * KT * 2);
                 bulk_copy(ks + s * KT, Kt + off, KT * 2, full + s);
                 bulk_copy(vs + s * KT, Vt + off, KT * 2, full + s);
                 bulk_copy(kts + s * KT, KTt + off, KT * 2, full + s);
-            }
+            });
         }
         return;
     }
@@ -1326,12 +1347,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     };
     auto pack_ds = [&]() {
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) {
-            da[kk][0] = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]);
-            da[kk][1] = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
-            da[kk][2] = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-            da[kk][3] = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
-        }
+        for (int kk = 0; kk < 4; kk++)
+            fa_pack_a(da[kk], dp, kk);
     };
 
     mb_wait(qfull, 0);
@@ -1376,20 +1393,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     wg_commit();
     wg_wait<0>();
     wg_hold(acc);
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (qp[r] >= S)
-            continue;
-        size_t ri = ((size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h) * m.d;
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int c = n * 8 + 2 * t;
-            if (c < m.d)
-                dq[ri + c] += m.scale * acc[n][2 * r];
-            if (c + 1 < m.d)
-                dq[ri + c + 1] += m.scale * acc[n][2 * r + 1];
-        }
-    }
+    fa_store_dq<NT>(dq, acc, qp, h, rop, m, t);
 #endif
 }
 
@@ -1416,15 +1420,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     int lo, hi;
     fa_query_range(m, k0, k1, &lo, &hi);
     const int t0 = lo / FA_WB, ntiles = (hi + FA_WB - 1) / FA_WB - t0;
-    if (threadIdx.x == 0) {
-        mb_init(kfull, 1);
-        for (int s = 0; s < NS; s++) {
-            mb_init(full + s, 1);
-            mb_init(empty + s, 8);
-        }
-        mb_init_fence();
-    }
-    __syncthreads();
+    fa_wg_bars(bar, NS);
 
     if (wgi == 0) {
         wg_regs_dec<40>();
@@ -1432,19 +1428,16 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
             mb_expect_tx(kfull, 2 * FA_WG_BQ * DP * 2);
             bulk_copy(ksm, Kt + ((size_t)kvh * Sp + k0) * DP, FA_WG_BQ * DP * 2, kfull);
             bulk_copy(vsm, Vt + ((size_t)kvh * Sp + k0) * DP, FA_WG_BQ * DP * 2, kfull);
-            for (int it = 0; it < ntiles; it++) {
-                const int s = it % NS, use = it / NS, p0 = (t0 + it) * FA_WB;
+            fa_wg_produce(full, empty, NS, ntiles, 4 * KT * 2 + 2 * FA_WB * 4, [&](int it, int s) {
+                const int p0 = (t0 + it) * FA_WB;
                 const size_t off = ((size_t)hq * Sp + p0) * DP;
-                if (use > 0)
-                    mb_wait(empty + s, (use - 1) & 1);
-                mb_expect_tx(full + s, 4 * KT * 2 + 2 * FA_WB * 4);
                 bulk_copy(qs + s * KT, Qt + off, KT * 2, full + s);
                 bulk_copy(os + s * KT, Ot + off, KT * 2, full + s);
                 bulk_copy(qts + s * KT, QTt + off, KT * 2, full + s);
                 bulk_copy(ots + s * KT, OTt + off, KT * 2, full + s);
                 bulk_copy(lqs + s * FA_WB, lse2 + (size_t)hq * Sp + p0, FA_WB * 4, full + s);
                 bulk_copy(dqs + s * FA_WB, D + (size_t)hq * Sp + p0, FA_WB * 4, full + s);
-            }
+            });
         }
         return;
     }
@@ -1499,14 +1492,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     auto pack = [&]() {
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            pa[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-            da[kk][0] = pack_bf16(dp[2 * kk][0], dp[2 * kk][1]);
-            da[kk][1] = pack_bf16(dp[2 * kk][2], dp[2 * kk][3]);
-            da[kk][2] = pack_bf16(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-            da[kk][3] = pack_bf16(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+            fa_pack_a(pa[kk], s, kk);
+            fa_pack_a(da[kk], dp, kk);
         }
     };
     /* dV += Pᵀ·dO and dK += dSᵀ·Q of the tile in stage st, issued */
@@ -1547,31 +1534,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         wg_hold(ak);
         release(st);
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        if (kp[r] >= S)
-            continue;
-        size_t ri = partial ? ((size_t)hq * S + kp[r]) * m.d
-                            : ((size_t)(rop ? rop[kp[r]] : kp[r]) * m.nkv + kvh) * m.d;
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int c = n * 8 + 2 * t;
-#pragma unroll
-            for (int u = 0; u < 2; u++) {
-                if (c + u >= m.d)
-                    continue;
-                if (partial) {
-                    dk[ri + c + u] = m.scale * ak[n][2 * r + u];
-                    dv[ri + c + u] = av[n][2 * r + u];
-                } else {
-                    if (dk)
-                        dk[ri + c + u] += m.scale * ak[n][2 * r + u];
-                    if (dv)
-                        dv[ri + c + u] += av[n][2 * r + u];
-                }
-            }
-        }
-    }
+    fa_store_dkv<NT>(dk, dv, ak, av, kp, hq, kvh, rop, m, partial, t);
 #endif
 }
 
