@@ -37,8 +37,8 @@
  * adds the group's in head order. D = rowsum(dO ⊙ O) comes from a staging
  * kernel.
  *
- * On a Hopper GPU, head dims 64 and 128 (the models') take the wgmma
- * kernels further down instead (k_fa_fwd_wg, k_fa_bwd_dq_wg,
+ * On a Hopper GPU, padded head dims 64, 80 and 128 (the LLMs' and the
+ * ViT's 72) take the wgmma kernels further down instead (k_fa_fwd_wg, k_fa_bwd_dq_wg,
  * k_fa_bwd_dkv_wg): the same functions and outputs, 1.6-2x the speed of
  * these; BAGEL_FA_FWD=sync and BAGEL_FA_BWD=sync keep these.
  *
@@ -629,7 +629,7 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
 
 /* ---- forward on Hopper's warpgroup products (wgmma, sm_90a)
  *
- * The same function as k_fa_fwd, for padded head dims 64 and 128, built the
+ * The same function as k_fa_fwd, for padded head dims 64, 80 and 128, built the
  * way FlashAttention-3 builds it, so that the tensor cores are kept busy
  * while the softmax runs:
  * - a block of 288 threads owns 128 queries of one head: two consumer
@@ -671,6 +671,10 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
 #define WG_D8(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
 #define WG_D64 WG_D8(0), WG_D8(1), WG_D8(2), WG_D8(3), WG_D8(4), WG_D8(5), WG_D8(6), WG_D8(7)
 #define WG_D128 WG_D64, WG_D8(8), WG_D8(9), WG_D8(10), WG_D8(11), WG_D8(12), WG_D8(13), WG_D8(14), WG_D8(15)
+#define WG_D80 WG_D64, WG_D8(8), WG_D8(9)
+#define WG_R40                                                                                                         \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, "  \
+    "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39}"
 #define WG_R32                                                                                                         \
     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, "  \
     "%24, %25, %26, %27, %28, %29, %30, %31}"
@@ -698,11 +702,18 @@ template <int N> __device__ static inline void wg_ss(float (&d)[N / 8][4], uint6
 }
 
 /* d (64×N fp32) += A·B, A 64×16 bf16 from registers (each warp its 16 rows
- * in the mma.m16n8k16 A layout), B 16×N by descriptor */
+ * in the mma.m16n8k16 A layout), B 16×N by descriptor; N 64, 80 (the ViT's
+ * head dim 72, padded) or 128 */
 template <int N> __device__ static inline void wg_rs(float (&d)[N / 8][4], const uint32_t a[4], uint64_t db)
 {
 #ifdef FA_WG_ARCH
-    if constexpr (N == 64)
+    if constexpr (N == 80)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 " WG_R40
+                     ", {%40, %41, %42, %43}, %44, p, 1, 1, 0;\n}\n"
+                     : WG_D80
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+    else if constexpr (N == 64)
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
                      ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
@@ -1740,9 +1751,9 @@ static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op
 }
 
 /* The key tile of k_fa_fwd_wg for this padded head dim, 0 where the forward
- * runs on k_fa_fwd instead: k_fa_fwd_wg takes head dims 64 and 128 on a
- * Hopper GPU, unless BAGEL_FA_FWD=sync (the mma.sync kernel, kept for the
- * other head dims, and for comparison). BAGEL_FA_WG_BN=64 takes key tiles
+ * runs on k_fa_fwd instead: k_fa_fwd_wg takes padded head dims 64, 80 and
+ * 128 on a Hopper GPU, unless BAGEL_FA_FWD=sync (the mma.sync kernel, kept
+ * for the other head dims (48), and for comparison). BAGEL_FA_WG_BN=64 takes key tiles
  * of 64 instead of 128. The environment is read at every call (the tests
  * run both kernels). */
 static int fa_wg_bn(int dp)
@@ -1754,7 +1765,7 @@ static int fa_wg_bn(int dp)
         CU_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     }
     const char *e = getenv("BAGEL_FA_FWD"), *b = getenv("BAGEL_FA_WG_BN");
-    if (major != 9 || (e && !strcmp(e, "sync")) || (dp != 64 && dp != 128))
+    if (major != 9 || (e && !strcmp(e, "sync")) || (dp != 64 && dp != 80 && dp != 128))
         return 0;
     return b && atoi(b) == 64 ? 64 : 128;
 }
@@ -1804,6 +1815,8 @@ void cuda_flash_fwd(float *out, float *lse, const float *q, const float *k, cons
     switch (fa_wg_bn(dp) * 1000 + dp) {
     case 64064: fa_fwd_wg<64, 64>(out, lse, q, k, v, a); return;
     case 128064: fa_fwd_wg<64, 128>(out, lse, q, k, v, a); return;
+    case 64080: fa_fwd_wg<80, 64>(out, lse, q, k, v, a); return;
+    case 128080: fa_fwd_wg<80, 128>(out, lse, q, k, v, a); return;
     case 64128: fa_fwd_wg<128, 64>(out, lse, q, k, v, a); return;
     case 128128: fa_fwd_wg<128, 128>(out, lse, q, k, v, a); return;
     default: break;
@@ -1905,6 +1918,8 @@ void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const fl
     if (fa_wg_bwd(dp)) {
         if (dp == 64)
             fa_bwd_wg<64>(dq, dk, dv, dout, out, lse, q, k, v, a);
+        else if (dp == 80)
+            fa_bwd_wg<80>(dq, dk, dv, dout, out, lse, q, k, v, a);
         else
             fa_bwd_wg<128>(dq, dk, dv, dout, out, lse, q, k, v, a);
         return;

@@ -263,11 +263,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < nr; i++)
         S += recipe[i].len;
     spl_t causal[] = {{S, OP_SPLIT_CAUSAL, 1}};
+    /* the recipe's ViT images (SigLIP: 16 heads of 72, no mask within an image) */
+    spl_t vit[] = {{729, OP_SPLIT_FULL, 1}, {729, OP_SPLIT_FULL, 1}, {1369, OP_SPLIT_FULL, 1}};
     if (!linear_only) {
         attn_bench("recipe", recipe, nr, 14, 2, 64, iters);
         attn_bench("causal", causal, 1, 14, 2, 64, iters);
         attn_bench("recipe", recipe, nr, 28, 4, 128, iters);
         attn_bench("causal", causal, 1, 28, 4, 128, iters);
+        attn_bench("vit", vit, 3, 16, 16, 72, iters);
         if (bf16_only) {
             cuda_ops_shutdown();
             return 0;

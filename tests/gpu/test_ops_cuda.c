@@ -796,6 +796,32 @@ static void attn_long(void)
 
 static void t_bf16_attention_long(void) { with_bf16(attn_long); }
 
+/* sequences shorter than one block and around the tile sizes (64 and 128
+ * positions), where most of a tile is padding: one causal split, one full
+ * or noise split, and two samples, at the head dims of the wgmma kernels
+ * (72 runs padded to 80) */
+static void attn_tiny(void)
+{
+    static const int lens[] = {1, 3, 63, 64, 65, 127, 128, 129, 200}, dims[] = {64, 72, 128};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++)
+        for (int di = 0; di < 3; di++) {
+            int S = lens[i], h = S / 2, d = dims[di];
+            char name[96];
+            split_spec_t one[] = {{S, (int)(i % 3), 1}};
+            snprintf(name, sizeof name, "tiny S=%d, one split of mode %d, d=%d", S, (int)(i % 3), d);
+            attn_case(name, one, 1, 4, 2, d, i % 2);
+            if (h > 0) {
+                split_spec_t two[] = {{h, OP_SPLIT_FULL, 1}, {S - h, OP_SPLIT_CAUSAL, 1}};
+                snprintf(name, sizeof name, "tiny S=%d, two samples, d=%d", S, d);
+                attn_case(name, two, 2, 2, 2, d, 1);
+            }
+            G->sync();
+            release(); /* 54 cases: more buffers than the tracker holds at once */
+        }
+}
+
+static void t_bf16_attention_tiny(void) { with_bf16(attn_tiny); }
+
 /* On a Hopper GPU attention at head dims 64 and 128 runs on the wgmma
  * kernels; the cases above again with the mma.sync ones, which the other
  * head dims (and other GPUs) use */
@@ -807,6 +833,7 @@ static void t_bf16_attention_sync(void)
     with_bf16(t_attention_wide);
     with_bf16(attn_random);
     with_bf16(attn_long);
+    with_bf16(attn_tiny);
     unsetenv("BAGEL_FA_FWD");
     unsetenv("BAGEL_FA_BWD");
 }
@@ -939,6 +966,7 @@ static const test_t tests[] = {
     {"bf16: attention, the fixed packings", t_bf16_attention_fixed},
     {"bf16: attention, 10 random packings, head dims 40-128", t_bf16_attention_random},
     {"bf16: attention, a 2100-position packing", t_bf16_attention_long},
+    {"bf16: attention, sequences of 1 to 200 positions (tiles mostly padding)", t_bf16_attention_tiny},
     {"bf16: attention, fixed, random and long packings with the mma.sync forward", t_bf16_attention_sync},
     {"attention against a cache (decoding, prompts, image chunks), fp32 and bf16", t_attention_kv},
     {"argmax_rows; bf16 products from held weights", t_argmax_hold},
