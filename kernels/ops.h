@@ -6,7 +6,9 @@
  * - Arguments are outputs, then inputs, then sizes.
  * - Backward functions ACCUMULATE (+=) into every gradient they write; a
  *   NULL gradient pointer means "not needed" and is skipped (frozen weights,
- *   inputs that are data).
+ *   inputs that are data). The _set variants (linear_bwd_set,
+ *   swiglu_bwd_set) write their input gradients instead, for a fresh buffer
+ *   that would otherwise be zeroed first.
  * - Matrices are row-major. A linear layer's weight is [out, in] as PyTorch
  *   stores it: out = in · Wᵀ + b.
  * - Pointers are backend memory (host memory for the CPU backend, device
@@ -94,6 +96,11 @@ typedef struct op_table {
     /* din[n,i] += dout·w;  dw[o,i] += doutᵀ·in;  db[o] += Σ_n dout */
     void (*linear_bwd)(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
                        int n, int in_dim, int out_dim);
+    /* as linear_bwd, but din = dout·w is written, not added: its old
+     * contents are never read (a fresh buffer needs no zeroing first);
+     * dw and db still accumulate */
+    void (*linear_bwd_set)(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
+                           int n, int in_dim, int out_dim);
 
     /* RMSNorm over c: out = w ⊙ x / sqrt(mean(x²) + eps); rstd[n] saved */
     void (*rmsnorm_fwd)(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
@@ -114,6 +121,9 @@ typedef struct op_table {
     /* out = silu(gate) ⊙ up, all [m] */
     void (*swiglu_fwd)(float *out, const float *gate, const float *up, size_t m);
     void (*swiglu_bwd)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
+    /* as swiglu_bwd, but dgate and dup are written, not added */
+    void (*swiglu_bwd_set)(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                           size_t m);
     /* gelu with the tanh approximation (gelu_pytorch_tanh) */
     void (*gelu_fwd)(float *out, const float *in, size_t m);
     void (*gelu_bwd)(float *din, const float *dout, const float *in, size_t m);

@@ -16,6 +16,7 @@ enum {
     P_zero,
     P_linear_fwd,
     P_linear_bwd,
+    P_linear_bwd_set,
     P_rmsnorm_fwd,
     P_rmsnorm_bwd,
     P_layernorm_fwd,
@@ -24,6 +25,7 @@ enum {
     P_rope_bwd,
     P_swiglu_fwd,
     P_swiglu_bwd,
+    P_swiglu_bwd_set,
     P_gelu_fwd,
     P_gelu_bwd,
     P_silu_fwd,
@@ -64,6 +66,7 @@ static const char *const op_names[P_N] = {
     "zero",
     "linear_fwd",
     "linear_bwd",
+    "linear_bwd_set",
     "rmsnorm_fwd",
     "rmsnorm_bwd",
     "layernorm_fwd",
@@ -72,6 +75,7 @@ static const char *const op_names[P_N] = {
     "rope_bwd",
     "swiglu_fwd",
     "swiglu_bwd",
+    "swiglu_bwd_set",
     "gelu_fwd",
     "gelu_bwd",
     "silu_fwd",
@@ -197,6 +201,13 @@ static void w_linear_bwd(float *din, float *dw, float *db, const float *dout, co
     end(P_linear_bwd, t0_);
 }
 
+static void w_linear_bwd_set(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n, int in_dim, int out_dim)
+{
+    double t0_ = begin();
+    prof_inner->linear_bwd_set(din, dw, db, dout, in, w, n, in_dim, out_dim);
+    end(P_linear_bwd_set, t0_);
+}
+
 static void w_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps)
 {
     double t0_ = begin();
@@ -251,6 +262,13 @@ static void w_swiglu_bwd(float *dgate, float *dup, const float *dout, const floa
     double t0_ = begin();
     prof_inner->swiglu_bwd(dgate, dup, dout, gate, up, m);
     end(P_swiglu_bwd, t0_);
+}
+
+static void w_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m)
+{
+    double t0_ = begin();
+    prof_inner->swiglu_bwd_set(dgate, dup, dout, gate, up, m);
+    end(P_swiglu_bwd_set, t0_);
 }
 
 static void w_gelu_fwd(float *out, const float *in, size_t m)
@@ -494,6 +512,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.zero = w_zero;
     wrapped.linear_fwd = w_linear_fwd;
     wrapped.linear_bwd = w_linear_bwd;
+    wrapped.linear_bwd_set = w_linear_bwd_set;
     wrapped.rmsnorm_fwd = w_rmsnorm_fwd;
     wrapped.rmsnorm_bwd = w_rmsnorm_bwd;
     wrapped.layernorm_fwd = w_layernorm_fwd;
@@ -502,6 +521,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.rope_bwd = w_rope_bwd;
     wrapped.swiglu_fwd = w_swiglu_fwd;
     wrapped.swiglu_bwd = w_swiglu_bwd;
+    wrapped.swiglu_bwd_set = w_swiglu_bwd_set;
     wrapped.gelu_fwd = w_gelu_fwd;
     wrapped.gelu_bwd = w_gelu_bwd;
     wrapped.silu_fwd = w_silu_fwd;

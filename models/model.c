@@ -1056,12 +1056,11 @@ static void llm_layer_backward(model_t *m, int l)
     float *x = a->resid[l];
     span_t sp[2] = {{0, a->n_und}, {a->n_und, S - a->n_und}};
 
-    /* dres holds d(layer output); it becomes d(xmid), then d(layer input) */
-    o->zero(a->dmm, (size_t)S * I * 4);
-    o->zero(a->dgate, (size_t)S * I * 4);
-    o->zero(a->dup, (size_t)S * I * 4);
-    o->zero(a->dbn, (size_t)S * H * 4);
-    o->zero(a->do_, (size_t)S * Q * 4);
+    /* dres holds d(layer output); it becomes d(xmid), then d(layer input).
+     * The experts' row spans cover every row once, so the first product or
+     * op into each activation gradient writes it (the _set ops) rather than
+     * adding to a zeroed buffer: the MLP's three [S, inter] gradients alone
+     * are most of a layer's backward bytes */
     for (int e = 0; e < 2; e++) {
         const model_expert_t *E = &m->w.layers[2 * l + e];
         model_expert_t *G = &m->g.layers[2 * l + e];
@@ -1069,12 +1068,13 @@ static void llm_layer_backward(model_t *m, int l)
         if (!n)
             continue;
         size_t rh = (size_t)r * H, ri = (size_t)r * I;
-        o->linear_bwd(a->dmm + ri, G->down_w, NULL, a->dres + rh, L->mm + ri, E->down_w, n, I, H);
-        o->swiglu_bwd(a->dgate + ri, a->dup + ri, a->dmm + ri, L->gate + ri, L->up + ri, (size_t)n * I);
-        o->linear_bwd(a->dbn + rh, G->gate_w, NULL, a->dgate + ri, L->bn + rh, E->gate_w, n, H, I);
+        o->linear_bwd_set(a->dmm + ri, G->down_w, NULL, a->dres + rh, L->mm + ri, E->down_w, n, I, H);
+        o->swiglu_bwd_set(a->dgate + ri, a->dup + ri, a->dmm + ri, L->gate + ri, L->up + ri, (size_t)n * I);
+        o->linear_bwd_set(a->dbn + rh, G->gate_w, NULL, a->dgate + ri, L->bn + rh, E->gate_w, n, H, I);
         o->linear_bwd(a->dbn + rh, G->up_w, NULL, a->dup + ri, L->bn + rh, E->up_w, n, H, I);
         o->rmsnorm_bwd(a->dres + rh, G->post_norm, a->dbn + rh, L->xmid + rh, E->post_norm, L->rstd2 + r, n, H);
-        o->linear_bwd(a->do_ + (size_t)r * Q, G->o_w, NULL, a->dres + rh, L->o + (size_t)r * Q, E->o_w, n, Q, H);
+        o->linear_bwd_set(a->do_ + (size_t)r * Q, G->o_w, NULL, a->dres + rh, L->o + (size_t)r * Q, E->o_w, n, Q,
+                          H);
     }
     o->zero(a->dq, (size_t)S * Q * 4);
     o->zero(a->dk, (size_t)S * K * 4);
@@ -1083,7 +1083,6 @@ static void llm_layer_backward(model_t *m, int l)
     o->attention_bwd(a->dq, a->dk, a->dv, a->do_, L->o, L->lse, L->q, L->k, L->v, &at);
     o->rope_bwd(a->dq, a->pos_row, S, c->heads, hd, c->rope_theta);
     o->rope_bwd(a->dk, a->pos_row, S, c->kv_heads, hd, c->rope_theta);
-    o->zero(a->da, (size_t)S * H * 4);
     float *dqr = a->dq, *dkr = a->dk;
     if (c->qk_norm) {
         o->zero(a->dqraw, (size_t)S * Q * 4);
@@ -1104,7 +1103,7 @@ static void llm_layer_backward(model_t *m, int l)
             o->rmsnorm_bwd(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm, L->rstdk + (size_t)r * c->kv_heads,
                            n * c->kv_heads, hd);
         }
-        o->linear_bwd(a->da + rh, G->q_w, G->q_b, dqr + rq, L->a + rh, E->q_w, n, H, Q);
+        o->linear_bwd_set(a->da + rh, G->q_w, G->q_b, dqr + rq, L->a + rh, E->q_w, n, H, Q);
         o->linear_bwd(a->da + rh, G->k_w, G->k_b, dkr + rk, L->a + rh, E->k_w, n, H, K);
         o->linear_bwd(a->da + rh, G->v_w, G->v_b, a->dv + rk, L->a + rh, E->v_w, n, H, K);
         o->rmsnorm_bwd(a->dres + rh, G->in_norm, a->da + rh, x + rh, E->in_norm, L->rstd1 + r, n, H);
@@ -1151,21 +1150,18 @@ static void vit_backward(model_t *m)
         const model_vit_layer_t *L = &w->vit[l];
         model_vit_layer_t *G = &g->vit[l];
         /* dvres = d(layer output) -> d(xmid) -> d(layer input) */
-        o->zero(a->dvg, (size_t)Nv * Iv * 4);
+        /* the first product into each activation gradient writes it */
         o->zero(a->dvf1, (size_t)Nv * Iv * 4);
-        o->zero(a->dvbn, (size_t)Nv * Dv * 4);
-        o->linear_bwd(a->dvg, G->fc2_w, G->fc2_b, a->dvres, V->g, L->fc2_w, Nv, Iv, Dv);
+        o->linear_bwd_set(a->dvg, G->fc2_w, G->fc2_b, a->dvres, V->g, L->fc2_w, Nv, Iv, Dv);
         o->gelu_bwd(a->dvf1, a->dvg, V->f1, (size_t)Nv * Iv);
-        o->linear_bwd(a->dvbn, G->fc1_w, G->fc1_b, a->dvf1, V->bn, L->fc1_w, Nv, Dv, Iv);
+        o->linear_bwd_set(a->dvbn, G->fc1_w, G->fc1_b, a->dvf1, V->bn, L->fc1_w, Nv, Dv, Iv);
         o->layernorm_bwd(a->dvres, G->ln2_w, G->ln2_b, a->dvbn, V->xmid, L->ln2_w, V->mean2, V->rstd2, Nv, Dv);
-        o->zero(a->dvo, (size_t)Nv * Dv * 4);
-        o->linear_bwd(a->dvo, G->o_w, G->o_b, a->dvres, V->o, L->o_w, Nv, Dv, Dv);
+        o->linear_bwd_set(a->dvo, G->o_w, G->o_b, a->dvres, V->o, L->o_w, Nv, Dv, Dv);
         o->zero(a->dvq, (size_t)Nv * Dv * 4);
         o->zero(a->dvk, (size_t)Nv * Dv * 4);
         o->zero(a->dvv, (size_t)Nv * Dv * 4);
         o->attention_bwd(a->dvq, a->dvk, a->dvv, a->dvo, V->o, V->lse, V->q, V->k, V->v, &at);
-        o->zero(a->dva, (size_t)Nv * Dv * 4);
-        o->linear_bwd(a->dva, G->q_w, G->q_b, a->dvq, V->a, L->q_w, Nv, Dv, Dv);
+        o->linear_bwd_set(a->dva, G->q_w, G->q_b, a->dvq, V->a, L->q_w, Nv, Dv, Dv);
         o->linear_bwd(a->dva, G->k_w, G->k_b, a->dvk, V->a, L->k_w, Nv, Dv, Dv);
         o->linear_bwd(a->dva, G->v_w, G->v_b, a->dvv, V->a, L->v_w, Nv, Dv, Dv);
         o->layernorm_bwd(a->dvres, G->ln1_w, G->ln1_b, a->dva, a->vres[l], L->ln1_w, V->mean1, V->rstd1, Nv, Dv);

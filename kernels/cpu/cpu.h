@@ -33,6 +33,8 @@ void cpu_sync(void);
 void cpu_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim);
 void cpu_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
                     int in_dim, int out_dim);
+void cpu_linear_bwd_set(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                        int in_dim, int out_dim);
 
 /* cpu_norm.c */
 void cpu_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
@@ -50,6 +52,7 @@ void cpu_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float thet
 /* cpu_act.c */
 void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
 void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
+void cpu_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cpu_gelu_fwd(float *out, const float *in, size_t m);
 void cpu_gelu_bwd(float *din, const float *dout, const float *in, size_t m);
 void cpu_silu_fwd(float *out, const float *in, size_t m);

@@ -27,14 +27,15 @@ void cpu_linear_fwd(float *out, const float *in, const float *w, const float *b,
                 out_dim);
 }
 
-void cpu_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
-                    int in_dim, int out_dim)
+/* beta_in 1: din += dout·w (linear_bwd); 0: din = dout·w (linear_bwd_set) */
+static void linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                       int in_dim, int out_dim, float beta_in)
 {
     if (n <= 0 || out_dim <= 0)
         return;
-    if (din && in_dim > 0) /* din[n,i] += dout[n,o] · w[o,i] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, 1.0f,
-                    din, in_dim);
+    if (din && in_dim > 0) /* din[n,i] (+)= dout[n,o] · w[o,i] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim,
+                    beta_in, din, in_dim);
     if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, 1.0f,
                     dw, in_dim);
@@ -54,4 +55,16 @@ void cpu_linear_bwd(float *din, float *dw, float *db, const float *dout, const f
                 db[o] += acc[o - o0];
         }
     }
+}
+
+void cpu_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                    int in_dim, int out_dim)
+{
+    linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 1.0f);
+}
+
+void cpu_linear_bwd_set(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                        int in_dim, int out_dim)
+{
+    linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 0.0f);
 }

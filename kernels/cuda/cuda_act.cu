@@ -13,15 +13,17 @@ __global__ void k_swiglu_fwd(float *out, const float *gate, const float *up, siz
     CU_FOR(i, m) out[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
 }
 
+/* SET: dgate and dup written (swiglu_bwd_set), else added to */
+template <bool SET>
 __global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m)
 {
     CU_FOR(i, m)
     {
         float g = gate[i], s = sigmoidf_(g);
         if (dgate)
-            dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+            dgate[i] = (SET ? 0.0f : dgate[i]) + dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
         if (dup)
-            dup[i] += dout[i] * g * s;
+            dup[i] = (SET ? 0.0f : dup[i]) + dout[i] * g * s;
     }
 }
 
@@ -73,7 +75,14 @@ void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *g
 {
     if (!dgate && !dup)
         return;
-    LAUNCH(k_swiglu_bwd, m, dgate, dup, dout, gate, up, m);
+    LAUNCH(k_swiglu_bwd<false>, m, dgate, dup, dout, gate, up, m);
+}
+
+void cuda_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m)
+{
+    if (!dgate && !dup)
+        return;
+    LAUNCH(k_swiglu_bwd<true>, m, dgate, dup, dout, gate, up, m);
 }
 
 void cuda_gelu_fwd(float *out, const float *in, size_t m) { LAUNCH(k_gelu_fwd, m, out, in, m); }

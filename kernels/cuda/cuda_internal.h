@@ -119,6 +119,8 @@ void cuda_sync(void);
 void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim);
 void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
                      int in_dim, int out_dim);
+void cuda_linear_bwd_set(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                         int in_dim, int out_dim);
 /* dst[j] += Σ_r src[r·c + j], r < n */
 void cuda_colsum_add(float *dst, const float *src, int n, int c);
 /* column sums in two deterministic stages (cuda_norm.cu): dw[j] += Σ_r
@@ -149,6 +151,7 @@ void cuda_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float the
 /* cuda_act.cu */
 void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
 void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
+void cuda_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cuda_gelu_fwd(float *out, const float *in, size_t m);
 void cuda_gelu_bwd(float *din, const float *dout, const float *in, size_t m);
 void cuda_silu_fwd(float *out, const float *in, size_t m);

@@ -195,8 +195,10 @@ void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b
     cuda_gemm_rm('n', 't', n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, b ? 1.0f : 0.0f, out, out_dim);
 }
 
-void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
-                     int in_dim, int out_dim)
+/* beta_in 1: din += dout·w (linear_bwd); 0: din = dout·w, its old contents
+ * never read (linear_bwd_set) */
+static void linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                       int in_dim, int out_dim, float beta_in)
 {
     if (n <= 0 || out_dim <= 0)
         return;
@@ -205,7 +207,7 @@ void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const 
         __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, out_dim, out_dim);
         if (din) {
             __nv_bfloat16 *w16 = to_bf16(CUDA_SCRATCH_GEMM_B, w, out_dim, in_dim, in_dim);
-            gemm16('n', 'n', n, in_dim, out_dim, 1.0f, d16, out_dim, w16, in_dim, 1.0f, din, in_dim);
+            gemm16('n', 'n', n, in_dim, out_dim, 1.0f, d16, out_dim, w16, in_dim, beta_in, din, in_dim);
         }
         if (dw) { /* slot B again: queued after the product above, which has read it by then */
             __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_B, in, n, in_dim, in_dim);
@@ -215,10 +217,22 @@ void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const 
             cuda_colsum_add(db, dout, n, out_dim);
         return;
     }
-    if (din && in_dim > 0) /* din[n,i] += dout[n,o] · w[o,i] */
-        cuda_gemm_rm('n', 'n', n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, 1.0f, din, in_dim);
+    if (din && in_dim > 0) /* din[n,i] (+)= dout[n,o] · w[o,i] */
+        cuda_gemm_rm('n', 'n', n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, beta_in, din, in_dim);
     if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] */
         cuda_gemm_rm('t', 'n', out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, 1.0f, dw, in_dim);
     if (db)
         cuda_colsum_add(db, dout, n, out_dim);
+}
+
+void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                     int in_dim, int out_dim)
+{
+    linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 1.0f);
+}
+
+void cuda_linear_bwd_set(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
+                         int in_dim, int out_dim)
+{
+    linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 0.0f);
 }

@@ -14,6 +14,7 @@ static op_table_t cuda_table(void)
     t.sync = cuda_sync;
     t.linear_fwd = cuda_linear_fwd;
     t.linear_bwd = cuda_linear_bwd;
+    t.linear_bwd_set = cuda_linear_bwd_set;
     t.rmsnorm_fwd = cuda_rmsnorm_fwd;
     t.rmsnorm_bwd = cuda_rmsnorm_bwd;
     t.layernorm_fwd = cuda_layernorm_fwd;
@@ -22,6 +23,7 @@ static op_table_t cuda_table(void)
     t.rope_bwd = cuda_rope_bwd;
     t.swiglu_fwd = cuda_swiglu_fwd;
     t.swiglu_bwd = cuda_swiglu_bwd;
+    t.swiglu_bwd_set = cuda_swiglu_bwd_set;
     t.gelu_fwd = cuda_gelu_fwd;
     t.gelu_bwd = cuda_gelu_bwd;
     t.silu_fwd = cuda_silu_fwd;

@@ -184,6 +184,13 @@ static void t_linear(void)
     C->linear_bwd(NULL, gw, NULL, g, x, w, n, i, o);
     G->linear_bwd(NULL, dgw, NULL, dg, dx, dw_, n, i, o);
     check("linear_bwd dw alone", dgw, gw, (size_t)o * i, tol_red);
+    /* din written, not added: on the GPU into NaN, which a read would keep */
+    float *dgin_set = dnan((size_t)n * i);
+    C->linear_bwd_set(gin, gw, gb, g, x, w, n, i, o);
+    G->linear_bwd_set(dgin_set, dgw, dgb, dg, dx, dw_, n, i, o);
+    check("linear_bwd_set din", dgin_set, gin, (size_t)n * i, tol_red);
+    check("linear_bwd_set dw", dgw, gw, (size_t)o * i, tol_red);
+    check("linear_bwd_set db", dgb, gb, o, tol_red);
 }
 
 static void t_rmsnorm(void)
@@ -265,6 +272,12 @@ static void t_act(void)
     C->swiglu_bwd(NULL, g2, g, a, b, m);
     G->swiglu_bwd(NULL, dg2, dg, da, db, m);
     check("swiglu_bwd dup alone", dg2, g2, m, TOL_EW);
+    /* written, not added: on the GPU into NaN, which a read would keep */
+    float *s1 = hrand(m, -1, 1), *s2 = hrand(m, -1, 1), *ds1 = dnan(m), *ds2 = dnan(m);
+    C->swiglu_bwd_set(s1, s2, g, a, b, m);
+    G->swiglu_bwd_set(ds1, ds2, dg, da, db, m);
+    check("swiglu_bwd_set dgate", ds1, s1, m, TOL_EW);
+    check("swiglu_bwd_set dup", ds2, s2, m, TOL_EW);
 
     out = hrand(m, 0, 1), dout = dnan(m);
     C->gelu_fwd(out, a, m);
@@ -942,11 +955,11 @@ static void t_argmax_hold(void)
 }
 
 static const test_t tests[] = {
-    {"linear forward and backward", t_linear},
+    {"linear forward and backward (adding and writing din)", t_linear},
     {"rmsnorm forward and backward", t_rmsnorm},
     {"layernorm forward and backward", t_layernorm},
     {"rope forward and backward", t_rope},
-    {"swiglu, gelu, silu forward and backward", t_act},
+    {"swiglu, gelu, silu forward and backward (swiglu's adding and writing)", t_act},
     {"attention: one causal split", t_attention_causal},
     {"attention: packed samples, causal/full/noise, GQA, permuted rows", t_attention_packed},
     {"attention: head_dim 128, sample opening with a full split", t_attention_wide},

@@ -1485,6 +1485,45 @@ static void test_attention_kv(void **state)
     assert_int_equal(am[2], 0);
 }
 
+/* linear_bwd_set and swiglu_bwd_set write what linear_bwd and swiglu_bwd
+ * add (those checked against finite differences above): into buffers of
+ * NaN, which an op that read them would carry through, against the adding
+ * op into zeros; dw and db still accumulate */
+static void test_bwd_set(void **state)
+{
+    (void)state;
+    new_case();
+    const int n = 37, in = 23, out = 41;
+    float *dout = frand((size_t)n * out, -1, 1), *x = frand((size_t)n * in, -1, 1), *w = frand((size_t)out * in, -1, 1);
+    float *din_set = fvec((size_t)n * in), *din_add = fvec((size_t)n * in);
+    float *dw_set = frand((size_t)out * in, -1, 1), *db_set = frand(out, -1, 1);
+    float *dw_add = fvec((size_t)out * in), *db_add = fvec(out);
+    memcpy(dw_add, dw_set, sizeof(float) * out * in);
+    memcpy(db_add, db_set, sizeof(float) * out);
+    for (int i = 0; i < n * in; i++)
+        din_set[i] = NAN;
+    T->linear_bwd_set(din_set, dw_set, db_set, dout, x, w, n, in, out);
+    T->linear_bwd(din_add, dw_add, db_add, dout, x, w, n, in, out);
+    for (int i = 0; i < n * in; i++)
+        assert_float_equal(din_set[i], din_add[i], 1e-6 * (1 + fabsf(din_add[i])));
+    for (int i = 0; i < out * in; i++)
+        assert_float_equal(dw_set[i], dw_add[i], 1e-6 * (1 + fabsf(dw_add[i])));
+    for (int i = 0; i < out; i++)
+        assert_float_equal(db_set[i], db_add[i], 1e-6 * (1 + fabsf(db_add[i])));
+
+    const size_t m = 1001;
+    float *g = frand(m, -3, 3), *u = frand(m, -2, 2), *dy = frand(m, -1, 1);
+    float *dg_set = fvec(m), *du_set = fvec(m), *dg_add = fvec(m), *du_add = fvec(m);
+    for (size_t i = 0; i < m; i++)
+        dg_set[i] = du_set[i] = NAN;
+    T->swiglu_bwd_set(dg_set, du_set, dy, g, u, m);
+    T->swiglu_bwd(dg_add, du_add, dy, g, u, m);
+    for (size_t i = 0; i < m; i++) {
+        assert_float_equal(dg_set[i], dg_add[i], 1e-6 * (1 + fabsf(dg_add[i])));
+        assert_float_equal(du_set[i], du_add[i], 1e-6 * (1 + fabsf(du_add[i])));
+    }
+}
+
 /* every entry filled: a NULL here would crash a model at its first step */
 static void test_table_complete(void **state)
 {
@@ -1495,6 +1534,7 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.zero,          (const void *)op_cpu.upload,
         (const void *)op_cpu.download,      (const void *)op_cpu.sync,
         (const void *)op_cpu.linear_fwd,    (const void *)op_cpu.linear_bwd,
+        (const void *)op_cpu.linear_bwd_set, (const void *)op_cpu.swiglu_bwd_set,
         (const void *)op_cpu.rmsnorm_fwd,   (const void *)op_cpu.rmsnorm_bwd,
         (const void *)op_cpu.layernorm_fwd, (const void *)op_cpu.layernorm_bwd,
         (const void *)op_cpu.rope_fwd,      (const void *)op_cpu.rope_bwd,
@@ -1532,6 +1572,7 @@ int main(void)
     if (getenv("TEST_OPS_FILTER")) /* e.g. TEST_OPS_FILTER='test_attention*' */
         cmocka_set_test_filter(getenv("TEST_OPS_FILTER"));
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_bwd_set, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attention_kv, setup, teardown),
