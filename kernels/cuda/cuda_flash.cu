@@ -862,7 +862,8 @@ __global__ void k_fa_stage_tiles(bf16 *dst, const float *x, const int32_t *rop, 
             v[u] = src && cg * 8 + u < d ? src[cg * 8 + u] : 0.0f;
         uint4 w = {pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7])};
         int r = p % R;
-        *reinterpret_cast<uint4 *>(dst + ((size_t)h * Sp + (size_t)(p - r)) * DP + ((cg * (R / 8) + r / 8) * 64 + (r % 8) * 8)) = w;
+        size_t o = ((size_t)h * Sp + (size_t)(p - r)) * DP + ((cg * (R / 8) + r / 8) * 64 + (r % 8) * 8);
+        *reinterpret_cast<uint4 *>(dst + o) = w;
     }
 }
 
@@ -883,7 +884,8 @@ __global__ void k_fa_stage_tiles_t(bf16 *dst, const float *x, const int32_t *rop
         }
         uint4 w = {pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7])};
         int p0 = pg * 8, r = p0 % BN;
-        *reinterpret_cast<uint4 *>(dst + ((size_t)h * Sp + (size_t)(p0 - r)) * DP + ((r / 8) * (DP / 8) + j / 8) * 64 + (j % 8) * 8) = w;
+        size_t o = ((size_t)h * Sp + (size_t)(p0 - r)) * DP + ((r / 8) * (DP / 8) + j / 8) * 64 + (j % 8) * 8;
+        *reinterpret_cast<uint4 *>(dst + o) = w;
     }
 }
 
@@ -1612,8 +1614,9 @@ static fa_meta fa_meta_of(const op_attn_t *a, const fa_stage &st)
     return m;
 }
 
-static void fa_stage_qkv(const fa_stage &st, const float *q, const float *k, const float *v, const op_attn_t *a,
-                         int dp)
+/* st.sp (the split of every position) and st.nb (the noise bitmap, st.nwords
+ * words) for fa_meta */
+static void fa_stage_meta(const fa_stage &st, const op_attn_t *a)
 {
     int S = a->n_tok;
     k_fa_pos_split<<<cuda_blocks((size_t)S), CU_THREADS, 0, cuda_stream>>>(st.sp, a->split_start, a->n_splits, S);
@@ -1621,6 +1624,13 @@ static void fa_stage_qkv(const fa_stage &st, const float *q, const float *k, con
     k_fa_noise_bits<<<cuda_blocks((size_t)st.nwords), CU_THREADS, 0, cuda_stream>>>(st.nb, st.sp, a->split_mode, S,
                                                                                    st.nwords);
     CU_LAUNCHED();
+}
+
+static void fa_stage_qkv(const fa_stage &st, const float *q, const float *k, const float *v, const op_attn_t *a,
+                         int dp)
+{
+    int S = a->n_tok;
+    fa_stage_meta(st, a);
     fa_stage_rows(st.q, q, a->row_of_pos, S, a->n_heads, a->head_dim, dp);
     fa_stage_rows(st.k, k, a->row_of_pos, S, a->n_kv_heads, a->head_dim, dp);
     fa_stage_rows(st.v, v, a->row_of_pos, S, a->n_kv_heads, a->head_dim, dp);
@@ -1784,15 +1794,12 @@ template <int DP, int BN> static void fa_fwd_wg(float *out, float *lse, const fl
         return r;
     };
     fa_stage st = {};
-    bf16 *qt = (bf16 *)take(nq * sizeof(bf16)), *kt = (bf16 *)take(nk * sizeof(bf16)), *vt = (bf16 *)take(nk * sizeof(bf16));
+    bf16 *qt = (bf16 *)take(nq * sizeof(bf16)), *kt = (bf16 *)take(nk * sizeof(bf16)),
+         *vt = (bf16 *)take(nk * sizeof(bf16));
     st.sp = (int32_t *)take((size_t)S * 4);
     st.nb = (uint32_t *)take((size_t)nwords * 4);
     st.nwords = nwords;
-    k_fa_pos_split<<<cuda_blocks((size_t)S), CU_THREADS, 0, cuda_stream>>>(st.sp, a->split_start, a->n_splits, S);
-    CU_LAUNCHED();
-    k_fa_noise_bits<<<cuda_blocks((size_t)nwords), CU_THREADS, 0, cuda_stream>>>(st.nb, st.sp, a->split_mode, S,
-                                                                                nwords);
-    CU_LAUNCHED();
+    fa_stage_meta(st, a);
     const int32_t *rop = a->row_of_pos;
     k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, S, Sp, nh, a->head_dim, DP, 64);
     CU_LAUNCHED();
@@ -1864,11 +1871,7 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
     st.nb = (uint32_t *)take((size_t)nwords * 4);
     st.nwords = nwords;
     float *pk = part ? (float *)take(np * 4) : NULL, *pv = part ? (float *)take(np * 4) : NULL;
-    k_fa_pos_split<<<cuda_blocks((size_t)S), CU_THREADS, 0, cuda_stream>>>(st.sp, a->split_start, a->n_splits, S);
-    CU_LAUNCHED();
-    k_fa_noise_bits<<<cuda_blocks((size_t)nwords), CU_THREADS, 0, cuda_stream>>>(st.nb, st.sp, a->split_mode, S,
-                                                                                nwords);
-    CU_LAUNCHED();
+    fa_stage_meta(st, a);
     const int32_t *rop = a->row_of_pos;
     k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, S, Sp, nh, d, DP, FA_WB);
     k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(ot, dout, rop, S, Sp, nh, d, DP, FA_WB);
@@ -1898,8 +1901,8 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
         size_t smem = (size_t)(2 * FA_WG_BQ * DP + 4 * FA_WG_NS * FA_WB * DP) * 2 + 2 * FA_WG_NS * FA_WB * 4 +
                       8 * (1 + 2 * FA_WG_NS);
         fa_smem(k_fa_bwd_dkv_wg<DP>, smem);
-        k_fa_bwd_dkv_wg<DP><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(part ? pk : dk, part ? pv : dv, kt, vt, qt, ot, qtt, ott, D,
-                                                         lse2, Sp, rop, m, part);
+        k_fa_bwd_dkv_wg<DP><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(part ? pk : dk, part ? pv : dv, kt, vt, qt, ot,
+                                                                        qtt, ott, D, lse2, Sp, rop, m, part);
         CU_LAUNCHED();
         if (part) {
             size_t r = (size_t)S * nkv;
