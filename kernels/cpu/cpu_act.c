@@ -11,29 +11,29 @@ void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t m)
         out[i] = gate[i] * cpu_sigmoid(gate[i]) * up[i];
 }
 
-/* silu'(g) = s·(1 + g·(1 − s)) with s = sigmoid(g); keep 1 adds to dgate
- * and dup, 0 writes them */
+/* silu'(g) = s·(1 + g·(1 − s)) with s = sigmoid(g); set 0 adds to dgate
+ * and dup (swiglu_bwd), 1 writes them (swiglu_bwd_set) */
 static void swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m,
-                       float keep)
+                       int set)
 {
 #pragma omp parallel for if (m > CPU_OMP_MIN)
     for (size_t i = 0; i < m; i++) {
         float g = gate[i], s = cpu_sigmoid(g);
         if (dgate)
-            dgate[i] = (keep != 0.0f ? dgate[i] : 0.0f) + dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+            dgate[i] = (set ? 0.0f : dgate[i]) + dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
         if (dup)
-            dup[i] = (keep != 0.0f ? dup[i] : 0.0f) + dout[i] * g * s;
+            dup[i] = (set ? 0.0f : dup[i]) + dout[i] * g * s;
     }
 }
 
 void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m)
 {
-    swiglu_bwd(dgate, dup, dout, gate, up, m, 1.0f);
+    swiglu_bwd(dgate, dup, dout, gate, up, m, 0);
 }
 
 void cpu_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m)
 {
-    swiglu_bwd(dgate, dup, dout, gate, up, m, 0.0f);
+    swiglu_bwd(dgate, dup, dout, gate, up, m, 1);
 }
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/π) */

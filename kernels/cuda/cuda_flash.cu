@@ -39,8 +39,8 @@
  *
  * On a Hopper GPU, padded head dims 64, 80 and 128 (the LLMs' and the
  * ViT's 72) take the wgmma kernels further down instead (k_fa_fwd_wg, k_fa_bwd_dq_wg,
- * k_fa_bwd_dkv_wg): the same functions and outputs, 1.6-2x the speed of
- * these; BAGEL_FA_FWD=sync and BAGEL_FA_BWD=sync keep these.
+ * k_fa_bwd_dkv_wg): the same functions and outputs, 1.2-2x the speed of
+ * these on an H200; BAGEL_FA_FWD=sync and BAGEL_FA_BWD=sync keep these.
  *
  * Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t; A
  * (16×16, row-major) a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..),
@@ -524,6 +524,55 @@ __device__ static inline void fa_pack_a(uint32_t a[4], const float (*s)[4], int 
     a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 }
 
+/* One tile of the online softmax on a warp's 16 rows (masked scores
+ * -inf), in the log2 domain: s (NJ column groups of 8 in the C layout)
+ * becomes P, unnormalized, on the new base mx; l is rescaled and summed;
+ * corr is what O must be scaled by (fa_rescale) before P·V is added. */
+template <int NJ>
+__device__ static inline void fa_online_softmax(float (*s)[4], float mx[2], float l[2], float corr[2], float sc)
+{
+    float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < NJ; j++) {
+        tmax[0] = fmaxf(tmax[0], fmaxf(s[j][0], s[j][1]));
+        tmax[1] = fmaxf(tmax[1], fmaxf(s[j][2], s[j][3]));
+    }
+    float base[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
+        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
+        float mn = fmaxf(mx[r], tmax[r] * sc);
+        /* a row with nothing visible yet keeps a finite base, so that
+         * masked scores give 2^-inf = 0, never NaN */
+        base[r] = mn == -INFINITY ? 0.0f : mn;
+        corr[r] = fa_exp2(mx[r] - base[r]);
+        mx[r] = mn;
+    }
+    float ls[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < NJ; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float p = fa_exp2(fmaf(s[j][e], sc, -base[e >> 1]));
+            s[j][e] = p;
+            ls[e >> 1] += p;
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+        l[r] = l[r] * corr[r] + ls[r];
+}
+
+/* o (the warp's rows g and g + 8 in the C layout) *= corr, per row */
+template <int NT> __device__ static inline void fa_rescale(float (&o)[NT][4], const float corr[2])
+{
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        o[n][0] *= corr[0], o[n][1] *= corr[0];
+        o[n][2] *= corr[1], o[n][3] *= corr[1];
+    }
+}
+
 /* ---- forward */
 
 template <int DP, int MB, int NW>
@@ -585,41 +634,9 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
             });
             if (!full)
                 fa_mask_tile(s, vis, t, -INFINITY);
-            float tmax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                tmax[0] = fmaxf(tmax[0], fmaxf(s[j][0], s[j][1]));
-                tmax[1] = fmaxf(tmax[1], fmaxf(s[j][2], s[j][3]));
-            }
-            float corr[2], base[2];
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
-                tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
-                float mn = fmaxf(mx[r], tmax[r] * sc);
-                /* a row with nothing visible yet keeps a finite base, so
-                 * that masked scores give 2^-inf = 0, never NaN */
-                base[r] = mn == -INFINITY ? 0.0f : mn;
-                corr[r] = fa_exp2(mx[r] - base[r]);
-                mx[r] = mn;
-            }
-            float ls[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float p = fa_exp2(fmaf(s[j][e], sc, -base[e >> 1]));
-                    s[j][e] = p;
-                    ls[e >> 1] += p;
-                }
-#pragma unroll
-            for (int r = 0; r < 2; r++)
-                l[r] = l[r] * corr[r] + ls[r];
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                o[n][0] *= corr[0], o[n][1] *= corr[0];
-                o[n][2] *= corr[1], o[n][3] *= corr[1];
-            }
+            float corr[2];
+            fa_online_softmax<8>(s, mx, l, corr, sc);
+            fa_rescale(o, corr);
             mma_pb<DP>(o, s, vs, lane);
         }
         __syncthreads(); /* this stage is refilled next iteration but one */
@@ -632,8 +649,9 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
  * The same function as k_fa_fwd, for padded head dims 64, 80 and 128, built the
  * way FlashAttention-3 builds it, so that the tensor cores are kept busy
  * while the softmax runs:
- * - a block of 288 threads owns 128 queries of one head: two consumer
- *   warpgroups of 64 query rows each (warps 0-7) and a producer warp (8);
+ * - a block of 384 threads owns 128 queries of one head: a producer
+ *   warpgroup (0; one of its threads issues every copy, its registers cut
+ *   by setmaxnreg) and two consumer warpgroups (1, 2) of 64 query rows each;
  * - the producer copies the block's Q once, then each key tile's K and V
  *   (BN keys) into a ring of NS stages by bulk asynchronous copies
  *   (cp.async.bulk, one instruction a tile) that complete on the stage's
@@ -925,34 +943,7 @@ __device__ static inline void fa_wg_softmax(float (&s)[BN / 8][4], float mx[2], 
         for (int hb = 0; hb < BN / 64; hb++)
             fa_mask_tile(s + 8 * hb, vis[hb], t, -INFINITY);
     }
-    float tmax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-        tmax[0] = fmaxf(tmax[0], fmaxf(s[j][0], s[j][1]));
-        tmax[1] = fmaxf(tmax[1], fmaxf(s[j][2], s[j][3]));
-    }
-    float base[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 1));
-        tmax[r] = fmaxf(tmax[r], __shfl_xor_sync(0xffffffffu, tmax[r], 2));
-        float mn = fmaxf(mx[r], tmax[r] * sc);
-        base[r] = mn == -INFINITY ? 0.0f : mn; /* k_fa_fwd: never NaN */
-        corr[r] = fa_exp2(mx[r] - base[r]);
-        mx[r] = mn;
-    }
-    float ls[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float p = fa_exp2(fmaf(s[j][e], sc, -base[e >> 1]));
-            s[j][e] = p;
-            ls[e >> 1] += p;
-        }
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-        l[r] = l[r] * corr[r] + ls[r];
+    fa_online_softmax<BN / 8>(s, mx, l, corr, sc);
 }
 
 template <int DP, int BN>
@@ -1060,11 +1051,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         __syncwarp();
         if (lane == 0)
             mb_arrive(empty + pv); /* tile it − 1's stage is free */
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            o[n][0] *= corr[0], o[n][1] *= corr[0];
-            o[n][2] *= corr[1], o[n][3] *= corr[1];
-        }
+        fa_rescale(o, corr);
         pack_p();
     }
     wg_hold(o);
@@ -1575,6 +1562,19 @@ struct fa_stage {
     int nwords;
 };
 
+/* consecutive pieces of the backend's scratch, each 256-byte aligned;
+ * bytes covers them all with the alignment */
+struct fa_pieces {
+    unsigned char *p;
+    explicit fa_pieces(size_t bytes) : p(reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4))) {}
+    template <typename T> T *take(size_t n)
+    {
+        T *r = reinterpret_cast<T *>(p);
+        p += (n * sizeof(T) + 255) / 256 * 256;
+        return r;
+    }
+};
+
 static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
 {
     size_t S = (size_t)a->n_tok, nq = S * a->n_heads * dp, nk = S * a->n_kv_heads * dp;
@@ -1583,24 +1583,19 @@ static fa_stage fa_carve(const op_attn_t *a, int dp, int bwd)
     int nwords = (int)((S + 31) / 32) + 2;
     size_t bytes = (nq + 2 * nk + (bwd ? nq : 0)) * sizeof(bf16) + 256 * 10 + S * 4 + (size_t)nwords * 4 +
                    (bwd ? 2 * S * a->n_heads * sizeof(float) : 0) + (part ? 2 * np * sizeof(float) : 0);
-    unsigned char *p = reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4));
-    auto take = [&p](size_t b) {
-        void *r = p;
-        p += (b + 255) / 256 * 256;
-        return r;
-    };
+    fa_pieces pc(bytes);
     fa_stage st;
-    st.q = (bf16 *)take(nq * sizeof(bf16));
-    st.k = (bf16 *)take(nk * sizeof(bf16));
-    st.v = (bf16 *)take(nk * sizeof(bf16));
-    st.o = bwd ? (bf16 *)take(nq * sizeof(bf16)) : NULL;
-    st.sp = (int32_t *)take(S * 4);
-    st.nb = (uint32_t *)take((size_t)nwords * 4);
+    st.q = pc.take<bf16>(nq);
+    st.k = pc.take<bf16>(nk);
+    st.v = pc.take<bf16>(nk);
+    st.o = bwd ? pc.take<bf16>(nq) : NULL;
+    st.sp = pc.take<int32_t>(S);
+    st.nb = pc.take<uint32_t>(nwords);
     st.nwords = nwords;
-    st.D = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
-    st.lse2 = bwd ? (float *)take(S * a->n_heads * sizeof(float)) : NULL;
-    st.pk = part ? (float *)take(np * sizeof(float)) : NULL;
-    st.pv = part ? (float *)take(np * sizeof(float)) : NULL;
+    st.D = bwd ? pc.take<float>(S * a->n_heads) : NULL;
+    st.lse2 = bwd ? pc.take<float>(S * a->n_heads) : NULL;
+    st.pk = part ? pc.take<float>(np) : NULL;
+    st.pv = part ? pc.take<float>(np) : NULL;
     return st;
 }
 
@@ -1787,17 +1782,11 @@ template <int DP, int BN> static void fa_fwd_wg(float *out, float *lse, const fl
     size_t nq = (size_t)nh * Sp * DP, nk = (size_t)nkv * Sp * DP;
     int nwords = Sp / 32 + 2;
     size_t bytes = (nq + 2 * nk) * sizeof(bf16) + (size_t)S * 4 + (size_t)nwords * 4 + 256 * 5;
-    unsigned char *p = reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4));
-    auto take = [&p](size_t b) {
-        void *r = p;
-        p += (b + 255) / 256 * 256;
-        return r;
-    };
+    fa_pieces pc(bytes);
+    bf16 *qt = pc.take<bf16>(nq), *kt = pc.take<bf16>(nk), *vt = pc.take<bf16>(nk);
     fa_stage st = {};
-    bf16 *qt = (bf16 *)take(nq * sizeof(bf16)), *kt = (bf16 *)take(nk * sizeof(bf16)),
-         *vt = (bf16 *)take(nk * sizeof(bf16));
-    st.sp = (int32_t *)take((size_t)S * 4);
-    st.nb = (uint32_t *)take((size_t)nwords * 4);
+    st.sp = pc.take<int32_t>(S);
+    st.nb = pc.take<uint32_t>(nwords);
     st.nwords = nwords;
     fa_stage_meta(st, a);
     const int32_t *rop = a->row_of_pos;
@@ -1856,21 +1845,15 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
     int nwords = Sp / 32 + 2;
     size_t bytes = (4 * nq + 3 * nk) * sizeof(bf16) + 2 * (size_t)nh * Sp * 4 + (size_t)S * 4 + (size_t)nwords * 4 +
                    (part ? 2 * np * 4 : 0) + 256 * 14;
-    unsigned char *p = reinterpret_cast<unsigned char *>(cuda_scratch((bytes + 3) / 4));
-    auto take = [&p](size_t b) {
-        void *r = p;
-        p += (b + 255) / 256 * 256;
-        return r;
-    };
-    bf16 *qt = (bf16 *)take(nq * 2), *ot = (bf16 *)take(nq * 2), *qtt = (bf16 *)take(nq * 2),
-         *ott = (bf16 *)take(nq * 2), *kt = (bf16 *)take(nk * 2), *vt = (bf16 *)take(nk * 2),
-         *ktt = (bf16 *)take(nk * 2);
-    float *D = (float *)take((size_t)nh * Sp * 4), *lse2 = (float *)take((size_t)nh * Sp * 4);
+    fa_pieces pc(bytes);
+    bf16 *qt = pc.take<bf16>(nq), *ot = pc.take<bf16>(nq), *qtt = pc.take<bf16>(nq), *ott = pc.take<bf16>(nq);
+    bf16 *kt = pc.take<bf16>(nk), *vt = pc.take<bf16>(nk), *ktt = pc.take<bf16>(nk);
+    float *D = pc.take<float>((size_t)nh * Sp), *lse2 = pc.take<float>((size_t)nh * Sp);
     fa_stage st = {};
-    st.sp = (int32_t *)take((size_t)S * 4);
-    st.nb = (uint32_t *)take((size_t)nwords * 4);
+    st.sp = pc.take<int32_t>(S);
+    st.nb = pc.take<uint32_t>(nwords);
     st.nwords = nwords;
-    float *pk = part ? (float *)take(np * 4) : NULL, *pv = part ? (float *)take(np * 4) : NULL;
+    float *pk = part ? pc.take<float>(np) : NULL, *pv = part ? pc.take<float>(np) : NULL;
     fa_stage_meta(st, a);
     const int32_t *rop = a->row_of_pos;
     k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, S, Sp, nh, d, DP, FA_WB);
