@@ -125,6 +125,16 @@ typedef struct op_table {
     void (*swiglu_bwd_set)(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                            size_t m);
     /* gelu with the tanh approximation (gelu_pytorch_tanh) */
+    /* forward only: the MLP out [n, h] = swiglu(in·gate_wᵀ, in·up_wᵀ)·down_wᵀ,
+     * gate_w and up_w [i, h], down_w [h, i], no biases; the same values as
+     * linear_fwd, linear_fwd, swiglu_fwd and linear_fwd in turn (the same
+     * bits on the CPU). gate, up and mm [n, i] floats are workspace whose
+     * contents afterwards are unspecified: with bf16 products and held
+     * weights (hold_weights), CUDA keeps the intermediates in bf16 there,
+     * rounded where the next product would round them anyway, and skips a
+     * memory pass over each. */
+    void (*mlp_fwd)(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
+                    const float *up_w, const float *down_w, int n, int h, int i);
     void (*gelu_fwd)(float *out, const float *in, size_t m);
     void (*gelu_bwd)(float *din, const float *dout, const float *in, size_t m);
     /* silu(x) = x·sigmoid(x) */
@@ -164,6 +174,18 @@ typedef struct op_table {
 
     /* flow matching: xt = (1 - t[r])·x0 + t[r]·eps; target = eps - x0 */
     void (*flow_noise)(float *xt, float *target, const float *x0, const float *eps, const float *t, int n, int d);
+    /* one Euler step of generation under classifier-free guidance
+     * (bagel-reference.md §6.3) for one image of n latent tokens [n, dim]:
+     * v = v_t + s_txt·(v_c − v_t); with OP_RENORM_TEXT_CHANNEL each row
+     * scaled by clamp(|v_c row| / (|v row| + 1e-8), renorm_min, 1); then,
+     * where s_img > 1 and v_i is given, v = v_i + s_img·(v − v_i); then
+     * with OP_RENORM_GLOBAL v scaled by clamp(|v_c| / (|v| + 1e-8), ...)
+     * over the whole image, with OP_RENORM_CHANNEL row by row as above.
+     * Where s_txt ≤ 1 or v_t is NULL, v = v_c. v (out) gets the combined
+     * velocity; then x −= dt·v unless x is NULL. v aliases none of the
+     * inputs. Norms in double on the CPU. */
+    void (*cfg_euler)(float *x, float *v, const float *v_c, const float *v_t, const float *v_i, int n, int dim,
+                      float s_txt, float s_img, int renorm, float renorm_min, float dt);
     /* sinusoidal timestep features, BAGEL's TimestepEmbedder: out[r] =
      * [cos(t·f_k), sin(t·f_k)], f_k = exp(-ln(10000)·k/half), out [n, 2·half] */
     void (*timestep_freq)(float *out, const float *t, int n, int half);
@@ -237,6 +259,9 @@ typedef struct op_table {
      * call). Changing them meanwhile is an error the backend cannot see. */
     void (*hold_weights)(const float *w, size_t n);
 } op_table_t;
+
+/* cfg_euler's renorm types (the inferencer's cfg_renorm_type) */
+enum { OP_RENORM_GLOBAL = 0, OP_RENORM_CHANNEL = 1, OP_RENORM_TEXT_CHANNEL = 2 };
 
 /* floats of scratch classifier_ce needs for `chunk` rows of a V-wide vocabulary */
 static inline size_t op_ce_scratch_floats(int chunk, int V) { return (size_t)chunk * (size_t)V; }

@@ -24,6 +24,7 @@ enum {
     P_rope_fwd,
     P_rope_bwd,
     P_swiglu_fwd,
+    P_mlp_fwd,
     P_swiglu_bwd,
     P_swiglu_bwd_set,
     P_gelu_fwd,
@@ -39,6 +40,7 @@ enum {
     P_classifier_ce,
     P_mse,
     P_flow_noise,
+    P_cfg_euler,
     P_timestep_freq,
     P_patchify_u8,
     P_patchify_chw,
@@ -74,6 +76,7 @@ static const char *const op_names[P_N] = {
     "rope_fwd",
     "rope_bwd",
     "swiglu_fwd",
+    "mlp_fwd",
     "swiglu_bwd",
     "swiglu_bwd_set",
     "gelu_fwd",
@@ -89,6 +92,7 @@ static const char *const op_names[P_N] = {
     "classifier_ce",
     "mse",
     "flow_noise",
+    "cfg_euler",
     "timestep_freq",
     "patchify_u8",
     "patchify_chw",
@@ -250,6 +254,14 @@ static void w_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float
     end(P_rope_bwd, t0_);
 }
 
+static void w_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
+                      const float *up_w, const float *down_w, int n, int h, int i)
+{
+    double t0_ = begin();
+    prof_inner->mlp_fwd(out, gate, up, mm, in, gate_w, up_w, down_w, n, h, i);
+    end(P_mlp_fwd, t0_);
+}
+
 static void w_swiglu_fwd(float *out, const float *gate, const float *up, size_t m)
 {
     double t0_ = begin();
@@ -363,6 +375,14 @@ static void w_flow_noise(float *xt, float *target, const float *x0, const float 
     double t0_ = begin();
     prof_inner->flow_noise(xt, target, x0, eps, t, n, d);
     end(P_flow_noise, t0_);
+}
+
+static void w_cfg_euler(float *x, float *v, const float *v_c, const float *v_t, const float *v_i, int n, int dim,
+                        float s_txt, float s_img, int renorm, float renorm_min, float dt)
+{
+    double t0_ = begin();
+    prof_inner->cfg_euler(x, v, v_c, v_t, v_i, n, dim, s_txt, s_img, renorm, renorm_min, dt);
+    end(P_cfg_euler, t0_);
 }
 
 static void w_timestep_freq(float *out, const float *t, int n, int half)
@@ -520,6 +540,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.rope_fwd = w_rope_fwd;
     wrapped.rope_bwd = w_rope_bwd;
     wrapped.swiglu_fwd = w_swiglu_fwd;
+    wrapped.mlp_fwd = w_mlp_fwd;
     wrapped.swiglu_bwd = w_swiglu_bwd;
     wrapped.swiglu_bwd_set = w_swiglu_bwd_set;
     wrapped.gelu_fwd = w_gelu_fwd;
@@ -535,6 +556,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.classifier_ce = w_classifier_ce;
     wrapped.mse = w_mse;
     wrapped.flow_noise = w_flow_noise;
+    wrapped.cfg_euler = w_cfg_euler;
     wrapped.timestep_freq = w_timestep_freq;
     wrapped.patchify_u8 = w_patchify_u8;
     wrapped.patchify_chw = w_patchify_chw;

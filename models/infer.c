@@ -269,18 +269,16 @@ void infer_copy(infer_t *e, int dst, int src)
     e->id[dst][0] = e->id[src][0], e->id[dst][1] = e->id[src][1];
 }
 
-/* One forward of batch b whose sample s is a chunk of context slots[s]: the
- * cache rows and attention ranges of every token, the activations sized, the
- * model run. update: the contexts keep the chunk (lengths and positions move
- * on). Returns the final hidden states (backend, storage rows). */
-static const float *infer_forward(infer_t *e, const model_batch_t *b, const int *slots, int update, char *err,
-                                  size_t errlen)
+/* Batch b, whose sample s is a chunk of context slots[s], into the model:
+ * the cache rows and attention ranges of every token, the activations
+ * sized, the batch uploaded (model_infer_load); e->kv then runs it. */
+static int infer_load(infer_t *e, const model_batch_t *b, const int *slots, char *err, size_t errlen)
 {
     model_t *m = e->m;
     const model_config_t *c = &m->cfg;
     if (infer_grow_index(e, b->S)) {
         snprintf(err, errlen, "out of memory for %d tokens of index arrays", b->S);
-        return NULL;
+        return -1;
     }
     int p0 = 0, qi = 0;
     for (int s = 0; s < b->n_samples; s++) {
@@ -288,7 +286,7 @@ static const float *infer_forward(infer_t *e, const model_batch_t *b, const int 
         if (e->len[sl] + n > e->slot_rows) {
             snprintf(err, errlen, "context %d would hold %d tokens, more than the %d it has room for", sl,
                      e->len[sl] + n, e->slot_rows);
-            return NULL;
+            return -1;
         }
         /* the chunk is one split: causal text, or a full image */
         int sp = 0;
@@ -334,14 +332,25 @@ static const float *infer_forward(infer_t *e, const model_batch_t *b, const int 
 #define MAXF(f) k.f = need.f > k.f ? need.f : k.f
     MAXF(S), MAXF(n_vit), MAXF(n_lat), MAXF(n_splits), MAXF(n_vit_images);
 #undef MAXF
-    if (model_reserve(m, &k, err, errlen))
+    if (model_reserve(m, &k, err, errlen) || model_infer_load(m, b, err, errlen))
+        return -1;
+    e->last = b;
+    return 0;
+}
+
+/* One forward of batch b whose sample s is a chunk of context slots[s].
+ * update: the contexts keep the chunk (lengths and positions move on).
+ * Returns the final hidden states (backend, storage rows). */
+static const float *infer_forward(infer_t *e, const model_batch_t *b, const int *slots, int update, char *err,
+                                  size_t errlen)
+{
+    if (infer_load(e, b, slots, err, errlen))
         return NULL;
-    const float *hf = model_infer_forward(m, b, &e->kv, err, errlen);
+    const float *hf = model_infer_run(e->m, &e->kv, err, errlen);
     if (!hf)
         return NULL;
-    e->last = b;
     if (update) {
-        p0 = 0;
+        int p0 = 0;
         for (int s = 0; s < b->n_samples; s++) {
             int sl = slots[s], n = b->sample_lens[s], top = 0;
             for (int j = 0; j < n; j++)
@@ -644,54 +653,10 @@ void infer_schedule(float *t, int T, float shift)
     }
 }
 
-static double row_norm(const float *x, int n)
-{
-    double s = 0.0;
-    for (int i = 0; i < n; i++)
-        s += (double)x[i] * x[i];
-    return sqrt(s);
-}
-
-static float clampf(double x, float lo, float hi) { return (float)(x < lo ? lo : x > hi ? hi : x); }
-
 void infer_cfg_combine(float *v, const float *v_c, const float *v_t, const float *v_i, int n, int dim, float s_txt,
                        float s_img, int renorm, float renorm_min)
 {
-    size_t m = (size_t)n * dim;
-    if (!(s_txt > 1.0f) || !v_t) {
-        memcpy(v, v_c, m * sizeof(float));
-        return;
-    }
-    int img = s_img > 1.0f && v_i;
-    for (size_t j = 0; j < m; j++)
-        v[j] = v_t[j] + s_txt * (v_c[j] - v_t[j]);
-    if (renorm == INFER_RENORM_TEXT_CHANNEL) {
-        for (int r = 0; r < n; r++) {
-            float *u = v + (size_t)r * dim;
-            float sc = clampf(row_norm(v_c + (size_t)r * dim, dim) / (row_norm(u, dim) + 1e-8), renorm_min, 1.0f);
-            for (int j = 0; j < dim; j++)
-                u[j] *= sc;
-        }
-        if (img)
-            for (size_t j = 0; j < m; j++)
-                v[j] = v_i[j] + s_img * (v[j] - v_i[j]);
-        return;
-    }
-    if (img)
-        for (size_t j = 0; j < m; j++)
-            v[j] = v_i[j] + s_img * (v[j] - v_i[j]);
-    if (renorm == INFER_RENORM_GLOBAL) {
-        float sc = clampf(row_norm(v_c, (int)m) / (row_norm(v, (int)m) + 1e-8), renorm_min, 1.0f);
-        for (size_t j = 0; j < m; j++)
-            v[j] *= sc;
-    } else {
-        for (int r = 0; r < n; r++) {
-            float *w = v + (size_t)r * dim;
-            float sc = clampf(row_norm(v_c + (size_t)r * dim, dim) / (row_norm(w, dim) + 1e-8), renorm_min, 1.0f);
-            for (int j = 0; j < dim; j++)
-                w[j] *= sc;
-        }
-    }
+    op_cpu.cfg_euler(NULL, v, v_c, v_t, v_i, n, dim, s_txt, s_img, renorm, renorm_min, 0.0f);
 }
 
 /* the query batch for n images with or without their CFG branches: per
@@ -751,15 +716,20 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
      * the same velocity; it is not evaluated again (infer_set_dedup) */
     int *alias = calloc((size_t)n, sizeof(int)), *qoff = malloc((size_t)2 * n * sizeof(int));
     size_t m = (size_t)N * D;
-    float *vv = malloc(m * sizeof(float));
+    const op_table_t *op = e->o;
+    /* the latents stay in backend memory from the first step to the last:
+     * d_x (n images), d_v (one image's combined velocity); the host sees
+     * them only where on_step asks */
+    float *d_x = op->alloc((size_t)n * m * sizeof(float)), *d_v = op->alloc(m * sizeof(float));
+    float *h_step = on_step ? malloc(2 * m * sizeof(float)) : NULL;
     int rc = -1;
     e->evaluated = 0;
-    if (!ts || !slots || !alias || !qoff || !vv || infer_grow_heads(e, 3 * n * N)) {
+    if (!ts || !slots || !alias || !qoff || !d_x || !d_v || (on_step && !h_step) || infer_grow_heads(e, 3 * n * N)) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
     infer_schedule(ts, T, o->timestep_shift);
-    int built[2] = {0, 0}, bslots[2][3 * 64], bns[2] = {0, 0};
+    int built[2] = {0, 0}, bslots[2][3 * 64], bns[2] = {0, 0}, loaded = -1;
     if (3 * n > 3 * 64) {
         snprintf(err, errlen, "at most 64 images a batch (asked %d)", n);
         goto done;
@@ -767,6 +737,8 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
     for (int i = 0; i < n; i++)
         alias[i] = e->dedup && img_unc && img_unc[i] >= 0 && img_unc[i] < e->n_slots && full[i] >= 0 &&
                    full[i] < e->n_slots && infer_same(e, full[i], img_unc[i]);
+    op->upload(d_x, x, (size_t)n * m * sizeof(float));
+    float *lat_x = NULL, *lat_t = NULL;
     for (int s = 0; s + 1 < T; s++) {
         float t = ts[s], dt = ts[s] - ts[s + 1];
         int on = t > o->cfg_lo && t <= o->cfg_hi;
@@ -781,35 +753,52 @@ int infer_image(infer_t *e, const int *full, const int *text_unc, const int *img
         }
         model_batch_t *b = &e->pq[var].b;
         const int *q0 = qoff + var * n; /* image i's queries: q0[i] .. q0[i + 1] (or all the rest) */
-        /* this step's x and t into every query of each image */
+        /* the query batch is uploaded when it changes (CFG turning on or
+         * off); each step then writes only x and t, on the backend */
+        if (loaded != var) {
+            if (infer_load(e, b, bslots[var], err, errlen))
+                goto done;
+            model_infer_latents(e->m, &lat_x, &lat_t);
+            loaded = var;
+        }
         for (int i = 0; i < n; i++) {
             int qe = i + 1 < n ? q0[i + 1] : bns[var];
             for (int j = q0[i]; j < qe; j++)
-                memcpy(b->x0 + (size_t)j * m, x + (size_t)i * m, m * sizeof(float));
+                op->rows_copy(lat_x + (size_t)j * m, NULL, d_x + (size_t)i * m, NULL, N, D);
         }
+        op->zero(lat_t, (size_t)b->n_lat * sizeof(float));
+        op->affine(lat_t, lat_t, 1.0f, t, (size_t)b->n_lat);
         e->evaluated += bns[var];
-        for (int i = 0; i < b->n_lat; i++)
-            b->t[i] = t;
-        const float *hf = infer_forward(e, b, bslots[var], 0, err, errlen);
+        const float *hf = model_infer_run(e->m, &e->kv, err, errlen);
         if (!hf)
             goto done;
         /* generation rows are the latents in order, after the n_und rows */
-        e->o->linear_fwd(e->d_out, hf + (size_t)b->n_und * H, e->m->w.llm2vae_w, e->m->w.llm2vae_b, b->n_lat, H, D);
-        e->o->download(e->h_out, e->d_out, (size_t)b->n_lat * D * sizeof(float));
+        op->linear_fwd(e->d_out, hf + (size_t)b->n_und * H, e->m->w.llm2vae_w, e->m->w.llm2vae_b, b->n_lat, H, D);
         for (int i = 0; i < n; i++) {
-            const float *base = e->h_out + (size_t)q0[i] * m;
+            const float *base = e->d_out + (size_t)q0[i] * m;
             const float *vc = base, *vt = with_t ? base + m : NULL;
             const float *vi = !with_i ? NULL : alias[i] ? vc : base + 2 * m;
-            float *v = vv, *xi = x + (size_t)i * m;
-            infer_cfg_combine(v, vc, vt, vi, N, D, s_txt, s_img, o->renorm, o->renorm_min);
-            for (size_t j = 0; j < m; j++)
-                xi[j] = xi[j] - v[j] * dt;
-            if (on_step)
-                on_step(user, i, s, t, dt, vc, vt, vi, v, xi, N, D);
+            float *xi = d_x + (size_t)i * m;
+            op->cfg_euler(xi, d_v, vc, vt, vi, N, D, s_txt, s_img, o->renorm, o->renorm_min, dt);
+            if (on_step) {
+                /* the branches (on the host in h_out, at their offsets), v and x */
+                int nb = with_t ? (with_i && !alias[i] ? 3 : 2) : 1;
+                float *hb = e->h_out + (size_t)q0[i] * m;
+                op->download(hb, base, (size_t)nb * m * sizeof(float));
+                op->download(h_step, d_v, m * sizeof(float));
+                op->download(h_step + m, xi, m * sizeof(float));
+                const float *hvi = !with_i ? NULL : alias[i] ? hb : hb + 2 * m;
+                on_step(user, i, s, t, dt, hb, with_t ? hb + m : NULL, hvi, h_step, h_step + m, N, D);
+            }
         }
     }
+    op->download(x, d_x, (size_t)n * m * sizeof(float));
     rc = 0;
 done:
-    free(ts), free(slots), free(alias), free(qoff), free(vv);
+    if (d_x)
+        op->free(d_x);
+    if (d_v)
+        op->free(d_v);
+    free(ts), free(slots), free(alias), free(qoff), free(h_step);
     return rc;
 }

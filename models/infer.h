@@ -58,7 +58,11 @@ typedef struct infer_text_opts {
 extern const infer_text_opts_t infer_text_defaults; /* 256 tokens, greedy */
 
 /* image generation (§6.3) */
-enum { INFER_RENORM_GLOBAL = 0, INFER_RENORM_CHANNEL = 1, INFER_RENORM_TEXT_CHANNEL = 2 };
+enum {
+    INFER_RENORM_GLOBAL = OP_RENORM_GLOBAL,
+    INFER_RENORM_CHANNEL = OP_RENORM_CHANNEL,
+    INFER_RENORM_TEXT_CHANNEL = OP_RENORM_TEXT_CHANNEL
+};
 typedef struct infer_image_opts {
     int num_timesteps;    /* 50: num_timesteps - 1 model evaluations */
     float timestep_shift; /* 3.0 */

@@ -583,6 +583,7 @@ int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen
     if (m->act_mem)
         m->ops->free(m->act_mem);
     m->act_mem = NULL;
+    m->infer_loaded = 0;
     if (!m->a) {
         m->a = calloc(1, sizeof *m->a);
         if (!m->a)
@@ -651,6 +652,7 @@ void model_plan_print(const model_t *m, FILE *out)
  * storage rows */
 static int upload_batch(model_t *m, const model_batch_t *b, char *err, size_t errlen)
 {
+    m->infer_loaded = 0;
     model_acts_t *a = m->a;
     const op_table_t *o = m->ops;
     const model_caps_t *k = &m->caps;
@@ -885,10 +887,15 @@ static void llm_layer_forward(model_t *m, int l)
         o->linear_fwd(L->xmid + rh, L->o + (size_t)r * Q, E->o_w, NULL, n, Q, H);
         o->axpy(L->xmid + rh, 1.0f, x + rh, (size_t)n * H);
         o->rmsnorm_fwd(L->bn + rh, L->rstd2 + r, L->xmid + rh, E->post_norm, n, H, c->rms_eps);
-        o->linear_fwd(L->gate + ri, L->bn + rh, E->gate_w, NULL, n, H, I);
-        o->linear_fwd(L->up + ri, L->bn + rh, E->up_w, NULL, n, H, I);
-        o->swiglu_fwd(L->mm + ri, L->gate + ri, L->up + ri, (size_t)n * I);
-        o->linear_fwd(y + rh, L->mm + ri, E->down_w, NULL, n, I, H);
+        if (a->train) { /* the backward reads gate, up and mm */
+            o->linear_fwd(L->gate + ri, L->bn + rh, E->gate_w, NULL, n, H, I);
+            o->linear_fwd(L->up + ri, L->bn + rh, E->up_w, NULL, n, H, I);
+            o->swiglu_fwd(L->mm + ri, L->gate + ri, L->up + ri, (size_t)n * I);
+            o->linear_fwd(y + rh, L->mm + ri, E->down_w, NULL, n, I, H);
+        } else {
+            o->mlp_fwd(y + rh, L->gate + ri, L->up + ri, L->mm + ri, L->bn + rh, E->gate_w, E->up_w, E->down_w, n, H,
+                       I);
+        }
         o->axpy(y + rh, 1.0f, L->xmid + rh, (size_t)n * H);
     }
 }
@@ -939,21 +946,45 @@ int model_vit_features(model_t *m, const model_batch_t *b, float *out, char *err
     return 0;
 }
 
-const float *model_infer_forward(model_t *m, const model_batch_t *b, const model_kv_t *kv, char *err, size_t errlen)
+int model_infer_load(model_t *m, const model_batch_t *b, char *err, size_t errlen)
 {
+    m->infer_loaded = 0;
     if (!m->act_mem) {
-        snprintf(err, errlen, "model_infer_forward before model_reserve");
-        return NULL;
+        snprintf(err, errlen, "model_infer_load before model_reserve");
+        return -1;
     }
     if (upload_batch(m, b, err, errlen))
+        return -1;
+    m->loaded_batch = 0;
+    m->infer_loaded = 1;
+    return 0;
+}
+
+void model_infer_latents(model_t *m, float **xt, float **t)
+{
+    *xt = m->infer_loaded ? m->a->x0 : NULL;
+    *t = m->infer_loaded ? m->a->t : NULL;
+}
+
+const float *model_infer_run(model_t *m, const model_kv_t *kv, char *err, size_t errlen)
+{
+    if (!m->infer_loaded) {
+        snprintf(err, errlen, "model_infer_run with no batch loaded (model_infer_load)");
         return NULL;
+    }
     m->a->kv = kv;
     m->a->lat_direct = 1;
     m->a->train = 0;
     trunk_forward(m);
     m->a->kv = NULL;
-    m->loaded_batch = 0;
     return m->a->hf;
+}
+
+const float *model_infer_forward(model_t *m, const model_batch_t *b, const model_kv_t *kv, char *err, size_t errlen)
+{
+    if (model_infer_load(m, b, err, errlen))
+        return NULL;
+    return model_infer_run(m, kv, err, errlen);
 }
 
 int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *lo, int train, model_losses_t *out,

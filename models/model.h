@@ -127,6 +127,7 @@ typedef struct model {
     void *act_mem;
     model_acts_t *a;  /* pointers into act_mem */
     int loaded_batch; /* a batch's activations are present for backward */
+    int infer_loaded; /* model_infer_load's batch is the one in backend memory */
 } model_t;
 
 /* Lays out parameters (BAGEL names) and allocates parameters and gradients on
@@ -173,6 +174,17 @@ typedef struct model_kv {
  * storage-row order, backend memory [S, H], valid until the next forward;
  * NULL with err. */
 const float *model_infer_forward(model_t *m, const model_batch_t *b, const model_kv_t *kv, char *err, size_t errlen);
+
+/* model_infer_forward in two halves, for a caller that runs one batch many
+ * times (the denoising steps): model_infer_load uploads b; model_infer_run
+ * runs the loaded batch against kv, as often as asked. Between runs the
+ * caller may rewrite the latents' x_t [n_lat, latent dim] and t [n_lat] in
+ * backend memory where model_infer_latents points (NULL, NULL when no
+ * batch is loaded). Any other upload, or a model_reserve that grows the
+ * activations, unloads it. */
+int model_infer_load(model_t *m, const model_batch_t *b, char *err, size_t errlen);
+const float *model_infer_run(model_t *m, const model_kv_t *kv, char *err, size_t errlen);
+void model_infer_latents(model_t *m, float **xt, float **t);
 
 /* 1 while any ViT parameter has a gradient (the ViT trains); 0 when it is
  * frozen: then a batch's precomputed ViT output (model_batch_t.vit_feat) is

@@ -51,6 +51,8 @@ void cpu_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float thet
 
 /* cpu_act.c */
 void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
+void cpu_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w, const float *up_w,
+                 const float *down_w, int n, int h, int i);
 void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cpu_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cpu_gelu_fwd(float *out, const float *in, size_t m);
@@ -76,6 +78,8 @@ void cpu_classifier_ce(float *loss, float *dh, float *dw, const float *h, const 
 void cpu_mse(float *loss, float *dpred, const float *pred, const float *target, const float *dloss, int n, int d);
 void cpu_flow_noise(float *xt, float *target, const float *x0, const float *eps, const float *t, int n, int d);
 void cpu_timestep_freq(float *out, const float *t, int n, int half);
+void cpu_cfg_euler(float *x, float *v, const float *v_c, const float *v_t, const float *v_i, int n, int dim,
+                   float s_txt, float s_img, int renorm, float renorm_min, float dt);
 
 /* cpu_patch.c */
 void cpu_patchify_u8(float *out, const uint8_t *img, int H, int W, int C, int p);

@@ -68,3 +68,13 @@ void cpu_linear_bwd_set(float *din, float *dw, float *db, const float *dout, con
 {
     linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 0.0f);
 }
+
+/* the MLP as its ops in turn (ops.h) */
+void cpu_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w, const float *up_w,
+                 const float *down_w, int n, int h, int i)
+{
+    cpu_linear_fwd(gate, in, gate_w, NULL, n, h, i);
+    cpu_linear_fwd(up, in, up_w, NULL, n, h, i);
+    cpu_swiglu_fwd(mm, gate, up, (size_t)n * i);
+    cpu_linear_fwd(out, mm, down_w, NULL, n, i, h);
+}

@@ -150,6 +150,8 @@ void cuda_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float the
 
 /* cuda_act.cu */
 void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
+void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
+                  const float *up_w, const float *down_w, int n, int h, int i);
 void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cuda_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cuda_gelu_fwd(float *out, const float *in, size_t m);
@@ -174,6 +176,8 @@ void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const
 void cuda_mse(float *loss, float *dpred, const float *pred, const float *target, const float *dloss, int n, int d);
 void cuda_flow_noise(float *xt, float *target, const float *x0, const float *eps, const float *t, int n, int d);
 void cuda_timestep_freq(float *out, const float *t, int n, int half);
+void cuda_cfg_euler(float *x, float *v, const float *v_c, const float *v_t, const float *v_i, int n, int dim,
+                    float s_txt, float s_img, int renorm, float renorm_min, float dt);
 
 /* cuda_patch.cu */
 void cuda_patchify_u8(float *out, const uint8_t *img, int H, int W, int C, int p);

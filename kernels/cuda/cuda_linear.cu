@@ -236,3 +236,70 @@ void cuda_linear_bwd_set(float *din, float *dw, float *db, const float *dout, co
 {
     linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 0.0f);
 }
+
+/* ---- the MLP forward (op_table_t.mlp_fwd) ------------------------------ */
+
+/* the product of packed bf16 operands into bf16 c (beta 0): the MLP's
+ * intermediates, which the next product would round to bf16 anyway */
+static void gemm16_to16(char ta, char tb, int m, int n, int k, const __nv_bfloat16 *a, int lda,
+                        const __nv_bfloat16 *b, int ldb, __nv_bfloat16 *c, int ldc)
+{
+    cublasOperation_t opb = tb == 't' ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta == 't' ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(cuda_blas, opb, opa, n, m, k, &one, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda, &zero, c,
+                              CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* mm = silu(gate)·up on bf16, in fp32 between (two elements a thread where m
+ * is even: every row of the MLP's is) */
+__global__ void k_swiglu16(__nv_bfloat16 *mm, const __nv_bfloat16 *gate, const __nv_bfloat16 *up, size_t m)
+{
+    if (m % 2 == 0) {
+        const __nv_bfloat162 *g2 = reinterpret_cast<const __nv_bfloat162 *>(gate);
+        const __nv_bfloat162 *u2 = reinterpret_cast<const __nv_bfloat162 *>(up);
+        __nv_bfloat162 *o2 = reinterpret_cast<__nv_bfloat162 *>(mm);
+        CU_FOR(i, m / 2)
+        {
+            float2 g = __bfloat1622float2(g2[i]), u = __bfloat1622float2(u2[i]);
+            o2[i] = __floats2bfloat162_rn(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y);
+        }
+        return;
+    }
+    CU_FOR(i, m)
+    {
+        float g = __bfloat162float(gate[i]), u = __bfloat162float(up[i]);
+        mm[i] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * u);
+    }
+}
+
+void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
+                  const float *up_w, const float *down_w, int n, int h, int i)
+{
+    if (n <= 0 || h <= 0)
+        return;
+    const __nv_bfloat16 *g16 = NULL, *u16 = NULL, *d16 = NULL;
+    if (cuda_bf16 && !gemm_fast16bf() && i > 0) {
+        g16 = held_bf16(gate_w, i, h);
+        u16 = g16 ? held_bf16(up_w, i, h) : NULL;
+        d16 = u16 ? held_bf16(down_w, h, i) : NULL;
+    }
+    if (!d16) { /* the ops in turn */
+        cuda_linear_fwd(gate, in, gate_w, NULL, n, h, i);
+        cuda_linear_fwd(up, in, up_w, NULL, n, h, i);
+        cuda_swiglu_fwd(mm, gate, up, (size_t)n * i);
+        cuda_linear_fwd(out, mm, down_w, NULL, n, i, h);
+        return;
+    }
+    /* bf16 throughout: gate and up come out of their products in bf16 (the
+     * first half of their buffers), the SwiGLU writes mm in bf16, which the
+     * down product reads as its operand; the input is rounded once for both
+     * products */
+    __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, h, h);
+    __nv_bfloat16 *gb = (__nv_bfloat16 *)gate, *ub = (__nv_bfloat16 *)up, *mb = (__nv_bfloat16 *)mm;
+    gemm16_to16('n', 't', n, i, h, x16, h, g16, h, gb, i);
+    gemm16_to16('n', 't', n, i, h, x16, h, u16, h, ub, i);
+    size_t m = (size_t)n * i;
+    k_swiglu16<<<cuda_blocks(m / 2 + 1), CU_THREADS, 0, cuda_stream>>>(mb, gb, ub, m);
+    CU_LAUNCHED();
+    gemm16('n', 't', n, h, i, 1.0f, mb, i, d16, i, 0.0f, out, h);
+}

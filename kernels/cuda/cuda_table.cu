@@ -22,6 +22,7 @@ static op_table_t cuda_table(void)
     t.rope_fwd = cuda_rope_fwd;
     t.rope_bwd = cuda_rope_bwd;
     t.swiglu_fwd = cuda_swiglu_fwd;
+    t.mlp_fwd = cuda_mlp_fwd;
     t.swiglu_bwd = cuda_swiglu_bwd;
     t.swiglu_bwd_set = cuda_swiglu_bwd_set;
     t.gelu_fwd = cuda_gelu_fwd;
@@ -37,6 +38,7 @@ static op_table_t cuda_table(void)
     t.classifier_ce = cuda_classifier_ce;
     t.mse = cuda_mse;
     t.flow_noise = cuda_flow_noise;
+    t.cfg_euler = cuda_cfg_euler;
     t.timestep_freq = cuda_timestep_freq;
     t.patchify_u8 = cuda_patchify_u8;
     t.patchify_chw = cuda_patchify_chw;

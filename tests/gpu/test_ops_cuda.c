@@ -474,6 +474,42 @@ static void t_loss(void)
     check("timestep_freq", df, f, (size_t)n * 2 * half, TOL_EW);
 }
 
+/* cfg_euler in every renorm mode, with and without image guidance and
+ * with text guidance off, rows of 64 (a generated latent) and 40; clamping
+ * at renorm_min both engaged (0.9) and not (0) */
+static void t_cfg_euler(void)
+{
+    static const int dims[2] = {64, 40};
+    static const float mins[2] = {0.0f, 0.9f};
+    for (int di = 0; di < 2; di++)
+        for (int mode = 0; mode < 3; mode++)
+            for (int img = 0; img < 2; img++)
+                for (int mi = 0; mi < 2; mi++)
+                    for (int txt = 0; txt < 2; txt++) {
+                        int n = 300, d = dims[di];
+                        size_t m = (size_t)n * d;
+                        float s_txt = txt ? 4.0f : 1.0f, s_img = 2.0f, dt = 0.037f;
+                        float *vc = hrand(m, -1, 1), *vt = hrand(m, -1, 1), *vi = hrand(m, -1, 1);
+                        float *x = hrand(m, -1, 1), *v = hrand(m, 0, 1);
+                        float *dx = DF(x, m), *dv = dnan(m), *dv2 = dnan(m);
+                        const float *dvc = DF(vc, m), *dvt = DF(vt, m), *dvi = img ? DF(vi, m) : NULL;
+                        C->cfg_euler(x, v, vc, vt, img ? vi : NULL, n, d, s_txt, s_img, mode, mins[mi], dt);
+                        G->cfg_euler(dx, dv, dvc, dvt, dvi, n, d, s_txt, s_img, mode, mins[mi], dt);
+                        G->cfg_euler(NULL, dv2, dvc, dvt, dvi, n, d, s_txt, s_img, mode, mins[mi], dt);
+                        char what[128];
+                        snprintf(what, sizeof what, "cfg_euler dim %d renorm %d image %d min %.1f text %d: ", d, mode,
+                                 img, mins[mi], txt);
+                        size_t k = strlen(what);
+                        snprintf(what + k, sizeof what - k, "v");
+                        check(what, dv, v, m, TOL_EW);
+                        snprintf(what + k, sizeof what - k, "x");
+                        check(what, dx, x, m, TOL_EW);
+                        snprintf(what + k, sizeof what - k, "v without x");
+                        check(what, dv2, v, m, TOL_EW);
+                        release();
+                    }
+}
+
 static void t_patch(void)
 {
     int H = 12, W = 18, Cc = 3, p = 3;
@@ -954,12 +990,48 @@ static void t_argmax_hold(void)
     check("linear_fwd with held weights, the kept copy", again, hp, (size_t)rows * out, 0.0);
 }
 
+/* mlp_fwd against the CPU's ops in turn: fp32, bf16 products, and bf16 with
+ * held weights (the bf16 intermediates); odd and even widths; the output
+ * poisoned, the workspace too */
+static void t_mlp(void)
+{
+    static const int shapes[3][3] = {{37, 64, 96}, {130, 96, 250}, {8, 32, 33}};
+    for (int k = 0; k < 3; k++)
+        for (int mode = 0; mode < 3; mode++) {
+            int n = shapes[k][0], h = shapes[k][1], i = shapes[k][2];
+            size_t nw = (size_t)i * h, ni = (size_t)n * i;
+            float *x = hrand((size_t)n * h, -1, 1), *gw = hrand(nw, -0.3f, 0.3f), *uw = hrand(nw, -0.3f, 0.3f);
+            float *dw = hrand(nw, -0.3f, 0.3f), *out = hrand((size_t)n * h, 0, 1);
+            float *g = hrand(ni, 0, 1), *u = hrand(ni, 0, 1), *mm = hrand(ni, 0, 1);
+            C->mlp_fwd(out, g, u, mm, x, gw, uw, dw, n, h, i);
+            /* the weights in one block, as a model holds them */
+            float *wall = host_alloc(3 * nw * sizeof(float));
+            memcpy(wall, gw, nw * 4), memcpy(wall + nw, uw, nw * 4), memcpy(wall + 2 * nw, dw, nw * 4);
+            float *dwall = DF(wall, 3 * nw), *dout = dnan((size_t)n * h);
+            if (mode)
+                cuda_ops_set_bf16(1);
+            if (mode == 2)
+                G->hold_weights(dwall, 3 * nw);
+            G->mlp_fwd(dout, dnan(ni), dnan(ni), dnan(ni), DF(x, (size_t)n * h), dwall, dwall + nw, dwall + 2 * nw, n,
+                       h, i);
+            if (mode == 2)
+                G->hold_weights(NULL, 0);
+            cuda_ops_set_bf16(0);
+            char what[96];
+            snprintf(what, sizeof what, "mlp_fwd %dx%d->%d %s", n, h, i,
+                     mode == 0 ? "fp32" : mode == 1 ? "bf16" : "bf16, held weights");
+            check(what, dout, out, (size_t)n * h, mode ? TOL_BF16 : TOL_RED);
+            release();
+        }
+}
+
 static const test_t tests[] = {
     {"linear forward and backward (adding and writing din)", t_linear},
     {"rmsnorm forward and backward", t_rmsnorm},
     {"layernorm forward and backward", t_layernorm},
     {"rope forward and backward", t_rope},
     {"swiglu, gelu, silu forward and backward (swiglu's adding and writing)", t_act},
+    {"mlp_fwd: fp32, bf16, bf16 with held weights", t_mlp},
     {"attention: one causal split", t_attention_causal},
     {"attention: packed samples, causal/full/noise, GQA, permuted rows", t_attention_packed},
     {"attention: head_dim 128, sample opening with a full split", t_attention_wide},
@@ -967,6 +1039,7 @@ static const test_t tests[] = {
     {"rows_copy and rows_add", t_rows},
     {"classifier_ce with ignored labels, chunks, loss only", t_classifier},
     {"mse, flow_noise, timestep_freq", t_loss},
+    {"cfg_euler: every renorm mode, image guidance on and off, clamped and not", t_cfg_euler},
     {"patchify and unpatchify", t_patch},
     {"conv2d forward and backward", t_conv},
     {"groupnorm forward and backward", t_groupnorm},

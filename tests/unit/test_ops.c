@@ -1545,6 +1545,7 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.rows_copy,     (const void *)op_cpu.rows_add,
         (const void *)op_cpu.axpy,          (const void *)op_cpu.classifier_ce,
         (const void *)op_cpu.mse,           (const void *)op_cpu.flow_noise,
+        (const void *)op_cpu.cfg_euler,     (const void *)op_cpu.mlp_fwd,
         (const void *)op_cpu.timestep_freq, (const void *)op_cpu.patchify_u8,
         (const void *)op_cpu.patchify_chw,  (const void *)op_cpu.unpatchify_chw,
         (const void *)op_cpu.conv2d_fwd,    (const void *)op_cpu.conv2d_bwd,
