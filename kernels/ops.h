@@ -125,16 +125,25 @@ typedef struct op_table {
     void (*swiglu_bwd_set)(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                            size_t m);
     /* gelu with the tanh approximation (gelu_pytorch_tanh) */
-    /* forward only: the MLP out [n, h] = swiglu(in·gate_wᵀ, in·up_wᵀ)·down_wᵀ,
-     * gate_w and up_w [i, h], down_w [h, i], no biases; the same values as
-     * linear_fwd, linear_fwd, swiglu_fwd and linear_fwd in turn (the same
-     * bits on the CPU). gate, up and mm [n, i] floats are workspace whose
-     * contents afterwards are unspecified: with bf16 products and held
-     * weights (hold_weights), CUDA keeps the intermediates in bf16 there,
-     * rounded where the next product would round them anyway, and skips a
-     * memory pass over each. */
+    /* the MLP: out [n, h] = swiglu(in·gate_wᵀ, in·up_wᵀ)·down_wᵀ, gate_w and
+     * up_w [i, h], down_w [h, i], no biases; the same values as linear_fwd,
+     * linear_fwd, swiglu_fwd and linear_fwd in turn (the same bits on the
+     * CPU). gate, up and mm ([n, i] floats each) receive what mlp_bwd reads,
+     * in the backend's own layout: the CPU's fp32 gate, up and SwiGLU
+     * output; with bf16 products CUDA keeps bf16 intermediates there
+     * (rounded where the next product would round them anyway, and the
+     * layer input's bf16 copy), which saves a memory pass over each. */
     void (*mlp_fwd)(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
                     const float *up_w, const float *down_w, int n, int h, int i);
+    /* its backward, after mlp_fwd with the same in, weights, gate, up and
+     * mm: din [n, h] written (not added to), the weights' gradients added to
+     * (NULL: not wanted), from dout [n, h]; dgate, dup and dmm ([n, i]
+     * floats each) are workspace, their contents afterwards unspecified. The
+     * same values as linear_bwd_set, swiglu_bwd_set, linear_bwd_set and
+     * linear_bwd in turn (the same bits on the CPU). */
+    void (*mlp_bwd)(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,
+                    const float *gate_w, const float *up_w, const float *down_w, const float *gate, const float *up,
+                    const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i);
     void (*gelu_fwd)(float *out, const float *in, size_t m);
     void (*gelu_bwd)(float *din, const float *dout, const float *in, size_t m);
     /* silu(x) = x·sigmoid(x) */

@@ -25,6 +25,7 @@ enum {
     P_rope_bwd,
     P_swiglu_fwd,
     P_mlp_fwd,
+    P_mlp_bwd,
     P_swiglu_bwd,
     P_swiglu_bwd_set,
     P_gelu_fwd,
@@ -77,6 +78,7 @@ static const char *const op_names[P_N] = {
     "rope_bwd",
     "swiglu_fwd",
     "mlp_fwd",
+    "mlp_bwd",
     "swiglu_bwd",
     "swiglu_bwd_set",
     "gelu_fwd",
@@ -260,6 +262,16 @@ static void w_mlp_fwd(float *out, float *gate, float *up, float *mm, const float
     double t0_ = begin();
     prof_inner->mlp_fwd(out, gate, up, mm, in, gate_w, up_w, down_w, n, h, i);
     end(P_mlp_fwd, t0_);
+}
+
+static void w_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,
+                      const float *gate_w, const float *up_w, const float *down_w, const float *gate, const float *up,
+                      const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i)
+{
+    double t0_ = begin();
+    prof_inner->mlp_bwd(din, dgate_w, dup_w, ddown_w, dout, in, gate_w, up_w, down_w, gate, up, mm, dgate, dup, dmm, n,
+                        h, i);
+    end(P_mlp_bwd, t0_);
 }
 
 static void w_swiglu_fwd(float *out, const float *gate, const float *up, size_t m)
@@ -541,6 +553,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.rope_bwd = w_rope_bwd;
     wrapped.swiglu_fwd = w_swiglu_fwd;
     wrapped.mlp_fwd = w_mlp_fwd;
+    wrapped.mlp_bwd = w_mlp_bwd;
     wrapped.swiglu_bwd = w_swiglu_bwd;
     wrapped.swiglu_bwd_set = w_swiglu_bwd_set;
     wrapped.gelu_fwd = w_gelu_fwd;

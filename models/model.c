@@ -887,15 +887,7 @@ static void llm_layer_forward(model_t *m, int l)
         o->linear_fwd(L->xmid + rh, L->o + (size_t)r * Q, E->o_w, NULL, n, Q, H);
         o->axpy(L->xmid + rh, 1.0f, x + rh, (size_t)n * H);
         o->rmsnorm_fwd(L->bn + rh, L->rstd2 + r, L->xmid + rh, E->post_norm, n, H, c->rms_eps);
-        if (a->train) { /* the backward reads gate, up and mm */
-            o->linear_fwd(L->gate + ri, L->bn + rh, E->gate_w, NULL, n, H, I);
-            o->linear_fwd(L->up + ri, L->bn + rh, E->up_w, NULL, n, H, I);
-            o->swiglu_fwd(L->mm + ri, L->gate + ri, L->up + ri, (size_t)n * I);
-            o->linear_fwd(y + rh, L->mm + ri, E->down_w, NULL, n, I, H);
-        } else {
-            o->mlp_fwd(y + rh, L->gate + ri, L->up + ri, L->mm + ri, L->bn + rh, E->gate_w, E->up_w, E->down_w, n, H,
-                       I);
-        }
+        o->mlp_fwd(y + rh, L->gate + ri, L->up + ri, L->mm + ri, L->bn + rh, E->gate_w, E->up_w, E->down_w, n, H, I);
         o->axpy(y + rh, 1.0f, L->xmid + rh, (size_t)n * H);
     }
 }
@@ -1091,7 +1083,8 @@ static void llm_layer_backward(model_t *m, int l)
      * The experts' row spans cover every row once, so the first product or
      * op into each activation gradient writes it (the _set ops) rather than
      * adding to a zeroed buffer: the MLP's three [S, inter] gradients alone
-     * are most of a layer's backward bytes */
+     * are most of a layer's backward bytes. The MLP is one op each way
+     * (mlp_fwd, mlp_bwd): a backend keeps its intermediates as it likes */
     for (int e = 0; e < 2; e++) {
         const model_expert_t *E = &m->w.layers[2 * l + e];
         model_expert_t *G = &m->g.layers[2 * l + e];
@@ -1099,10 +1092,8 @@ static void llm_layer_backward(model_t *m, int l)
         if (!n)
             continue;
         size_t rh = (size_t)r * H, ri = (size_t)r * I;
-        o->linear_bwd_set(a->dmm + ri, G->down_w, NULL, a->dres + rh, L->mm + ri, E->down_w, n, I, H);
-        o->swiglu_bwd_set(a->dgate + ri, a->dup + ri, a->dmm + ri, L->gate + ri, L->up + ri, (size_t)n * I);
-        o->linear_bwd_set(a->dbn + rh, G->gate_w, NULL, a->dgate + ri, L->bn + rh, E->gate_w, n, H, I);
-        o->linear_bwd(a->dbn + rh, G->up_w, NULL, a->dup + ri, L->bn + rh, E->up_w, n, H, I);
+        o->mlp_bwd(a->dbn + rh, G->gate_w, G->up_w, G->down_w, a->dres + rh, L->bn + rh, E->gate_w, E->up_w, E->down_w,
+                   L->gate + ri, L->up + ri, L->mm + ri, a->dgate + ri, a->dup + ri, a->dmm + ri, n, H, I);
         o->rmsnorm_bwd(a->dres + rh, G->post_norm, a->dbn + rh, L->xmid + rh, E->post_norm, L->rstd2 + r, n, H);
         o->linear_bwd_set(a->do_ + (size_t)r * Q, G->o_w, NULL, a->dres + rh, L->o + (size_t)r * Q, E->o_w, n, Q,
                           H);

@@ -53,6 +53,9 @@ void cpu_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float thet
 void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
 void cpu_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w, const float *up_w,
                  const float *down_w, int n, int h, int i);
+void cpu_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,
+                 const float *gate_w, const float *up_w, const float *down_w, const float *gate, const float *up,
+                 const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i);
 void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cpu_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cpu_gelu_fwd(float *out, const float *in, size_t m);

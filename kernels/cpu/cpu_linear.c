@@ -78,3 +78,13 @@ void cpu_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in,
     cpu_swiglu_fwd(mm, gate, up, (size_t)n * i);
     cpu_linear_fwd(out, mm, down_w, NULL, n, i, h);
 }
+
+void cpu_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,
+                 const float *gate_w, const float *up_w, const float *down_w, const float *gate, const float *up,
+                 const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i)
+{
+    cpu_linear_bwd_set(dmm, ddown_w, NULL, dout, mm, down_w, n, i, h);
+    cpu_swiglu_bwd_set(dgate, dup, dmm, gate, up, (size_t)n * i);
+    cpu_linear_bwd_set(din, dgate_w, NULL, dgate, in, gate_w, n, h, i);
+    cpu_linear_bwd(din, dup_w, NULL, dup, in, up_w, n, h, i);
+}

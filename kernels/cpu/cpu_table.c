@@ -21,6 +21,7 @@ const op_table_t op_cpu = {
     .rope_bwd = cpu_rope_bwd,
     .swiglu_fwd = cpu_swiglu_fwd,
     .mlp_fwd = cpu_mlp_fwd,
+    .mlp_bwd = cpu_mlp_bwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .swiglu_bwd_set = cpu_swiglu_bwd_set,
     .gelu_fwd = cpu_gelu_fwd,

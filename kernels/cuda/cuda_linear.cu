@@ -250,26 +250,77 @@ static void gemm16_to16(char ta, char tb, int m, int n, int k, const __nv_bfloat
                               CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* mm = silu(gate)·up on bf16, in fp32 between (two elements a thread where m
- * is even: every row of the MLP's is) */
-__global__ void k_swiglu16(__nv_bfloat16 *mm, const __nv_bfloat16 *gate, const __nv_bfloat16 *up, size_t m)
+/* x (rows × cols, packed) rounded to bf16 into dst */
+static void to_bf16_into(__nv_bfloat16 *dst, const float *x, size_t n)
 {
-    if (m % 2 == 0) {
-        const __nv_bfloat162 *g2 = reinterpret_cast<const __nv_bfloat162 *>(gate);
-        const __nv_bfloat162 *u2 = reinterpret_cast<const __nv_bfloat162 *>(up);
-        __nv_bfloat162 *o2 = reinterpret_cast<__nv_bfloat162 *>(mm);
-        CU_FOR(i, m / 2)
-        {
-            float2 g = __bfloat1622float2(g2[i]), u = __bfloat1622float2(u2[i]);
-            o2[i] = __floats2bfloat162_rn(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y);
-        }
+    if (!n)
         return;
-    }
+    if (n % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)dst & 7) == 0)
+        k_to_bf16_packed<<<cuda_blocks(n / 4), CU_THREADS, 0, cuda_stream>>>(dst, (const float4 *)x, n / 4);
+    else
+        k_to_bf16<<<cuda_blocks((n + 3) / 4), CU_THREADS, 0, cuda_stream>>>(dst, x, 1, (int)n, (int)n);
+    CU_LAUNCHED();
+}
+
+__device__ static inline float ld_f(float x) { return x; }
+__device__ static inline float ld_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ static inline float sigm_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* mm = silu(gate)·up into bf16, the fp32 op's expression (cuda_act.cu) on
+ * fp32 or bf16 gate and up */
+template <typename T> __global__ void k_swiglu_to16(__nv_bfloat16 *mm, const T *gate, const T *up, size_t m)
+{
     CU_FOR(i, m)
     {
-        float g = __bfloat162float(gate[i]), u = __bfloat162float(up[i]);
-        mm[i] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * u);
+        float g = ld_f(gate[i]);
+        mm[i] = __float2bfloat16_rn(g * sigm_(g) * ld_f(up[i]));
     }
+}
+
+/* its backward into bf16 dgate and dup from fp32 dmm, again the fp32 op's
+ * expressions: dgate = dmm·up·s·(1 + g·(1 − s)), dup = dmm·g·s */
+template <typename T>
+__global__ void k_swiglu_bwd_to16(__nv_bfloat16 *dgate, __nv_bfloat16 *dup, const float *dmm, const T *gate, const T *up,
+                                  size_t m)
+{
+    CU_FOR(i, m)
+    {
+        float g = ld_f(gate[i]), s = sigm_(g), d = dmm[i];
+        dgate[i] = __float2bfloat16_rn(d * ld_f(up[i]) * s * (1.0f + g * (1.0f - s)));
+        dup[i] = __float2bfloat16_rn(d * g * s);
+    }
+}
+
+/* How the MLP runs with bf16 products (not fast16bf mode, nor BAGEL_MLP=ops,
+ * for measurement; else the ops in turn), per call's n rows, in bf16
+ * elements where not said:
+ *   MLP_TRAIN: gate and up in fp32 as the products give them, mm: mm16
+ *     [n, i] then in16 [n, h] (the input as the products saw it). The same
+ *     values as the ops in turn, without the passes that rounded mm, the
+ *     input, dgate and dup for the next products.
+ *   MLP_LEAN, the three weights held (inference: no backward changes them):
+ *     gate: gate16 then up16 [n, i], up: in16, mm: mm16; gate and up are
+ *     rounded to bf16 as they leave their products.
+ * The backward: dmm in fp32, dgate: dgate16 then dup16. */
+enum { MLP_OPS, MLP_TRAIN, MLP_LEAN };
+
+static int mlp_mode(const float *gate_w, const float *up_w, const float *down_w, int h, int i)
+{
+    static int ops = -1;
+    if (ops < 0) {
+        const char *e = getenv("BAGEL_MLP");
+        ops = e && !strcmp(e, "ops");
+    }
+    if (!cuda_bf16 || gemm_fast16bf() || ops || i <= 0 || h > i)
+        return MLP_OPS;
+    return held_bf16(gate_w, i, h) && held_bf16(up_w, i, h) && held_bf16(down_w, h, i) ? MLP_LEAN : MLP_TRAIN;
+}
+
+/* a weight [rows, cols] in bf16: its held copy, else rounded into slot */
+static const __nv_bfloat16 *weight16(int slot, const float *w, int rows, int cols)
+{
+    const __nv_bfloat16 *h = held_bf16(w, rows, cols);
+    return h ? h : to_bf16(slot, w, rows, cols, cols);
 }
 
 void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
@@ -277,29 +328,71 @@ void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in
 {
     if (n <= 0 || h <= 0)
         return;
-    const __nv_bfloat16 *g16 = NULL, *u16 = NULL, *d16 = NULL;
-    if (cuda_bf16 && !gemm_fast16bf() && i > 0) {
-        g16 = held_bf16(gate_w, i, h);
-        u16 = g16 ? held_bf16(up_w, i, h) : NULL;
-        d16 = u16 ? held_bf16(down_w, h, i) : NULL;
-    }
-    if (!d16) { /* the ops in turn */
+    int mode = mlp_mode(gate_w, up_w, down_w, h, i);
+    if (mode == MLP_OPS) {
         cuda_linear_fwd(gate, in, gate_w, NULL, n, h, i);
         cuda_linear_fwd(up, in, up_w, NULL, n, h, i);
         cuda_swiglu_fwd(mm, gate, up, (size_t)n * i);
         cuda_linear_fwd(out, mm, down_w, NULL, n, i, h);
         return;
     }
-    /* bf16 throughout: gate and up come out of their products in bf16 (the
-     * first half of their buffers), the SwiGLU writes mm in bf16, which the
-     * down product reads as its operand; the input is rounded once for both
-     * products */
-    __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, h, h);
-    __nv_bfloat16 *gb = (__nv_bfloat16 *)gate, *ub = (__nv_bfloat16 *)up, *mb = (__nv_bfloat16 *)mm;
-    gemm16_to16('n', 't', n, i, h, x16, h, g16, h, gb, i);
-    gemm16_to16('n', 't', n, i, h, x16, h, u16, h, ub, i);
-    size_t m = (size_t)n * i;
-    k_swiglu16<<<cuda_blocks(m / 2 + 1), CU_THREADS, 0, cuda_stream>>>(mb, gb, ub, m);
+    size_t ni = (size_t)n * i;
+    __nv_bfloat16 *m16 = (__nv_bfloat16 *)mm;
+    __nv_bfloat16 *x16 = mode == MLP_LEAN ? (__nv_bfloat16 *)up : m16 + ni;
+    /* each weight's copy is taken just before its product: slot B is reused
+     * in stream order */
+    to_bf16_into(x16, in, (size_t)n * h);
+    if (mode == MLP_LEAN) {
+        __nv_bfloat16 *g16 = (__nv_bfloat16 *)gate, *u16 = g16 + ni;
+        gemm16_to16('n', 't', n, i, h, x16, h, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, g16, i);
+        gemm16_to16('n', 't', n, i, h, x16, h, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, u16, i);
+        k_swiglu_to16<<<cuda_blocks(ni), CU_THREADS, 0, cuda_stream>>>(m16, g16, u16, ni);
+    } else {
+        gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, 0.0f, gate, i);
+        gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, 0.0f, up, i);
+        k_swiglu_to16<<<cuda_blocks(ni), CU_THREADS, 0, cuda_stream>>>(m16, (const float *)gate, (const float *)up, ni);
+    }
     CU_LAUNCHED();
-    gemm16('n', 't', n, h, i, 1.0f, mb, i, d16, i, 0.0f, out, h);
+    gemm16('n', 't', n, h, i, 1.0f, m16, i, weight16(CUDA_SCRATCH_GEMM_B, down_w, h, i), i, 0.0f, out, h);
+}
+
+void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,
+                  const float *gate_w, const float *up_w, const float *down_w, const float *gate, const float *up,
+                  const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i)
+{
+    if (n <= 0 || h <= 0)
+        return;
+    int mode = mlp_mode(gate_w, up_w, down_w, h, i);
+    if (mode == MLP_OPS) {
+        cuda_linear_bwd_set(dmm, ddown_w, NULL, dout, mm, down_w, n, i, h);
+        cuda_swiglu_bwd_set(dgate, dup, dmm, gate, up, (size_t)n * i);
+        cuda_linear_bwd_set(din, dgate_w, NULL, dgate, in, gate_w, n, h, i);
+        cuda_linear_bwd(din, dup_w, NULL, dup, in, up_w, n, h, i);
+        return;
+    }
+    size_t ni = (size_t)n * i;
+    const __nv_bfloat16 *m16 = (const __nv_bfloat16 *)mm;
+    const __nv_bfloat16 *x16 = mode == MLP_LEAN ? (const __nv_bfloat16 *)up : m16 + ni;
+    __nv_bfloat16 *dg16 = (__nv_bfloat16 *)dgate, *du16 = dg16 + ni;
+    __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, h, h);
+    /* dmm = dout·down_w, d(down_w) += doutᵀ·mm */
+    gemm16('n', 'n', n, i, h, 1.0f, d16, h, weight16(CUDA_SCRATCH_GEMM_B, down_w, h, i), i, 0.0f, dmm, i);
+    if (ddown_w)
+        gemm16('t', 'n', h, i, n, 1.0f, d16, h, m16, i, 1.0f, ddown_w, i);
+    if (mode == MLP_LEAN) {
+        const __nv_bfloat16 *g16 = (const __nv_bfloat16 *)gate;
+        k_swiglu_bwd_to16<<<cuda_blocks(ni), CU_THREADS, 0, cuda_stream>>>(dg16, du16, dmm, g16, g16 + ni, ni);
+    } else {
+        k_swiglu_bwd_to16<<<cuda_blocks(ni), CU_THREADS, 0, cuda_stream>>>(dg16, du16, dmm, gate, up, ni);
+    }
+    CU_LAUNCHED();
+    /* din = dgate·gate_w + dup·up_w; the weights' gradients from the input
+     * the forward kept */
+    gemm16('n', 'n', n, h, i, 1.0f, dg16, i, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, 0.0f, din, h);
+    gemm16('n', 'n', n, h, i, 1.0f, du16, i, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, 1.0f, din, h);
+    if (dgate_w)
+        gemm16('t', 'n', i, h, n, 1.0f, dg16, i, x16, h, 1.0f, dgate_w, h);
+    if (dup_w)
+        gemm16('t', 'n', i, h, n, 1.0f, du16, i, x16, h, 1.0f, dup_w, h);
+    (void)in;
 }

@@ -23,6 +23,7 @@ static op_table_t cuda_table(void)
     t.rope_bwd = cuda_rope_bwd;
     t.swiglu_fwd = cuda_swiglu_fwd;
     t.mlp_fwd = cuda_mlp_fwd;
+    t.mlp_bwd = cuda_mlp_bwd;
     t.swiglu_bwd = cuda_swiglu_bwd;
     t.swiglu_bwd_set = cuda_swiglu_bwd_set;
     t.gelu_fwd = cuda_gelu_fwd;

@@ -990,37 +990,58 @@ static void t_argmax_hold(void)
     check("linear_fwd with held weights, the kept copy", again, hp, (size_t)rows * out, 0.0);
 }
 
-/* mlp_fwd against the CPU's ops in turn: fp32, bf16 products, and bf16 with
- * held weights (the bf16 intermediates); odd and even widths; the output
- * poisoned, the workspace too */
+/* mlp_fwd and mlp_bwd against the CPU's: fp32, bf16 products, and bf16
+ * with held weights; odd and even widths; outputs and workspace poisoned,
+ * din written (NaN before), the weights' gradients added to (random
+ * before) or not wanted */
 static void t_mlp(void)
 {
     static const int shapes[3][3] = {{37, 64, 96}, {130, 96, 250}, {8, 32, 33}};
     for (int k = 0; k < 3; k++)
         for (int mode = 0; mode < 3; mode++) {
-            int n = shapes[k][0], h = shapes[k][1], i = shapes[k][2];
-            size_t nw = (size_t)i * h, ni = (size_t)n * i;
-            float *x = hrand((size_t)n * h, -1, 1), *gw = hrand(nw, -0.3f, 0.3f), *uw = hrand(nw, -0.3f, 0.3f);
-            float *dw = hrand(nw, -0.3f, 0.3f), *out = hrand((size_t)n * h, 0, 1);
+            int n = shapes[k][0], h = shapes[k][1], i = shapes[k][2], nograd = k == 2;
+            size_t nw = (size_t)i * h, ni = (size_t)n * i, nh = (size_t)n * h;
+            float *x = hrand(nh, -1, 1), *dy = hrand(nh, -1, 1), *out = hrand(nh, 0, 1), *din = hrand(nh, 0, 1);
+            float *w = hrand(3 * nw, -0.3f, 0.3f), *gw = hrand(3 * nw, -1, 1), *g0 = hcopy(gw, 3 * nw);
             float *g = hrand(ni, 0, 1), *u = hrand(ni, 0, 1), *mm = hrand(ni, 0, 1);
-            C->mlp_fwd(out, g, u, mm, x, gw, uw, dw, n, h, i);
-            /* the weights in one block, as a model holds them */
-            float *wall = host_alloc(3 * nw * sizeof(float));
-            memcpy(wall, gw, nw * 4), memcpy(wall + nw, uw, nw * 4), memcpy(wall + 2 * nw, dw, nw * 4);
-            float *dwall = DF(wall, 3 * nw), *dout = dnan((size_t)n * h);
+            float *wg = hrand(ni, 0, 1), *wu = hrand(ni, 0, 1), *wm = hrand(ni, 0, 1);
+            C->mlp_fwd(out, g, u, mm, x, w, w + nw, w + 2 * nw, n, h, i);
+            C->mlp_bwd(din, nograd ? NULL : gw, nograd ? NULL : gw + nw, nograd ? NULL : gw + 2 * nw, dy, x, w, w + nw,
+                       w + 2 * nw, g, u, mm, wg, wu, wm, n, h, i);
+            float *dw = DF(w, 3 * nw), *dgw = DF(g0, 3 * nw), *dx = DF(x, nh), *dout = dnan(nh), *ddin = dnan(nh);
+            float *dg = dnan(ni), *du = dnan(ni), *dm = dnan(ni);
             if (mode)
                 cuda_ops_set_bf16(1);
             if (mode == 2)
-                G->hold_weights(dwall, 3 * nw);
-            G->mlp_fwd(dout, dnan(ni), dnan(ni), dnan(ni), DF(x, (size_t)n * h), dwall, dwall + nw, dwall + 2 * nw, n,
-                       h, i);
+                G->hold_weights(dw, 3 * nw);
+            G->mlp_fwd(dout, dg, du, dm, dx, dw, dw + nw, dw + 2 * nw, n, h, i);
+            G->mlp_bwd(ddin, nograd ? NULL : dgw, nograd ? NULL : dgw + nw, nograd ? NULL : dgw + 2 * nw, DF(dy, nh), dx,
+                       dw, dw + nw, dw + 2 * nw, dg, du, dm, dnan(ni), dnan(ni), dnan(ni), n, h, i);
             if (mode == 2)
                 G->hold_weights(NULL, 0);
             cuda_ops_set_bf16(0);
             char what[96];
-            snprintf(what, sizeof what, "mlp_fwd %dx%d->%d %s", n, h, i,
-                     mode == 0 ? "fp32" : mode == 1 ? "bf16" : "bf16, held weights");
-            check(what, dout, out, (size_t)n * h, mode ? TOL_BF16 : TOL_RED);
+            const char *mn = mode == 0 ? "fp32" : mode == 1 ? "bf16" : "bf16, held weights";
+            double tol = mode ? TOL_BF16 : TOL_RED;
+            snprintf(what, sizeof what, "mlp_fwd %dx%d->%d %s", n, h, i, mn);
+            check(what, dout, out, nh, tol);
+            snprintf(what, sizeof what, "mlp_bwd %dx%d->%d %s: din", n, h, i, mn);
+            check(what, ddin, din, nh, tol);
+            static const char *wn[3] = {"gate_w", "up_w", "down_w"};
+            for (int j = 0; j < 3; j++) {
+                snprintf(what, sizeof what, "mlp_bwd %dx%d->%d %s: d%s", n, h, i, mn, wn[j]);
+                /* the gradient part alone, so that the random start does not hide it */
+                float *got = host_alloc(nw * 4);
+                G->download(got, dgw + j * nw, nw * 4);
+                for (size_t e = 0; e < nw; e++)
+                    got[e] -= g0[j * nw + e], gw[j * nw + e] -= g0[j * nw + e];
+                double d2 = 0, r2 = 0;
+                for (size_t e = 0; e < nw; e++)
+                    d2 += (double)(got[e] - gw[j * nw + e]) * (got[e] - gw[j * nw + e]),
+                        r2 += (double)gw[j * nw + e] * gw[j * nw + e];
+                if (nograd ? d2 != 0.0 : !(sqrt(d2) <= tol * sqrt(r2)))
+                    fail("%s: normalized error %.3g > %.1g", what, nograd ? d2 : sqrt(d2 / r2), tol);
+            }
             release();
         }
 }
@@ -1031,7 +1052,7 @@ static const test_t tests[] = {
     {"layernorm forward and backward", t_layernorm},
     {"rope forward and backward", t_rope},
     {"swiglu, gelu, silu forward and backward (swiglu's adding and writing)", t_act},
-    {"mlp_fwd: fp32, bf16, bf16 with held weights", t_mlp},
+    {"mlp_fwd and mlp_bwd: fp32, bf16, bf16 with held weights", t_mlp},
     {"attention: one causal split", t_attention_causal},
     {"attention: packed samples, causal/full/noise, GQA, permuted rows", t_attention_packed},
     {"attention: head_dim 128, sample opening with a full split", t_attention_wide},

@@ -1525,6 +1525,41 @@ static void test_bwd_set(void **state)
 }
 
 /* every entry filled: a NULL here would crash a model at its first step */
+/* the MLP ops are the ops in turn, bit for bit; mlp_bwd writes din (NaN
+ * before) and adds to the weights' gradients */
+static void test_mlp(void **state)
+{
+    (void)state;
+    int n = 7, h = 12, i = 20;
+    size_t nh = (size_t)n * h, ni = (size_t)n * i, nw = (size_t)i * h;
+    float *x = frand(nh, -1, 1), *w = frand(3 * nw, -0.5, 0.5), *dy = frand(nh, -1, 1);
+    float *g = fvec(ni), *u = fvec(ni), *mm = fvec(ni), *out = fvec(nh);
+    float *g2 = fvec(ni), *u2 = fvec(ni), *mm2 = fvec(ni), *out2 = fvec(nh);
+    op_cpu.mlp_fwd(out, g, u, mm, x, w, w + nw, w + 2 * nw, n, h, i);
+    op_cpu.linear_fwd(g2, x, w, NULL, n, h, i);
+    op_cpu.linear_fwd(u2, x, w + nw, NULL, n, h, i);
+    op_cpu.swiglu_fwd(mm2, g2, u2, ni);
+    op_cpu.linear_fwd(out2, mm2, w + 2 * nw, NULL, n, i, h);
+    assert_memory_equal(out, out2, nh * 4);
+    assert_memory_equal(mm, mm2, ni * 4);
+
+    float *gw = frand(3 * nw, -1, 1), *gw2 = fvec(3 * nw), *din = fvec(nh), *din2 = fvec(nh);
+    memcpy(gw2, gw, 3 * nw * 4);
+    float *dg = fvec(ni), *du = fvec(ni), *dm = fvec(ni);
+    for (size_t e = 0; e < nh; e++)
+        din[e] = NAN;
+    op_cpu.mlp_bwd(din, gw, gw + nw, gw + 2 * nw, dy, x, w, w + nw, w + 2 * nw, g, u, mm, dg, du, dm, n, h, i);
+    /* the adding ops into zeros: the values the writing ones must give */
+    float *dm2 = fvec(ni), *dg2 = fvec(ni), *du2 = fvec(ni);
+    memset(dm2, 0, ni * 4), memset(dg2, 0, ni * 4), memset(du2, 0, ni * 4), memset(din2, 0, nh * 4);
+    op_cpu.linear_bwd(dm2, gw2 + 2 * nw, NULL, dy, mm2, w + 2 * nw, n, i, h);
+    op_cpu.swiglu_bwd(dg2, du2, dm2, g2, u2, ni);
+    op_cpu.linear_bwd(din2, gw2, NULL, dg2, x, w, n, h, i);
+    op_cpu.linear_bwd(din2, gw2 + nw, NULL, du2, x, w + nw, n, h, i);
+    assert_memory_equal(din, din2, nh * 4);
+    assert_memory_equal(gw, gw2, 3 * nw * 4);
+}
+
 static void test_table_complete(void **state)
 {
     (void)state;
@@ -1546,6 +1581,7 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.axpy,          (const void *)op_cpu.classifier_ce,
         (const void *)op_cpu.mse,           (const void *)op_cpu.flow_noise,
         (const void *)op_cpu.cfg_euler,     (const void *)op_cpu.mlp_fwd,
+        (const void *)op_cpu.mlp_bwd,
         (const void *)op_cpu.timestep_freq, (const void *)op_cpu.patchify_u8,
         (const void *)op_cpu.patchify_chw,  (const void *)op_cpu.unpatchify_chw,
         (const void *)op_cpu.conv2d_fwd,    (const void *)op_cpu.conv2d_bwd,
@@ -1575,6 +1611,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bwd_set, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_complete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mlp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attention_kv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_linear, setup, teardown),
