@@ -4,9 +4,15 @@
  * one block per row for a stable logsumexp, the loss and, when gradients
  * are wanted, dlogits = (softmax − onehot)·dloss[r] in place; then
  * dh += dlogits·w and dw += dlogitsᵀ·h (sgemm). A label outside [0, V) is a
- * row without target: loss 0, no gradient. dloss NULL: loss only. */
+ * row without target: loss 0, no gradient. dloss NULL: loss only.
+ * With bf16 products the weight is rounded to bf16 once a call (not once
+ * a product and chunk: at the 7B shape each rounding of the 152k × 3584
+ * head was a 3 GB pass), and dlogits are written in bf16 straight into the
+ * operand of both gradient products; the values are those of rounding them
+ * for each product. */
 #include "cuda_internal.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
 
 __device__ static float block_max(float v, float *sh)
@@ -29,17 +35,23 @@ __device__ static float block_max(float v, float *sh)
     return sh[32];
 }
 
-__global__ void k_ce_rows(float *loss, float *z_all, const int32_t *label, const float *dloss, int V, int grad)
+/* dlogits go to z (fp32, in place) or, where z16 is given, to z16 in bf16 */
+__global__ void k_ce_rows(float *loss, float *z_all, __nv_bfloat16 *z16_all, const int32_t *label, const float *dloss,
+                          int V, int grad)
 {
     __shared__ float sh[33];
     int r = blockIdx.x;
     float *z = z_all + (size_t)r * V;
+    __nv_bfloat16 *z16 = z16_all ? z16_all + (size_t)r * V : NULL;
     int y = label[r];
     if (y < 0 || y >= V) {
         if (loss && threadIdx.x == 0)
             loss[r] = 0.0f;
         for (int j = threadIdx.x; j < V; j += blockDim.x)
-            z[j] = 0.0f;
+            if (z16)
+                z16[j] = __float2bfloat16_rn(0.0f);
+            else
+                z[j] = 0.0f;
         return;
     }
     float mx = -INFINITY;
@@ -58,7 +70,11 @@ __global__ void k_ce_rows(float *loss, float *z_all, const int32_t *label, const
         __syncthreads();
         for (int j = threadIdx.x; j < V; j += blockDim.x) {
             float e = expf(z[j] - lse) * g;
-            z[j] = j == y ? e - g : e;
+            e = j == y ? e - g : e;
+            if (z16)
+                z16[j] = __float2bfloat16_rn(e);
+            else
+                z[j] = e;
         }
     }
 }
@@ -71,12 +87,33 @@ void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const
     if (chunk <= 0 || chunk > n)
         chunk = n;
     int grad = (dh || dw) && dloss;
+    if (cuda_gemm16_on()) {
+        /* the weight once (slot B), each chunk's rows (slot A, read again by
+         * dw's product), dlogits in bf16 (slot C) */
+        const void *w16 = cuda_to_bf16(CUDA_SCRATCH_GEMM_B, w, V, c, c);
+        void *z16 = grad ? cuda_scratch_slot(CUDA_SCRATCH_C, (size_t)chunk * V * 2 + 16) : NULL;
+        for (int r0 = 0; r0 < n; r0 += chunk) {
+            int R = n - r0 < chunk ? n - r0 : chunk;
+            const void *h16 = cuda_to_bf16(CUDA_SCRATCH_GEMM_A, h + (size_t)r0 * c, R, c, c);
+            cuda_gemm16_rm('n', 't', R, V, c, 1.0f, h16, c, w16, c, 0.0f, scratch, V);
+            k_ce_rows<<<R, 512, 0, cuda_stream>>>(loss ? loss + r0 : NULL, scratch, (__nv_bfloat16 *)z16, label + r0,
+                                                  dloss ? dloss + r0 : NULL, V, grad);
+            CU_LAUNCHED();
+            if (!grad)
+                continue;
+            if (dh)
+                cuda_gemm16_rm('n', 'n', R, c, V, 1.0f, z16, V, w16, c, 1.0f, dh + (size_t)r0 * c, c);
+            if (dw)
+                cuda_gemm16_rm('t', 'n', V, c, R, 1.0f, z16, V, h16, c, 1.0f, dw, c);
+        }
+        return;
+    }
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int R = n - r0 < chunk ? n - r0 : chunk;
         const float *hc = h + (size_t)r0 * c;
         cuda_gemm_rm('n', 't', R, V, c, 1.0f, hc, c, w, c, 0.0f, scratch, V);
-        k_ce_rows<<<R, 512, 0, cuda_stream>>>(loss ? loss + r0 : NULL, scratch, label + r0, dloss ? dloss + r0 : NULL,
-                                              V, grad);
+        k_ce_rows<<<R, 512, 0, cuda_stream>>>(loss ? loss + r0 : NULL, scratch, NULL, label + r0,
+                                              dloss ? dloss + r0 : NULL, V, grad);
         CU_LAUNCHED();
         if (!grad)
             continue;

@@ -86,6 +86,12 @@ void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const fl
 /* cuda_linear.cu: rows × cols of x (row stride ld) rounded into a packed
  * bf16 copy in scratch slot `slot` (an __nv_bfloat16 array) */
 void *cuda_to_bf16(int slot, const float *x, int rows, int cols, int ld);
+/* whether products round their operands into bf16 copies (bf16 mode, not
+ * BAGEL_GEMM=fast16bf); then cuda_gemm16_rm is cuda_gemm_rm on operands
+ * already in bf16 (__nv_bfloat16 arrays), fp32 accumulation and output */
+int cuda_gemm16_on(void);
+void cuda_gemm16_rm(char ta, char tb, int m, int n, int k, float alpha, const void *a16, int lda, const void *b16,
+                    int ldb, float beta, float *c, int ldc);
 
 /* cuda_dense.cu: attention with no mask through cuBLAS (see there): q, out
  * [nq, nh, d] with row strides ldq, ldo; k, v [nk, nkv, d] with row stride

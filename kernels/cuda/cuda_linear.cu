@@ -104,6 +104,16 @@ void cuda_gemm_rm(char ta, char tb, int m, int n, int k, float alpha, const floa
     gemm16(ta, tb, m, n, k, alpha, a16, ca, b16, cb, beta, c, ldc);
 }
 
+int cuda_gemm16_on(void) { return cuda_bf16 && !gemm_fast16bf(); }
+
+void cuda_gemm16_rm(char ta, char tb, int m, int n, int k, float alpha, const void *a16, int lda, const void *b16,
+                    int ldb, float beta, float *c, int ldc)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    gemm16(ta, tb, m, n, k, alpha, (const __nv_bfloat16 *)a16, lda, (const __nv_bfloat16 *)b16, ldb, beta, c, ldc);
+}
+
 __global__ void k_bias_rows(float *out, const float *b, size_t total, int c)
 {
     /* 32-bit index arithmetic where it fits: a 64-bit modulo per element

@@ -174,8 +174,12 @@ for spec in "${configs[@]}"; do
                 ;;
         esac
         if [[ $rc -eq 0 && -n "$line" ]]; then
+            # MFU over the one rate measured above for every side (the peer
+            # measures its own as well; its mfu field is over that one)
+            mfu=$(awk -v t="$(kv tflops "$line")" -v p="$PEAK" -v own="$(kv mfu "$line")" \
+                'BEGIN { if (p + 0 > 0) printf "%.2f", 100 * t / p; else print own }')
             row "$tag" "$name" "$(kv step_ms "$line")" "$(kv tokens_per_s "$line")" "$(kv mem_gib "$line")" \
-                "$(kv tflops "$line")" "$(kv mfu "$line")" "$(kv first_loss "$line")" ok
+                "$(kv tflops "$line")" "$mfu" "$(kv first_loss "$line")" ok
         else
             if [[ $rc -eq 200 ]]; then
                 why="skipped (budget)"
