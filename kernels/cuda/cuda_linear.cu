@@ -276,15 +276,39 @@ __device__ static inline float ld_f(float x) { return x; }
 __device__ static inline float ld_f(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ static inline float sigm_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-/* mm = silu(gate)·up into bf16, the fp32 op's expression (cuda_act.cu) on
- * fp32 or bf16 gate and up */
-template <typename T> __global__ void k_swiglu_to16(__nv_bfloat16 *mm, const T *gate, const T *up, size_t m)
+__device__ static inline float2 ld2_f(const float *p, size_t i) { return reinterpret_cast<const float2 *>(p)[i]; }
+__device__ static inline float2 ld2_f(const __nv_bfloat16 *p, size_t i)
 {
+    return __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(p)[i]);
+}
+
+/* mm = silu(gate)·up into bf16, the fp32 op's expression (cuda_act.cu) on
+ * fp32 or bf16 gate and up; two elements a thread where vec (m even, the
+ * pointers aligned for it: swiglu_vec) */
+template <typename T> __global__ void k_swiglu_to16(__nv_bfloat16 *mm, const T *gate, const T *up, size_t m, int vec)
+{
+    if (vec) {
+        __nv_bfloat162 *o2 = reinterpret_cast<__nv_bfloat162 *>(mm);
+        CU_FOR(i, m / 2)
+        {
+            float2 g = ld2_f(gate, i), u = ld2_f(up, i);
+            o2[i] = __floats2bfloat162_rn(g.x * sigm_(g.x) * u.x, g.y * sigm_(g.y) * u.y);
+        }
+        return;
+    }
     CU_FOR(i, m)
     {
         float g = ld_f(gate[i]);
         mm[i] = __float2bfloat16_rn(g * sigm_(g) * ld_f(up[i]));
     }
+}
+
+template <typename T> static void swiglu_to16(__nv_bfloat16 *mm, const T *gate, const T *up, size_t m)
+{
+    size_t a = 2 * sizeof(T);
+    int vec = m % 2 == 0 && (uintptr_t)gate % a == 0 && (uintptr_t)up % a == 0 && (uintptr_t)mm % 4 == 0;
+    k_swiglu_to16<<<cuda_blocks(vec ? m / 2 : m), CU_THREADS, 0, cuda_stream>>>(mm, gate, up, m, vec);
+    CU_LAUNCHED();
 }
 
 /* its backward into bf16 dgate and dup from fp32 dmm, again the fp32 op's
@@ -356,13 +380,12 @@ void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in
         __nv_bfloat16 *g16 = (__nv_bfloat16 *)gate, *u16 = g16 + ni;
         gemm16_to16('n', 't', n, i, h, x16, h, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, g16, i);
         gemm16_to16('n', 't', n, i, h, x16, h, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, u16, i);
-        k_swiglu_to16<<<cuda_blocks(ni), CU_THREADS, 0, cuda_stream>>>(m16, g16, u16, ni);
+        swiglu_to16(m16, (const __nv_bfloat16 *)g16, (const __nv_bfloat16 *)u16, ni);
     } else {
         gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, 0.0f, gate, i);
         gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, 0.0f, up, i);
-        k_swiglu_to16<<<cuda_blocks(ni), CU_THREADS, 0, cuda_stream>>>(m16, (const float *)gate, (const float *)up, ni);
+        swiglu_to16(m16, (const float *)gate, (const float *)up, ni);
     }
-    CU_LAUNCHED();
     gemm16('n', 't', n, h, i, 1.0f, m16, i, weight16(CUDA_SCRATCH_GEMM_B, down_w, h, i), i, 0.0f, out, h);
 }
 
