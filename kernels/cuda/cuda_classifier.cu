@@ -79,6 +79,16 @@ __global__ void k_ce_rows(float *loss, float *z_all, __nv_bfloat16 *z16_all, con
     }
 }
 
+/* a product of fp32 operands, or of their bf16 copies where given */
+static void product(char ta, char tb, int m, int n, int k, const float *a, const void *a16, int lda, const float *b,
+                    const void *b16, int ldb, float beta, float *c, int ldc)
+{
+    if (a16)
+        cuda_gemm16_rm(ta, tb, m, n, k, 1.0f, a16, lda, b16, ldb, beta, c, ldc);
+    else
+        cuda_gemm_rm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+}
+
 void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const float *w, const int32_t *label,
                         const float *dloss, int n, int c, int V, float *scratch, int chunk)
 {
@@ -86,40 +96,24 @@ void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const
         return;
     if (chunk <= 0 || chunk > n)
         chunk = n;
-    int grad = (dh || dw) && dloss;
-    if (cuda_gemm16_on()) {
-        /* the weight once (slot B), each chunk's rows (slot A, read again by
-         * dw's product), dlogits in bf16 (slot C) */
-        const void *w16 = cuda_to_bf16(CUDA_SCRATCH_GEMM_B, w, V, c, c);
-        void *z16 = grad ? cuda_scratch_slot(CUDA_SCRATCH_C, (size_t)chunk * V * 2 + 16) : NULL;
-        for (int r0 = 0; r0 < n; r0 += chunk) {
-            int R = n - r0 < chunk ? n - r0 : chunk;
-            const void *h16 = cuda_to_bf16(CUDA_SCRATCH_GEMM_A, h + (size_t)r0 * c, R, c, c);
-            cuda_gemm16_rm('n', 't', R, V, c, 1.0f, h16, c, w16, c, 0.0f, scratch, V);
-            k_ce_rows<<<R, 512, 0, cuda_stream>>>(loss ? loss + r0 : NULL, scratch, (__nv_bfloat16 *)z16, label + r0,
-                                                  dloss ? dloss + r0 : NULL, V, grad);
-            CU_LAUNCHED();
-            if (!grad)
-                continue;
-            if (dh)
-                cuda_gemm16_rm('n', 'n', R, c, V, 1.0f, z16, V, w16, c, 1.0f, dh + (size_t)r0 * c, c);
-            if (dw)
-                cuda_gemm16_rm('t', 'n', V, c, R, 1.0f, z16, V, h16, c, 1.0f, dw, c);
-        }
-        return;
-    }
+    int grad = (dh || dw) && dloss, r16 = cuda_gemm16_on();
+    /* bf16: the weight once (slot B), each chunk's rows (slot A, read again
+     * by dw's product), dlogits (slot C) */
+    const void *w16 = r16 ? cuda_to_bf16(CUDA_SCRATCH_GEMM_B, w, V, c, c) : NULL;
+    void *z16 = r16 && grad ? cuda_scratch_slot(CUDA_SCRATCH_C, (size_t)chunk * V * 2 + 16) : NULL;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int R = n - r0 < chunk ? n - r0 : chunk;
         const float *hc = h + (size_t)r0 * c;
-        cuda_gemm_rm('n', 't', R, V, c, 1.0f, hc, c, w, c, 0.0f, scratch, V);
-        k_ce_rows<<<R, 512, 0, cuda_stream>>>(loss ? loss + r0 : NULL, scratch, NULL, label + r0,
+        const void *h16 = r16 ? cuda_to_bf16(CUDA_SCRATCH_GEMM_A, hc, R, c, c) : NULL;
+        product('n', 't', R, V, c, hc, h16, c, w, w16, c, 0.0f, scratch, V);
+        k_ce_rows<<<R, 512, 0, cuda_stream>>>(loss ? loss + r0 : NULL, scratch, (__nv_bfloat16 *)z16, label + r0,
                                               dloss ? dloss + r0 : NULL, V, grad);
         CU_LAUNCHED();
         if (!grad)
             continue;
         if (dh)
-            cuda_gemm_rm('n', 'n', R, c, V, 1.0f, scratch, V, w, c, 1.0f, dh + (size_t)r0 * c, c);
+            product('n', 'n', R, c, V, scratch, z16, V, w, w16, c, 1.0f, dh + (size_t)r0 * c, c);
         if (dw)
-            cuda_gemm_rm('t', 'n', V, c, R, 1.0f, scratch, V, hc, c, 1.0f, dw, c);
+            product('t', 'n', V, c, R, scratch, z16, V, hc, h16, c, 1.0f, dw, c);
     }
 }
