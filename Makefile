@@ -89,7 +89,7 @@ STAGE_NAMES := $(filter-out common,$(notdir $(patsubst %/,%,$(wildcard stages/*/
 STAGE_LIB_SRC := $(filter-out %/main.c,$(foreach n,$(STAGE_NAMES),$(wildcard stages/$(n)/*.c)))
 CUDA_SRC := $(wildcard kernels/cuda/*.cu)
 # the compute library: the CPU backend of the op table and the models
-MODEL_SRC := $(wildcard kernels/cpu/*.c) kernels/prof.c $(wildcard models/*.c)
+MODEL_SRC := $(wildcard kernels/cpu/*.c) kernels/ops.c kernels/prof.c $(wildcard models/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_IPC := $(BUILD)/lib/libbagelipc.a

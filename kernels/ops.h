@@ -277,4 +277,18 @@ static inline size_t op_ce_scratch_floats(int chunk, int V) { return (size_t)chu
 
 extern const op_table_t op_cpu;
 
+/* mlp_fwd and mlp_bwd as the ops of table t in turn (kernels/ops.c): the
+ * CPU's, and CUDA's where its bf16 path does not apply */
+#ifdef __cplusplus
+extern "C" {
+#endif
+void op_mlp_fwd_by_ops(const op_table_t *t, float *out, float *gate, float *up, float *mm, const float *in,
+                       const float *gate_w, const float *up_w, const float *down_w, int n, int h, int i);
+void op_mlp_bwd_by_ops(const op_table_t *t, float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout,
+                       const float *in, const float *gate_w, const float *up_w, const float *down_w, const float *gate,
+                       const float *up, const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i);
+#ifdef __cplusplus
+}
+#endif
+
 #endif

@@ -73,18 +73,13 @@ void cpu_linear_bwd_set(float *din, float *dw, float *db, const float *dout, con
 void cpu_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w, const float *up_w,
                  const float *down_w, int n, int h, int i)
 {
-    cpu_linear_fwd(gate, in, gate_w, NULL, n, h, i);
-    cpu_linear_fwd(up, in, up_w, NULL, n, h, i);
-    cpu_swiglu_fwd(mm, gate, up, (size_t)n * i);
-    cpu_linear_fwd(out, mm, down_w, NULL, n, i, h);
+    op_mlp_fwd_by_ops(&op_cpu, out, gate, up, mm, in, gate_w, up_w, down_w, n, h, i);
 }
 
 void cpu_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,
                  const float *gate_w, const float *up_w, const float *down_w, const float *gate, const float *up,
                  const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i)
 {
-    cpu_linear_bwd_set(dmm, ddown_w, NULL, dout, mm, down_w, n, i, h);
-    cpu_swiglu_bwd_set(dgate, dup, dmm, gate, up, (size_t)n * i);
-    cpu_linear_bwd_set(din, dgate_w, NULL, dgate, in, gate_w, n, h, i);
-    cpu_linear_bwd(din, dup_w, NULL, dup, in, up_w, n, h, i);
+    op_mlp_bwd_by_ops(&op_cpu, din, dgate_w, dup_w, ddown_w, dout, in, gate_w, up_w, down_w, gate, up, mm, dgate, dup,
+                      dmm, n, h, i);
 }

@@ -6,11 +6,9 @@
 #define GELU_K 0.7978845608028654f /* sqrt(2/π) */
 #define GELU_C 0.044715f
 
-__device__ static inline float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 __global__ void k_swiglu_fwd(float *out, const float *gate, const float *up, size_t m)
 {
-    CU_FOR(i, m) out[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
+    CU_FOR(i, m) out[i] = gate[i] * cuda_sigmoid(gate[i]) * up[i];
 }
 
 /* SET: dgate and dup written (swiglu_bwd_set), else added to */
@@ -19,7 +17,7 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const 
 {
     CU_FOR(i, m)
     {
-        float g = gate[i], s = sigmoidf_(g);
+        float g = gate[i], s = cuda_sigmoid(g);
         if (dgate)
             dgate[i] = (SET ? 0.0f : dgate[i]) + dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
         if (dup)
@@ -32,7 +30,7 @@ __global__ void k_gelu_fwd(float *out, const float *in, size_t m)
     CU_FOR(i, m)
     {
         float x = in[i];
-        out[i] = x * sigmoidf_(2.0f * GELU_K * (x + GELU_C * x * x * x));
+        out[i] = x * cuda_sigmoid(2.0f * GELU_K * (x + GELU_C * x * x * x));
     }
 }
 
@@ -41,19 +39,19 @@ __global__ void k_gelu_bwd(float *din, const float *dout, const float *in, size_
     CU_FOR(i, m)
     {
         float x = in[i];
-        float s = sigmoidf_(2.0f * GELU_K * (x + GELU_C * x * x * x));
+        float s = cuda_sigmoid(2.0f * GELU_K * (x + GELU_C * x * x * x));
         float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
         din[i] += dout[i] * (s + x * s * (1.0f - s) * du);
     }
 }
 
-__global__ void k_silu_fwd(float *out, const float *in, size_t m) { CU_FOR(i, m) out[i] = in[i] * sigmoidf_(in[i]); }
+__global__ void k_silu_fwd(float *out, const float *in, size_t m) { CU_FOR(i, m) out[i] = in[i] * cuda_sigmoid(in[i]); }
 
 __global__ void k_silu_bwd(float *din, const float *dout, const float *in, size_t m)
 {
     CU_FOR(i, m)
     {
-        float x = in[i], s = sigmoidf_(x);
+        float x = in[i], s = cuda_sigmoid(x);
         din[i] += dout[i] * s * (1.0f + x * (1.0f - s));
     }
 }

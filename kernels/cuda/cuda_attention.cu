@@ -100,13 +100,6 @@ __device__ static inline float warp_max(float v)
     return v;
 }
 
-__device__ static inline float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(FULL_MASK, v, o);
-    return v;
-}
-
 /* rows [p0, p0 + np) of head hd of x [S, nh_x, d] into dst with row stride ld */
 __device__ static void at_load(float *dst, int ld, const float *x, const attn_dev &a, int p0, int np, int nh_x, int hd)
 {
@@ -167,7 +160,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_fwd(float *out, float *l
                         continue;
                     float mnew = fmaxf(mx, m[qq]);
                     float pj = s == -INFINITY ? 0.0f : expf(s - mnew);
-                    float sum = warp_sum(pj), corr = expf(m[qq] - mnew);
+                    float sum = cuda_warp_sum(pj), corr = expf(m[qq] - mnew);
 #pragma unroll
                     for (int u = 0; u < DPL; u++)
                         o[qq][u] *= corr;
@@ -236,7 +229,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dq(float *dq, const 
                     dd += gs_[i * d + t] * out[ri * d + t];
                 L[qq] = lse[ri];
             }
-            D[qq] = warp_sum(dd);
+            D[qq] = cuda_warp_sum(dd);
 #pragma unroll
             for (int u = 0; u < DPL; u++)
                 acc[qq][u] = 0.0f;
@@ -335,7 +328,7 @@ __global__ void __launch_bounds__(AT_WARPS * 32) k_attn_bwd_dkv(float *dk, float
                     float dd = 0.0f;
                     for (int t = lane; t < d; t += 32)
                         dd += gs_[i * (d + 1) + t] * out[ri * d + t];
-                    dd = warp_sum(dd);
+                    dd = cuda_warp_sum(dd);
                     if (lane == 0)
                         ds_[i] = dd, ls_[i] = lse[ri];
                 }

@@ -229,6 +229,16 @@ static inline unsigned cuda_blocks(size_t m)
 }
 #define CU_FOR(i, m) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (m); i += (size_t)gridDim.x * blockDim.x)
 
+/* the sum over a warp's 32 lanes, in every lane */
+__device__ inline float cuda_warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ inline float cuda_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
 /* block-wide sum of one value per thread (blockDim.x a multiple of 32, at
  * most 1024); every thread gets the result. Uses 33 slots of shared memory. */
 template <typename T> __device__ inline T cuda_block_sum(T v, T *sh)

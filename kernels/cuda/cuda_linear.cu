@@ -37,17 +37,25 @@ __global__ void k_to_bf16_packed(__nv_bfloat16 *dst, const float4 *x, size_t n4)
     }
 }
 
+/* rows × cols of x (row stride ld) rounded into dst, packed: 16-byte loads
+ * where x is packed and aligned for them */
+static void to_bf16_into(__nv_bfloat16 *dst, const float *x, int rows, int cols, int ld)
+{
+    size_t n = (size_t)rows * cols;
+    if (!n)
+        return;
+    if ((ld == cols || rows == 1) && n % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)dst & 7) == 0)
+        k_to_bf16_packed<<<cuda_blocks(n / 4), CU_THREADS, 0, cuda_stream>>>(dst, (const float4 *)x, n / 4);
+    else
+        k_to_bf16<<<cuda_blocks((n + 3) / 4), CU_THREADS, 0, cuda_stream>>>(dst, x, rows, cols, ld);
+    CU_LAUNCHED();
+}
+
 static __nv_bfloat16 *to_bf16(int slot, const float *x, int rows, int cols, int ld)
 {
     size_t n = (size_t)rows * cols;
     __nv_bfloat16 *d = (__nv_bfloat16 *)cuda_scratch_slot(slot, n * sizeof(__nv_bfloat16) + 16);
-    if (n && (ld == cols || rows == 1) && n % 4 == 0 && ((uintptr_t)x & 15) == 0) {
-        k_to_bf16_packed<<<cuda_blocks(n / 4), CU_THREADS, 0, cuda_stream>>>(d, (const float4 *)x, n / 4);
-        CU_LAUNCHED();
-    } else if (n) {
-        k_to_bf16<<<cuda_blocks((n + 3) / 4), CU_THREADS, 0, cuda_stream>>>(d, x, rows, cols, ld);
-        CU_LAUNCHED();
-    }
+    to_bf16_into(d, x, rows, cols, ld);
     return d;
 }
 
@@ -260,21 +268,8 @@ static void gemm16_to16(char ta, char tb, int m, int n, int k, const __nv_bfloat
                               CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* x (rows × cols, packed) rounded to bf16 into dst */
-static void to_bf16_into(__nv_bfloat16 *dst, const float *x, size_t n)
-{
-    if (!n)
-        return;
-    if (n % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)dst & 7) == 0)
-        k_to_bf16_packed<<<cuda_blocks(n / 4), CU_THREADS, 0, cuda_stream>>>(dst, (const float4 *)x, n / 4);
-    else
-        k_to_bf16<<<cuda_blocks((n + 3) / 4), CU_THREADS, 0, cuda_stream>>>(dst, x, 1, (int)n, (int)n);
-    CU_LAUNCHED();
-}
-
 __device__ static inline float ld_f(float x) { return x; }
 __device__ static inline float ld_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ static inline float sigm_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 __device__ static inline float2 ld2_f(const float *p, size_t i) { return reinterpret_cast<const float2 *>(p)[i]; }
 __device__ static inline float2 ld2_f(const __nv_bfloat16 *p, size_t i)
@@ -292,14 +287,14 @@ template <typename T> __global__ void k_swiglu_to16(__nv_bfloat16 *mm, const T *
         CU_FOR(i, m / 2)
         {
             float2 g = ld2_f(gate, i), u = ld2_f(up, i);
-            o2[i] = __floats2bfloat162_rn(g.x * sigm_(g.x) * u.x, g.y * sigm_(g.y) * u.y);
+            o2[i] = __floats2bfloat162_rn(g.x * cuda_sigmoid(g.x) * u.x, g.y * cuda_sigmoid(g.y) * u.y);
         }
         return;
     }
     CU_FOR(i, m)
     {
         float g = ld_f(gate[i]);
-        mm[i] = __float2bfloat16_rn(g * sigm_(g) * ld_f(up[i]));
+        mm[i] = __float2bfloat16_rn(g * cuda_sigmoid(g) * ld_f(up[i]));
     }
 }
 
@@ -319,7 +314,7 @@ __global__ void k_swiglu_bwd_to16(__nv_bfloat16 *dgate, __nv_bfloat16 *dup, cons
 {
     CU_FOR(i, m)
     {
-        float g = ld_f(gate[i]), s = sigm_(g), d = dmm[i];
+        float g = ld_f(gate[i]), s = cuda_sigmoid(g), d = dmm[i];
         dgate[i] = __float2bfloat16_rn(d * ld_f(up[i]) * s * (1.0f + g * (1.0f - s)));
         dup[i] = __float2bfloat16_rn(d * g * s);
     }
@@ -338,23 +333,32 @@ __global__ void k_swiglu_bwd_to16(__nv_bfloat16 *dgate, __nv_bfloat16 *dup, cons
  * The backward: dmm in fp32, dgate: dgate16 then dup16. */
 enum { MLP_OPS, MLP_TRAIN, MLP_LEAN };
 
-static int mlp_mode(const float *gate_w, const float *up_w, const float *down_w, int h, int i)
+/* the mode, and for MLP_LEAN the three held copies (held[0..2]: gate, up,
+ * down; NULL otherwise) */
+static int mlp_mode(const float *gate_w, const float *up_w, const float *down_w, int h, int i,
+                    const __nv_bfloat16 *held[3])
 {
     static int ops = -1;
     if (ops < 0) {
         const char *e = getenv("BAGEL_MLP");
         ops = e && !strcmp(e, "ops");
     }
+    held[0] = held[1] = held[2] = NULL;
     if (!cuda_bf16 || gemm_fast16bf() || ops || i <= 0 || h > i)
         return MLP_OPS;
-    return held_bf16(gate_w, i, h) && held_bf16(up_w, i, h) && held_bf16(down_w, h, i) ? MLP_LEAN : MLP_TRAIN;
+    const __nv_bfloat16 *g = held_bf16(gate_w, i, h), *u = g ? held_bf16(up_w, i, h) : NULL;
+    const __nv_bfloat16 *d = u ? held_bf16(down_w, h, i) : NULL;
+    if (!d)
+        return MLP_TRAIN;
+    held[0] = g, held[1] = u, held[2] = d;
+    return MLP_LEAN;
 }
 
-/* a weight [rows, cols] in bf16: its held copy, else rounded into slot */
-static const __nv_bfloat16 *weight16(int slot, const float *w, int rows, int cols)
+/* a weight [rows, cols] in bf16: its held copy, else rounded into slot B
+ * (reused in stream order: each copy is taken just before its product) */
+static const __nv_bfloat16 *weight16(const __nv_bfloat16 *held, const float *w, int rows, int cols)
 {
-    const __nv_bfloat16 *h = held_bf16(w, rows, cols);
-    return h ? h : to_bf16(slot, w, rows, cols, cols);
+    return held ? held : to_bf16(CUDA_SCRATCH_GEMM_B, w, rows, cols, cols);
 }
 
 void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
@@ -362,31 +366,27 @@ void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in
 {
     if (n <= 0 || h <= 0)
         return;
-    int mode = mlp_mode(gate_w, up_w, down_w, h, i);
+    const __nv_bfloat16 *held[3];
+    int mode = mlp_mode(gate_w, up_w, down_w, h, i, held);
     if (mode == MLP_OPS) {
-        cuda_linear_fwd(gate, in, gate_w, NULL, n, h, i);
-        cuda_linear_fwd(up, in, up_w, NULL, n, h, i);
-        cuda_swiglu_fwd(mm, gate, up, (size_t)n * i);
-        cuda_linear_fwd(out, mm, down_w, NULL, n, i, h);
+        op_mlp_fwd_by_ops(&op_cuda, out, gate, up, mm, in, gate_w, up_w, down_w, n, h, i);
         return;
     }
     size_t ni = (size_t)n * i;
     __nv_bfloat16 *m16 = (__nv_bfloat16 *)mm;
     __nv_bfloat16 *x16 = mode == MLP_LEAN ? (__nv_bfloat16 *)up : m16 + ni;
-    /* each weight's copy is taken just before its product: slot B is reused
-     * in stream order */
-    to_bf16_into(x16, in, (size_t)n * h);
+    to_bf16_into(x16, in, n, h, h);
     if (mode == MLP_LEAN) {
         __nv_bfloat16 *g16 = (__nv_bfloat16 *)gate, *u16 = g16 + ni;
-        gemm16_to16('n', 't', n, i, h, x16, h, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, g16, i);
-        gemm16_to16('n', 't', n, i, h, x16, h, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, u16, i);
+        gemm16_to16('n', 't', n, i, h, x16, h, weight16(held[0], gate_w, i, h), h, g16, i);
+        gemm16_to16('n', 't', n, i, h, x16, h, weight16(held[1], up_w, i, h), h, u16, i);
         swiglu_to16(m16, (const __nv_bfloat16 *)g16, (const __nv_bfloat16 *)u16, ni);
     } else {
-        gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, 0.0f, gate, i);
-        gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, 0.0f, up, i);
+        gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(held[0], gate_w, i, h), h, 0.0f, gate, i);
+        gemm16('n', 't', n, i, h, 1.0f, x16, h, weight16(held[1], up_w, i, h), h, 0.0f, up, i);
         swiglu_to16(m16, (const float *)gate, (const float *)up, ni);
     }
-    gemm16('n', 't', n, h, i, 1.0f, m16, i, weight16(CUDA_SCRATCH_GEMM_B, down_w, h, i), i, 0.0f, out, h);
+    gemm16('n', 't', n, h, i, 1.0f, m16, i, weight16(held[2], down_w, h, i), i, 0.0f, out, h);
 }
 
 void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,
@@ -395,12 +395,11 @@ void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, cons
 {
     if (n <= 0 || h <= 0)
         return;
-    int mode = mlp_mode(gate_w, up_w, down_w, h, i);
+    const __nv_bfloat16 *held[3];
+    int mode = mlp_mode(gate_w, up_w, down_w, h, i, held);
     if (mode == MLP_OPS) {
-        cuda_linear_bwd_set(dmm, ddown_w, NULL, dout, mm, down_w, n, i, h);
-        cuda_swiglu_bwd_set(dgate, dup, dmm, gate, up, (size_t)n * i);
-        cuda_linear_bwd_set(din, dgate_w, NULL, dgate, in, gate_w, n, h, i);
-        cuda_linear_bwd(din, dup_w, NULL, dup, in, up_w, n, h, i);
+        op_mlp_bwd_by_ops(&op_cuda, din, dgate_w, dup_w, ddown_w, dout, in, gate_w, up_w, down_w, gate, up, mm, dgate,
+                          dup, dmm, n, h, i);
         return;
     }
     size_t ni = (size_t)n * i;
@@ -409,7 +408,7 @@ void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, cons
     __nv_bfloat16 *dg16 = (__nv_bfloat16 *)dgate, *du16 = dg16 + ni;
     __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, h, h);
     /* dmm = dout·down_w, d(down_w) += doutᵀ·mm */
-    gemm16('n', 'n', n, i, h, 1.0f, d16, h, weight16(CUDA_SCRATCH_GEMM_B, down_w, h, i), i, 0.0f, dmm, i);
+    gemm16('n', 'n', n, i, h, 1.0f, d16, h, weight16(held[2], down_w, h, i), i, 0.0f, dmm, i);
     if (ddown_w)
         gemm16('t', 'n', h, i, n, 1.0f, d16, h, m16, i, 1.0f, ddown_w, i);
     if (mode == MLP_LEAN) {
@@ -421,8 +420,8 @@ void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, cons
     CU_LAUNCHED();
     /* din = dgate·gate_w + dup·up_w; the weights' gradients from the input
      * the forward kept */
-    gemm16('n', 'n', n, h, i, 1.0f, dg16, i, weight16(CUDA_SCRATCH_GEMM_B, gate_w, i, h), h, 0.0f, din, h);
-    gemm16('n', 'n', n, h, i, 1.0f, du16, i, weight16(CUDA_SCRATCH_GEMM_B, up_w, i, h), h, 1.0f, din, h);
+    gemm16('n', 'n', n, h, i, 1.0f, dg16, i, weight16(held[0], gate_w, i, h), h, 0.0f, din, h);
+    gemm16('n', 'n', n, h, i, 1.0f, du16, i, weight16(held[1], up_w, i, h), h, 1.0f, din, h);
     if (dgate_w)
         gemm16('t', 'n', i, h, n, 1.0f, dg16, i, x16, h, 1.0f, dgate_w, h);
     if (dup_w)

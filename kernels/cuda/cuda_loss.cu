@@ -92,13 +92,6 @@ void cuda_timestep_freq(float *out, const float *t, int n, int half)
 
 /* ---- cfg_euler: one Euler step under classifier-free guidance ---------- */
 
-__device__ inline float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 __device__ inline float cfg_clamp(float num, float den, float lo)
 {
     float r = num / (den + 1e-8f);
@@ -123,7 +116,7 @@ __global__ void k_cfg_rows(float *x, float *v, double *part, const float *vc, co
         float u = t[j] + s_txt * (c[j] - t[j]);
         nc += c[j] * c[j], nu += u * u;
     }
-    nc = sqrtf(warp_sum(nc)), nu = sqrtf(warp_sum(nu));
+    nc = sqrtf(cuda_warp_sum(nc)), nu = sqrtf(cuda_warp_sum(nu));
     float s1 = renorm == OP_RENORM_TEXT_CHANNEL ? cfg_clamp(nc, nu, lo) : 1.0f, nw = 0.0f;
     for (int j = lane; j < dim; j += 32) {
         float u = t[j] + s_txt * (c[j] - t[j]);
@@ -133,7 +126,7 @@ __global__ void k_cfg_rows(float *x, float *v, double *part, const float *vc, co
             u = im[j] + s_img * (u - im[j]);
         w[j] = u, nw += u * u;
     }
-    nw = warp_sum(nw);
+    nw = cuda_warp_sum(nw);
     if (renorm == OP_RENORM_GLOBAL) {
         if (lane == 0)
             part[row] = (double)nc * nc, part[n + row] = nw;

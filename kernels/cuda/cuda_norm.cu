@@ -107,13 +107,6 @@ void cuda_col_reduce(float *dw, float *db, const float *dout, const float *in, c
 #define WARP_ROW_MAX 4096
 #define WARP_ROWS 8 /* rows (warps) a block */
 
-__device__ static inline float warp_sum32(float v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 __global__ void k_rmsnorm_fwd_warp(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps)
 {
     int r = blockIdx.x * WARP_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -124,7 +117,7 @@ __global__ void k_rmsnorm_fwd_warp(float *out, float *rstd, const float *in, con
     float ss = 0.0f;
     for (int i = lane; i < c; i += 32)
         ss += x[i] * x[i];
-    ss = warp_sum32(ss);
+    ss = cuda_warp_sum(ss);
     float rs = 1.0f / sqrtf(ss / (float)c + eps);
     for (int i = lane; i < c; i += 32)
         y[i] = w[i] * (x[i] * rs);
@@ -143,7 +136,7 @@ __global__ void k_rmsnorm_bwd_din_warp(float *din, const float *dout, const floa
     float rs = rstd[r], dot = 0.0f;
     for (int i = lane; i < c; i += 32)
         dot += g[i] * w[i] * x[i] * rs;
-    dot = warp_sum32(dot) / (float)c;
+    dot = cuda_warp_sum(dot) / (float)c;
     for (int i = lane; i < c; i += 32)
         dx[i] += rs * (g[i] * w[i] - x[i] * rs * dot);
 }
