@@ -39,6 +39,7 @@ void img_opts_default(img_opts_t *o)
         .simd = true,
         .avx512 = true,
         .png_fast_path = true,
+        .inline_eval = true,
     };
 }
 
@@ -106,6 +107,52 @@ static void watch(VipsImage *im, watch_t *wt)
         return;
     vips_image_set_progress(im, TRUE);
     g_signal_connect(im, "eval", G_CALLBACK(on_eval), wt);
+}
+
+/* im's pixels into a new g_malloc'd buffer of *n bytes; NULL on error (the
+ * error in libvips' buffer, or wt->expired).
+ *
+ * vips_image_write_to_memory runs the pipeline on libvips' thread pool: with
+ * one thread (the stage's default) its worker computes while this thread
+ * waits, and every image costs several cross-core handoffs. On the
+ * benchmark's small images those made an unloaded process spend 60% more CPU
+ * an image than one pinned to a core (docs/image.md, Speed). So with
+ * inline_eval the pipeline is evaluated here, a strip of rows at a time, top
+ * to bottom as a sequential decode wants, with the deadline checked between
+ * strips in place of the pool's progress signal. */
+static uint8_t *to_memory(VipsImage *im, bool inline_eval, watch_t *wt, size_t *n)
+{
+    if (!inline_eval) {
+        watch(im, wt);
+        return vips_image_write_to_memory(im, n);
+    }
+    size_t line = VIPS_IMAGE_SIZEOF_LINE(im);
+    uint8_t *px = g_try_malloc(line * (size_t)im->Ysize);
+    if (!px) {
+        vips_error("bagel-image", "out of memory for %zu bytes", line * (size_t)im->Ysize);
+        return NULL;
+    }
+    VipsRegion *reg = vips_region_new(im);
+    // strips of about 1 MiB: the whole of a small image, bounded memory for a large one
+    int rows = line ? (int)((1u << 20) / line) : 1;
+    rows = rows < 16 ? 16 : rows;
+    for (int y = 0; y < im->Ysize; y += rows) {
+        VipsRect r = {0, y, im->Xsize, im->Ysize - y < rows ? im->Ysize - y : rows};
+        if (wt->deadline_ms > 0 && now_ms() > wt->deadline_ms) {
+            wt->expired = true;
+            vips_error("bagel-image", "timeout");
+        }
+        if (wt->expired || vips_region_prepare(reg, &r)) {
+            g_object_unref(reg);
+            g_free(px);
+            return NULL;
+        }
+        for (int i = 0; i < r.height; i++)
+            memcpy(px + (size_t)(y + i) * line, VIPS_REGION_ADDR(reg, 0, y + i), line);
+    }
+    g_object_unref(reg);
+    *n = line * (size_t)im->Ysize;
+    return px;
 }
 
 /* libvips' error buffer as one line in err, then cleared. */
@@ -266,9 +313,8 @@ static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want
     int orient = 1;
     if (vips_image_get_typeof(im, VIPS_META_ORIENTATION) && vips_image_get_int(im, VIPS_META_ORIENTATION, &orient))
         orient = 1;
-    watch(im, wt);
     size_t n = 0;
-    uint8_t *px = vips_image_write_to_memory(im, &n);
+    uint8_t *px = to_memory(im, o->inline_eval, wt, &n);
     w = im->Xsize, h = im->Ysize;
     g_object_unref(im);
     if (!px) {
@@ -288,7 +334,7 @@ static int decode_rgb(const void *buf, size_t len, const img_opts_t *o, img_want
         }
         uint8_t *rot = NULL;
         if (mem && !vips_autorot(mem, &t, NULL)) {
-            rot = vips_image_write_to_memory(t, &n);
+            rot = to_memory(t, o->inline_eval, wt, &n);
             w = t->Xsize, h = t->Ysize;
             g_object_unref(t);
         }

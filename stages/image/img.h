@@ -36,6 +36,7 @@ typedef struct {
     bool simd;                // AVX2 resampling, SSE2 PNG unfiltering where the CPU has them (same bytes as without)
     bool avx512;              // with simd: AVX-512 resampling where the CPU has it (same bytes as AVX2)
     bool png_fast_path;       // plain 8-bit RGB/RGBA PNGs inflated by libdeflate, not libvips (png.h)
+    bool inline_eval;         // run libvips' pipelines on the calling thread, not its thread pool (one thread)
 } img_opts_t;
 
 void img_opts_default(img_opts_t *o);

@@ -374,6 +374,7 @@ int main(int argc, char **argv)
         return EXIT_FATAL;
     }
     vips_concurrency_set((int)threads);
+    job.io.inline_eval = threads == 1; // more threads: libvips' pool decodes one image on several
     vips_cache_set_max(0); // every image is seen once
     g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE, quiet_log, NULL);
     int status = run(&st, &job);

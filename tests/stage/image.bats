@@ -77,6 +77,17 @@ PY
     done
 }
 
+@test "threads: libvips' pool (--threads 2, 4) gives the bytes of the default's evaluation on the calling thread" {
+    for f in $(ls "$DATA/inputs"); do seq_line "$f" '"und":true,"gen":true,"cond":true'; done >"$T/all.jsonl"
+    # without the PNG fast path every input goes through libvips
+    pipe "$DATA/inputs" "$T/all.jsonl" "$T/one.rec" --no-png-fast-path
+    [ "$("$CAT" --count "$T/one.rec" | jq .types.sample)" -ge 20 ]
+    for n in 2 4; do
+        pipe "$DATA/inputs" "$T/all.jsonl" "$T/pool.rec" --no-png-fast-path --threads "$n"
+        cmp "$T/one.rec" "$T/pool.rec"
+    done
+}
+
 # filtered_png DIR: RGB and RGBA PNGs, 1x1 to 203x11, whose rows use every
 # filter type (None, Sub, Up, Average, Paeth; the first rows each in turn,
 # the rest at random), with noisy content and alphas 0, 255 and between
