@@ -12,7 +12,12 @@ export BUILD
 export BAGEL_BIN="$PWD/$BUILD/bin" BAGEL_TESTS="$PWD/$BUILD/tests"
 passed=0 failed=0 skipped=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# the tokenizer's cache files (tok.h) go to a directory of the run's own,
+# not the user's ~/.cache; the first load of each tokenizer makes its file
+# and every later one builds from it, so both paths run
+cache_dir=$(mktemp -d /tmp/bagel-test-cache-XXXXXX)
+export BAGEL_CACHE_DIR="${BAGEL_CACHE_DIR:-$cache_dir}"
+trap 'rm -f "$log"; rm -rf "$cache_dir"' EXIT
 
 # tally FILE NAME: count TAP lines of one run; show failures
 tally() {

@@ -301,11 +301,16 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     char err[TOK_ERR_LEN];
-    tok_t *tk = tok_load(path, err);
+    tok_load_info_t li;
+    tok_t *tk = tok_load_cached(path, NULL, &li, err);
     if (!tk) {
         log_error("tokenizer: %s", err);
         return EXIT_FATAL;
     }
+    if (li.cache_note[0])
+        log_info("tokenizer cache: %s", li.cache_note);
+    log_info("tokenizer=%s ids=%d load_ms=%.0f from=%s", path, tok_n_ids(tk), li.ms,
+             li.from_cache ? li.cache : "json");
     int status = text || decode ? run_lines(&st, tk, decode, json) : run_records(&st, tk, &job);
     tok_destroy(&tk);
     tok_ids_free(&job.ids);

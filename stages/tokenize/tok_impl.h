@@ -71,6 +71,40 @@ struct tok {
     size_t heap_cap;
 };
 
+/* What a tok_t is built from, as tokenizer.json gives it (tok_load.c) or a
+ * cache file holds it (tok_cache.c): strings point into the JSON tree or the
+ * cache's bytes. tok_build checks every id against n_ids. */
+typedef struct {
+    const char *s; // a vocabulary token string (ByteLevel characters) or an added token's content
+    uint32_t n;
+    int32_t id;
+    bool normalized; // added tokens only
+} tok_str_t;
+
+typedef struct {
+    int32_t a, b, m; // left, right, merged id; the rank is the index
+} tok_pair_t;
+
+typedef struct {
+    int32_t n_ids;
+    bool nfc, ignore_merges;
+    size_t nv, nm, na;
+    tok_str_t *vocab; // nv
+    tok_pair_t *merges; // nm
+    tok_str_t *added; // na
+} tok_spec_t;
+
+tok_t *tok_build(const tok_spec_t *s, char *err);
+void tok_spec_free(tok_spec_t *s); // the arrays, not the strings
+
+/* tok_cache.c: a spec as bytes, for a tokenizer.json of src_size bytes
+ * hashing to src_hash (tok_hash), and back. tok_cache_decode checks every
+ * size, offset and id and a checksum; the strings of *s point into buf.
+ * any_source: accept whatever source the file names (fuzzing). */
+int tok_cache_encode(const tok_spec_t *s, uint64_t src_size, uint64_t src_hash, char **out, size_t *len);
+int tok_cache_decode(const void *buf, size_t len, uint64_t src_size, uint64_t src_hash, bool any_source,
+                     tok_spec_t *s, char *err);
+
 uint64_t tok_hash(const void *p, size_t n);
 int32_t tok_vocab_find(const tok_t *t, const char *p, size_t n);
 

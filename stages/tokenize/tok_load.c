@@ -3,10 +3,14 @@
 #include "tok_impl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define MAX_IDS (1 << 24) // ids beyond this are not a tokenizer we know
 
@@ -154,18 +158,26 @@ static int set_token(tok_t *t, int32_t id, const char *s, size_t n, size_t *cap)
     return (int)k;
 }
 
-static tok_t *build(json_t *root, char *err)
+void tok_spec_free(tok_spec_t *s)
 {
-    tok_t *t = calloc(1, sizeof *t);
-    uint32_t *lens = NULL;
+    free(s->vocab);
+    free(s->merges);
+    free(s->added);
+    *s = (tok_spec_t){0};
+}
+
+/* The spec of a tokenizer.json's tree: every check that names a JSON field.
+ * Strings point into root. */
+static int spec_of_json(json_t *root, tok_spec_t *sp, char *err)
+{
+    tok_t flags = {0};
     char *cat = NULL;
-    if (!t)
-        FAIL("out of memory");
-    tok_classes_init();
+    *sp = (tok_spec_t){0};
     if (!json_is_object(root))
         FAIL("not a JSON object");
-    if (check_pipeline(t, root, err))
+    if (check_pipeline(&flags, root, err))
         goto fail;
+    sp->nfc = flags.nfc, sp->ignore_merges = flags.ignore_merges;
     json_t *model = json_object_get(root, "model"), *vocab = json_object_get(model, "vocab");
     json_t *merges = json_object_get(model, "merges"), *added = json_object_get(root, "added_tokens");
     if (!json_is_object(vocab) || json_object_size(vocab) == 0)
@@ -174,6 +186,11 @@ static tok_t *build(json_t *root, char *err)
         FAIL("model.merges: missing (an array expected)");
     if (added && !json_is_array(added) && !json_is_null(added))
         FAIL("added_tokens: not an array");
+    sp->vocab = malloc(json_object_size(vocab) * sizeof *sp->vocab);
+    sp->merges = malloc((json_array_size(merges) + 1) * sizeof *sp->merges);
+    sp->added = malloc((json_array_size(added) + 1) * sizeof *sp->added);
+    if (!sp->vocab || !sp->merges || !sp->added)
+        FAIL("out of memory");
     // the id range
     int64_t max_id = -1;
     const char *key;
@@ -184,80 +201,38 @@ static tok_t *build(json_t *root, char *err)
             FAIL("model.vocab: %.60s: id is not an integer in [0, %d)", key, MAX_IDS);
         if (json_integer_value(val) > max_id)
             max_id = json_integer_value(val);
+        sp->vocab[sp->nv++] = (tok_str_t){key, (uint32_t)strlen(key), (int32_t)json_integer_value(val), false};
     }
     size_t i;
     json_array_foreach(added, i, val)
     {
-        json_t *id = json_object_get(val, "id");
+        json_t *id = json_object_get(val, "id"), *content = json_object_get(val, "content");
         if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= MAX_IDS ||
-            !json_is_string(json_object_get(val, "content")) ||
-            json_string_length(json_object_get(val, "content")) == 0)
+            !json_is_string(content) || json_string_length(content) == 0)
             FAIL("added_tokens[%zu]: id in [0, %d) and non-empty content expected", i, MAX_IDS);
         if (json_integer_value(id) > max_id)
             max_id = json_integer_value(id);
         if (json_is_true(json_object_get(val, "lstrip")) || json_is_true(json_object_get(val, "rstrip")) ||
             json_is_true(json_object_get(val, "single_word")))
             FAIL("added_tokens[%zu]: %.60s: lstrip, rstrip and single_word are not supported", i,
-                 json_string_value(json_object_get(val, "content")));
+                 json_string_value(content));
+        sp->added[sp->na++] = (tok_str_t){json_string_value(content), (uint32_t)json_string_length(content),
+                                          (int32_t)json_integer_value(id),
+                                          json_is_true(json_object_get(val, "normalized"))};
     }
-    t->n_ids = (int32_t)max_id + 1;
-    t->dec_off = calloc((size_t)t->n_ids, sizeof *t->dec_off);
-    lens = calloc((size_t)t->n_ids, sizeof *lens);
-    t->dec_has = calloc((size_t)t->n_ids, 1);
-    if (!t->dec_off || !lens || !t->dec_has)
-        FAIL("out of memory");
-    size_t cap = 0;
-    json_object_foreach(vocab, key, val)
-    {
-        int32_t id = (int32_t)json_integer_value(val);
-        if (t->dec_has[id])
-            FAIL("model.vocab: id %d is given twice", id);
-        int k = set_token(t, id, key, strlen(key), &cap);
-        if (k < 0)
-            FAIL("out of memory");
-        lens[id] = (uint32_t)k;
-    }
-    // vocabulary bytes -> id
-    t->vocab_mask = pow2_above(json_object_size(vocab)) - 1;
-    t->vocab = malloc((t->vocab_mask + 1) * sizeof *t->vocab);
-    if (!t->vocab)
-        FAIL("out of memory");
-    for (uint64_t s = 0; s <= t->vocab_mask; s++)
-        t->vocab[s].id = -1;
-    for (int32_t id = 0; id < t->n_ids; id++) {
-        if (!t->dec_has[id])
-            continue;
-        const char *p = t->dec_bytes + t->dec_off[id];
-        uint64_t h = tok_hash(p, lens[id]), s = h & t->vocab_mask;
-        while (t->vocab[s].id >= 0)
-            s = (s + 1) & t->vocab_mask;
-        t->vocab[s] = (tok_vslot_t){h, t->dec_off[id], lens[id], id};
-    }
-    for (int b = 0; b < 256; b++) {
-        char c = (char)b;
-        if ((t->byte_id[b] = tok_vocab_find(t, &c, 1)) < 0)
-            FAIL("model.vocab: no token for byte 0x%02x (a byte-level vocabulary has all 256)", b);
-    }
-    // merges: rank = index; a pair given twice keeps its last rank, as HF
-    size_t nm = json_array_size(merges);
-    t->merge_mask = pow2_above(nm) - 1;
-    t->merges = malloc((t->merge_mask + 1) * sizeof *t->merges);
-    if (!t->merges)
-        FAIL("out of memory");
-    for (uint64_t s = 0; s <= t->merge_mask; s++)
-        t->merges[s].rank = UINT32_MAX;
+    sp->n_ids = (int32_t)max_id + 1;
     size_t catcap = 0;
     json_array_foreach(merges, i, val)
     {
         const char *a, *b;
         size_t la, lb;
-        char *sp = NULL;
+        char *space = NULL;
         if (json_is_string(val)) { // "a b"
             a = json_string_value(val);
-            sp = strchr(a, ' ');
-            if (!sp || strchr(sp + 1, ' '))
+            space = strchr(a, ' ');
+            if (!space || strchr(space + 1, ' '))
                 FAIL("model.merges[%zu]: \"%.60s\": two tokens separated by one space expected", i, a);
-            la = (size_t)(sp - a), b = sp + 1, lb = strlen(b);
+            la = (size_t)(space - a), b = space + 1, lb = strlen(b);
         } else if (json_is_array(val) && json_array_size(val) == 2 && json_is_string(json_array_get(val, 0)) &&
                    json_is_string(json_array_get(val, 1))) {
             a = json_string_value(json_array_get(val, 0)), la = json_string_length(json_array_get(val, 0));
@@ -283,32 +258,103 @@ static tok_t *build(json_t *root, char *err)
                  : !jb ? "the second"
                        : "the merge",
                  a, b);
-        uint64_t key = (uint64_t)json_integer_value(ja) << 32 | (uint64_t)json_integer_value(jb);
+        sp->merges[sp->nm++] = (tok_pair_t){(int32_t)json_integer_value(ja), (int32_t)json_integer_value(jb),
+                                            (int32_t)json_integer_value(jm)};
+    }
+    free(cat);
+    return 0;
+fail:
+    free(cat);
+    tok_spec_free(sp);
+    return -1;
+}
+
+tok_t *tok_build(const tok_spec_t *sp, char *err)
+{
+    tok_t *t = calloc(1, sizeof *t);
+    uint32_t *lens = NULL;
+    if (!t)
+        FAIL("out of memory");
+    tok_classes_init();
+    if (sp->n_ids <= 0 || sp->n_ids > MAX_IDS || sp->nv == 0)
+        FAIL("model.vocab: %d ids: 1 to %d expected", sp->n_ids, MAX_IDS);
+    t->nfc = sp->nfc, t->ignore_merges = sp->ignore_merges;
+    t->n_ids = sp->n_ids;
+    t->dec_off = calloc((size_t)t->n_ids, sizeof *t->dec_off);
+    lens = calloc((size_t)t->n_ids, sizeof *lens);
+    t->dec_has = calloc((size_t)t->n_ids, 1);
+    if (!t->dec_off || !lens || !t->dec_has)
+        FAIL("out of memory");
+    size_t cap = 0;
+    for (size_t i = 0; i < sp->nv; i++) {
+        int32_t id = sp->vocab[i].id;
+        if (id < 0 || id >= t->n_ids)
+            FAIL("model.vocab: id %d out of range", id);
+        if (t->dec_has[id])
+            FAIL("model.vocab: id %d is given twice", id);
+        int k = set_token(t, id, sp->vocab[i].s, sp->vocab[i].n, &cap);
+        if (k < 0)
+            FAIL("out of memory");
+        lens[id] = (uint32_t)k;
+    }
+    // vocabulary bytes -> id
+    t->vocab_mask = pow2_above(sp->nv) - 1;
+    t->vocab = malloc((t->vocab_mask + 1) * sizeof *t->vocab);
+    if (!t->vocab)
+        FAIL("out of memory");
+    for (uint64_t s = 0; s <= t->vocab_mask; s++)
+        t->vocab[s].id = -1;
+    for (int32_t id = 0; id < t->n_ids; id++) {
+        if (!t->dec_has[id])
+            continue;
+        const char *p = t->dec_bytes + t->dec_off[id];
+        uint64_t h = tok_hash(p, lens[id]), s = h & t->vocab_mask;
+        while (t->vocab[s].id >= 0)
+            s = (s + 1) & t->vocab_mask;
+        t->vocab[s] = (tok_vslot_t){h, t->dec_off[id], lens[id], id};
+    }
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        if ((t->byte_id[b] = tok_vocab_find(t, &c, 1)) < 0)
+            FAIL("model.vocab: no token for byte 0x%02x (a byte-level vocabulary has all 256)", b);
+    }
+    // merges: rank = index; a pair given twice keeps its last rank, as HF
+    t->merge_mask = pow2_above(sp->nm) - 1;
+    t->merges = malloc((t->merge_mask + 1) * sizeof *t->merges);
+    if (!t->merges)
+        FAIL("out of memory");
+    for (uint64_t s = 0; s <= t->merge_mask; s++)
+        t->merges[s].rank = UINT32_MAX;
+    for (size_t i = 0; i < sp->nm; i++) {
+        const tok_pair_t *m = &sp->merges[i];
+        if (m->a < 0 || m->a >= t->n_ids || m->b < 0 || m->b >= t->n_ids || m->m < 0 || m->m >= t->n_ids)
+            FAIL("model.merges[%zu]: an id out of range", i);
+        uint64_t key = (uint64_t)(uint32_t)m->a << 32 | (uint32_t)m->b;
         uint64_t x = key;
         x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 33; // bpe.c's mix
         uint64_t s = x & t->merge_mask;
         while (t->merges[s].rank != UINT32_MAX && t->merges[s].key != key)
             s = (s + 1) & t->merge_mask;
-        t->merges[s] = (tok_merge_t){key, (uint32_t)i, (int32_t)json_integer_value(jm)};
+        t->merges[s] = (tok_merge_t){key, (uint32_t)i, m->m};
     }
     // added tokens: content bytes for matching and decoding
-    size_t na = json_array_size(added);
-    t->added = calloc(na ? na : 1, sizeof *t->added);
+    t->added = calloc(sp->na ? sp->na : 1, sizeof *t->added);
     if (!t->added)
         FAIL("out of memory");
-    json_array_foreach(added, i, val)
-    {
-        const char *c = json_string_value(json_object_get(val, "content"));
-        size_t n = json_string_length(json_object_get(val, "content"));
+    for (size_t i = 0; i < sp->na; i++) {
+        const tok_str_t *c = &sp->added[i];
+        if (c->id < 0 || c->id >= t->n_ids || c->n == 0)
+            FAIL("added_tokens[%zu]: id in [0, %d) and non-empty content expected", i, t->n_ids);
         tok_added_t *a = &t->added[t->n_added++];
-        a->id = (int32_t)json_integer_value(json_object_get(val, "id"));
-        a->len = n;
-        a->normalized = json_is_true(json_object_get(val, "normalized"));
-        if (!(a->content = malloc(n + 1)))
+        a->id = c->id;
+        a->len = c->n;
+        a->normalized = c->normalized;
+        if (!(a->content = malloc((size_t)c->n + 1)))
             FAIL("out of memory");
-        memcpy(a->content, c, n + 1);
-        (a->normalized ? t->first_norm : t->first_raw)[(uint8_t)c[0]] = true;
-        int k = set_token(t, a->id, c, n, &cap);
+        memcpy(a->content, c->s, c->n);
+        a->content[c->n] = 0;
+        (a->normalized ? t->first_norm : t->first_raw)[(uint8_t)c->s[0]] = true;
+        int k = set_token(t, a->id, c->s, c->n, &cap);
         if (k < 0)
             FAIL("out of memory");
         lens[a->id] = (uint32_t)k;
@@ -320,13 +366,21 @@ static tok_t *build(json_t *root, char *err)
     lens = NULL;
     if (!(t->cache = calloc(TOK_CACHE_SLOTS, sizeof *t->cache)))
         FAIL("out of memory");
-    free(cat);
     return t;
 fail:
     free(lens);
-    free(cat);
     tok_destroy(&t);
     return NULL;
+}
+
+static tok_t *build(json_t *root, char *err)
+{
+    tok_spec_t sp;
+    if (spec_of_json(root, &sp, err))
+        return NULL;
+    tok_t *t = tok_build(&sp, err);
+    tok_spec_free(&sp);
+    return t;
 }
 
 tok_t *tok_load_json(const char *json, size_t len, char *err)
@@ -342,25 +396,193 @@ tok_t *tok_load_json(const char *json, size_t len, char *err)
     return t;
 }
 
-tok_t *tok_load(const char *path, char *err)
+static double now_ms(void)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+/* The whole of a file into a malloc'd buffer. 0, or -1 with errno. */
+static int slurp(const char *path, char **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat sb;
+    char *buf = NULL;
+    if (fstat(fd, &sb))
+        goto fail;
+    if (S_ISDIR(sb.st_mode)) {
+        errno = EISDIR;
+        goto fail;
+    }
+    size_t cap = sb.st_size > 0 ? (size_t)sb.st_size + 1 : 4096, n = 0;
+    if (!(buf = malloc(cap)))
+        goto fail;
+    for (;;) {
+        if (n == cap) {
+            char *b = realloc(buf, cap *= 2);
+            if (!b)
+                goto fail;
+            buf = b;
+        }
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            goto fail;
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    *out = buf, *len = n;
+    return 0;
+fail:;
+    int e = errno;
+    free(buf);
+    close(fd);
+    errno = e;
+    return -1;
+}
+
+/* The cache directory: dir if given ("off": none), else $BAGEL_CACHE_DIR
+ * ("off" or empty: none), $XDG_CACHE_HOME/bagelpipe, ~/.cache/bagelpipe.
+ * false when there is none. */
+static bool cache_dir_of(const char *dir, char *out, size_t cap)
+{
+    if (!dir)
+        dir = getenv("BAGEL_CACHE_DIR");
+    if (dir) {
+        if (!*dir || strcmp(dir, "off") == 0)
+            return false;
+        return (size_t)snprintf(out, cap, "%s", dir) < cap;
+    }
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (xdg && xdg[0] == '/')
+        return (size_t)snprintf(out, cap, "%s/bagelpipe", xdg) < cap;
+    if (home && home[0] == '/')
+        return (size_t)snprintf(out, cap, "%s/.cache/bagelpipe", home) < cap;
+    return false;
+}
+
+/* mkdir -p, the directories made 0700. */
+static int make_dirs(const char *dir)
+{
+    char p[4096];
+    if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p)
+        return errno = ENAMETOOLONG, -1;
+    for (char *c = p + 1;; c++) {
+        if (*c == '/' || !*c) {
+            char keep = *c;
+            *c = 0;
+            if (mkdir(p, 0700) && errno != EEXIST)
+                return -1;
+            if (!(*c = keep))
+                break;
+        }
+    }
+    return 0;
+}
+
+/* Write bytes to path through a temporary name, so that a reader sees the
+ * whole file or none. 0, or -1 with errno. */
+static int write_whole(const char *path, const char *buf, size_t len)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, buf + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            int e = errno;
+            close(fd), unlink(tmp);
+            return errno = e, -1;
+        }
+        done += (size_t)w;
+    }
+    if (close(fd) || rename(tmp, path)) {
+        int e = errno;
+        unlink(tmp);
+        return errno = e, -1;
+    }
+    return 0;
+}
+
+tok_t *tok_load_cached(const char *path, const char *cache_dir, tok_load_info_t *info, char *err)
+{
+    tok_load_info_t scratch;
+    if (!info)
+        info = &scratch;
+    *info = (tok_load_info_t){0};
+    double t0 = now_ms();
+    char *buf = NULL, *cbuf = NULL, msg[TOK_ERR_LEN];
+    size_t len = 0, clen = 0;
+    if (slurp(path, &buf, &len)) {
         snprintf(err, TOK_ERR_LEN, "%s: %s", path, strerror(errno));
         return NULL;
     }
+    char dir[4096];
+    bool cached = cache_dir_of(cache_dir, dir, sizeof dir);
+    uint64_t h = 0;
+    tok_t *t = NULL;
+    if (cached) {
+        h = tok_hash(buf, len);
+        snprintf(info->cache, sizeof info->cache, "%s/tok-%016llx-%zu.bin", dir, (unsigned long long)h, len);
+        if (slurp(info->cache, &cbuf, &clen) == 0) {
+            tok_spec_t sp;
+            if (tok_cache_decode(cbuf, clen, len, h, false, &sp, msg) == 0) {
+                t = tok_build(&sp, msg);
+                tok_spec_free(&sp);
+            }
+            free(cbuf);
+            if (t) {
+                free(buf);
+                info->from_cache = true;
+                info->ms = now_ms() - t0;
+                return t;
+            }
+            snprintf(info->cache_note, sizeof info->cache_note, "%.600s: %.300s; made again", info->cache, msg);
+        } else if (errno != ENOENT)
+            snprintf(info->cache_note, sizeof info->cache_note, "%.600s: %s", info->cache, strerror(errno));
+    }
     json_error_t je;
-    json_t *root = json_loadf(f, JSON_ALLOW_NUL, &je);
-    fclose(f);
+    json_t *root = json_loadb(buf, len, JSON_ALLOW_NUL, &je);
     if (!root) {
         snprintf(err, TOK_ERR_LEN, "%s: line %d column %d: %s (a HuggingFace tokenizer.json expected)", path, je.line,
                  je.column, je.text);
+        free(buf);
         return NULL;
     }
-    char msg[TOK_ERR_LEN];
-    tok_t *t = build(root, msg);
+    tok_spec_t sp;
+    if (spec_of_json(root, &sp, msg) == 0) {
+        t = tok_build(&sp, msg);
+        char *enc;
+        size_t elen;
+        if (t && cached) {
+            if (tok_cache_encode(&sp, len, h, &enc, &elen))
+                snprintf(info->cache_note, sizeof info->cache_note, "%.600s: out of memory", info->cache);
+            else {
+                if (make_dirs(dir) || write_whole(info->cache, enc, elen))
+                    snprintf(info->cache_note, sizeof info->cache_note, "%.600s: not written: %s", info->cache,
+                             strerror(errno));
+                free(enc);
+            }
+        }
+        tok_spec_free(&sp);
+    }
     json_decref(root);
+    free(buf);
     if (!t)
         snprintf(err, TOK_ERR_LEN, "%s: %s", path, msg);
+    info->ms = now_ms() - t0;
     return t;
 }
+
+tok_t *tok_load(const char *path, char *err) { return tok_load_cached(path, NULL, NULL, err); }

@@ -23,12 +23,58 @@ real_tokenizer() {
     REAL=$(scripts/fetch-tokenizer.sh 2>"$T/fetch.err") || skip "no tokenizer: $(cat "$T/fetch.err")"
 }
 
-@test "golden: 24,000 strings give exactly HuggingFace tokenizers' ids" {
+@test "golden: 24,000 strings give exactly HuggingFace tokenizers' ids, from the JSON and from the cache file" {
     real_tokenizer
     tail -n +2 "$DATA/ids.txt" >"$T/expected"
-    "$TOK" -q --tokenizer "$REAL" --text --json "$DATA/strings.jsonl" >"$T/got"
-    [ "$(wc -l <"$T/got")" -eq 24000 ]
-    diff "$T/got" "$T/expected"
+    export BAGEL_CACHE_DIR="$T/cache"
+    for from in json "$T/cache/tok-"; do
+        "$TOK" --progress off --tokenizer "$REAL" --text --json "$DATA/strings.jsonl" >"$T/got" 2>"$T/log"
+        grep -q "from=$from" "$T/log" || { cat "$T/log"; false; }
+        [ "$(wc -l <"$T/got")" -eq 24000 ]
+        diff "$T/got" "$T/expected"
+    done
+}
+
+@test "cache: made once, used after; damaged, truncated or another tokenizer's file: made again; off: none" {
+    export BAGEL_CACHE_DIR="$T/cache"
+    printf 'the and aaaaaaa 中中 ok! <|im_start|>x\n' >"$T/t.txt"
+    "$TOK" -q --tokenizer "$TINY" --text "$T/t.txt" >"$T/want"
+    f=$(ls "$T"/cache/tok-*.bin)
+    [ "$(basename "$f")" = "tok-$(printf '%s' "$(basename "$f" | cut -d- -f2)")-$(stat -c %s "$TINY").bin" ]
+    # load LOG: tokenize t.txt, the ids as the JSON gives them; LOG the stage's lines
+    load() {
+        "$TOK" --tokenizer "$TINY" --text "$T/t.txt" >"$T/got" 2>"$1"
+        diff "$T/got" "$T/want"
+    }
+    load "$T/log"
+    grep -q "from=$f" "$T/log"
+    cp "$f" "$T/good"
+    # a byte flipped in the middle, the file cut short, a file of another tokenizer's under this name
+    printf '\xff' | dd of="$f" bs=1 seek=$(($(stat -c %s "$f") / 2)) conv=notrunc status=none
+    load "$T/log"
+    grep -qF "tokenizer cache: $f: checksum mismatch (a truncated or damaged file); made again" "$T/log"
+    grep -q "from=json" "$T/log"
+    cmp "$f" "$T/good"
+    head -c 100 "$T/good" >"$f"
+    load "$T/log"
+    grep -q "tokenizer cache: $f: 100 bytes: the counts .* do not add up to the size; made again" "$T/log"
+    cmp "$f" "$T/good"
+    variant '.added_tokens[0].content = "<|start|>"'
+    BAGEL_CACHE_DIR="$T/other" "$TOK" -q --tokenizer "$T/v.json" --text "$T/t.txt" >/dev/null
+    cp "$T"/other/tok-*.bin "$f"
+    load "$T/log"
+    grep -qF "tokenizer cache: $f: made from another tokenizer.json; made again" "$T/log"
+    load "$T/log"
+    grep -q "from=$f" "$T/log"
+    # no cache: nothing written, the JSON read every time
+    BAGEL_CACHE_DIR=off "$TOK" --tokenizer "$TINY" --text "$T/t.txt" 2>"$T/log" >/dev/null
+    grep -q "from=json" "$T/log"
+    HOME="$T/home" XDG_CACHE_HOME= BAGEL_CACHE_DIR= "$TOK" -q --tokenizer "$TINY" --text "$T/t.txt" >/dev/null
+    [ ! -e "$T/home" ]
+    # the default directory
+    unset BAGEL_CACHE_DIR
+    HOME="$T/home" XDG_CACHE_HOME= "$TOK" -q --tokenizer "$TINY" --text "$T/t.txt" >/dev/null
+    ls "$T"/home/.cache/bagelpipe/tok-*.bin
 }
 
 @test "decode(encode(x)) == NFC(x), and decode of the golden ids gives the same text" {
