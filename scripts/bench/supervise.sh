@@ -30,7 +30,7 @@
 set -euo pipefail
 BUILD="${BUILD:-build}"
 N="${1:-400}"
-EPOCHS="${EPOCHS:-16}"
+EPOCHS="${EPOCHS:-32}"
 REPEAT="${REPEAT:-3}"
 BIN="$PWD/$BUILD/bin"
 CORES=$(nproc)
