@@ -403,8 +403,9 @@ static double now_ms(void)
     return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-/* The whole of a file into a malloc'd buffer. 0, or -1 with errno. */
-static int slurp(const char *path, char **out, size_t *len)
+/* The whole of a file into a malloc'd buffer, its owner in *uid when uid is
+ * not NULL. 0, or -1 with errno. */
+static int slurp(const char *path, char **out, size_t *len, uid_t *uid)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -417,6 +418,8 @@ static int slurp(const char *path, char **out, size_t *len)
         errno = EISDIR;
         goto fail;
     }
+    if (uid)
+        *uid = sb.st_uid;
     size_t cap = sb.st_size > 0 ? (size_t)sb.st_size + 1 : 4096, n = 0;
     if (!(buf = malloc(cap)))
         goto fail;
@@ -524,7 +527,7 @@ tok_t *tok_load_cached(const char *path, const char *cache_dir, tok_load_info_t 
     double t0 = now_ms();
     char *buf = NULL, *cbuf = NULL, msg[TOK_ERR_LEN];
     size_t len = 0, clen = 0;
-    if (slurp(path, &buf, &len)) {
+    if (slurp(path, &buf, &len, NULL)) {
         snprintf(err, TOK_ERR_LEN, "%s: %s", path, strerror(errno));
         return NULL;
     }
@@ -535,9 +538,13 @@ tok_t *tok_load_cached(const char *path, const char *cache_dir, tok_load_info_t 
     if (cached) {
         h = tok_hash(buf, len);
         snprintf(info->cache, sizeof info->cache, "%s/tok-%016llx-%zu.bin", dir, (unsigned long long)h, len);
-        if (slurp(info->cache, &cbuf, &clen) == 0) {
+        uid_t owner;
+        if (slurp(info->cache, &cbuf, &clen, &owner) == 0) {
             tok_spec_t sp;
-            if (tok_cache_decode(cbuf, clen, len, h, false, &sp, msg) == 0) {
+            // a file someone else wrote is not trusted to say how to tokenize
+            if (owner != geteuid())
+                snprintf(msg, sizeof msg, "owned by uid %ld, not by this user", (long)owner);
+            else if (tok_cache_decode(cbuf, clen, len, h, false, &sp, msg) == 0) {
                 t = tok_build(&sp, msg);
                 tok_spec_free(&sp);
             }

@@ -66,6 +66,12 @@ real_tokenizer() {
     grep -qF "tokenizer cache: $f: made from another tokenizer.json; made again" "$T/log"
     load "$T/log"
     grep -q "from=$f" "$T/log"
+    # a file another user owns is not used (chown needs root; elsewhere skipped)
+    if chown 12345 "$f" 2>/dev/null; then
+        load "$T/log"
+        grep -qF "tokenizer cache: $f: owned by uid 12345, not by this user; made again" "$T/log"
+        [ "$(stat -c %u "$f")" = "$(id -u)" ]
+    fi
     # no cache: nothing written, the JSON read every time
     BAGEL_CACHE_DIR=off "$TOK" --tokenizer "$TINY" --text "$T/t.txt" 2>"$T/log" >/dev/null
     grep -q "from=json" "$T/log"
