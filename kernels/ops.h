@@ -267,6 +267,13 @@ typedef struct op_table {
      * weights in it (CUDA's bf16 products then skip rounding them at each
      * call). Changing them meanwhile is an error the backend cannot see. */
     void (*hold_weights)(const float *w, size_t n);
+    /* Training's promise: the floats [w, w + n) change only through adamw
+     * on them until the next call (n = 0 with the same w: no such promise
+     * any more; with another w: nothing changes). A backend may keep
+     * converted copies that adamw keeps current in the same pass (CUDA's
+     * bf16 products then skip rounding the weights at each call; the values
+     * are the same). Independent of hold_weights. */
+    void (*track_weights)(const float *w, size_t n);
 } op_table_t;
 
 /* cfg_euler's renorm types (the inferencer's cfg_renorm_type) */

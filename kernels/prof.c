@@ -61,6 +61,7 @@ enum {
     P_unpatchify_u8,
     P_argmax_rows,
     P_hold_weights,
+    P_track_weights,
     P_N
 };
 static const char *const op_names[P_N] = {
@@ -114,6 +115,7 @@ static const char *const op_names[P_N] = {
     "unpatchify_u8",
     "argmax_rows",
     "hold_weights",
+    "track_weights",
 };
 
 static const op_table_t *prof_inner;
@@ -527,6 +529,13 @@ static void w_hold_weights(const float *w, size_t n)
     end(P_hold_weights, t0_);
 }
 
+static void w_track_weights(const float *w, size_t n)
+{
+    double t0_ = begin();
+    prof_inner->track_weights(w, n);
+    end(P_track_weights, t0_);
+}
+
 static void w_unpatchify_u8(uint8_t *img, const float *tokens, int H, int W, int C, int p)
 {
     double t0_ = begin();
@@ -589,6 +598,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.unpatchify_u8 = w_unpatchify_u8;
     wrapped.argmax_rows = w_argmax_rows;
     wrapped.hold_weights = w_hold_weights;
+    wrapped.track_weights = w_track_weights;
     op_prof_reset();
     return &wrapped;
 }

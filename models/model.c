@@ -340,8 +340,10 @@ void model_destroy(model_t **pm)
     model_t *m = *pm;
     if (!m)
         return;
-    if (m->param_mem)
+    if (m->param_mem) {
+        m->ops->track_weights(m->param_mem, 0); /* when training tracked them */
         m->ops->free(m->param_mem);
+    }
     if (m->grad_mem)
         m->ops->free(m->grad_mem);
     if (m->act_mem)

@@ -119,5 +119,6 @@ void cpu_unpatchify_u8(uint8_t *img, const float *tokens, int H, int W, int C, i
 /* cpu_rows.c */
 void cpu_argmax_rows(int32_t *out, const float *x, int n, int c);
 void cpu_hold_weights(const float *w, size_t n);
+void cpu_track_weights(const float *w, size_t n);
 
 #endif

@@ -57,4 +57,5 @@ const op_table_t op_cpu = {
     .unpatchify_u8 = cpu_unpatchify_u8,
     .argmax_rows = cpu_argmax_rows,
     .hold_weights = cpu_hold_weights,
+    .track_weights = cpu_track_weights,
 };

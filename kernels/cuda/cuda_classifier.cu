@@ -97,9 +97,11 @@ void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const
     if (chunk <= 0 || chunk > n)
         chunk = n;
     int grad = (dh || dw) && dloss, r16 = cuda_gemm16_on();
-    /* bf16: the weight once (slot B), each chunk's rows (slot A, read again
+    /* bf16: the weight once (its tracked copy, else slot B), each chunk's rows (slot A, read again
      * by dw's product), dlogits (slot C) */
-    const void *w16 = r16 ? cuda_to_bf16(CUDA_SCRATCH_GEMM_B, w, V, c, c) : NULL;
+    const void *w16 = r16 ? cuda_tracked_bf16(w, (size_t)V * c) : NULL;
+    if (r16 && !w16)
+        w16 = cuda_to_bf16(CUDA_SCRATCH_GEMM_B, w, V, c, c);
     void *z16 = r16 && grad ? cuda_scratch_slot(CUDA_SCRATCH_C, (size_t)chunk * V * 2 + 16) : NULL;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int R = n - r0 < chunk ? n - r0 : chunk;

@@ -106,6 +106,11 @@ void cuda_argmax_rows(int32_t *out, const float *x, int n, int c);
 /* cuda_linear.cu: bf16 copies of held weights (op_table_t.hold_weights),
  * made at their first product and kept until the hold ends */
 void cuda_hold_weights(const float *w, size_t n);
+/* cuda_linear.cu: one bf16 mirror of a tracked block (op_table_t.
+ * track_weights): the copy of [w, w + n) when the block holds it, else NULL;
+ * cuda_optim.cu's AdamW writes it */
+void cuda_track_weights(const float *w, size_t n);
+void *cuda_tracked_bf16(const float *w, size_t n);
 
 /* cuda_kvattn.cu: inference attention against a cache */
 void cuda_attention_kv(float *out, const float *q, const float *kc, const float *vc, const op_kv_attn_t *a);

@@ -193,6 +193,59 @@ static const __nv_bfloat16 *held_bf16(const float *w, int rows, int cols)
     return d;
 }
 
+/* ---- the tracked block: one bf16 mirror that AdamW keeps current
+ * (op_table_t.track_weights; cuda_optim.cu writes it) ---- */
+
+static __nv_bfloat16 *mirror;
+static size_t mirror_cap;
+static const float *track_lo, *track_hi;
+
+__global__ void k_round_block(__nv_bfloat16 *dst, const float *x, size_t n)
+{
+    CU_FOR(i, n) dst[i] = __float2bfloat16_rn(x[i]);
+}
+
+void cuda_track_weights(const float *w, size_t n)
+{
+    if (!n) {
+        if (w != track_lo)
+            return; /* another block's end: this one stays */
+        CU_CHECK(cudaStreamSynchronize(cuda_stream)); /* products may still read it */
+        CU_CHECK(cudaFree(mirror));
+        mirror = NULL, mirror_cap = 0, track_lo = track_hi = NULL;
+        return;
+    }
+    CU_CHECK(cudaStreamSynchronize(cuda_stream));
+    track_lo = track_hi = NULL;
+    if (n > mirror_cap) {
+        CU_CHECK(cudaFree(mirror));
+        mirror = NULL, mirror_cap = 0;
+        if (cudaMalloc(&mirror, n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return; /* no room: every product rounds its weight as before */
+        }
+        mirror_cap = n;
+    }
+    k_round_block<<<cuda_blocks(n), CU_THREADS, 0, cuda_stream>>>(mirror, w, n);
+    CU_LAUNCHED();
+    track_lo = w, track_hi = w + n;
+}
+
+void *cuda_tracked_bf16(const float *w, size_t n)
+{
+    if (!track_lo || w < track_lo || w + n > track_hi)
+        return NULL;
+    return mirror + (w - track_lo);
+}
+
+/* a weight [rows, cols]'s bf16 copy: held (inference) or tracked (training);
+ * NULL when it has none */
+static const __nv_bfloat16 *weight_copy(const float *w, int rows, int cols)
+{
+    const __nv_bfloat16 *h = held_bf16(w, rows, cols);
+    return h ? h : (const __nv_bfloat16 *)cuda_tracked_bf16(w, (size_t)rows * cols);
+}
+
 void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim)
 {
     if (n <= 0 || out_dim <= 0)
@@ -204,7 +257,7 @@ void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b
     }
     if (in_dim <= 0)
         return;
-    const __nv_bfloat16 *w16 = cuda_bf16 && !gemm_fast16bf() ? held_bf16(w, out_dim, in_dim) : NULL;
+    const __nv_bfloat16 *w16 = cuda_bf16 && !gemm_fast16bf() ? weight_copy(w, out_dim, in_dim) : NULL;
     if (w16) {
         __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim);
         gemm16('n', 't', n, out_dim, in_dim, 1.0f, x16, in_dim, w16, in_dim, b ? 1.0f : 0.0f, out, out_dim);
@@ -224,7 +277,9 @@ static void linear_bwd(float *din, float *dw, float *db, const float *dout, cons
         /* dout rounded once for both products */
         __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, out_dim, out_dim);
         if (din) {
-            __nv_bfloat16 *w16 = to_bf16(CUDA_SCRATCH_GEMM_B, w, out_dim, in_dim, in_dim);
+            const __nv_bfloat16 *w16 = weight_copy(w, out_dim, in_dim);
+            if (!w16)
+                w16 = to_bf16(CUDA_SCRATCH_GEMM_B, w, out_dim, in_dim, in_dim);
             gemm16('n', 'n', n, in_dim, out_dim, 1.0f, d16, out_dim, w16, in_dim, beta_in, din, in_dim);
         }
         if (dw) { /* slot B again: queued after the product above, which has read it by then */
@@ -333,8 +388,9 @@ __global__ void k_swiglu_bwd_to16(__nv_bfloat16 *dgate, __nv_bfloat16 *dup, cons
  * The backward: dmm in fp32, dgate: dgate16 then dup16. */
 enum { MLP_OPS, MLP_TRAIN, MLP_LEAN };
 
-/* the mode, and for MLP_LEAN the three held copies (held[0..2]: gate, up,
- * down; NULL otherwise) */
+/* the mode, and the three weights' copies (held[0..2]: gate, up, down):
+ * for MLP_LEAN the held ones, for MLP_TRAIN the tracked ones where the
+ * block is tracked (NULL otherwise) */
 static int mlp_mode(const float *gate_w, const float *up_w, const float *down_w, int h, int i,
                     const __nv_bfloat16 *held[3])
 {
@@ -348,8 +404,12 @@ static int mlp_mode(const float *gate_w, const float *up_w, const float *down_w,
         return MLP_OPS;
     const __nv_bfloat16 *g = held_bf16(gate_w, i, h), *u = g ? held_bf16(up_w, i, h) : NULL;
     const __nv_bfloat16 *d = u ? held_bf16(down_w, h, i) : NULL;
-    if (!d)
+    if (!d) { /* training: the tracked copies where there are (weight16 rounds the others) */
+        held[0] = (const __nv_bfloat16 *)cuda_tracked_bf16(gate_w, (size_t)i * h);
+        held[1] = (const __nv_bfloat16 *)cuda_tracked_bf16(up_w, (size_t)i * h);
+        held[2] = (const __nv_bfloat16 *)cuda_tracked_bf16(down_w, (size_t)h * i);
         return MLP_TRAIN;
+    }
     held[0] = g, held[1] = u, held[2] = d;
     return MLP_LEAN;
 }

@@ -3,9 +3,12 @@
  * first; bias corrections computed in double on the host, as the CPU does),
  * the EMA, Σ g² in double, scale and axpy. sumsq returns to the host, so it
  * waits for the stream. AdamW and Σ g² read and write four floats at a
- * time where the arrays are 16-byte aligned alike. */
+ * time where the arrays are 16-byte aligned alike. AdamW also rewrites the
+ * bf16 copy of the weights it updates where the block is tracked
+ * (op_table_t.track_weights). */
 #include "cuda_internal.h"
 
+#include <cuda_bf16.h>
 #include <math.h>
 
 /* one element's step: the moments, the weight, and the EMA when there is one */
@@ -20,22 +23,26 @@ __device__ __forceinline__ void adamw_one(float &p, float g, float &m, float &v,
         *e = e_decay * *e + (1.0f - e_decay) * p;
 }
 
-__global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2, float eps,
-                        float decay, float step_size, float bc2_sqrt, float gscale, float *e, float e_decay)
+/* p16: the tracked bf16 copy of p (cuda_linear.cu), rewritten beside p, or NULL */
+__global__ void k_adamw(float *p, __nv_bfloat16 *p16, const float *g, float *m, float *v, size_t n, float b1, float b2,
+                        float eps, float decay, float step_size, float bc2_sqrt, float gscale, float *e, float e_decay)
 {
     CU_FOR(i, n)
     {
         float pi = p[i], mi = m[i], vi = v[i];
         adamw_one(pi, g[i], mi, vi, e ? e + i : NULL, b1, b2, eps, decay, step_size, bc2_sqrt, gscale, e_decay);
         p[i] = pi, m[i] = mi, v[i] = vi;
+        if (p16)
+            p16[i] = __float2bfloat16_rn(pi);
     }
 }
 
 /* The same four at a time: one 16-byte load and store per array. AdamW is a
  * pass over 32 or 36 bytes of state a parameter; with one float a load the
  * 3.4 B parameters of the 7B shape took 36 ms, 3.4 TB/s. */
-__global__ void k_adamw4(float4 *p, const float4 *g, float4 *m, float4 *v, size_t n4, float b1, float b2, float eps,
-                         float decay, float step_size, float bc2_sqrt, float gscale, float4 *e, float e_decay)
+__global__ void k_adamw4(float4 *p, uint2 *p16, const float4 *g, float4 *m, float4 *v, size_t n4, float b1, float b2,
+                         float eps, float decay, float step_size, float bc2_sqrt, float gscale, float4 *e,
+                         float e_decay)
 {
     CU_FOR(i, n4)
     {
@@ -47,6 +54,10 @@ __global__ void k_adamw4(float4 *p, const float4 *g, float4 *m, float4 *v, size_
         p[i] = P, m[i] = M, v[i] = V;
         if (e)
             e[i] = E;
+        if (p16) {
+            __nv_bfloat162 lo = __floats2bfloat162_rn(P.x, P.y), hi = __floats2bfloat162_rn(P.z, P.w);
+            p16[i] = make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+        }
     }
 }
 
@@ -60,21 +71,23 @@ void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr
     float decay = (float)(1.0 - (double)lr * wd);
     float step_size = (float)((double)lr / (1.0 - pow((double)b1, step)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)b2, step));
+    __nv_bfloat16 *p16 = (__nv_bfloat16 *)cuda_tracked_bf16(p, n);
     size_t n4 = 0;
-    if (aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && (!e || aligned16(e))) {
+    if (aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && (!e || aligned16(e)) &&
+        (!p16 || ((uintptr_t)p16 & 7) == 0)) {
         n4 = n / 4;
         if (n4) {
             k_adamw4<<<cuda_blocks(n4), CU_THREADS, 0, cuda_stream>>>(
-                (float4 *)p, (const float4 *)g, (float4 *)m, (float4 *)v, n4, b1, b2, eps, decay, step_size, bc2_sqrt,
-                gscale, (float4 *)e, e_decay);
+                (float4 *)p, (uint2 *)p16, (const float4 *)g, (float4 *)m, (float4 *)v, n4, b1, b2, eps, decay,
+                step_size, bc2_sqrt, gscale, (float4 *)e, e_decay);
             CU_LAUNCHED();
         }
     }
     size_t at = 4 * n4; /* the rest, or all when the arrays are not aligned alike */
     if (at < n) {
-        k_adamw<<<cuda_blocks(n - at), CU_THREADS, 0, cuda_stream>>>(p + at, g + at, m + at, v + at, n - at, b1, b2, eps,
-                                                                      decay, step_size, bc2_sqrt, gscale,
-                                                                      e ? e + at : NULL, e_decay);
+        k_adamw<<<cuda_blocks(n - at), CU_THREADS, 0, cuda_stream>>>(
+            p + at, p16 ? p16 + at : NULL, g + at, m + at, v + at, n - at, b1, b2, eps, decay, step_size, bc2_sqrt,
+            gscale, e ? e + at : NULL, e_decay);
         CU_LAUNCHED();
     }
 }

@@ -244,6 +244,8 @@ int main(int argc, char **argv)
     model_losses_t L = {0};
     double first_loss = NAN, norm = 0;
     int skipped = 0;
+    if (train) /* as bagel-train: the weights change only through AdamW from here */
+        ops->track_weights(m->param_mem, m->n_floats);
     ops->sync();
     for (int it = -warmup; it < iters; it++) {
         double t0 = bench_now();

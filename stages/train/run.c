@@ -854,6 +854,9 @@ int train_run(train_opts_t *o)
                             .ce_reweight = o->ce_reweight,
                             .grad_scale = 1.0f / (float)o->accum};
     optim_zero(r->opt, m->grad_mem);
+    /* from here the weights change only through AdamW (op_table_t.
+     * track_weights: CUDA's products take the bf16 copy AdamW keeps) */
+    m->ops->track_weights(m->param_mem, m->n_floats);
     int end_of_input = 0, stopped = 0;
     double t_run = now_s();
     while (r->opt->step < o->steps && !end_of_input) {

@@ -1004,6 +1004,98 @@ static void t_argmax_hold(void)
     check("linear_fwd with held weights, the kept copy", again, hp, (size_t)rows * out, 0.0);
 }
 
+/* ---- the tracked block (op_table_t.track_weights) ---- */
+
+enum { TR_N = 37, TR_I = 48, TR_O = 40, TR_H = 64, TR_M = 96, TR_C = 32, TR_V = 301 };
+
+/* Every bf16 product that takes a weight of the block [blk, blk + nblk):
+ * linear forward and backward, the MLP both ways, the classifier; the
+ * outputs and gradients, back to back, into host memory. */
+static float *tr_run(const float *blk, size_t *len)
+{
+    size_t n_lin = (size_t)TR_N * TR_O + (size_t)TR_N * TR_I + (size_t)TR_O * TR_I;
+    size_t n_mlp = 2 * (size_t)TR_N * TR_H + 3 * (size_t)TR_M * TR_H;
+    size_t n_cls = TR_N + (size_t)TR_N * TR_C + (size_t)TR_V * TR_C;
+    *len = n_lin + n_mlp + n_cls;
+    float *res = host_alloc(*len * sizeof(float)), *at = res;
+    rng = 7; /* the same inputs for every call */
+    const float *w1 = blk, *w2 = blk + 1024 + (size_t)TR_O * TR_I, *w3 = w2 + 3 * (size_t)TR_M * TR_H + 64;
+    /* linear */
+    float *x = DF(hrand((size_t)TR_N * TR_I, -1, 1), TR_N * TR_I), *dy = DF(hrand((size_t)TR_N * TR_O, -1, 1), TR_N * TR_O);
+    float *y = dnan((size_t)TR_N * TR_O), *dx = dnan((size_t)TR_N * TR_I), *dw = dev_alloc((size_t)TR_O * TR_I * 4);
+    G->zero(dw, (size_t)TR_O * TR_I * 4);
+    G->linear_fwd(y, x, w1, NULL, TR_N, TR_I, TR_O);
+    G->linear_bwd_set(dx, dw, NULL, dy, x, w1, TR_N, TR_I, TR_O);
+    G->download(at, y, (size_t)TR_N * TR_O * 4), at += (size_t)TR_N * TR_O;
+    G->download(at, dx, (size_t)TR_N * TR_I * 4), at += (size_t)TR_N * TR_I;
+    G->download(at, dw, (size_t)TR_O * TR_I * 4), at += (size_t)TR_O * TR_I;
+    /* the MLP */
+    size_t nh = (size_t)TR_N * TR_H, ni = (size_t)TR_N * TR_M, nw = (size_t)TR_M * TR_H;
+    float *mx = DF(hrand(nh, -1, 1), nh), *mdy = DF(hrand(nh, -1, 1), nh), *mo = dnan(nh), *mdx = dnan(nh);
+    float *g = dnan(ni), *u = dnan(ni), *mm = dnan(ni), *gw = dev_alloc(3 * nw * 4);
+    G->zero(gw, 3 * nw * 4);
+    G->mlp_fwd(mo, g, u, mm, mx, w2, w2 + nw, w2 + 2 * nw, TR_N, TR_H, TR_M);
+    G->mlp_bwd(mdx, gw, gw + nw, gw + 2 * nw, mdy, mx, w2, w2 + nw, w2 + 2 * nw, g, u, mm, dnan(ni), dnan(ni), dnan(ni),
+               TR_N, TR_H, TR_M);
+    G->download(at, mo, nh * 4), at += nh;
+    G->download(at, mdx, nh * 4), at += nh;
+    G->download(at, gw, 3 * nw * 4), at += 3 * nw;
+    /* the classifier */
+    int32_t lab[TR_N];
+    for (int r = 0; r < TR_N; r++)
+        lab[r] = (r * 53) % TR_V;
+    float *h = DF(hrand((size_t)TR_N * TR_C, -1, 1), TR_N * TR_C), *dl = DF(hrand(TR_N, 0, 1), TR_N);
+    float *loss = dnan(TR_N), *dh = dev_alloc((size_t)TR_N * TR_C * 4), *dwc = dev_alloc((size_t)TR_V * TR_C * 4);
+    G->zero(dh, (size_t)TR_N * TR_C * 4), G->zero(dwc, (size_t)TR_V * TR_C * 4);
+    G->classifier_ce(loss, dh, dwc, h, w3, dcopy(lab, sizeof lab), dl, TR_N, TR_C, TR_V,
+                     dev_alloc(op_ce_scratch_floats(8, TR_V) * 4), 8);
+    G->download(at, loss, TR_N * 4), at += TR_N;
+    G->download(at, dh, (size_t)TR_N * TR_C * 4), at += (size_t)TR_N * TR_C;
+    G->download(at, dwc, (size_t)TR_V * TR_C * 4), at += (size_t)TR_V * TR_C;
+    return res;
+}
+
+static void tr_same(const char *what, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof a[i]) != 0) {
+            fail("%s: element %zu is %.9g, %.9g without the tracked copy", what, i, a[i], b[i]);
+            return;
+        }
+}
+
+/* bf16 products that take the tracked block's copy give the bits of
+ * rounding each weight at the call, before AdamW and after two steps of it
+ * (one over the aligned block: four at a time; one from an odd offset: one
+ * at a time), which must have kept the copy current */
+static void t_track(void)
+{
+    size_t nblk = 1024 + (size_t)TR_O * TR_I + 3 * (size_t)TR_M * TR_H + 64 + (size_t)TR_V * TR_C + 16;
+    float *blk = DF(hrand(nblk, -0.3f, 0.3f), nblk);
+    float *g = DF(hrand(nblk, -1, 1), nblk), *m = DF(hrand(nblk, -0.1f, 0.1f), nblk), *v = DF(hrand(nblk, 0, 0.01f), nblk);
+    cuda_ops_set_bf16(1);
+    size_t n;
+    float *plain = tr_run(blk, &n);
+    G->track_weights(blk, nblk);
+    float *tracked = tr_run(blk, &n);
+    tr_same("tracked, before AdamW", tracked, plain, n);
+    G->adamw(blk, g, m, v, nblk, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1, 1.0f, NULL, 0.0f);
+    G->adamw(blk + 1, g + 1, m + 1, v + 1, nblk - 2, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 2, 1.0f, NULL, 0.0f);
+    tracked = tr_run(blk, &n);
+    G->track_weights(g, 0); /* another block's end: the tracking stays */
+    float *still = tr_run(blk, &n);
+    G->track_weights(blk, 0);
+    float *after = tr_run(blk, &n);
+    cuda_ops_set_bf16(0);
+    tr_same("tracked, after two AdamW steps", tracked, after, n);
+    tr_same("tracked, after another block's end", still, after, n);
+    double moved = 0;
+    for (size_t i = 0; i < n; i++)
+        moved += fabs((double)after[i] - plain[i]);
+    if (!(moved > 0))
+        fail("AdamW changed no product's result");
+}
+
 /* mlp_fwd and mlp_bwd against the CPU's: fp32, bf16 products, and bf16
  * with held weights; odd and even widths; outputs and workspace poisoned,
  * din written (NaN before), the weights' gradients added to (random
@@ -1067,6 +1159,7 @@ static const test_t tests[] = {
     {"rope forward and backward", t_rope},
     {"swiglu, gelu, silu forward and backward (swiglu's adding and writing)", t_act},
     {"mlp_fwd and mlp_bwd: fp32, bf16, bf16 with held weights", t_mlp},
+    {"track_weights: bf16 products from the copy AdamW keeps, bit for bit", t_track},
     {"attention: one causal split", t_attention_causal},
     {"attention: packed samples, causal/full/noise, GQA, permuted rows", t_attention_packed},
     {"attention: head_dim 128, sample opening with a full split", t_attention_wide},
