@@ -33,7 +33,12 @@ tally() {
         tail -n 20 "$out" | sed 's/^/    /'
     fi
     if [ "$f" -gt 0 ]; then
-        awk '/^not ok /{show=1; print "FAIL " $0; next} /^(ok |1\.\.)/{show=0} show{print "    " $0}' "$out"
+        # cmocka prints a failure's message before its "not ok" line and the
+        # location after: show both
+        awk '/^not ok /{show=1; print "FAIL " $0; printf "%s", pre; pre=""; next}
+             /^(ok |1\.\.)/{show=0; pre=""; next}
+             show{print "    " $0; next}
+             {pre = pre "    " $0 "\n"}' "$out"
     fi
     passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
     printf '%-40s %4d passed %3d failed %3d skipped\n' "$name" "$p" "$f" "$s"

@@ -174,14 +174,14 @@ void cpu_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const f
         return;
     if (db) {
 #pragma omp parallel for if ((size_t)n * co * hwo > CPU_OMP_MIN)
-        for (int o = 0; o < co; o++) {
-            float acc = 0.0f;
+        for (int o = 0; o < co; o++) { /* in double: n·ho·wo reaches 10⁵ at the VAE's sizes */
+            double acc = 0.0;
             for (int i = 0; i < n; i++) {
                 const float *src = dout + ((size_t)i * co + o) * hwo;
                 for (int p = 0; p < hwo; p++)
                     acc += src[p];
             }
-            db[o] += acc;
+            db[o] += (float)acc;
         }
     }
     if (!din && !dw)
