@@ -25,6 +25,7 @@
 #include "curve.h"
 #include "deliver.h"
 #include "endpoint.h"
+#include "shm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -304,6 +305,10 @@ struct rd {
     // end-to-end delivery, as its sink (deliver.h)
     void *asock; // ROUTER: acknowledgements to the origins, by their routing ids
     dlv_sink_t *dsink;
+    // shared memory (shm.h): local writers' pools, mapped as descriptors arrive
+    bool shm_ok;      // BAGEL_IPC_SHM allows it
+    bool shm_refused; // a refusal was reported (once)
+    shm_view_t *shmv;
     // the whole reader
     acct_t *acct;
     rd_stats_t stats;
@@ -409,6 +414,7 @@ rd_t *rd_open(const char *const *specs, int nspecs, const stream_opts_t *o, char
     else
         stream_opts_default(&rd->o);
     rd->fd = -1;
+    rd->shm_ok = shm_enabled();
     static const char *const dash[] = {"-"};
     if (nspecs == 0)
         specs = dash, nspecs = 1;
@@ -807,6 +813,50 @@ static int next_in_batch(rd_t *rd, rec_t **out, char *err)
     return take(rd, r, out);
 }
 
+/* The message z holds a shared-memory descriptor (shm.h): replace it with
+ * the bytes it names. 0: done. 1: refused (this reader may not or cannot map
+ * the writer's pool); the writer is told, and sends the bytes again through
+ * the socket. -1: a bad message (why). */
+static int shm_take(rd_t *rd, zbuf_t *z, uint64_t seq, char *why)
+{
+    shm_desc_t d;
+    if (shm_desc_parse(zmq_msg_data(&z->m), zmq_msg_size(&z->m), &d, why, REC_ERR_LEN))
+        return -1;
+    int rc = -1;
+    zmq_msg_t bytes;
+    bool have = false;
+    if (!rd->shm_ok)
+        snprintf(why, REC_ERR_LEN, "BAGEL_IPC_SHM=off");
+    else if (!rd->shmv && !(rd->shmv = shm_view_new()))
+        snprintf(why, REC_ERR_LEN, "out of memory");
+    else if (zmq_msg_init_size(&bytes, d.len) != 0)
+        snprintf(why, REC_ERR_LEN, "out of memory for %u bytes", d.len);
+    else
+        have = true, rc = shm_view_copy(rd->shmv, &d, zmq_msg_data(&bytes), why, REC_ERR_LEN);
+    if (rc == 0) {
+        zmq_msg_move(&z->m, &bytes);
+        zmq_msg_close(&bytes);
+        rd->stats.shm++;
+        return 0;
+    }
+    if (have)
+        zmq_msg_close(&bytes);
+    if (rc == -2)
+        return -1;
+    // refused: [identity]['R' seq], which the writer answers with the bytes
+    unsigned char nak[9] = {'R'};
+    for (int b = 0; b < 8; b++)
+        nak[1 + b] = (unsigned char)(seq >> (8 * b));
+    zmq_send(rd->zsock, rd->zid, rd->zidlen, ZMQ_SNDMORE);
+    zmq_send(rd->zsock, nak, sizeof nak, 0);
+    if (!rd->shm_refused) {
+        rd->shm_refused = true;
+        fprintf(stderr, "%s: shared memory of a local writer refused (%s): its records come through the socket\n",
+                rd->inputs[rd->cur].name, why);
+    }
+    return 1;
+}
+
 static int next_zmq(rd_t *rd, rec_t **out, char *err)
 {
     input_t *in = &rd->inputs[rd->cur];
@@ -873,6 +923,22 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
                      in->name, (unsigned long long)rd->msgno);
             return -1;
         }
+        if (shm_is_desc(zmq_msg_data(&z->m), zmq_msg_size(&z->m))) {
+            char why[REC_ERR_LEN];
+            int src = shm_take(rd, z, seq, why);
+            if (src != 0) {
+                zbuf_unref(z);
+                if (src == 1)
+                    continue; // the bytes come again
+                rd->stats.bad++;
+                if (ack_add(rd, rd->zid, rd->zidlen, seq)) {
+                    snprintf(err, REC_ERR_LEN, "out of memory");
+                    return -2;
+                }
+                snprintf(err, REC_ERR_LEN, "%.200s: message %llu: %s", in->name, (unsigned long long)rd->msgno, why);
+                return -1;
+            }
+        }
         rd->zcur = z;
         rd->zoff = 0;
         rd->zrec = 0;
@@ -930,6 +996,7 @@ void rd_close(rd_t **rdp)
         zsock_close(rd->asock);
     }
     dlv_sink_destroy(&rd->dsink);
+    shm_view_destroy(&rd->shmv);
     chunk_unref(rd->chunk);
     acct_destroy(&rd->acct);
     free(rd->inputs);
@@ -979,6 +1046,21 @@ struct wr {
     char *gbuf; // one record's bytes
     size_t gcap;
     double last_scan;
+    // shared memory (shm.h): a local reader gets each message's bytes from a
+    // slot of this pool and a descriptor through the socket
+    int shm_state;     // 0: not tried yet, 1: in use, -1: off (not local, BAGEL_IPC_SHM, refused, failed)
+    shm_pool_t *shm;
+    uint32_t *slot_of; // by seq modulo the span: the message's slot + 1, or 0
+    struct quar {      // slots of messages given up when a reader left: free when acknowledged late, or after a while
+        uint64_t seq;
+        uint32_t slot;
+        double since;
+    } *quar;
+    unsigned nquar;
+    uint64_t *redo; // seqs a reader refused: their bytes go again through the socket
+    unsigned nredo;
+    unsigned nslots; // the pool's slots: the most quar and redo can hold
+    bool redoing;
     // a failed output stays failed: every later call reports the first error
     char failed[REC_ERR_LEN];
     double buf_since; // ZeroMQ: when the first record went into buf
@@ -1061,6 +1143,11 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
             snprintf(err, REC_ERR_LEN, "out of memory");
             goto fail;
         }
+        // shared memory only where every reader is on this host
+        w->shm_state = shm_enabled() ? 0 : -1;
+        for (int i = 0; i < w->ep.nzmq; i++)
+            if (strncmp(w->ep.zmq[i].addr, "ipc://", 6) != 0 && strncmp(w->ep.zmq[i].addr, "inproc://", 9) != 0)
+                w->shm_state = -1;
         if (!(w->zsock = zsock_open(&w->ep, ZMQ_DEALER, &w->o, NULL, err)) || monitor_open(w, err) ||
             (w->o.acks_in && origin_open(w, err)))
             goto fail;
@@ -1145,7 +1232,67 @@ int wr_flush(wr_t *w, char *err)
     return write_all(w, &v, 1, err);
 }
 
-/* Read the data socket's hop acknowledgements that have arrived. */
+/* Is the shared-memory pool ready for a message of size bytes? It is made
+ * at the first message; if it cannot be, messages go through the socket. */
+static bool shm_ready(wr_t *w, size_t size)
+{
+    if (w->shm_state == 0) {
+        uint64_t n = WR_WINDOW_BYTES / ZBATCH_SIZE; // slots for the window's bytes
+        if (w->window < n)
+            n = w->window;
+        char why[REC_ERR_LEN] = "out of memory";
+        w->shm_state = -1;
+        if ((w->slot_of = calloc(w->span, sizeof *w->slot_of)) && (w->quar = calloc(n, sizeof *w->quar)) &&
+            (w->redo = calloc(n, sizeof *w->redo)) && (w->shm = shm_pool_new((unsigned)n, ZBATCH_SIZE, why, sizeof why)))
+            w->shm_state = 1, w->nslots = (unsigned)n;
+        else
+            fprintf(stderr, "%s: %s: records go through the socket\n", w->name, why);
+    }
+    return w->shm_state == 1 && size <= ZBATCH_SIZE;
+}
+
+/* The slot of message seq, taken from it: 0, or the slot + 1. */
+static uint32_t slot_take(wr_t *w, uint64_t seq)
+{
+    if (!w->slot_of)
+        return 0;
+    uint32_t s = w->slot_of[seq & (w->span - 1)];
+    w->slot_of[seq & (w->span - 1)] = 0;
+    return s;
+}
+
+/* Message seq is acknowledged (or done with): true if it was outstanding.
+ * Its slot is freed unless keep_slot. */
+static bool ack_seq(wr_t *w, uint64_t seq, bool keep_slot)
+{
+    uint64_t i = seq & (w->span - 1);
+    if (seq < w->low || seq >= w->next_seq || w->acked[i])
+        return false;
+    w->acked[i] = 1;
+    w->out_bytes -= w->msize[i];
+    w->out_count--;
+    if (!keep_slot) {
+        uint32_t s = slot_take(w, seq);
+        if (s)
+            shm_pool_release(w->shm, s - 1);
+    }
+    return true;
+}
+
+/* An acknowledgement of a message given up when a reader left: its slot,
+ * kept apart since, is free now. */
+static void quar_ack(wr_t *w, uint64_t seq)
+{
+    for (unsigned q = 0; q < w->nquar; q++)
+        if (w->quar[q].seq == seq) {
+            shm_pool_release(w->shm, w->quar[q].slot);
+            w->quar[q] = w->quar[--w->nquar];
+            return;
+        }
+}
+
+/* Read the data socket's hop acknowledgements that have arrived, and the
+ * refusals of shared memory ['R' seq]. */
 static void hop_acks(wr_t *w)
 {
     unsigned char buf[8 * 64];
@@ -1153,15 +1300,27 @@ static void hop_acks(wr_t *w)
     while ((n = zmq_recv(w->zsock, buf, sizeof buf, ZMQ_DONTWAIT)) >= 0) {
         if (n > (int)sizeof buf)
             n = (int)sizeof buf; // longer than any ack a reader sends: truncated by zmq
+        if (n == 9 && buf[0] == 'R') {
+            uint64_t seq = 0;
+            for (int b = 8; b >= 1; b--)
+                seq = seq << 8 | buf[b];
+            // from now on every message goes through the socket; this one's
+            // bytes go again from its slot (shm_redo)
+            w->shm_state = -1;
+            bool known = false;
+            for (unsigned q = 0; q < w->nredo && !known; q++)
+                known = w->redo[q] == seq;
+            if (!known && w->nredo < w->nslots && seq >= w->low && seq < w->next_seq &&
+                !w->acked[seq & (w->span - 1)] && w->slot_of && w->slot_of[seq & (w->span - 1)])
+                w->redo[w->nredo++] = seq;
+            continue;
+        }
         for (int i = 0; i + 8 <= n; i += 8) {
             uint64_t seq = 0;
             for (int b = 7; b >= 0; b--)
                 seq = seq << 8 | buf[i + b];
-            if (seq >= w->low && seq < w->next_seq && !w->acked[seq & (w->span - 1)]) {
-                w->acked[seq & (w->span - 1)] = 1;
-                w->out_bytes -= w->msize[seq & (w->span - 1)];
-                w->out_count--;
-            }
+            if (!ack_seq(w, seq, false) && w->nquar)
+                quar_ack(w, seq);
         }
         while (w->low < w->next_seq && w->acked[w->low & (w->span - 1)])
             w->low++;
@@ -1212,9 +1371,18 @@ static void take_events(wr_t *w)
     if (!gone)
         return;
     hop_acks(w); // what the reader acknowledged before it went
-    for (uint64_t q = w->low; q < w->next_seq; q++)
-        if (!w->acked[q & (w->span - 1)] && w->untagged[q & (w->span - 1)])
+    double t = now_s();
+    for (uint64_t q = w->low; q < w->next_seq; q++) {
+        if (w->acked[q & (w->span - 1)])
+            continue;
+        if (w->untagged[q & (w->span - 1)])
             w->forgiven++;
+        // a live reader may still hold the descriptor: the slot is kept apart
+        uint32_t slot = slot_take(w, q);
+        if (slot && w->nquar < w->nslots)
+            w->quar[w->nquar++] = (struct quar){q, slot - 1, t};
+    }
+    w->nredo = 0; // refused messages among them: their records come again from their origin, or are counted above
     w->low = w->next_seq;
     w->out_bytes = 0;
     w->out_count = 0;
@@ -1228,6 +1396,13 @@ static void take_origin_acks(wr_t *w)
     while ((n = zmq_recv(w->asock, buf, sizeof buf, ZMQ_DONTWAIT)) >= 0)
         dlv_win_ack_frame(w->dwin, buf, n > (int)sizeof buf ? sizeof buf : (size_t)n, t);
 }
+
+/* Slots kept apart after a reader left are freed after this long even if no
+ * acknowledgement came: a reader that still copies one then finds its
+ * generation moved on and drops the message (shm.h). */
+#define SHM_QUARANTINE_S 30.0
+
+static int shm_redo(wr_t *w, char *err);
 
 /* Take the acknowledgements (and disconnections) that have arrived, waiting
  * up to timeout_ms (-1: until one arrives) for the first. -1 when stopped
@@ -1249,7 +1424,15 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
     if (w->asock)
         take_origin_acks(w);
     take_events(w);
-    return 0;
+    if (w->nquar) {
+        double t = now_s();
+        for (unsigned q = 0; q < w->nquar; q++)
+            if (t - w->quar[q].since > SHM_QUARANTINE_S) {
+                shm_pool_release(w->shm, w->quar[q].slot);
+                w->quar[q--] = w->quar[--w->nquar];
+            }
+    }
+    return shm_redo(w, err);
 }
 
 /* Send one message [seq][bytes]: the gathered batch (from = NULL) or the
@@ -1264,14 +1447,26 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char 
     for (int b = 0; b < 8; b++)
         hdr[b] = (unsigned char)(w->next_seq >> (8 * b));
     zmq_msg_t m;
-    if (zmq_msg_init_size(&m, size)) {
-        snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
-        return -1;
+    unsigned slot = 0;
+    char *dst = NULL;
+    if (shm_ready(w, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
+        // the bytes into a slot, its descriptor onto the socket
+        if (from)
+            memcpy(dst, from, size);
+        else
+            rec_enc_gather(w->enc, dst);
+        zmq_msg_init_size(&m, SHM_DESC_LEN);
+        shm_pool_commit(w->shm, slot, size, zmq_msg_data(&m));
+    } else {
+        if (zmq_msg_init_size(&m, size)) {
+            snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
+            return -1;
+        }
+        if (from)
+            memcpy(zmq_msg_data(&m), from, size);
+        else
+            rec_enc_gather(w->enc, zmq_msg_data(&m));
     }
-    if (from)
-        memcpy(zmq_msg_data(&m), from, size);
-    else
-        rec_enc_gather(w->enc, zmq_msg_data(&m));
     bool more = true;
     for (;;) {
         int rc = more ? zmq_send(w->zsock, hdr, sizeof hdr, ZMQ_SNDMORE) : zmq_msg_send(&m, w->zsock, 0);
@@ -1286,8 +1481,12 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char 
         snprintf(err, REC_ERR_LEN, "%s: send: %s", w->name,
                  errno == EINTR ? "stopped while no reader took records" : zmq_strerror(errno));
         zmq_msg_close(&m);
+        if (dst)
+            shm_pool_release(w->shm, slot);
         return -1;
     }
+    if (w->slot_of)
+        w->slot_of[w->next_seq & (w->span - 1)] = dst ? slot + 1 : 0;
     w->acked[w->next_seq & (w->span - 1)] = 0;
     w->untagged[w->next_seq & (w->span - 1)] = untagged;
     w->msize[w->next_seq & (w->span - 1)] = size;
@@ -1296,6 +1495,35 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char 
     w->next_seq++;
     w->bytes += size;
     return take_acks(w, 0, err);
+}
+
+/* Send again through the socket the messages a reader refused to take from
+ * shared memory (hop_acks), each as a new message; the refused seq is done
+ * with. */
+static int shm_redo(wr_t *w, char *err)
+{
+    if (w->redoing || w->nredo == 0)
+        return 0;
+    w->redoing = true;
+    int rc = 0;
+    while (rc == 0 && w->nredo > 0) {
+        uint64_t seq = w->redo[0]; // in the order refused
+        memmove(w->redo, w->redo + 1, --w->nredo * sizeof *w->redo);
+        uint32_t slot = w->slot_of[seq & (w->span - 1)];
+        bool untagged = w->untagged[seq & (w->span - 1)];
+        if (!slot || !ack_seq(w, seq, true))
+            continue; // given up meanwhile (take_events): its slot is kept apart
+        slot_take(w, seq);
+        while (w->low < w->next_seq && w->acked[w->low & (w->span - 1)])
+            w->low++;
+        size_t len;
+        const void *bytes = shm_pool_bytes(w->shm, slot - 1, &len);
+        w->bytes -= len; // counted once, as sent again
+        rc = send_zmq(w, bytes, len, untagged, err);
+        shm_pool_release(w->shm, slot - 1);
+    }
+    w->redoing = false;
+    return rc;
 }
 
 static int zflush(wr_t *w, char *err)
@@ -1494,6 +1722,10 @@ static void wr_free(wr_t *w)
         close(w->fd);
     rec_enc_destroy(&w->enc);
     dlv_win_destroy(&w->dwin);
+    shm_pool_destroy(&w->shm);
+    free(w->slot_of);
+    free(w->quar);
+    free(w->redo);
     free(w->gbuf);
     free(w->buf);
     free(w->acked);

@@ -65,6 +65,7 @@ typedef struct {
     uint64_t bad;          // messages skipped as unreadable
     uint64_t made_rejects; // records returned as rejects because they broke the schema
     uint64_t duplicates;   // sink: records dropped because their delivery tag was seen before
+    uint64_t shm;          // ZeroMQ messages whose bytes came through shared memory (shm.h)
 } rd_stats_t;
 
 /* specs: endpoints read one after the other (files, globs, "-", ZeroMQ). */
