@@ -270,14 +270,31 @@ static view_map_t *view_open(shm_view_t *v, const shm_desc_t *d, double now, cha
                 old = i;
         view_drop(v, old);
     }
-    char path[64];
+    // The descriptor comes from the wire: the file is looked at through an
+    // O_PATH handle (opening nothing: a FIFO or a device named there would
+    // block or act on open) and opened for reading only once it is the
+    // regular file named.
+    char path[64], self[64];
     snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)d->pid, (int)d->fd);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    int pfd = open(path, O_PATH | O_CLOEXEC);
+    if (pfd < 0) {
         snprintf(why, why_len, "%s: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
+    if (fstat(pfd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_dev != d->dev ||
+        (uint64_t)st.st_ino != d->ino) {
+        snprintf(why, why_len, "%s: not the file the descriptor names", path);
+        close(pfd);
+        return NULL;
+    }
+    snprintf(self, sizeof self, "/proc/self/fd/%d", pfd);
+    int fd = open(self, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    close(pfd);
+    if (fd < 0) {
+        snprintf(why, why_len, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
     int seals = fcntl(fd, F_GET_SEALS);
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_dev != d->dev || (uint64_t)st.st_ino != d->ino) {
         snprintf(why, why_len, "%s: not the file the descriptor names", path);
@@ -312,7 +329,8 @@ static view_map_t *view_open(shm_view_t *v, const shm_desc_t *d, double now, cha
     return m;
 }
 
-int shm_view_copy(shm_view_t *v, const shm_desc_t *d, void *dst, char *why, size_t why_len)
+int shm_view_copy(shm_view_t *v, const shm_desc_t *d, void *(*alloc)(void *arg, size_t len), void *arg, char *why,
+                  size_t why_len)
 {
     double now = mono_s();
     view_map_t *m = NULL;
@@ -331,6 +349,11 @@ int shm_view_copy(shm_view_t *v, const shm_desc_t *d, void *dst, char *why, size
     if (__atomic_load_n(g, __ATOMIC_ACQUIRE) != d->gen) {
         snprintf(why, why_len, "shared-memory slot %u was reused before it was read", d->slot);
         return -2;
+    }
+    void *dst = alloc(arg, d->len);
+    if (!dst) {
+        snprintf(why, why_len, "out of memory for %u bytes", d->len);
+        return -1;
     }
     memcpy(dst, m->base + m->data_off + (size_t)d->slot * m->slot_size, d->len);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);

@@ -65,11 +65,14 @@ typedef struct shm_view shm_view_t;
 
 shm_view_t *shm_view_new(void);
 void shm_view_destroy(shm_view_t **v);
-/* Copy the descriptor's bytes (d->len of them) into dst. 0: done. -1: the
- * writer's file cannot be opened or is not one of our pools (why): refuse
- * the descriptor, the writer sends the bytes again. -2: the descriptor is
- * outside its pool, or the slot was rewritten while it was copied (why): the
- * message is lost (end-to-end delivery sends its records again). */
-int shm_view_copy(shm_view_t *v, const shm_desc_t *d, void *dst, char *why, size_t why_len);
+/* Copy the descriptor's bytes (d->len of them) into a buffer that alloc
+ * returns (called once the length is known to lie within the pool; NULL:
+ * out of memory, -1). 0: done. -1: the writer's file cannot be opened or is
+ * not one of our pools (why): refuse the descriptor, the writer sends the
+ * bytes again. -2: the descriptor is outside its pool, or the slot was
+ * rewritten while it was copied (why): the message is lost (end-to-end
+ * delivery sends its records again). */
+int shm_view_copy(shm_view_t *v, const shm_desc_t *d, void *(*alloc)(void *arg, size_t len), void *arg, char *why,
+                  size_t why_len);
 
 #endif

@@ -18,7 +18,13 @@
  * records were lost whenever a fast producer finished before a slow consumer.
  * With the window as the back-pressure, the reader's queue needs no limit of
  * its own (it is bounded by the sum of the writers' windows), its input is
- * never stopped, and nothing sent is dropped. */
+ * never stopped, and nothing sent is dropped.
+ *
+ * Between processes of one host (every address ipc:// or inproc://) the
+ * records frame is a descriptor of a slot in the writer's shared-memory pool
+ * instead of the bytes (shm.h); the slot is freed by the message's
+ * acknowledgement, and a reader that cannot map the pool refuses with
+ * ['R' seq], which the writer answers with the bytes through the socket. */
 #define _GNU_SOURCE
 #include "stream.h"
 
@@ -813,6 +819,21 @@ static int next_in_batch(rd_t *rd, rec_t **out, char *err)
     return take(rd, r, out);
 }
 
+/* A message of the length shm_view_copy asks for, to copy a slot into. */
+typedef struct {
+    zmq_msg_t m;
+    bool have;
+} shm_msg_t;
+
+static void *shm_msg_alloc(void *arg, size_t len)
+{
+    shm_msg_t *b = arg;
+    if (zmq_msg_init_size(&b->m, len) != 0)
+        return NULL;
+    b->have = true;
+    return zmq_msg_data(&b->m);
+}
+
 /* The message z holds a shared-memory descriptor (shm.h): replace it with
  * the bytes it names. 0: done. 1: refused (this reader may not or cannot map
  * the writer's pool); the writer is told, and sends the bytes again through
@@ -823,24 +844,21 @@ static int shm_take(rd_t *rd, zbuf_t *z, uint64_t seq, char *why)
     if (shm_desc_parse(zmq_msg_data(&z->m), zmq_msg_size(&z->m), &d, why, REC_ERR_LEN))
         return -1;
     int rc = -1;
-    zmq_msg_t bytes;
-    bool have = false;
+    shm_msg_t bytes = {.have = false};
     if (!rd->shm_ok)
         snprintf(why, REC_ERR_LEN, "BAGEL_IPC_SHM=off");
     else if (!rd->shmv && !(rd->shmv = shm_view_new()))
         snprintf(why, REC_ERR_LEN, "out of memory");
-    else if (zmq_msg_init_size(&bytes, d.len) != 0)
-        snprintf(why, REC_ERR_LEN, "out of memory for %u bytes", d.len);
     else
-        have = true, rc = shm_view_copy(rd->shmv, &d, zmq_msg_data(&bytes), why, REC_ERR_LEN);
+        rc = shm_view_copy(rd->shmv, &d, shm_msg_alloc, &bytes, why, REC_ERR_LEN);
     if (rc == 0) {
-        zmq_msg_move(&z->m, &bytes);
-        zmq_msg_close(&bytes);
+        zmq_msg_move(&z->m, &bytes.m);
+        zmq_msg_close(&bytes.m);
         rd->stats.shm++;
         return 0;
     }
-    if (have)
-        zmq_msg_close(&bytes);
+    if (bytes.have)
+        zmq_msg_close(&bytes.m);
     if (rc == -2)
         return -1;
     // refused: [identity]['R' seq], which the writer answers with the bytes
