@@ -1042,6 +1042,8 @@ struct wr {
     // after its first record)
     char *buf;
     size_t nbuf;
+    char *bat;      // ZeroMQ: where the batch is gathered: buf, or a shared-memory slot (shm.h)
+    unsigned bslot; // that slot + 1, or 0
     uint64_t bytes;
     // ZeroMQ: records next_seq-1 down to low may be unacknowledged; acked[]
     // marks which are, by seq modulo the span; untagged[] those holding a
@@ -1453,9 +1455,10 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
     return shm_redo(w, err);
 }
 
-/* Send one message [seq][bytes]: the gathered batch (from = NULL) or the
- * record in the encoder. */
-static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *err)
+/* Send one message [seq][bytes]: the bytes at from, or (from = NULL) the
+ * record in the encoder. filled: from already lies in this shared-memory
+ * slot (+ 1; the batch gathered there), or 0. */
+static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, unsigned filled, char *err)
 {
     while (w->out_count >= w->window || w->next_seq - w->low >= w->span ||
            (w->out_bytes && w->out_bytes + size > WR_WINDOW_BYTES))
@@ -1467,7 +1470,12 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char 
     zmq_msg_t m;
     unsigned slot = 0;
     char *dst = NULL;
-    if (shm_ready(w, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
+    if (filled && w->shm_state == 1) { // gathered in place
+        slot = filled - 1;
+        dst = (char *)from;
+        zmq_msg_init_size(&m, SHM_DESC_LEN);
+        shm_pool_commit(w->shm, slot, size, zmq_msg_data(&m));
+    } else if (!filled && shm_ready(w, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
         // the bytes into a slot, its descriptor onto the socket
         if (from)
             memcpy(dst, from, size);
@@ -1476,14 +1484,19 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, char 
         zmq_msg_init_size(&m, SHM_DESC_LEN);
         shm_pool_commit(w->shm, slot, size, zmq_msg_data(&m));
     } else {
-        if (zmq_msg_init_size(&m, size)) {
+        // through the socket (a batch gathered in a slot, when a reader
+        // has refused shared memory since: the slot is free again)
+        int rc = zmq_msg_init_size(&m, size);
+        if (rc == 0 && from)
+            memcpy(zmq_msg_data(&m), from, size);
+        else if (rc == 0)
+            rec_enc_gather(w->enc, zmq_msg_data(&m));
+        if (filled)
+            shm_pool_release(w->shm, filled - 1);
+        if (rc) {
             snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
             return -1;
         }
-        if (from)
-            memcpy(zmq_msg_data(&m), from, size);
-        else
-            rec_enc_gather(w->enc, zmq_msg_data(&m));
     }
     bool more = true;
     for (;;) {
@@ -1537,7 +1550,7 @@ static int shm_redo(wr_t *w, char *err)
         size_t len;
         const void *bytes = shm_pool_bytes(w->shm, slot - 1, &len);
         w->bytes -= len; // counted once, as sent again
-        rc = send_zmq(w, bytes, len, untagged, err);
+        rc = send_zmq(w, bytes, len, untagged, 0, err);
         shm_pool_release(w->shm, slot - 1);
     }
     w->redoing = false;
@@ -1552,7 +1565,9 @@ static int zflush(wr_t *w, char *err)
     w->nbuf = 0;
     bool untagged = w->buf_untagged;
     w->buf_untagged = false;
-    return send_zmq(w, w->buf, n, untagged, err);
+    unsigned filled = w->bslot;
+    w->bslot = 0;
+    return send_zmq(w, w->bat, n, untagged, filled, err);
 }
 
 /* A record bigger than half a batch travels alone; smaller ones are
@@ -1560,16 +1575,24 @@ static int zflush(wr_t *w, char *err)
 static int put_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *err)
 {
     if (size > WBUF_SIZE / 2)
-        return zflush(w, err) ? -1 : send_zmq(w, from, size, untagged, err);
+        return zflush(w, err) ? -1 : send_zmq(w, from, size, untagged, 0, err);
     if (w->nbuf + size > WBUF_SIZE && zflush(w, err))
         return -1;
     double t = now_s();
-    if (w->nbuf == 0)
+    if (w->nbuf == 0) {
+        // a new batch: gathered straight into a shared-memory slot when
+        // there is one, else into buf
+        unsigned slot;
         w->buf_since = t;
+        w->bat = shm_ready(w, WBUF_SIZE) ? shm_pool_acquire(w->shm, &slot) : NULL;
+        w->bslot = w->bat ? slot + 1 : 0;
+        if (!w->bat)
+            w->bat = w->buf;
+    }
     if (from)
-        memcpy(w->buf + w->nbuf, from, size);
+        memcpy(w->bat + w->nbuf, from, size);
     else
-        rec_enc_gather(w->enc, w->buf + w->nbuf);
+        rec_enc_gather(w->enc, w->bat + w->nbuf);
     w->nbuf += size;
     w->buf_untagged |= untagged;
     if (t - w->buf_since > 0.020)

@@ -26,7 +26,10 @@
 # (the pipeline's ack_window, default the supervisor's), STAGE_ARGS (more
 # options for every pipeline stage, e.g. "--hwm 256"), SNAPSHOT=DIR (SNAPSHOT_AT seconds,
 # default 8, into each pipeline run, every thread's CPU share by `ps` and
-# `top` into DIR/ps-rR.txt and DIR/top-rR.txt: which process is the ceiling).
+# `top` into DIR/ps-rR.txt and DIR/top-rR.txt: which process is the ceiling),
+# SHM (the pipeline's BAGEL_IPC_SHM settings, each run beside the same limit:
+# default "on"; "on off" measures what shared memory between the processes
+# gives, docs/ipc.md).
 set -euo pipefail
 BUILD="${BUILD:-build}"
 N="${1:-400}"
@@ -89,7 +92,7 @@ EOT
 echo "bench-supervise: $S samples alone (synthetic shapes, $N lines x 7 formats x $EPOCHS epochs), R times as many with R replicas, $CORES cores, best of $REPEAT"
 printf 'alone, one process: read %.0f/s, tokenize %.0f/s, image %.0f/s\n' \
     "$(calc "$S / $t_read")" "$(calc "$S / $t_tok")" "$(calc "$S / $t_img")"
-printf '%-9s %14s %14s %7s %14s %7s\n' replicas "pipeline/s" "limit/s" ratio "ideal/s" ratio
+printf '%-9s %-4s %14s %14s %7s %14s %7s\n' replicas shm "pipeline/s" "limit/s" ratio "ideal/s" ratio
 limit() { # limit T_TOK T_IMG: bagel-read alone, rt copies of tokenize and r of image, or the cores
     awk -v S="$S" -v r="$r" -v rt="$rt" -v c="$CORES" -v a="$t_read" -v b="$1" -v i="$2" 'BEGIN {
         x = S / a; y = rt * S / b; if (y < x) x = y; y = r * S / i; if (y < x) x = y
@@ -115,14 +118,6 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     rt=$r
     [ -n "${TOK_REPLICAS:-}" ] && [ "$TOK_REPLICAS" -lt "$r" ] && rt=$TOK_REPLICAS
     sed "s/\${rt}/$rt/; s/\${r}/$r/; s/\${e}/$e/; s/\${ends}/$((7 * e))/" "$dir/p.toml" >"$dir/p$r.toml"
-    snapper=""
-    if [ -n "${SNAPSHOT:-}" ]; then
-        mkdir -p "$SNAPSHOT"
-        snap "$r" &
-        snapper=$!
-    fi
-    t=$(best env BAGEL_BIN="$BIN" "$PY" scripts/bagel-supervise "$dir/p$r.toml" --dir "$dir/run$r" -q --status-every 0)
-    [ -n "$snapper" ] && wait "$snapper"
     # the stages alone at this width: rt copies of tokenize and r of image
     # at once, each over the whole file (a loaded machine runs each core
     # slower than an idle one: turbo, shared caches and memory)
@@ -131,9 +126,19 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     [ "$r" = 1 ] || ti=$(best copies "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
     lim=$(limit "$tt" "$ti")
     ideal=$(limit "$t_tok" "$t_img")
-    rate=$(calc "$S * $r / $t")
-    printf '%-9s %14.0f %14.0f %7.2f %14.0f %7.2f\n' "$r" "$rate" "$lim" "$(calc "$rate / $lim")" "$ideal" \
-        "$(calc "$rate / $ideal")"
+    for shm in ${SHM:-on}; do
+        snapper=""
+        if [ -n "${SNAPSHOT:-}" ]; then
+            mkdir -p "$SNAPSHOT"
+            snap "$r-$shm" &
+            snapper=$!
+        fi
+        t=$(best env BAGEL_BIN="$BIN" BAGEL_IPC_SHM="$shm" "$PY" scripts/bagel-supervise "$dir/p$r.toml" --dir "$dir/run$r" -q --status-every 0)
+        [ -n "$snapper" ] && wait "$snapper"
+        rate=$(calc "$S * $r / $t")
+        printf '%-9s %-4s %14.0f %14.0f %7.2f %14.0f %7.2f\n' "$r" "$shm" "$rate" "$lim" "$(calc "$rate / $lim")" "$ideal" \
+            "$(calc "$rate / $ideal")"
+    done
     [ "$r" = 1 ] || printf '%-9s alone, at once: %s copies of tokenize %.0f/s, %s of image %.0f/s in all\n' "" \
         "$rt" "$(calc "$rt * $S / $tt")" "$r" "$(calc "$r * $S / $ti")"
 done
