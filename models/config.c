@@ -6,6 +6,8 @@
  * value is type-checked and bounded, and an error names the file and the key. */
 #include "config.h"
 
+#include "../ipc/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -671,42 +673,6 @@ size_t model_config_summary(const model_config_t *c, char *buf, size_t cap)
 
 /* ---- files */
 
-/* path.tmp, fsync, rename */
-static int write_atomic(const char *path, const char *text, char *err, size_t errlen)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
-        seterr(err, errlen, "%s: path too long", path);
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        seterr(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
-        return -1;
-    }
-    size_t n = strlen(text), off = 0;
-    while (off < n) {
-        ssize_t k = write(fd, text + off, n - off);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        off += (size_t)k;
-    }
-    if (off != n || fsync(fd) != 0) {
-        seterr(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        return -1;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        seterr(err, errlen, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 int model_config_save_dir(const model_config_t *c, const char *dir, char *err, size_t errlen)
 {
     if (model_config_check(c, err, errlen))
@@ -721,28 +687,30 @@ int model_config_save_dir(const model_config_t *c, const char *dir, char *err, s
     emit_llm(&o, c, "  ", 1);
     put(&o, "\n}\n");
     snprintf(path, sizeof path, "%s/llm_config.json", dir);
-    if (write_atomic(path, text, err, errlen))
+    // durable: each file and its name in dir are on disk before the next, as the checkpoint's weights are
+    if (fs_write_whole(path, text, strlen(text), 0644, true)) {
+        seterr(err, errlen, "%s: cannot write: %s", path, strerror(errno));
         return -1;
+    }
     if (c->visual_und) {
         o.n = 0;
         put(&o, "{\n");
         emit_vit(&o, c, "  ", 1);
         put(&o, "\n}\n");
         snprintf(path, sizeof path, "%s/vit_config.json", dir);
-        if (write_atomic(path, text, err, errlen))
+        if (fs_write_whole(path, text, strlen(text), 0644, true)) {
+            seterr(err, errlen, "%s: cannot write: %s", path, strerror(errno));
             return -1;
+        }
     }
     o.n = 0;
     put(&o, "{\n  \"name\": \"%s\",\n  \"bagel\": {\n", c->name);
     emit_bagel(&o, c, "    ");
     put(&o, "\n  }\n}\n");
     snprintf(path, sizeof path, "%s/bagelpipe.json", dir);
-    if (write_atomic(path, text, err, errlen))
+    if (fs_write_whole(path, text, strlen(text), 0644, true)) {
+        seterr(err, errlen, "%s: cannot write: %s", path, strerror(errno));
         return -1;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
     }
     return 0;
 }

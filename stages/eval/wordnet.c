@@ -15,6 +15,8 @@
  * up, so a long token costs linear time where NLTK's lists grow. */
 #include "metrics.h"
 
+#include "../../ipc/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -55,46 +57,6 @@ static void set_err(char *err, const char *dir, const char *file, const char *wh
              what);
 }
 
-static char *read_file(const char *dir, const char *name, size_t *n, char *err)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        set_err(err, dir, name, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t cap = 0, len = 0;
-    for (;;) {
-        if (cap - len < 65536) {
-            cap = cap ? cap * 2 : 1 << 20;
-            char *p = realloc(buf, cap + 1);
-            if (!p) {
-                free(buf);
-                fclose(f);
-                set_err(err, dir, name, "out of memory");
-                return NULL;
-            }
-            buf = p;
-        }
-        size_t k = fread(buf + len, 1, cap - len, f);
-        len += k;
-        if (k == 0)
-            break;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        set_err(err, dir, name, "read error");
-        return NULL;
-    }
-    buf[len] = 0;
-    *n = len;
-    return buf;
-}
-
 static int grow_idx(wordnet_t *w, uint32_t id)
 {
     if (id < w->idx_cap)
@@ -118,10 +80,13 @@ static int load_index(wordnet_t *w, const char *dir, int p, char *err)
 {
     char name[32];
     snprintf(name, sizeof name, "index.%s", pos_files[p]);
+    char path[4096], *buf;
     size_t n;
-    char *buf = read_file(dir, name, &n, err);
-    if (!buf)
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (fs_read_whole(path, &buf, &n, NULL)) {
+        set_err(err, dir, name, errno == ENOMEM ? "out of memory" : strerror(errno));
         return -1;
+    }
     size_t lineno = 0;
     for (char *line = buf, *next; line < buf + n; line = next) {
         char *nl = memchr(line, '\n', (size_t)(buf + n - line));
@@ -183,10 +148,13 @@ static int load_exc(wordnet_t *w, const char *dir, int p, char *err)
 {
     char name[32];
     snprintf(name, sizeof name, "%s.exc", pos_files[p]);
+    char path[4096], *buf;
     size_t n;
-    char *buf = read_file(dir, name, &n, err);
-    if (!buf)
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (fs_read_whole(path, &buf, &n, NULL)) {
+        set_err(err, dir, name, errno == ENOMEM ? "out of memory" : strerror(errno));
         return -1;
+    }
     char key[512];
     for (char *line = buf, *next; line < buf + n; line = next) {
         char *nl = memchr(line, '\n', (size_t)(buf + n - line));

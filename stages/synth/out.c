@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "out.h"
 
+#include "../../ipc/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -12,32 +14,6 @@
 
 /* JPEG quality: high enough that colours stay near their palette values. */
 #define JPEG_Q 90
-
-static int mkdir_p(const char *path, char *err)
-{
-    char buf[SYNTH_PATH_LEN];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = 0;
-        if (mkdir(buf, 0777) && errno != EEXIST) {
-            snprintf(err, SYNTH_ERR_LEN, "%s: %s", buf, strerror(errno));
-            return -1;
-        }
-        *p = '/';
-    }
-    struct stat st;
-    if (mkdir(buf, 0777) && (errno != EEXIST || stat(buf, &st) || !S_ISDIR(st.st_mode))) {
-        snprintf(err, SYNTH_ERR_LEN, "%s: %s", buf, errno == EEXIST ? "not a directory" : strerror(errno));
-        return -1;
-    }
-    if (access(buf, W_OK)) {
-        snprintf(err, SYNTH_ERR_LEN, "%s: %s", buf, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
 
 int synth_out_open(synth_out_t *o, const char *dir, char *err)
 {
@@ -53,7 +29,15 @@ int synth_out_open(synth_out_t *o, const char *dir, char *err)
     o->dir[n] = 0;
     char images[SYNTH_PATH_LEN];
     snprintf(images, sizeof images, "%s/images", o->dir);
-    return mkdir_p(o->dir, err) || mkdir_p(images, err) ? -1 : 0;
+    // each one writable too, so that a read-only --out fails here and not at the first image
+    const char *dirs[] = {o->dir, images};
+    for (int i = 0; i < 2; i++) {
+        if (fs_mkdirs(dirs[i], 0777) || access(dirs[i], W_OK)) {
+            snprintf(err, SYNTH_ERR_LEN, "%s: %s", dirs[i], errno == ENOTDIR ? "not a directory" : strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int write_all(int fd, const void *buf, size_t n)

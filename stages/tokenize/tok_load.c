@@ -2,6 +2,8 @@
  * every component tok.h does not list, by name. */
 #include "tok_impl.h"
 
+#include "../../ipc/fsutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -403,53 +405,6 @@ static double now_ms(void)
     return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-/* The whole of a file into a malloc'd buffer, its owner in *uid when uid is
- * not NULL. 0, or -1 with errno. */
-static int slurp(const char *path, char **out, size_t *len, uid_t *uid)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    struct stat sb;
-    char *buf = NULL;
-    if (fstat(fd, &sb))
-        goto fail;
-    if (S_ISDIR(sb.st_mode)) {
-        errno = EISDIR;
-        goto fail;
-    }
-    if (uid)
-        *uid = sb.st_uid;
-    size_t cap = sb.st_size > 0 ? (size_t)sb.st_size + 1 : 4096, n = 0;
-    if (!(buf = malloc(cap)))
-        goto fail;
-    for (;;) {
-        if (n == cap) {
-            char *b = realloc(buf, cap *= 2);
-            if (!b)
-                goto fail;
-            buf = b;
-        }
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            goto fail;
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    *out = buf, *len = n;
-    return 0;
-fail:;
-    int e = errno;
-    free(buf);
-    close(fd);
-    errno = e;
-    return -1;
-}
-
 /* The cache directory: dir if given ("off": none), else $BAGEL_CACHE_DIR
  * ("off" or empty: none), $XDG_CACHE_HOME/bagelpipe, ~/.cache/bagelpipe.
  * false when there is none. */
@@ -470,54 +425,6 @@ static bool cache_dir_of(const char *dir, char *out, size_t cap)
     return false;
 }
 
-/* mkdir -p, the directories made 0700. */
-static int make_dirs(const char *dir)
-{
-    char p[4096];
-    if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p)
-        return errno = ENAMETOOLONG, -1;
-    for (char *c = p + 1;; c++) {
-        if (*c == '/' || !*c) {
-            char keep = *c;
-            *c = 0;
-            if (mkdir(p, 0700) && errno != EEXIST)
-                return -1;
-            if (!(*c = keep))
-                break;
-        }
-    }
-    return 0;
-}
-
-/* Write bytes to path through a temporary name, so that a reader sees the
- * whole file or none. 0, or -1 with errno. */
-static int write_whole(const char *path, const char *buf, size_t len)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, buf + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            int e = errno;
-            close(fd), unlink(tmp);
-            return errno = e, -1;
-        }
-        done += (size_t)w;
-    }
-    if (close(fd) || rename(tmp, path)) {
-        int e = errno;
-        unlink(tmp);
-        return errno = e, -1;
-    }
-    return 0;
-}
-
 tok_t *tok_load_cached(const char *path, const char *cache_dir, tok_load_info_t *info, char *err)
 {
     tok_load_info_t scratch;
@@ -527,7 +434,7 @@ tok_t *tok_load_cached(const char *path, const char *cache_dir, tok_load_info_t 
     double t0 = now_ms();
     char *buf = NULL, *cbuf = NULL, msg[TOK_ERR_LEN];
     size_t len = 0, clen = 0;
-    if (slurp(path, &buf, &len, NULL)) {
+    if (fs_read_whole(path, &buf, &len, NULL)) {
         snprintf(err, TOK_ERR_LEN, "%s: %s", path, strerror(errno));
         return NULL;
     }
@@ -538,12 +445,12 @@ tok_t *tok_load_cached(const char *path, const char *cache_dir, tok_load_info_t 
     if (cached) {
         h = tok_hash(buf, len);
         snprintf(info->cache, sizeof info->cache, "%s/tok-%016llx-%zu.bin", dir, (unsigned long long)h, len);
-        uid_t owner;
-        if (slurp(info->cache, &cbuf, &clen, &owner) == 0) {
+        struct stat cst;
+        if (fs_read_whole(info->cache, &cbuf, &clen, &cst) == 0) {
             tok_spec_t sp;
             // a file someone else wrote is not trusted to say how to tokenize
-            if (owner != geteuid())
-                snprintf(msg, sizeof msg, "owned by uid %ld, not by this user", (long)owner);
+            if (cst.st_uid != geteuid())
+                snprintf(msg, sizeof msg, "owned by uid %ld, not by this user", (long)cst.st_uid);
             else if (tok_cache_decode(cbuf, clen, len, h, false, &sp, msg) == 0) {
                 t = tok_build(&sp, msg);
                 tok_spec_free(&sp);
@@ -576,7 +483,8 @@ tok_t *tok_load_cached(const char *path, const char *cache_dir, tok_load_info_t 
             if (tok_cache_encode(&sp, len, h, &enc, &elen))
                 snprintf(info->cache_note, sizeof info->cache_note, "%.600s: out of memory", info->cache);
             else {
-                if (make_dirs(dir) || write_whole(info->cache, enc, elen))
+                // 0700 and 0600: the cache says how to tokenize, so only this user may write it
+                if (fs_mkdirs(dir, 0700) || fs_write_whole(info->cache, enc, elen, 0600, false))
                     snprintf(info->cache_note, sizeof info->cache_note, "%.600s: not written: %s", info->cache,
                              strerror(errno));
                 free(enc);

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../ipc/fsutil.h"
 #include "../../models/ae.h"
 #include "../../models/checkpoint.h"
 #include "../../models/model.h"
@@ -78,20 +79,6 @@ static double wall_s(void)
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int mkdir_p(const char *path)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
 }
 
 static int fsync_path(const char *path)
@@ -366,7 +353,7 @@ static int save_checkpoint(run_t *r, long step)
     snprintf(dir, sizeof dir, "%s/checkpoints/step-%ld", r->dir, step);
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     rm_rf(tmp);
-    if (mkdir_p(tmp)) {
+    if (fs_mkdirs(tmp, 0777)) {
         snprintf(r->err, sizeof r->err, "%s: %s", tmp, strerror(errno));
         return -1;
     }
@@ -772,7 +759,7 @@ int train_run(train_opts_t *o)
     /* the run directory */
     char p[1200];
     snprintf(p, sizeof p, "%s/checkpoints", r->dir);
-    if (mkdir_p(p)) {
+    if (fs_mkdirs(p, 0777)) {
         snprintf(r->err, sizeof r->err, "%s: %s", p, strerror(errno));
         goto fail;
     }

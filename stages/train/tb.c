@@ -5,6 +5,7 @@
  * written). */
 #include "tb.h"
 
+#include "../../ipc/fsutil.h"
 #include "../common/utf8.h"
 
 #include <errno.h>
@@ -256,43 +257,24 @@ void tb_close(tb_writer_t **wp)
     *wp = NULL;
 }
 
-/* mkdir -p; a component that exists is fine */
-static int make_dirs(const char *dir, char *err, size_t errlen)
-{
-    char p[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof p) {
-        snprintf(err, errlen, "tensorboard directory of %zu bytes, expected 1 to %zu", n, sizeof p - 1);
-        return -1;
-    }
-    memcpy(p, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != '\0')
-            continue;
-        char c = p[i];
-        p[i] = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "%s: mkdir: %s", p, strerror(errno));
-            return -1;
-        }
-        p[i] = c;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a directory", dir);
-        return -1;
-    }
-    return 0;
-}
-
 tb_writer_t *tb_open(const char *dir, const char *suffix, char *err, size_t errlen)
 {
     if (suffix && strchr(suffix, '/')) {
         snprintf(err, errlen, "tensorboard file suffix \"%s\" contains '/', expected a plain name", suffix);
         return NULL;
     }
-    if (make_dirs(dir, err, errlen) != 0)
+    size_t dlen = strlen(dir);
+    if (dlen == 0 || dlen > 4095) { // fs_mkdirs' limit, said here in the caller's words
+        snprintf(err, errlen, "tensorboard directory of %zu bytes, expected 1 to 4095", dlen);
         return NULL;
+    }
+    if (fs_mkdirs(dir, 0777) != 0) {
+        if (errno == ENOTDIR)
+            snprintf(err, errlen, "%s: not a directory", dir);
+        else
+            snprintf(err, errlen, "%s: mkdir: %s", dir, strerror(errno));
+        return NULL;
+    }
     char host[256] = "localhost";
     if (gethostname(host, sizeof host) != 0 || host[0] == '\0')
         snprintf(host, sizeof host, "localhost");
