@@ -6,6 +6,7 @@
  *       (H, W, 3) tensors sized by BAGEL's rules (img.h). A sample whose image
  *       cannot be used becomes a reject "path: what"; rejects and ends pass
  *       untouched; one record out for each record in. */
+#define _GNU_SOURCE
 #include "../common/log.h"
 #include "../common/stage.h"
 #include "../common/transform.h"
@@ -18,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <vips/vips.h>
@@ -70,6 +73,7 @@ enum {
 typedef struct {
     const char *root;
     char real_root[PATH_MAX];
+    int root_fd; // O_PATH handle of real_root for openat2, or -1
     img_opts_t io;
     bool vit_img_num_auto;
     unsigned long long max_bytes;
@@ -101,24 +105,44 @@ static int read_image(job_t *j, const char *path, size_t *len, char *why)
         }
         p += n + (p[n] == '/');
     }
-    char full[PATH_MAX], real[PATH_MAX];
-    if (snprintf(full, sizeof full, "%s/%s", j->root, path) >= (int)sizeof full) {
-        snprintf(why, REC_ERR_LEN, "path too long");
-        return -1;
+    // One openat2 beneath the root opens the file and refuses a way out in
+    // the same step; realpath walked every component with a readlink each,
+    // about 5% of the stage. What openat2 refuses (EXDEV: a symbolic link
+    // that leaves the root, or one with an absolute target that may still
+    // land inside it) or cannot do (ENOSYS: kernels before 5.6) goes the
+    // realpath way, which decides as before.
+    int fd = -1;
+    if (j->root_fd >= 0) {
+        struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+        fd = (int)syscall(SYS_openat2, j->root_fd, path, &how, sizeof how);
+        if (fd < 0 && errno != EXDEV && errno != ENOSYS) {
+            snprintf(why, REC_ERR_LEN, "%s", strerror(errno));
+            return -1;
+        }
+        if (fd < 0 && errno == ENOSYS)
+            j->root_fd = -1; // not on this kernel: realpath from now on
     }
-    if (!realpath(full, real)) {
-        snprintf(why, REC_ERR_LEN, "%s", strerror(errno));
-        return -1;
-    }
-    size_t rl = strlen(j->real_root);
-    if (strncmp(real, j->real_root, rl) != 0 || (real[rl] != '/' && real[rl] != 0 && rl > 1)) {
-        snprintf(why, REC_ERR_LEN, "escapes --root through a symbolic link");
-        return -1;
-    }
-    int fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
-        snprintf(why, REC_ERR_LEN, "%s", strerror(errno));
-        return -1;
+        char full[PATH_MAX], real[PATH_MAX];
+        if (snprintf(full, sizeof full, "%s/%s", j->root, path) >= (int)sizeof full) {
+            snprintf(why, REC_ERR_LEN, "path too long");
+            return -1;
+        }
+        if (!realpath(full, real)) {
+            snprintf(why, REC_ERR_LEN, "%s", strerror(errno));
+            return -1;
+        }
+        size_t rl = strlen(j->real_root);
+        if (strncmp(real, j->real_root, rl) != 0 || (real[rl] != '/' && real[rl] != 0 && rl > 1)) {
+            snprintf(why, REC_ERR_LEN, "escapes --root through a symbolic link");
+            return -1;
+        }
+        fd = open(real, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            snprintf(why, REC_ERR_LEN, "%s", strerror(errno));
+            return -1;
+        }
     }
     struct stat sb;
     if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
@@ -369,6 +393,7 @@ int main(int argc, char **argv)
         log_error("--root: %s: not a directory", job.root);
         return EXIT_USAGE;
     }
+    job.root_fd = open(job.real_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (VIPS_INIT(argv[0])) {
         log_error("libvips: cannot start: %s", vips_error_buffer());
         return EXIT_FATAL;

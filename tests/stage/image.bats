@@ -282,18 +282,22 @@ PY
     cp "$DATA/inputs/small-200x120.png" "$T/outside/secret.png"
     mv "$T"/*.jpg "$T"/*.png "$T/root/"
     ln -s ../outside/secret.png "$T/root/link.png"
+    # links that stay inside the root are followed, an absolute target too
+    # (openat2 beneath the root refuses that one; the realpath check decides)
+    ln -s good.jpg "$T/root/inlink.jpg"
+    ln -s "$T/root/good.jpg" "$T/root/abslink.jpg"
     for f in good.jpg missing.png truncated.jpg truncated.png empty.png text.jpg png-named.jpg bomb.png \
-        corrupt.png corrupt.jpg link.png good.jpg; do
+        corrupt.png corrupt.jpg link.png good.jpg inlink.jpg abslink.jpg; do
         seq_line "$f" '"und":true,"gen":true,"cond":true'
     done >"$T/bad.jsonl"
     run bash -c "'$READ' -q --root '$T/root' '$T/bad.jsonl' | '$IMG' -q --root '$T/root' --max-pixels 50000000 -o '$T/out.rec'"
     echo "$output"
     [ "$status" -eq 0 ]
     "$CAT" "$T/out.rec" >"$T/out.jsonl"
-    # one record out per record in: 12 samples/rejects and the end
-    [ "$(wc -l <"$T/out.jsonl")" -eq 13 ]
+    # one record out per record in: 14 samples/rejects and the end
+    [ "$(wc -l <"$T/out.jsonl")" -eq 15 ]
     "$CAT" --check "$T/out.rec"
-    [ "$(jq -r 'select(.type=="sample") | .segments[0].path' "$T/out.jsonl" | sort | tr '\n' ' ')" = "good.jpg good.jpg png-named.jpg " ]
+    [ "$(jq -r 'select(.type=="sample") | .segments[0].path' "$T/out.jsonl" | sort | tr '\n' ' ')" = "abslink.jpg good.jpg good.jpg inlink.jpg png-named.jpg " ]
     jq -r 'select(.type=="reject") | "\(.stage)|\(.error)"' "$T/out.jsonl" >"$T/errors"
     cat "$T/errors"
     [ "$(wc -l <"$T/errors")" -eq 9 ]
