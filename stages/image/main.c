@@ -109,19 +109,21 @@ static int read_image(job_t *j, const char *path, size_t *len, char *why)
     // the same step; realpath walked every component with a readlink each,
     // about 5% of the stage. What openat2 refuses (EXDEV: a symbolic link
     // that leaves the root, or one with an absolute target that may still
-    // land inside it) or cannot do (ENOSYS: kernels before 5.6) goes the
-    // realpath way, which decides as before.
+    // land inside it) or cannot do (ENOSYS: kernels before 5.6; EPERM: a
+    // seccomp filter) goes the realpath way, which decides as before.
     int fd = -1;
     if (j->root_fd >= 0) {
         struct open_how how = {.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
                                .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
         fd = (int)syscall(SYS_openat2, j->root_fd, path, &how, sizeof how);
-        if (fd < 0 && errno != EXDEV && errno != ENOSYS) {
+        if (fd < 0 && errno != EXDEV && errno != ENOSYS && errno != EPERM) {
             snprintf(why, REC_ERR_LEN, "%s", strerror(errno));
             return -1;
         }
-        if (fd < 0 && errno == ENOSYS)
-            j->root_fd = -1; // not on this kernel: realpath from now on
+        // not on this kernel, or refused by a container's seccomp filter
+        // (older profiles answer EPERM): realpath from now on
+        if (fd < 0 && (errno == ENOSYS || errno == EPERM))
+            j->root_fd = -1;
     }
     if (fd < 0) {
         char full[PATH_MAX], real[PATH_MAX];
