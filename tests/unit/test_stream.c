@@ -389,6 +389,15 @@ static void send_seq(void *sock, uint64_t seq, const void *p, size_t n)
     zmq_send(sock, p, n, 0);
 }
 
+/* The foreign sender's socket and context, closed without waiting. */
+static void dealer_close(void *ctx, void *dealer)
+{
+    int zero = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_close(dealer);
+    zmq_ctx_term(ctx);
+}
+
 static void test_zmq_bad_messages(void **state)
 {
     (void)state;
@@ -453,10 +462,7 @@ static void test_zmq_bad_messages(void **state)
     rec_destroy(&s);
     rec_destroy(&e);
     rec_destroy(&good);
-    int zero = 0;
-    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_close(dealer);
-    zmq_ctx_term(ctx);
+    dealer_close(ctx, dealer);
 }
 
 /* One message carrying several records, as a writer batches small ones: all
@@ -504,10 +510,7 @@ static void test_zmq_batch(void **state)
     for (int i = 0; i < 3; i++)
         rec_destroy(&recs[i]);
     rec_enc_destroy(&enc);
-    int zero = 0;
-    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_close(dealer);
-    zmq_ctx_term(ctx);
+    dealer_close(ctx, dealer);
 }
 
 /* ---- shared memory between local processes (shm.h) ---- */
@@ -704,10 +707,7 @@ static void test_zmq_shm_bad_descriptors(void **state)
     rec_enc_destroy(&enc);
     rec_destroy(&good);
     rec_destroy(&e);
-    int zero = 0;
-    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_close(dealer);
-    zmq_ctx_term(ctx);
+    dealer_close(ctx, dealer);
 }
 
 int main(void)
