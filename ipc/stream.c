@@ -1401,6 +1401,8 @@ static void take_events(wr_t *w)
         uint32_t slot = slot_take(w, q);
         if (slot && w->nquar < w->nslots)
             w->quar[w->nquar++] = (struct quar){q, slot - 1, t};
+        else if (slot) // no room (cannot happen: a slot is in one place at a time); the generation still guards it
+            shm_pool_release(w->shm, slot - 1);
     }
     w->nredo = 0; // refused messages among them: their records come again from their origin, or are counted above
     w->low = w->next_seq;
