@@ -2,6 +2,8 @@
  * the tag and the acknowledgement frame. No sockets here. */
 #include "deliver.h"
 
+#include "le.h"
+
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -127,8 +129,7 @@ int dlv_encode_tagged(rec_enc_t *e, const rec_t *r, const char *origin, uint64_t
 size_t dlv_ack_encode(const uint64_t *seqs, int n, unsigned char *buf)
 {
     for (int i = 0; i < n; i++)
-        for (int b = 0; b < 8; b++)
-            buf[8 * i + b] = (unsigned char)(seqs[i] >> (8 * b));
+        le64_put(buf + 8 * i, seqs[i]);
     return (size_t)n * 8;
 }
 
@@ -138,12 +139,8 @@ int dlv_ack_decode(const void *buf, size_t len, uint64_t *seqs)
         return -1;
     const unsigned char *p = buf;
     int n = (int)(len / 8);
-    for (int i = 0; i < n; i++) {
-        uint64_t v = 0;
-        for (int b = 7; b >= 0; b--)
-            v = v << 8 | p[8 * i + b];
-        seqs[i] = v;
-    }
+    for (int i = 0; i < n; i++)
+        seqs[i] = le64_get(p + 8 * i);
     return n;
 }
 

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "shm.h"
 
+#include "le.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -30,34 +32,6 @@ bool shm_enabled(void)
 }
 
 bool shm_is_desc(const void *p, size_t n) { return n >= 1 && *(const unsigned char *)p == DESC_MAGIC[0]; }
-
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int b = 0; b < 4; b++)
-        p[b] = (unsigned char)(v >> (8 * b));
-}
-
-static void put_u64(unsigned char *p, uint64_t v)
-{
-    for (int b = 0; b < 8; b++)
-        p[b] = (unsigned char)(v >> (8 * b));
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int b = 3; b >= 0; b--)
-        v = v << 8 | p[b];
-    return v;
-}
-
-static uint64_t get_u64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int b = 7; b >= 0; b--)
-        v = v << 8 | p[b];
-    return v;
-}
 
 static size_t data_offset(unsigned nslots) { return ((size_t)HDR_LEN + (size_t)LINE * nslots + 4095) & ~(size_t)4095; }
 
@@ -117,10 +91,10 @@ shm_pool_t *shm_pool_new(unsigned nslots, size_t slot_size, char *why, size_t wh
         goto fail;
     }
     memcpy(p->base, FILE_MAGIC, 8);
-    put_u32(p->base + 8, VERSION);
-    put_u32(p->base + 12, nslots);
-    put_u64(p->base + 16, slot_size);
-    put_u64(p->base + 24, p->data_off);
+    le32_put(p->base + 8, VERSION);
+    le32_put(p->base + 12, nslots);
+    le64_put(p->base + 16, slot_size);
+    le64_put(p->base + 24, p->data_off);
     for (unsigned i = 0; i < nslots; i++)
         p->free[i] = nslots - 1 - i; // slot 0 on top
     p->nfree = nslots;
@@ -167,13 +141,13 @@ void shm_pool_commit(shm_pool_t *p, unsigned slot, size_t len, unsigned char *de
 {
     p->len[slot] = (uint32_t)len;
     memcpy(desc, DESC_MAGIC, 8);
-    put_u32(desc + 8, (uint32_t)getpid());
-    put_u32(desc + 12, (uint32_t)p->fd);
-    put_u64(desc + 16, p->dev);
-    put_u64(desc + 24, p->ino);
-    put_u32(desc + 32, slot);
-    put_u32(desc + 36, (uint32_t)len);
-    put_u64(desc + 40, p->gen[slot]);
+    le32_put(desc + 8, (uint32_t)getpid());
+    le32_put(desc + 12, (uint32_t)p->fd);
+    le64_put(desc + 16, p->dev);
+    le64_put(desc + 24, p->ino);
+    le32_put(desc + 32, slot);
+    le32_put(desc + 36, (uint32_t)len);
+    le64_put(desc + 40, p->gen[slot]);
 }
 
 const void *shm_pool_bytes(const shm_pool_t *p, unsigned slot, size_t *len)
@@ -198,13 +172,13 @@ int shm_desc_parse(const void *buf, size_t n, shm_desc_t *d, char *why, size_t w
                  SHM_DESC_LEN, n >= 8 && memcmp(p, DESC_MAGIC, 8) == 0 ? "right" : "wrong");
         return -1;
     }
-    d->pid = (int32_t)get_u32(p + 8);
-    d->fd = (int32_t)get_u32(p + 12);
-    d->dev = get_u64(p + 16);
-    d->ino = get_u64(p + 24);
-    d->slot = get_u32(p + 32);
-    d->len = get_u32(p + 36);
-    d->gen = get_u64(p + 40);
+    d->pid = (int32_t)le32_get(p + 8);
+    d->fd = (int32_t)le32_get(p + 12);
+    d->dev = le64_get(p + 16);
+    d->ino = le64_get(p + 24);
+    d->slot = le32_get(p + 32);
+    d->len = le32_get(p + 36);
+    d->gen = le64_get(p + 40);
     if (d->pid <= 0 || d->fd < 0) {
         snprintf(why, why_len, "shared-memory descriptor names process %d, file %d", d->pid, d->fd);
         return -1;
@@ -315,9 +289,9 @@ static view_map_t *view_open(shm_view_t *v, const shm_desc_t *d, double now, cha
     }
     unsigned char hdr[HDR_LEN];
     memcpy(hdr, base, HDR_LEN);
-    uint32_t nslots = get_u32(hdr + 12);
-    uint64_t slot_size = get_u64(hdr + 16), data_off = get_u64(hdr + 24);
-    if (memcmp(hdr, FILE_MAGIC, 8) != 0 || get_u32(hdr + 8) != VERSION || nslots == 0 || nslots > MAX_SLOTS ||
+    uint32_t nslots = le32_get(hdr + 12);
+    uint64_t slot_size = le64_get(hdr + 16), data_off = le64_get(hdr + 24);
+    if (memcmp(hdr, FILE_MAGIC, 8) != 0 || le32_get(hdr + 8) != VERSION || nslots == 0 || nslots > MAX_SLOTS ||
         slot_size == 0 || slot_size > MAX_SLOT || data_off != data_offset(nslots) ||
         data_off + (uint64_t)nslots * slot_size != (uint64_t)size) {
         snprintf(why, why_len, "%s: not a shared-memory pool of version %d", path, VERSION);

@@ -31,6 +31,7 @@
 #include "curve.h"
 #include "deliver.h"
 #include "endpoint.h"
+#include "le.h"
 #include "shm.h"
 
 #include <errno.h>
@@ -686,12 +687,10 @@ static void ack_send(rd_t *rd, ackq_t *q)
     if (q->n == 0)
         return;
     unsigned char buf[8 * ACK_BATCH];
-    for (int i = 0; i < q->n; i++)
-        for (int b = 0; b < 8; b++)
-            buf[8 * i + b] = (unsigned char)(q->seqs[i] >> (8 * b));
+    size_t len = dlv_ack_encode(q->seqs, q->n, buf); // the same frame a sink sends its origins
     // a ROUTER never blocks; an ack to a writer that has gone is dropped
     zmq_send(rd->zsock, q->id, q->idlen, ZMQ_SNDMORE);
-    zmq_send(rd->zsock, buf, (size_t)q->n * 8, 0);
+    zmq_send(rd->zsock, buf, len, 0);
     q->n = 0;
 }
 
@@ -863,8 +862,7 @@ static int shm_take(rd_t *rd, zbuf_t *z, uint64_t seq, char *why)
         return -1;
     // refused: [identity]['R' seq], which the writer answers with the bytes
     unsigned char nak[9] = {'R'};
-    for (int b = 0; b < 8; b++)
-        nak[1 + b] = (unsigned char)(seq >> (8 * b));
+    le64_put(nak + 1, seq);
     zmq_send(rd->zsock, rd->zid, rd->zidlen, ZMQ_SNDMORE);
     zmq_send(rd->zsock, nak, sizeof nak, 0);
     if (!rd->shm_refused) {
@@ -917,11 +915,8 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
         zmq_msg_t *last = &id; // the last frame received, to drain the rest after
         bool ok = zmq_msg_more(&id) && recv_frame(rd, &hdr, false) == 1 && (last = &hdr, zmq_msg_size(&hdr) == 8) &&
                   zmq_msg_more(&hdr) && recv_frame(rd, &z->m, false) == 1 && (last = &z->m, !zmq_msg_more(&z->m));
-        uint64_t seq = 0;
         bool has_seq = zmq_msg_size(&hdr) == 8;
-        if (has_seq)
-            for (int b = 7; b >= 0; b--)
-                seq = seq << 8 | ((unsigned char *)zmq_msg_data(&hdr))[b];
+        uint64_t seq = has_seq ? le64_get(zmq_msg_data(&hdr)) : 0;
         size_t idlen = zmq_msg_size(&id);
         bool id_ok = idlen <= sizeof rd->zid;
         if (id_ok)
@@ -1282,7 +1277,7 @@ static uint32_t slot_take(wr_t *w, uint64_t seq)
 }
 
 /* Message seq is acknowledged (or done with): true if it was outstanding.
- * Its slot is freed unless keep_slot. */
+ * Its slot is freed unless keep_slot; low moves past what is acknowledged. */
 static bool ack_seq(wr_t *w, uint64_t seq, bool keep_slot)
 {
     uint64_t i = seq & (w->span - 1);
@@ -1296,6 +1291,8 @@ static bool ack_seq(wr_t *w, uint64_t seq, bool keep_slot)
         if (s)
             shm_pool_release(w->shm, s - 1);
     }
+    while (w->low < w->next_seq && w->acked[w->low & (w->span - 1)])
+        w->low++;
     return true;
 }
 
@@ -1321,9 +1318,7 @@ static void hop_acks(wr_t *w)
         if (n > (int)sizeof buf)
             n = (int)sizeof buf; // longer than any ack a reader sends: truncated by zmq
         if (n == 9 && buf[0] == 'R') {
-            uint64_t seq = 0;
-            for (int b = 8; b >= 1; b--)
-                seq = seq << 8 | buf[b];
+            uint64_t seq = le64_get(buf + 1);
             // from now on every message goes through the socket; this one's
             // bytes go again from its slot (shm_redo)
             w->shm_state = -1;
@@ -1336,14 +1331,10 @@ static void hop_acks(wr_t *w)
             continue;
         }
         for (int i = 0; i + 8 <= n; i += 8) {
-            uint64_t seq = 0;
-            for (int b = 7; b >= 0; b--)
-                seq = seq << 8 | buf[i + b];
+            uint64_t seq = le64_get(buf + i);
             if (!ack_seq(w, seq, false) && w->nquar)
                 quar_ack(w, seq);
         }
-        while (w->low < w->next_seq && w->acked[w->low & (w->span - 1)])
-            w->low++;
     }
 }
 
@@ -1467,22 +1458,20 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, unsig
         if (take_acks(w, -1, err))
             return -1;
     unsigned char hdr[8];
-    for (int b = 0; b < 8; b++)
-        hdr[b] = (unsigned char)(w->next_seq >> (8 * b));
+    le64_put(hdr, w->next_seq);
     zmq_msg_t m;
     unsigned slot = 0;
     char *dst = NULL;
     if (filled && w->shm_state == 1) { // gathered in place
         slot = filled - 1;
         dst = (char *)from;
-        zmq_msg_init_size(&m, SHM_DESC_LEN);
-        shm_pool_commit(w->shm, slot, size, zmq_msg_data(&m));
     } else if (!filled && shm_ready(w, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
-        // the bytes into a slot, its descriptor onto the socket
         if (from)
             memcpy(dst, from, size);
         else
             rec_enc_gather(w->enc, dst);
+    }
+    if (dst) { // the bytes in a slot, its descriptor onto the socket
         zmq_msg_init_size(&m, SHM_DESC_LEN);
         shm_pool_commit(w->shm, slot, size, zmq_msg_data(&m));
     } else {
@@ -1547,8 +1536,6 @@ static int shm_redo(wr_t *w, char *err)
         if (!slot || !ack_seq(w, seq, true))
             continue; // given up meanwhile (take_events): its slot is kept apart
         slot_take(w, seq);
-        while (w->low < w->next_seq && w->acked[w->low & (w->span - 1)])
-            w->low++;
         size_t len;
         const void *bytes = shm_pool_bytes(w->shm, slot - 1, &len);
         w->bytes -= len; // counted once, as sent again
