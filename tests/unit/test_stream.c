@@ -389,6 +389,25 @@ static void send_seq(void *sock, uint64_t seq, const void *p, size_t n)
     zmq_send(sock, p, n, 0);
 }
 
+/* A reader bound at ipc://DIR/name, ending after expect_ends complete
+ * streams (0: at end of input only), and a foreign sender connected to it:
+ * a bare DEALER in a context of its own. */
+static rd_t *reader_with_sender(const char *name, int expect_ends, void **ctx, void **dealer)
+{
+    char ep[300], err[REC_ERR_LEN];
+    snprintf(ep, sizeof ep, "@ipc://%s/%s", dir, name);
+    stream_opts_t o;
+    stream_opts_default(&o);
+    o.expect_ends = expect_ends;
+    const char *in[] = {ep};
+    rd_t *rd = rd_open(in, 1, &o, err);
+    assert_non_null(rd);
+    *ctx = zmq_ctx_new();
+    *dealer = zmq_socket(*ctx, ZMQ_DEALER);
+    assert_int_equal(zmq_connect(*dealer, ep + 1), 0);
+    return rd;
+}
+
 /* The foreign sender's socket and context, closed without waiting. */
 static void dealer_close(void *ctx, void *dealer)
 {
@@ -401,17 +420,10 @@ static void dealer_close(void *ctx, void *dealer)
 static void test_zmq_bad_messages(void **state)
 {
     (void)state;
-    char ep[300], err[REC_ERR_LEN];
-    snprintf(ep, sizeof ep, "@ipc://%s/bad", dir);
-    stream_opts_t o;
-    stream_opts_default(&o);
-    o.expect_ends = 1;
-    const char *in[] = {ep};
-    rd_t *rd = rd_open(in, 1, &o, err);
-    assert_non_null(rd);
+    char err[REC_ERR_LEN];
+    void *ctx, *dealer;
+    rd_t *rd = reader_with_sender("bad", 1, &ctx, &dealer);
     rec_t *r;
-    void *ctx = zmq_ctx_new(), *dealer = zmq_socket(ctx, ZMQ_DEALER);
-    assert_int_equal(zmq_connect(dealer, ep + 1), 0);
     zmq_send(dealer, "\x80", 1, 0);          // no seq frame
     send_seq(dealer, 1, "\x81\xa1x\xc1", 4); // not msgpack
     rec_t *s = sample_with_pixels("z", 0, 30), *e = rec_new_end("z", 0, 2), *good = sample_with_pixels("z", 1, 30);
@@ -471,13 +483,9 @@ static void test_zmq_bad_messages(void **state)
 static void test_zmq_batch(void **state)
 {
     (void)state;
-    char ep[300], err[REC_ERR_LEN];
-    snprintf(ep, sizeof ep, "@ipc://%s/batch", dir);
-    const char *in[] = {ep};
-    rd_t *rd = rd_open(in, 1, NULL, err);
-    assert_non_null(rd);
-    void *ctx = zmq_ctx_new(), *dealer = zmq_socket(ctx, ZMQ_DEALER);
-    assert_int_equal(zmq_connect(dealer, ep + 1), 0);
+    char err[REC_ERR_LEN];
+    void *ctx, *dealer;
+    rd_t *rd = reader_with_sender("batch", 0, &ctx, &dealer);
     rec_enc_t *enc = rec_enc_new();
     char buf[8192];
     size_t n = 0;
@@ -629,16 +637,9 @@ static void test_zmq_shm_refused(void **state)
 static void test_zmq_shm_bad_descriptors(void **state)
 {
     (void)state;
-    char ep[300], err[REC_ERR_LEN], why[200];
-    snprintf(ep, sizeof ep, "@ipc://%s/shmbad", dir);
-    stream_opts_t o;
-    stream_opts_default(&o);
-    o.expect_ends = 1;
-    const char *in[] = {ep};
-    rd_t *rd = rd_open(in, 1, &o, err);
-    assert_non_null(rd);
-    void *ctx = zmq_ctx_new(), *dealer = zmq_socket(ctx, ZMQ_DEALER);
-    assert_int_equal(zmq_connect(dealer, ep + 1), 0);
+    char err[REC_ERR_LEN], why[200];
+    void *ctx, *dealer;
+    rd_t *rd = reader_with_sender("shmbad", 1, &ctx, &dealer);
     shm_pool_t *pool = shm_pool_new(4, 65536, why, sizeof why);
     assert_non_null(pool);
     rec_enc_t *enc = rec_enc_new();
