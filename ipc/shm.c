@@ -183,6 +183,12 @@ int shm_desc_parse(const void *buf, size_t n, shm_desc_t *d, char *why, size_t w
         snprintf(why, why_len, "shared-memory descriptor names process %d, file %d", d->pid, d->fd);
         return -1;
     }
+    // a writer numbers its slots' generations from 1; a slot never written
+    // holds 0, so generation 0 would let a descriptor read an unused slot
+    if (d->gen == 0) {
+        snprintf(why, why_len, "shared-memory descriptor names generation 0 of slot %u (no message)", d->slot);
+        return -1;
+    }
     return 0;
 }
 

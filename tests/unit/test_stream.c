@@ -631,7 +631,8 @@ static void test_zmq_shm_refused(void **state)
 }
 
 /* Descriptors from a foreign sender: a slot outside the pool, a length over
- * a slot, a generation that moved on, a frame of the wrong size: each a bad
+ * a slot, a generation that moved on, a frame of the wrong size, a slot never
+ * written (generation 0): each a bad
  * message, named and acknowledged. One naming a file that is not the pool
  * it claims is refused ('R' seq back to the sender). A good one arrives. */
 static void test_zmq_shm_bad_descriptors(void **state)
@@ -656,7 +657,7 @@ static void test_zmq_shm_bad_descriptors(void **state)
     send_seq(dealer, 1, bad, sizeof bad);
     memcpy(bad, desc, sizeof bad), bad[36] = 1, bad[37] = 0, bad[38] = 1, bad[39] = 0; // 65537 bytes
     send_seq(dealer, 2, bad, sizeof bad);
-    memcpy(bad, desc, sizeof bad), bad[40] ^= 1;             // another generation
+    memcpy(bad, desc, sizeof bad), bad[40] ^= 2;             // another generation
     send_seq(dealer, 3, bad, sizeof bad);
     send_seq(dealer, 4, desc, SHM_DESC_LEN - 1);
     memcpy(bad, desc, sizeof bad), bad[24] ^= 1; // another file
@@ -665,7 +666,10 @@ static void test_zmq_shm_bad_descriptors(void **state)
     char buf[256];
     assert_int_equal(rec_encode(enc, e, err), 0);
     rec_enc_gather(enc, buf);
-    send_seq(dealer, 7, buf, rec_enc_size(enc));
+    // a slot never written: its generation line reads 0
+    memcpy(bad, desc, sizeof bad), bad[32] = (unsigned char)(slot + 1) % 4, memset(bad + 40, 0, 8);
+    send_seq(dealer, 7, bad, sizeof bad);
+    send_seq(dealer, 8, buf, rec_enc_size(enc));
     rec_t *r;
     const char *want[] = {"message 1: shared-memory descriptor: slot 4 of 4",
                           "message 2: shared-memory descriptor: slot 0 of 4, 65537 bytes",
@@ -678,17 +682,20 @@ static void test_zmq_shm_bad_descriptors(void **state)
     assert_int_equal(rd_next(rd, &r, err), 1); // 5 refused, 6 taken
     assert_true(msgpack_object_equal(r->root, good->root));
     rec_destroy(&r);
+    assert_int_equal(rd_next(rd, &r, err), -1);
+    if (!strstr(err, "message 7: shared-memory descriptor names generation 0"))
+        fail_msg("got \"%s\"", err);
     assert_int_equal(rd_next(rd, &r, err), 1);
     assert_int_equal(r->type, REC_END);
     rec_destroy(&r);
     assert_int_equal(rd_next(rd, &r, err), 0);
     assert_int_equal(rd_stats(rd).shm, 1);
-    assert_int_equal(rd_stats(rd).bad, 4);
-    // acknowledged: 1-4, 6, 7; refused: 5
-    bool acked[8] = {0}, refused = false;
+    assert_int_equal(rd_stats(rd).bad, 5);
+    // acknowledged: 1-4, 6-8; refused: 5
+    bool acked[9] = {0}, refused = false;
     zmq_pollitem_t it = {.socket = dealer, .events = ZMQ_POLLIN};
     int got = 0;
-    while (got < 7 && zmq_poll(&it, 1, 2000) == 1) {
+    while (got < 8 && zmq_poll(&it, 1, 2000) == 1) {
         unsigned char a[64];
         int n = zmq_recv(dealer, a, sizeof a, 0);
         if (n == 9 && a[0] == 'R') {
@@ -697,11 +704,11 @@ static void test_zmq_shm_bad_descriptors(void **state)
             continue;
         }
         for (int i = 0; i + 8 <= n; i += 8)
-            if (a[i] < 8)
+            if (a[i] < 9)
                 acked[a[i]] = true, got++;
     }
     assert_true(refused);
-    for (int i = 1; i <= 7; i++)
+    for (int i = 1; i <= 8; i++)
         assert_true(acked[i] == (i != 5));
     rd_close(&rd);
     shm_pool_destroy(&pool);
