@@ -61,10 +61,17 @@ void stream_opts_default(stream_opts_t *o)
 
 /* Small records are gathered into writes (files, pipes) and messages
  * (ZeroMQ) of up to this many bytes; on ZeroMQ a record over half of it
- * travels alone (put_zmq). 256 KiB so that image records (tens of KB)
- * gather too: one message each cost the I/O threads a third more CPU
- * (docs/supervisor.md). */
-#define ZBATCH_SIZE ((size_t)256 << 10)
+ * travels alone (put_zmq). 1 MiB so that some thirty image records (34 KB)
+ * share a message: each message costs both processes' I/O threads a wakeup
+ * and the reader an acknowledgement, and at 256 KiB bagel-image fed and
+ * read over ZeroMQ switched context 4,500 times for 11,200 records (1,100 at
+ * 1 MiB) and used 6% more CPU (docs/ipc.md). */
+#define ZBATCH_SIZE ((size_t)1024 << 10)
+/* ... and of at most this many records: small records (tokenized text, a
+ * few hundred bytes) would otherwise fill a message with seconds of the
+ * next stage's work, dealt round-robin to its replicas, so that at the end
+ * of a run some replicas still hold a message's work while others idle. */
+#define ZBATCH_RECORDS 256
 
 /* ---- stop requests ---- */
 
@@ -269,11 +276,31 @@ static void zbuf_unref(void *p)
     }
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* ---- reader ---- */
 
 /* A reader acknowledges a writer's records in batches of this many, and
  * whenever it is about to wait for input. Well under the smallest window. */
 #define ACK_BATCH 16
+
+/* ... but a reader about to wait first gives the next message this long to
+ * come before it acknowledges what it has, unless a writer asked for its
+ * acknowledgement at once (SEQ_PROMPT). Each acknowledgement wakes the
+ * writer's I/O thread and, for a sink, every origin's: acknowledging every
+ * message of a stream that comes in a few milliseconds apart made most of
+ * the context switches of a pipeline on two cores (docs/ipc.md). */
+#define ACK_DELAY 0.010
+
+/* The high bit of a message's seq frame: the writer has more than half of
+ * its window out, so that acknowledging late could hold it up. A seq never
+ * reaches it (2^63 messages). */
+#define SEQ_PROMPT ((uint64_t)1 << 63)
 
 typedef struct {
     ep_t ep;
@@ -303,6 +330,8 @@ struct rd {
     uint64_t msgno;    // messages taken from this input
     ackq_t *acks;      // ZeroMQ: seqs to acknowledge, one queue per writer
     int nacks;
+    double ack_since;       // when the oldest acknowledgement not sent was owed (0: none)
+    bool ack_prompt;        // a writer asked for its acknowledgement at once
     zbuf_t *zcur;           // ZeroMQ: the message records are being taken from
     size_t zoff;            // next record's offset in it
     uint32_t zrec;          // records taken from it
@@ -699,6 +728,8 @@ static void acks_flush(rd_t *rd)
     for (int i = 0; i < rd->nacks; i++)
         ack_send(rd, &rd->acks[i]);
     sink_flush(rd);
+    rd->ack_since = 0;
+    rd->ack_prompt = false;
 }
 
 static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq)
@@ -722,6 +753,8 @@ static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq)
     q->seqs[q->n++] = seq;
     if (q->n == ACK_BATCH)
         ack_send(rd, q);
+    if (rd->ack_since == 0)
+        rd->ack_since = now_s();
     return 0;
 }
 
@@ -737,8 +770,16 @@ static int recv_frame(rd_t *rd, zmq_msg_t *m, bool first)
             continue;
         if (!first || errno != EAGAIN)
             return -1;
-        // Nothing queued: when stopping, what was queued is all we take;
-        // else acknowledge, let the stage flush, then wait.
+        // Nothing queued: give the next message ACK_DELAY from the oldest
+        // acknowledgement owed to come, and acknowledge with it
+        if (stop_level == 0 && rd->ack_since > 0 && !rd->ack_prompt) {
+            double left = rd->ack_since + ACK_DELAY - now_s();
+            zmq_pollitem_t it = {.socket = rd->zsock, .events = ZMQ_POLLIN};
+            if (left > 0 && zmq_poll(&it, 1, (long)(left * 1000) + 1) != 0)
+                continue; // a message, or a signal: look again
+        }
+        // When stopping, what was queued is all we take; else acknowledge,
+        // let the stage flush, then wait.
         acks_flush(rd);
         if (stop_level > 0)
             return 0;
@@ -917,6 +958,8 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
                   zmq_msg_more(&hdr) && recv_frame(rd, &z->m, false) == 1 && (last = &z->m, !zmq_msg_more(&z->m));
         bool has_seq = zmq_msg_size(&hdr) == 8;
         uint64_t seq = has_seq ? le64_get(zmq_msg_data(&hdr)) : 0;
+        if (seq & SEQ_PROMPT)
+            rd->ack_prompt = true, seq &= ~SEQ_PROMPT;
         size_t idlen = zmq_msg_size(&id);
         bool id_ok = idlen <= sizeof rd->zid;
         if (id_ok)
@@ -1037,8 +1080,10 @@ struct wr {
     // after its first record)
     char *buf;
     size_t nbuf;
-    char *bat;      // ZeroMQ: where the batch is gathered: buf, or a shared-memory slot (shm.h)
-    unsigned bslot; // that slot + 1, or 0
+    unsigned nbuf_recs; // records in the message being gathered (ZeroMQ)
+    bool closing;       // wr_close: what is sent now is waited for
+    char *bat;          // ZeroMQ: where the batch is gathered: buf, or a shared-memory slot (shm.h)
+    unsigned bslot;     // that slot + 1, or 0
     uint64_t bytes;
     // ZeroMQ: records next_seq-1 down to low may be unacknowledged; acked[]
     // marks which are, by seq modulo the span; untagged[] those holding a
@@ -1050,10 +1095,10 @@ struct wr {
     uint64_t *msize;    // each message's size, by seq modulo the span
     uint64_t out_count; // messages unacknowledged
     uint64_t out_bytes; // their sizes (WR_WINDOW_BYTES at most, but for one)
-    bool buf_untagged; // the gathered batch holds such a record
+    bool buf_untagged;  // the gathered batch holds such a record
     // readers that disconnect: their messages are no longer waited for
-    void *mon;           // PAIR: the data socket's disconnect events
-    uint64_t forgiven;   // messages with untagged records given up that way
+    void *mon;         // PAIR: the data socket's disconnect events
+    uint64_t forgiven; // messages with untagged records given up that way
     // end-to-end delivery, as its origin (deliver.h)
     dlv_win_t *dwin;
     void *asock; // DEALER, routing id = origin: the sink's acknowledgements
@@ -1063,14 +1108,14 @@ struct wr {
     double last_scan;
     // shared memory (shm.h): a local reader gets each message's bytes from a
     // slot of this pool and a descriptor through the socket
-    int shm_state;     // 0: not tried yet, 1: in use, -1: off (not local, BAGEL_IPC_SHM, refused, failed)
+    int shm_state; // 0: not tried yet, 1: in use, -1: off (not local, BAGEL_IPC_SHM, refused, failed)
     shm_pool_t *shm;
     uint32_t *slot_of; // by seq modulo the span: the message's slot + 1, or 0
     struct quar {      // slots of messages given up when a reader left: free when acknowledged late, or after a while
         uint64_t seq;
         uint32_t slot;
         double since;
-    } *quar;
+    } * quar;
     unsigned nquar;
     uint64_t *redo; // seqs a reader refused: their bytes go again through the socket
     unsigned nredo;
@@ -1106,7 +1151,8 @@ static int origin_open(wr_t *w, char *err)
     ep_t ep;
     char why[REC_ERR_LEN];
     if (ep_parse(w->o.acks_in, &ep, why) || ep.kind != EP_ZMQ) {
-        snprintf(err, REC_ERR_LEN, "--acks-in %s: %s", w->o.acks_in, ep.kind != EP_ZMQ ? "expected a ZeroMQ endpoint" : why);
+        snprintf(err, REC_ERR_LEN, "--acks-in %s: %s", w->o.acks_in,
+                 ep.kind != EP_ZMQ ? "expected a ZeroMQ endpoint" : why);
         return -1;
     }
     int win = w->o.ack_window > 0 ? w->o.ack_window : DLV_WINDOW_MAX;
@@ -1258,7 +1304,8 @@ static bool shm_ready(wr_t *w, size_t size)
         char why[REC_ERR_LEN] = "out of memory";
         w->shm_state = -1;
         if ((w->slot_of = calloc(w->span, sizeof *w->slot_of)) && (w->quar = calloc(n, sizeof *w->quar)) &&
-            (w->redo = calloc(n, sizeof *w->redo)) && (w->shm = shm_pool_new((unsigned)n, ZBATCH_SIZE, why, sizeof why)))
+            (w->redo = calloc(n, sizeof *w->redo)) &&
+            (w->shm = shm_pool_new((unsigned)n, ZBATCH_SIZE, why, sizeof why)))
             w->shm_state = 1, w->nslots = (unsigned)n;
         else
             fprintf(stderr, "%s: %s: records go through the socket\n", w->name, why);
@@ -1336,13 +1383,6 @@ static void hop_acks(wr_t *w)
                 quar_ack(w, seq);
         }
     }
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* A reader disconnected (it died, or finished): whatever it held will never
@@ -1458,7 +1498,10 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, unsig
         if (take_acks(w, -1, err))
             return -1;
     unsigned char hdr[8];
-    le64_put(hdr, w->next_seq);
+    // past half its window, or closing, the writer asks for prompt acknowledgements
+    bool prompt = w->closing || 2 * (w->out_count + 1) > w->window || 2 * (w->next_seq + 1 - w->low) > w->span ||
+                  2 * (w->out_bytes + size) > WR_WINDOW_BYTES;
+    le64_put(hdr, w->next_seq | (prompt ? SEQ_PROMPT : 0));
     zmq_msg_t m;
     unsigned slot = 0;
     char *dst = NULL;
@@ -1552,6 +1595,7 @@ static int zflush(wr_t *w, char *err)
         return 0;
     size_t n = w->nbuf;
     w->nbuf = 0;
+    w->nbuf_recs = 0;
     bool untagged = w->buf_untagged;
     w->buf_untagged = false;
     unsigned filled = w->bslot;
@@ -1584,7 +1628,7 @@ static int put_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *
         rec_enc_gather(w->enc, w->bat + w->nbuf);
     w->nbuf += size;
     w->buf_untagged |= untagged;
-    if (t - w->buf_since > 0.020)
+    if (++w->nbuf_recs == ZBATCH_RECORDS || t - w->buf_since > 0.020)
         return zflush(w, err);
     return 0;
 }
@@ -1593,9 +1637,9 @@ static int put_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *
 
 typedef struct {
     wr_t *w;
-    char *bytes;    // records due again, back to back
+    char *bytes; // records due again, back to back
     size_t n, cap;
-    size_t *lens;   // their lengths
+    size_t *lens; // their lengths
     int count, lcap;
 } resend_t;
 
@@ -1794,6 +1838,7 @@ int wr_close(wr_t **wp, char *err)
         return 0;
     wr_t *w = *wp;
     *wp = NULL;
+    w->closing = true;
     int rc = wr_flush(w, err);
     if (rc == 0 && w->dwin) {
         // the sink has every record: what the readers between still owe
