@@ -72,6 +72,15 @@ void stream_opts_default(stream_opts_t *o)
  * next stage's work, dealt round-robin to its replicas, so that at the end
  * of a run some replicas still hold a message's work while others idle. */
 #define ZBATCH_RECORDS 256
+/* Shared-memory slots hold one message each (shm.h): ZBATCH_SIZE for a
+ * writer whose first record is of this size or more (images), else
+ * SHM_SLOT_SMALL, and as many as fit the window's bytes cap, at most the
+ * window. So a writer of small records (tokenized text, at most 256 to a
+ * message of some 160 KB) keeps up to 256 messages in shared memory, where
+ * 1 MiB slots would hold 64 of them and send the rest through the socket;
+ * its messages are then of at most SHM_SLOT_SMALL. */
+#define SHM_LARGE_RECORD ((size_t)16 << 10)
+#define SHM_SLOT_SMALL   ((size_t)256 << 10)
 
 /* ---- stop requests ---- */
 
@@ -1109,6 +1118,7 @@ struct wr {
     // shared memory (shm.h): a local reader gets each message's bytes from a
     // slot of this pool and a descriptor through the socket
     int shm_state; // 0: not tried yet, 1: in use, -1: off (not local, BAGEL_IPC_SHM, refused, failed)
+    size_t zbatch; // ZeroMQ: the gathered message's size limit (ZBATCH_SIZE, or the slot size)
     shm_pool_t *shm;
     uint32_t *slot_of; // by seq modulo the span: the message's slot + 1, or 0
     struct quar {      // slots of messages given up when a reader left: free when acknowledged late, or after a while
@@ -1199,6 +1209,7 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
     case EP_ZMQ:
         w->window = (uint64_t)zwindow(&w->o);
         w->span = w->window < 65536 ? w->window * WR_SPAN : w->window;
+        w->zbatch = ZBATCH_SIZE;
         if (!(w->acked = calloc(w->span, 1)) || !(w->untagged = calloc(w->span, 1)) ||
             !(w->msize = calloc(w->span, sizeof *w->msize)) || !(w->buf = malloc(WBUF_SIZE))) {
             snprintf(err, REC_ERR_LEN, "out of memory");
@@ -1294,23 +1305,24 @@ int wr_flush(wr_t *w, char *err)
 }
 
 /* Is the shared-memory pool ready for a message of size bytes? It is made
- * at the first message; if it cannot be, messages go through the socket. */
-static bool shm_ready(wr_t *w, size_t size)
+ * at the first message, its slots sized after that message's first record
+ * (first); if it cannot be, messages go through the socket. */
+static bool shm_ready(wr_t *w, size_t size, size_t first)
 {
     if (w->shm_state == 0) {
-        uint64_t n = WR_WINDOW_BYTES / ZBATCH_SIZE; // slots for the window's bytes
+        size_t slot = first >= SHM_LARGE_RECORD ? ZBATCH_SIZE : SHM_SLOT_SMALL;
+        uint64_t n = WR_WINDOW_BYTES / slot; // slots for the window's bytes
         if (w->window < n)
             n = w->window;
         char why[REC_ERR_LEN] = "out of memory";
         w->shm_state = -1;
         if ((w->slot_of = calloc(w->span, sizeof *w->slot_of)) && (w->quar = calloc(n, sizeof *w->quar)) &&
-            (w->redo = calloc(n, sizeof *w->redo)) &&
-            (w->shm = shm_pool_new((unsigned)n, ZBATCH_SIZE, why, sizeof why)))
-            w->shm_state = 1, w->nslots = (unsigned)n;
+            (w->redo = calloc(n, sizeof *w->redo)) && (w->shm = shm_pool_new((unsigned)n, slot, why, sizeof why)))
+            w->shm_state = 1, w->nslots = (unsigned)n, w->zbatch = slot;
         else
             fprintf(stderr, "%s: %s: records go through the socket\n", w->name, why);
     }
-    return w->shm_state == 1 && size <= ZBATCH_SIZE;
+    return w->shm_state == 1 && size <= w->zbatch;
 }
 
 /* The slot of message seq, taken from it: 0, or the slot + 1. */
@@ -1508,7 +1520,7 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, unsig
     if (filled && w->shm_state == 1) { // gathered in place
         slot = filled - 1;
         dst = (char *)from;
-    } else if (!filled && shm_ready(w, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
+    } else if (!filled && shm_ready(w, size, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
         if (from)
             memcpy(dst, from, size);
         else
@@ -1607,9 +1619,11 @@ static int zflush(wr_t *w, char *err)
  * gathered. from: the record's bytes, or NULL for the encoder's. */
 static int put_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *err)
 {
-    if (size > WBUF_SIZE / 2)
+    if (w->nbuf == 0 && w->shm_state == 0)
+        shm_ready(w, 0, size); // the pool first: its slot size is the batch's limit
+    if (size > w->zbatch / 2)
         return zflush(w, err) ? -1 : send_zmq(w, from, size, untagged, 0, err);
-    if (w->nbuf + size > WBUF_SIZE && zflush(w, err))
+    if (w->nbuf + size > w->zbatch && zflush(w, err))
         return -1;
     double t = now_s();
     if (w->nbuf == 0) {
@@ -1617,7 +1631,7 @@ static int put_zmq(wr_t *w, const char *from, size_t size, bool untagged, char *
         // there is one, else into buf
         unsigned slot;
         w->buf_since = t;
-        w->bat = shm_ready(w, WBUF_SIZE) ? shm_pool_acquire(w->shm, &slot) : NULL;
+        w->bat = shm_ready(w, w->zbatch, size) ? shm_pool_acquire(w->shm, &slot) : NULL;
         w->bslot = w->bat ? slot + 1 : 0;
         if (!w->bat)
             w->bat = w->buf;
