@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # supervise.sh — what the supervisor and the ZeroMQ transport cost: the
 # end-to-end samples/s of read | tokenize | image (the synthetic dataset,
-# a sink counting into /dev/null) run by scripts/bagel-supervise with 1, 2
+# into a sink that takes, de-duplicates and counts the records, bagel-cat
+# --count, as a trainer takes them; a relay writing them out again, bagel-cat
+# --raw, would add a stage's work of its own: 20% more CPU in the sink) run
+# by scripts/bagel-supervise with 1, 2
 # and all cores' worth of tokenize and image replicas, beside the limit the
 # stages' own work sets at that width: each stage alone (file in, /dev/null
 # out), R copies of each replicated stage at once for width R, gives its
@@ -86,8 +89,7 @@ command = "bagel-image --progress off --root $dir/shapes $IMGOPT ${STAGE_ARGS:-}
 replicas = \${r}
 [[stage]]
 name = "sink"
-command = "bagel-cat --raw --progress off --expect-ends \${ends} ${STAGE_ARGS:-}"
-output = "/dev/null"
+command = "bagel-cat --count --progress off --expect-ends \${ends} ${STAGE_ARGS:-}"
 EOT
 echo "bench-supervise: $S samples alone (synthetic shapes, $N lines x 7 formats x $EPOCHS epochs), R times as many with R replicas, $CORES cores, best of $REPEAT"
 printf 'alone, one process: read %.0f/s, tokenize %.0f/s, image %.0f/s\n' \
