@@ -762,7 +762,7 @@ static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq)
     q->seqs[q->n++] = seq;
     if (q->n == ACK_BATCH)
         ack_send(rd, q);
-    if (rd->ack_since == 0)
+    else if (rd->ack_since == 0) // owed from now
         rd->ack_since = now_s();
     return 0;
 }
@@ -1125,7 +1125,7 @@ struct wr {
         uint64_t seq;
         uint32_t slot;
         double since;
-    } * quar;
+    } *quar;
     unsigned nquar;
     uint64_t *redo; // seqs a reader refused: their bytes go again through the socket
     unsigned nredo;

@@ -659,10 +659,10 @@ static void test_zmq_shm_refused(void **state)
 }
 
 /* Descriptors from a foreign sender: a slot outside the pool, a length over
- * a slot, a generation that moved on, a frame of the wrong size, a slot never
- * written (generation 0): each a bad
- * message, named and acknowledged. One naming a file that is not the pool
- * it claims is refused ('R' seq back to the sender). A good one arrives. */
+ * a slot, a generation that moved on, a frame of the wrong size, a slot
+ * never written (generation 0): each a bad message, named and acknowledged.
+ * One naming a file that is not the pool it claims is refused ('R' seq back
+ * to the sender). A good one arrives. */
 static void test_zmq_shm_bad_descriptors(void **state)
 {
     (void)state;
