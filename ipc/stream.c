@@ -5,14 +5,19 @@
  * ZeroMQ message itself for sockets), which the record keeps alive. Writers
  * send tensor data from where it lies (writev for files and pipes).
  *
- * ZeroMQ wire protocol (docs/ipc.md): a writer is a DEALER, a reader a
- * ROUTER. A message is two frames [seq][records]: seq a u64 (little-endian)
- * counting the writer's messages, then one record, or several small ones
- * back to back. A reader acknowledges a message once its stage has taken
- * every record in it, with one-frame replies of u64 seqs. A writer keeps at
- * most `hwm` messages unacknowledged (its window), and no more than
+ * ZeroMQ wire protocol (docs/ipc.md): writers and readers are ROUTERs. A
+ * message is two frames [seq][records]: seq a u64 (little-endian) counting
+ * the writer's messages, then one record, or several small ones back to
+ * back. A reader acknowledges a message once its stage has taken every
+ * record in it, with one-frame replies of u64 seqs. A writer keeps at most
+ * `hwm` messages unacknowledged (its window), and no more than
  * WR_WINDOW_BYTES of them, and closes only when every message is
- * acknowledged. Why not PUSH/PULL: libzmq drops the bytes still in
+ * acknowledged. It deals each message to the reader with the fewest
+ * unacknowledged (at most PEER_WINDOW each, unless its one reader is one it
+ * connects to), so a fast reader takes more than a slow one. A reader that
+ * connects to a writer says hello ['H'] on each connection: a ROUTER can
+ * address only a peer it has heard from (or one it connected to, by an
+ * alias). Why not PUSH/PULL: libzmq drops the bytes still in
  * a receiving socket's kernel buffer when the sender hangs up while the
  * receiver applies back-pressure (its queue at the high-water mark), so
  * records were lost whenever a fast producer finished before a slow consumer.
@@ -163,9 +168,23 @@ static bool tcp_loopback(const char *addr)
     return false;
 }
 
+/* zsock_open's flags. ZS_WRITER: a data socket's writing end (queues sized
+ * to the window). ZS_ALIAS: each address it connects to gets the routing id
+ * peer_alias(i), so that a ROUTER can address that peer before it has heard
+ * from it. */
+#define ZS_WRITER 1u
+#define ZS_ALIAS  2u
+
+/* The routing id a ROUTER gives the peer at its i-th address (ZS_ALIAS). */
+static size_t peer_alias(int i, char *out)
+{
+    return (size_t)snprintf(out, 16, "peer%d", i);
+}
+
 /* Open a ZeroMQ socket of `type` on every address of ep; rid, when given,
  * is its routing id (set before it connects). */
-static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, const char *rid, char *err)
+static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, const char *rid, unsigned flags,
+                        char *err)
 {
     // a socket that listens beyond this machine needs keys, or a stated choice
     for (int i = 0; i < ep->nzmq; i++) {
@@ -191,7 +210,7 @@ static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, const 
     // A writer's window bounds what is in flight; zmq's own queues are
     // sized so that they never hold a record back before the window does.
     int window = zwindow(o), unlimited = 0, linger = o->linger_ms;
-    if (type == ZMQ_DEALER) {
+    if (type == ZMQ_DEALER || (flags & ZS_WRITER)) {
         zmq_setsockopt(s, ZMQ_SNDHWM, &window, sizeof window);
         zmq_setsockopt(s, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
         // ZMQ_IMMEDIATE stays off: with it, a connection's queue is dropped
@@ -216,6 +235,10 @@ static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, const 
         if (strncmp(z->addr, "tcp://", 6) == 0 && o->curve_server_key &&
             curve_apply(ctx, s, z->bind, o->curve_server_key, o->curve_client_keys, err))
             goto fail;
+        if (!z->bind && (flags & ZS_ALIAS)) {
+            char alias[16];
+            zmq_setsockopt(s, ZMQ_CONNECT_ROUTING_ID, alias, peer_alias(i, alias));
+        }
         int rc = z->bind ? zmq_bind(s, z->addr) : zmq_connect(s, z->addr);
         if (rc != 0) {
             snprintf(err, REC_ERR_LEN, "%s %s: %s", z->bind ? "bind" : "connect", z->addr, zmq_strerror(errno));
@@ -241,6 +264,65 @@ static void zsock_close(void *s)
     }
     zmq_close(s);
     zctx_put();
+}
+
+/* A PAIR socket that receives sock's `events` (a socket monitor), or NULL
+ * (err). monitor_close undoes it. */
+static void *monitor_open(void *sock, int events, char *err)
+{
+    char addr[64];
+    snprintf(addr, sizeof addr, "inproc://bagel-monitor-%p", sock);
+    if (zmq_socket_monitor(sock, addr, events) != 0) {
+        snprintf(err, REC_ERR_LEN, "socket monitor: %s", zmq_strerror(errno));
+        return NULL;
+    }
+    void *ctx = zctx_get(err), *mon = ctx ? zmq_socket(ctx, ZMQ_PAIR) : NULL;
+    int zero = 0;
+    if (mon && (zmq_setsockopt(mon, ZMQ_LINGER, &zero, sizeof zero), zmq_connect(mon, addr) == 0))
+        return mon;
+    if (ctx)
+        snprintf(err, REC_ERR_LEN, "socket monitor: %s", zmq_strerror(errno));
+    if (mon)
+        zmq_close(mon);
+    if (ctx)
+        zctx_put();
+    zmq_socket_monitor(sock, NULL, 0);
+    return NULL;
+}
+
+static void monitor_close(void *sock, void **mon)
+{
+    if (!*mon)
+        return;
+    zmq_socket_monitor(sock, NULL, 0);
+    zmq_close(*mon);
+    *mon = NULL;
+    zctx_put();
+}
+
+/* Take the events waiting on a monitor: true if one of them is `event`. */
+static bool monitor_saw(void *mon, uint16_t event)
+{
+    bool saw = false;
+    for (;;) {
+        zmq_msg_t ev;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return saw;
+        }
+        uint16_t id = 0;
+        if (zmq_msg_size(&ev) >= 2)
+            memcpy(&id, zmq_msg_data(&ev), 2);
+        saw |= id == event;
+        while (zmq_msg_more(&ev)) { // the endpoint's address
+            zmq_msg_close(&ev);
+            zmq_msg_init(&ev);
+            if (zmq_msg_recv(&ev, mon, 0) < 0)
+                break;
+        }
+        zmq_msg_close(&ev);
+    }
 }
 
 /* ---- reference-counted read buffers ---- */
@@ -311,6 +393,12 @@ static double now_s(void)
  * reaches it (2^63 messages). */
 #define SEQ_PROMPT ((uint64_t)1 << 63)
 
+/* The next bit: acknowledge this message as soon as its records are taken,
+ * not with a batch. A writer dealing to several readers sets it once a
+ * reader has half of its PEER_WINDOW, so that the reader's next message is
+ * on its way while it works on the ones it has. */
+#define SEQ_URGENT ((uint64_t)1 << 62)
+
 typedef struct {
     ep_t ep;
     char name[4096]; // for error lines: the file path, "stdin" or the address
@@ -345,6 +433,8 @@ struct rd {
     size_t zoff;            // next record's offset in it
     uint32_t zrec;          // records taken from it
     uint64_t zseq;          // its seq, acknowledged when all its records are taken
+    bool zurgent;           // ... at once (SEQ_URGENT)
+    void *mon;              // PAIR: the data socket's connections, when it connects to writers
     unsigned char zid[256]; // its writer
     size_t zidlen;
     // end-to-end delivery, as its sink (deliver.h)
@@ -392,7 +482,7 @@ static int sink_open(rd_t *rd, char *err)
         snprintf(err, REC_ERR_LEN, "out of memory");
         return -1;
     }
-    if (!(rd->asock = zsock_open(&ep, ZMQ_ROUTER, &rd->o, NULL, err)))
+    if (!(rd->asock = zsock_open(&ep, ZMQ_ROUTER, &rd->o, NULL, 0, err)))
         return -1;
     // an acknowledgement for an origin not connected (yet) fails instead of
     // vanishing, and is kept for the next flush; origins send nothing, so
@@ -505,6 +595,27 @@ fail:
     return NULL;
 }
 
+/* Say hello ['H'] to every writer this reader connects to: a writer is a
+ * ROUTER, which sends only to a peer it has heard from. Again at each
+ * connection (a writer that started again knows nobody). */
+static void peers_hello(rd_t *rd)
+{
+    const ep_t *ep = &rd->inputs[rd->cur].ep;
+    for (int i = 0; i < ep->nzmq; i++)
+        if (!ep->zmq[i].bind) {
+            char alias[16];
+            zmq_send(rd->zsock, alias, peer_alias(i, alias), ZMQ_SNDMORE);
+            zmq_send(rd->zsock, "H", 1, 0);
+        }
+}
+
+/* Connections made since last asked: hello again. */
+static void peer_events(rd_t *rd)
+{
+    if (rd->mon && monitor_saw(rd->mon, ZMQ_EVENT_CONNECTED))
+        peers_hello(rd);
+}
+
 static int open_input(rd_t *rd, char *err)
 {
     input_t *in = &rd->inputs[rd->cur];
@@ -513,9 +624,18 @@ static int open_input(rd_t *rd, char *err)
     rd->base = rd->msgno = 0;
     rd->pipe = false;
     if (in->ep.kind == EP_ZMQ) {
-        rd->zsock = zsock_open(&in->ep, ZMQ_ROUTER, &rd->o, NULL, err);
+        rd->zsock = zsock_open(&in->ep, ZMQ_ROUTER, &rd->o, NULL, ZS_ALIAS, err);
         if (!rd->zsock)
             return -1;
+        bool connects = false;
+        for (int i = 0; i < in->ep.nzmq; i++)
+            connects |= !in->ep.zmq[i].bind;
+        if (connects && !(rd->mon = monitor_open(rd->zsock, ZMQ_EVENT_CONNECTED, err))) {
+            zsock_close(rd->zsock);
+            rd->zsock = NULL;
+            return -1;
+        }
+        peers_hello(rd);
     } else {
         if (in->ep.kind == EP_STDIO) {
             rd->fd = 0;
@@ -540,14 +660,14 @@ static int open_input(rd_t *rd, char *err)
 }
 
 static void acks_flush(rd_t *rd);
-static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq);
+static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq, bool now);
 
 static void close_input(rd_t *rd)
 {
     if (rd->zsock) {
         if (rd->zcur) {
             // records the stage did not take (--head): acknowledged as dropped
-            ack_add(rd, rd->zid, rd->zidlen, rd->zseq);
+            ack_add(rd, rd->zid, rd->zidlen, rd->zseq, false);
             zbuf_unref(rd->zcur);
             rd->zcur = NULL;
         }
@@ -555,6 +675,7 @@ static void close_input(rd_t *rd)
         // let the acknowledgements out: writers wait for them to close
         int linger = stop_level >= 2 ? 0 : 2000;
         zmq_setsockopt(rd->zsock, ZMQ_LINGER, &linger, sizeof linger);
+        monitor_close(rd->zsock, &rd->mon);
         zsock_close(rd->zsock);
         rd->zsock = NULL;
         free(rd->acks);
@@ -741,7 +862,7 @@ static void acks_flush(rd_t *rd)
     rd->ack_prompt = false;
 }
 
-static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq)
+static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq, bool now)
 {
     ackq_t *q = NULL;
     for (int i = 0; i < rd->nacks && !q; i++)
@@ -760,7 +881,7 @@ static int ack_add(rd_t *rd, const void *id, size_t n, uint64_t seq)
         q->n = 0;
     }
     q->seqs[q->n++] = seq;
-    if (q->n == ACK_BATCH)
+    if (q->n == ACK_BATCH || now)
         ack_send(rd, q);
     else if (rd->ack_since == 0) // owed from now
         rd->ack_since = now_s();
@@ -794,6 +915,14 @@ static int recv_frame(rd_t *rd, zmq_msg_t *m, bool first)
             return 0;
         if (rd->idle)
             rd->idle(rd->idle_arg);
+        if (rd->mon) { // wait for a message, or a connection to say hello on
+            zmq_pollitem_t it[2] = {{.socket = rd->zsock, .events = ZMQ_POLLIN},
+                                    {.socket = rd->mon, .events = ZMQ_POLLIN}};
+            if (zmq_poll(it, 2, -1) < 0 && errno != EINTR)
+                return -1;
+            peer_events(rd);
+            continue;
+        }
         rc = zmq_msg_recv(m, rd->zsock, 0);
         if (rc >= 0)
             return 1;
@@ -822,7 +951,7 @@ static int next_in_batch(rd_t *rd, rec_t **out, char *err)
     if (rd->zoff >= size) {
         rd->zcur = NULL;
         zbuf_unref(z);
-        if (ack_add(rd, rd->zid, rd->zidlen, rd->zseq)) {
+        if (ack_add(rd, rd->zid, rd->zidlen, rd->zseq, rd->zurgent)) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             return -2;
         }
@@ -947,6 +1076,7 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
         zmq_msg_init(&id);
         zmq_msg_init(&hdr);
         zmq_msg_init(&z->m);
+        peer_events(rd);
         int rc = recv_frame(rd, &id, true);
         if (rc <= 0) {
             int e = errno;
@@ -968,7 +1098,9 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
         bool has_seq = zmq_msg_size(&hdr) == 8;
         uint64_t seq = has_seq ? le64_get(zmq_msg_data(&hdr)) : 0;
         if (seq & SEQ_PROMPT)
-            rd->ack_prompt = true, seq &= ~SEQ_PROMPT;
+            rd->ack_prompt = true;
+        bool urgent = (seq & SEQ_URGENT) != 0;
+        seq &= ~(SEQ_PROMPT | SEQ_URGENT);
         size_t idlen = zmq_msg_size(&id);
         bool id_ok = idlen <= sizeof rd->zid;
         if (id_ok)
@@ -980,7 +1112,7 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
             drain_parts(rd, last);
             zbuf_unref(z);
             rd->stats.bad++;
-            if (id_ok && has_seq && ack_add(rd, rd->zid, rd->zidlen, seq)) {
+            if (id_ok && has_seq && ack_add(rd, rd->zid, rd->zidlen, seq, false)) {
                 snprintf(err, REC_ERR_LEN, "out of memory");
                 return -2;
             }
@@ -996,7 +1128,7 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
                 if (src == 1)
                     continue; // the bytes come again
                 rd->stats.bad++;
-                if (ack_add(rd, rd->zid, rd->zidlen, seq)) {
+                if (ack_add(rd, rd->zid, rd->zidlen, seq, false)) {
                     snprintf(err, REC_ERR_LEN, "out of memory");
                     return -2;
                 }
@@ -1008,6 +1140,7 @@ static int next_zmq(rd_t *rd, rec_t **out, char *err)
         rd->zoff = 0;
         rd->zrec = 0;
         rd->zseq = seq;
+        rd->zurgent = urgent;
     }
 }
 
@@ -1075,6 +1208,25 @@ void rd_close(rd_t **rdp)
 /* How long a stopping writer still waits for acknowledgements. */
 #define STOP_GRACE_MS 5000
 
+/* A writer with several readers, or that binds (readers come and say hello,
+ * not all at once), gives each at most this many messages unacknowledged.
+ * Enough that a reader's next message is there when it finishes one (past
+ * half of it the writer asks for prompt acknowledgements, SEQ_URGENT); few,
+ * so that what a reader holds is little work: dealing is by
+ * acknowledgements, and a fast reader takes more than a slow one. The one
+ * reader a writer connects to (a sink) may hold the whole window. */
+#define PEER_WINDOW 4
+/* ... and deals to at most this many readers at once. */
+#define PEERS_MAX 4096
+
+/* A reader of a ZeroMQ writer (one of its ROUTER's peers). */
+typedef struct {
+    unsigned char id[256];
+    size_t idlen;
+    uint64_t out; // its messages not acknowledged
+    bool dead;    // no longer reachable: not dealt to, unless it says hello again
+} peer_t;
+
 struct wr {
     stream_opts_t o;
     ep_t ep;
@@ -1105,6 +1257,12 @@ struct wr {
     uint64_t out_count; // messages unacknowledged
     uint64_t out_bytes; // their sizes (WR_WINDOW_BYTES at most, but for one)
     bool buf_untagged;  // the gathered batch holds such a record
+    // the readers messages are dealt to: those at the addresses it connects
+    // to (by alias, from the start), and those that said hello
+    peer_t *peers;
+    unsigned npeers, live, rr; // rr: where the next search for a reader starts
+    bool binds;                // readers come by hello: each holds PEER_WINDOW at most
+    uint16_t *peer_of;         // by seq modulo the span: the message's reader + 1, or 0
     // readers that disconnect: their messages are no longer waited for
     void *mon;         // PAIR: the data socket's disconnect events
     uint64_t forgiven; // messages with untagged records given up that way
@@ -1136,24 +1294,6 @@ struct wr {
     double buf_since; // ZeroMQ: when the first record went into buf
 };
 
-/* Watch the data socket for readers that go away. */
-static int monitor_open(wr_t *w, char *err)
-{
-    char addr[64];
-    snprintf(addr, sizeof addr, "inproc://bagel-monitor-%p", (void *)w);
-    if (zmq_socket_monitor(w->zsock, addr, ZMQ_EVENT_DISCONNECTED) != 0 || !zctx_get(err) ||
-        !(w->mon = zmq_socket(zctx, ZMQ_PAIR))) {
-        snprintf(err, REC_ERR_LEN, "socket monitor: %s", zmq_strerror(errno));
-        return -1;
-    }
-    int zero = 0;
-    zmq_setsockopt(w->mon, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_connect(w->mon, addr) != 0) {
-        snprintf(err, REC_ERR_LEN, "socket monitor: %s", zmq_strerror(errno));
-        return -1;
-    }
-    return 0;
-}
 
 /* Become an origin: a window and the socket the sink acknowledges on. */
 static int origin_open(wr_t *w, char *err)
@@ -1175,10 +1315,12 @@ static int origin_open(wr_t *w, char *err)
         return -1;
     }
     dlv_origin_new(w->origin);
-    if (!(w->asock = zsock_open(&ep, ZMQ_DEALER, &w->o, w->origin, err)))
+    if (!(w->asock = zsock_open(&ep, ZMQ_DEALER, &w->o, w->origin, 0, err)))
         return -1;
     return 0;
 }
+
+static int peer_add(wr_t *w, const void *id, size_t n);
 
 wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
 {
@@ -1211,7 +1353,8 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
         w->span = w->window < 65536 ? w->window * WR_SPAN : w->window;
         w->zbatch = ZBATCH_SIZE;
         if (!(w->acked = calloc(w->span, 1)) || !(w->untagged = calloc(w->span, 1)) ||
-            !(w->msize = calloc(w->span, sizeof *w->msize)) || !(w->buf = malloc(WBUF_SIZE))) {
+            !(w->msize = calloc(w->span, sizeof *w->msize)) || !(w->peer_of = calloc(w->span, sizeof *w->peer_of)) ||
+            !(w->buf = malloc(WBUF_SIZE))) {
             snprintf(err, REC_ERR_LEN, "out of memory");
             goto fail;
         }
@@ -1220,9 +1363,24 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
         for (int i = 0; i < w->ep.nzmq; i++)
             if (strncmp(w->ep.zmq[i].addr, "ipc://", 6) != 0 && strncmp(w->ep.zmq[i].addr, "inproc://", 9) != 0)
                 w->shm_state = -1;
-        if (!(w->zsock = zsock_open(&w->ep, ZMQ_DEALER, &w->o, NULL, err)) || monitor_open(w, err) ||
+        if (!(w->zsock = zsock_open(&w->ep, ZMQ_ROUTER, &w->o, NULL, ZS_WRITER | ZS_ALIAS, err)) ||
+            !(w->mon = monitor_open(w->zsock, ZMQ_EVENT_DISCONNECTED, err)) ||
             (w->o.acks_in && origin_open(w, err)))
             goto fail;
+        // a reader found gone is reported (EHOSTUNREACH), not silently dropped
+        int one = 1;
+        zmq_setsockopt(w->zsock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+        // the readers it connects to are known from the start, by alias
+        for (int i = 0; i < w->ep.nzmq; i++)
+            if (w->ep.zmq[i].bind) {
+                w->binds = true;
+            } else {
+                char alias[16];
+                if (peer_add(w, alias, peer_alias(i, alias)) < 0) {
+                    snprintf(err, REC_ERR_LEN, "out of memory");
+                    goto fail;
+                }
+            }
         return w;
     case EP_STDIO: w->fd = 1; break;
     case EP_FILE: {
@@ -1345,6 +1503,9 @@ static bool ack_seq(wr_t *w, uint64_t seq, bool keep_slot)
     w->acked[i] = 1;
     w->out_bytes -= w->msize[i];
     w->out_count--;
+    if (w->peer_of[i] && w->peers[w->peer_of[i] - 1].out)
+        w->peers[w->peer_of[i] - 1].out--;
+    w->peer_of[i] = 0;
     if (!keep_slot) {
         uint32_t s = slot_take(w, seq);
         if (s)
@@ -1367,15 +1528,93 @@ static void quar_ack(wr_t *w, uint64_t seq)
         }
 }
 
-/* Read the data socket's hop acknowledgements that have arrived, and the
- * refusals of shared memory ['R' seq]. */
+/* The reader of routing id `id`, added (or alive again) if new: its index,
+ * or -1 when there is no room for it. */
+static int peer_add(wr_t *w, const void *id, size_t n)
+{
+    int free_at = -1;
+    for (unsigned i = 0; i < w->npeers; i++) {
+        peer_t *p = &w->peers[i];
+        if (p->idlen == n && memcmp(p->id, id, n) == 0) {
+            if (p->dead)
+                p->dead = false, w->live++;
+            return (int)i;
+        }
+        if (p->dead && p->out == 0 && free_at < 0)
+            free_at = (int)i;
+    }
+    if (n > sizeof w->peers->id)
+        return -1;
+    if (free_at < 0) {
+        if (w->npeers == PEERS_MAX)
+            return -1;
+        peer_t *a = realloc(w->peers, (w->npeers + 1) * sizeof *a);
+        if (!a)
+            return -1;
+        w->peers = a;
+        free_at = (int)w->npeers++;
+    }
+    peer_t *p = &w->peers[free_at];
+    memcpy(p->id, id, n);
+    p->idlen = n;
+    p->out = 0;
+    p->dead = false;
+    w->live++;
+    return free_at;
+}
+
+/* The reader the next message goes to: the live one with the fewest
+ * unacknowledged (under PEER_WINDOW when there are several), the next in
+ * turn among equals; -1 when none may take one now. */
+static bool peer_capped(const wr_t *w) { return w->binds || w->live > 1; }
+
+static int peer_pick(wr_t *w)
+{
+    uint64_t cap = peer_capped(w) ? PEER_WINDOW : UINT64_MAX;
+    int best = -1;
+    for (unsigned k = 0; k < w->npeers; k++) {
+        unsigned i = (w->rr + k) % w->npeers;
+        const peer_t *p = &w->peers[i];
+        if (!p->dead && p->out < cap && (best < 0 || p->out < w->peers[best].out))
+            best = (int)i;
+    }
+    if (best >= 0)
+        w->rr = (unsigned)best + 1;
+    return best;
+}
+
+/* Read what the readers sent: hop acknowledgements (u64 seqs), hellos
+ * ['H'], and refusals of shared memory ['R' seq]; each as [id][payload]. */
 static void hop_acks(wr_t *w)
 {
     unsigned char buf[8 * 64];
     int n;
-    while ((n = zmq_recv(w->zsock, buf, sizeof buf, ZMQ_DONTWAIT)) >= 0) {
+    for (;;) {
+        unsigned char id[256];
+        int idn = zmq_recv(w->zsock, id, sizeof id, ZMQ_DONTWAIT);
+        if (idn < 0)
+            break;
+        int more = 0;
+        size_t ml = sizeof more;
+        zmq_getsockopt(w->zsock, ZMQ_RCVMORE, &more, &ml);
+        if (!more)
+            continue; // not [id][payload]: a ROUTER always gives the id
+        n = zmq_recv(w->zsock, buf, sizeof buf, 0);
+        zmq_getsockopt(w->zsock, ZMQ_RCVMORE, &more, &ml);
+        while (more) { // frames no reader sends
+            unsigned char skip[8];
+            if (zmq_recv(w->zsock, skip, sizeof skip, 0) < 0)
+                break;
+            zmq_getsockopt(w->zsock, ZMQ_RCVMORE, &more, &ml);
+        }
+        if (n < 0)
+            break;
         if (n > (int)sizeof buf)
             n = (int)sizeof buf; // longer than any ack a reader sends: truncated by zmq
+        if (idn <= (int)sizeof id)
+            peer_add(w, id, (size_t)idn); // whatever it sent, it is there
+        if (n == 1 && buf[0] == 'H')
+            continue;
         if (n == 9 && buf[0] == 'R') {
             uint64_t seq = le64_get(buf + 1);
             // from now on every message goes through the socket; this one's
@@ -1406,38 +1645,16 @@ static void hop_acks(wr_t *w)
  * untagged ones may be lost, and wr_close says so. */
 static void take_events(wr_t *w)
 {
-    bool gone = false;
-    for (;;) {
-        zmq_msg_t ev, addr;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, w->mon, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            break;
-        }
-        uint16_t id = 0;
-        if (zmq_msg_size(&ev) >= 2)
-            memcpy(&id, zmq_msg_data(&ev), 2);
-        bool more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        while (more) { // the endpoint's address
-            zmq_msg_init(&addr);
-            if (zmq_msg_recv(&addr, w->mon, 0) < 0) {
-                zmq_msg_close(&addr);
-                break;
-            }
-            more = zmq_msg_more(&addr);
-            zmq_msg_close(&addr);
-        }
-        if (id == ZMQ_EVENT_DISCONNECTED)
-            gone = true;
-    }
-    if (!gone)
+    if (!monitor_saw(w->mon, ZMQ_EVENT_DISCONNECTED))
         return;
     hop_acks(w); // what the reader acknowledged before it went
     double t = now_s();
+    for (unsigned i = 0; i < w->npeers; i++)
+        w->peers[i].out = 0;
     for (uint64_t q = w->low; q < w->next_seq; q++) {
         if (w->acked[q & (w->span - 1)])
             continue;
+        w->peer_of[q & (w->span - 1)] = 0;
         if (w->untagged[q & (w->span - 1)])
             w->forgiven++;
         // a live reader may still hold the descriptor: the slot is kept apart
@@ -1500,58 +1717,88 @@ static int take_acks(wr_t *w, long timeout_ms, char *err)
     return shm_redo(w, err);
 }
 
-/* Send one message [seq][bytes]: the bytes at from, or (from = NULL) the
- * record in the encoder. filled: from already lies in this shared-memory
- * slot (+ 1; the batch gathered there), or 0. */
+/* May a message of size bytes go now: is there room in the window, and a
+ * reader to take it? The reader's index, or -1. */
+static int send_room(wr_t *w, size_t size)
+{
+    if (w->out_count >= w->window || w->next_seq - w->low >= w->span ||
+        (w->out_bytes && w->out_bytes + size > WR_WINDOW_BYTES))
+        return -1;
+    return peer_pick(w);
+}
+
+/* Send one message [seq][bytes] to a reader: the bytes at from, or (from =
+ * NULL) the record in the encoder. filled: from already lies in this
+ * shared-memory slot (+ 1; the batch gathered there), or 0. */
 static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, unsigned filled, char *err)
 {
-    while (w->out_count >= w->window || w->next_seq - w->low >= w->span ||
-           (w->out_bytes && w->out_bytes + size > WR_WINDOW_BYTES))
-        if (take_acks(w, -1, err))
-            return -1;
-    unsigned char hdr[8];
-    // past half its window, or closing, the writer asks for prompt acknowledgements
-    bool prompt = w->closing || 2 * (w->out_count + 1) > w->window || 2 * (w->next_seq + 1 - w->low) > w->span ||
-                  2 * (w->out_bytes + size) > WR_WINDOW_BYTES;
-    le64_put(hdr, w->next_seq | (prompt ? SEQ_PROMPT : 0));
     zmq_msg_t m;
     unsigned slot = 0;
     char *dst = NULL;
-    if (filled && w->shm_state == 1) { // gathered in place
-        slot = filled - 1;
-        dst = (char *)from;
-    } else if (!filled && shm_ready(w, size, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
-        if (from)
-            memcpy(dst, from, size);
-        else
-            rec_enc_gather(w->enc, dst);
-    }
-    if (dst) { // the bytes in a slot, its descriptor onto the socket
-        zmq_msg_init_size(&m, SHM_DESC_LEN);
-        shm_pool_commit(w->shm, slot, size, zmq_msg_data(&m));
-    } else {
-        // through the socket (a batch gathered in a slot, when a reader
-        // has refused shared memory since: the slot is free again)
-        int rc = zmq_msg_init_size(&m, size);
-        if (rc == 0 && from)
-            memcpy(zmq_msg_data(&m), from, size);
-        else if (rc == 0)
-            rec_enc_gather(w->enc, zmq_msg_data(&m));
-        if (filled)
-            shm_pool_release(w->shm, filled - 1);
-        if (rc) {
-            snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
+    bool built = false;
+    int p;
+again:
+    // wait for room and a reader (an acknowledgement, or a hello)
+    while ((p = send_room(w, size)) < 0)
+        if (take_acks(w, -1, err)) {
+            if (built)
+                zmq_msg_close(&m);
+            if (dst || (filled && !built))
+                shm_pool_release(w->shm, dst ? slot : filled - 1);
             return -1;
         }
+    if (!built) {
+        if (filled && w->shm_state == 1) { // gathered in place
+            slot = filled - 1;
+            dst = (char *)from;
+        } else if (!filled && shm_ready(w, size, size) && (dst = shm_pool_acquire(w->shm, &slot)) != NULL) {
+            if (from)
+                memcpy(dst, from, size);
+            else
+                rec_enc_gather(w->enc, dst);
+        }
+        if (dst) { // the bytes in a slot, its descriptor onto the socket
+            zmq_msg_init_size(&m, SHM_DESC_LEN);
+            shm_pool_commit(w->shm, slot, size, zmq_msg_data(&m));
+        } else {
+            // through the socket (a batch gathered in a slot, when a reader
+            // has refused shared memory since: the slot is free again)
+            int rc = zmq_msg_init_size(&m, size);
+            if (rc == 0 && from)
+                memcpy(zmq_msg_data(&m), from, size);
+            else if (rc == 0)
+                rec_enc_gather(w->enc, zmq_msg_data(&m));
+            if (filled)
+                shm_pool_release(w->shm, filled - 1);
+            if (rc) {
+                snprintf(err, REC_ERR_LEN, "out of memory for a %zu-byte message", size);
+                return -1;
+            }
+        }
+        built = true;
     }
-    bool more = true;
-    for (;;) {
-        int rc = more ? zmq_send(w->zsock, hdr, sizeof hdr, ZMQ_SNDMORE) : zmq_msg_send(&m, w->zsock, 0);
+    const peer_t *pr = &w->peers[p];
+    // past half its window, or closing, the writer asks for prompt
+    // acknowledgements; a reader with half of its PEER_WINDOW, for one as
+    // soon as it has taken the message
+    bool prompt = w->closing || 2 * (w->out_count + 1) > w->window || 2 * (w->next_seq + 1 - w->low) > w->span ||
+                  2 * (w->out_bytes + size) > WR_WINDOW_BYTES;
+    bool urgent = peer_capped(w) && 2 * (pr->out + 1) > PEER_WINDOW;
+    unsigned char hdr[8];
+    le64_put(hdr, w->next_seq | (prompt ? SEQ_PROMPT : 0) | (urgent ? SEQ_URGENT : 0));
+    // [reader id][seq][bytes]; a reader found gone is not dealt to again
+    for (int frame = 0; frame < 3;) {
+        int rc = frame == 0   ? zmq_send(w->zsock, pr->id, pr->idlen, ZMQ_SNDMORE)
+                 : frame == 1 ? zmq_send(w->zsock, hdr, sizeof hdr, ZMQ_SNDMORE)
+                              : zmq_msg_send(&m, w->zsock, 0);
         if (rc >= 0) {
-            if (!more)
-                break;
-            more = false;
+            frame++;
             continue;
+        }
+        if (frame == 0 && errno == EHOSTUNREACH) {
+            w->peers[p].dead = true;
+            w->live--;
+            goto again;
         }
         if (errno == EINTR && stop_level < 2)
             continue;
@@ -1562,6 +1809,8 @@ static int send_zmq(wr_t *w, const char *from, size_t size, bool untagged, unsig
             shm_pool_release(w->shm, slot);
         return -1;
     }
+    w->peers[p].out++;
+    w->peer_of[w->next_seq & (w->span - 1)] = (uint16_t)(p + 1);
     if (w->slot_of)
         w->slot_of[w->next_seq & (w->span - 1)] = dst ? slot + 1 : 0;
     w->acked[w->next_seq & (w->span - 1)] = 0;
@@ -1794,11 +2043,7 @@ uint64_t wr_bytes(const wr_t *w) { return w->bytes; }
 
 static void wr_free(wr_t *w)
 {
-    if (w->mon) {
-        zmq_socket_monitor(w->zsock, NULL, 0);
-        zmq_close(w->mon);
-        zctx_put();
-    }
+    monitor_close(w->zsock, &w->mon);
     if (w->asock) {
         int zero = 0;
         zmq_setsockopt(w->asock, ZMQ_LINGER, &zero, sizeof zero);
@@ -1819,6 +2064,8 @@ static void wr_free(wr_t *w)
     free(w->acked);
     free(w->untagged);
     free(w->msize);
+    free(w->peer_of);
+    free(w->peers);
     free(w);
 }
 

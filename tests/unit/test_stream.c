@@ -1,6 +1,7 @@
 /* test_stream.c — endpoints, end accounting, and the reader/writer over
  * files, globs, pipes and in-process ZeroMQ. Between processes (pipes, ipc,
  * tcp, fan-in and fan-out) the stage tests in tests/stage/ipc.bats go on. */
+#define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -813,6 +815,217 @@ static void test_zmq_ack_prompt(void **state)
     dealer_close(ctx, dealer);
 }
 
+/* Dealing by acknowledgements: a writer bound at an address deals each
+ * message to the reader with the fewest unacknowledged, at most PEER_WINDOW
+ * (4) each when it has several. Two bare readers (ROUTERs that say hello, as
+ * bagelpipe's readers do) stall at first: each gets 4 messages, the third
+ * and fourth asking for an acknowledgement at once (bit 62). Then B
+ * acknowledges whatever it gets and A nothing: B takes every other message.
+ * Round-robin dealing (a DEALER) would give A half. */
+#define DEAL_N 100
+
+typedef struct {
+    const char *ep;
+    int rc;
+    char err[REC_ERR_LEN];
+} deal_writer_t;
+
+static void *deal_writer(void *arg)
+{
+    deal_writer_t *a = arg;
+    wr_t *w = wr_open(a->ep, NULL, a->err);
+    a->rc = -1;
+    if (!w)
+        return NULL;
+    usleep(200 * 1000); // the readers' hellos are in before the first message
+    for (int i = 0; i < DEAL_N; i++) {
+        rec_t *r = rec_new_sample("d", i, 0, "t2i");
+        int rc = wr_put(w, r, a->err);
+        rec_destroy(&r);
+        if (rc || wr_flush(w, a->err)) { // a message each
+            wr_abort(&w);
+            return NULL;
+        }
+    }
+    a->rc = wr_close(&w, a->err);
+    return NULL;
+}
+
+/* A bare reader connected to ep, the writer's routing id "w", said hello. */
+static void *deal_reader(void *ctx, const char *ep)
+{
+    void *s = zmq_socket(ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_CONNECT_ROUTING_ID, "w", 1);
+    assert_int_equal(zmq_connect(s, ep), 0);
+    zmq_send(s, "w", 1, ZMQ_SNDMORE);
+    zmq_send(s, "H", 1, 0);
+    return s;
+}
+
+/* The next message's seq frame (with its flag bits), or -1 after timeout_ms. */
+static int64_t deal_recv(void *s, long timeout_ms)
+{
+    zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, timeout_ms) != 1)
+        return -1;
+    unsigned char id[16], hdr[8], body[256];
+    assert_int_equal(zmq_recv(s, id, sizeof id, 0), 1);
+    assert_int_equal(zmq_recv(s, hdr, sizeof hdr, 0), 8);
+    assert_true(zmq_recv(s, body, sizeof body, 0) > 0);
+    uint64_t seq = 0;
+    for (int b = 7; b >= 0; b--)
+        seq = seq << 8 | hdr[b];
+    return (int64_t)seq;
+}
+
+static void deal_ack(void *s, uint64_t seq)
+{
+    unsigned char a[8];
+    seq &= ~((uint64_t)3 << 62);
+    for (int b = 0; b < 8; b++)
+        a[b] = (unsigned char)(seq >> (8 * b));
+    zmq_send(s, "w", 1, ZMQ_SNDMORE);
+    zmq_send(s, a, 8, 0);
+}
+
+static void test_zmq_deal_by_acks(void **state)
+{
+    (void)state;
+    char ep[300];
+    snprintf(ep, sizeof ep, "@ipc://%s/deal", dir);
+    deal_writer_t wa = {.ep = ep};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, deal_writer, &wa), 0);
+    usleep(50 * 1000); // bound
+    void *ctx = zmq_ctx_new();
+    void *ra = deal_reader(ctx, ep + 1), *rb = deal_reader(ctx, ep + 1);
+    const uint64_t urgent = (uint64_t)1 << 62;
+    int64_t held[4];
+    for (int i = 0; i < 4; i++) {
+        held[i] = deal_recv(ra, 5000);
+        int64_t b = deal_recv(rb, 5000);
+        assert_true(held[i] >= 0 && b >= 0);
+        // the third and fourth a reader holds ask for a prompt acknowledgement
+        assert_int_equal(((uint64_t)held[i] & urgent) != 0, i >= 2);
+        assert_int_equal(((uint64_t)b & urgent) != 0, i >= 2);
+        deal_ack(rb, (uint64_t)b); // B's acknowledgements go out; the writer waits on A
+    }
+    // both had 4: nothing more for A while it acknowledges nothing
+    int got_b = 4;
+    int64_t b;
+    while ((b = deal_recv(rb, 2000)) >= 0) {
+        deal_ack(rb, (uint64_t)b);
+        got_b++;
+    }
+    assert_int_equal(got_b, DEAL_N - 4);
+    assert_int_equal(deal_recv(ra, 0), -1);
+    for (int i = 0; i < 4; i++)
+        deal_ack(ra, (uint64_t)held[i]);
+    pthread_join(th, NULL);
+    if (wa.rc != 0)
+        fail_msg("writer: %s", wa.err);
+    zmq_close(ra);
+    zmq_close(rb);
+    zmq_ctx_term(ctx);
+}
+
+/* A writer that starts again at the same address knows no reader: the
+ * reader says hello again on the new connection, and takes the second
+ * writer's records as it took the first's. */
+typedef struct {
+    const char *ep;
+    int first, n; // samples first..first+n-1 of "g"
+    int end;      // then an end record counting this many, if > 0
+    int rc;
+    char err[REC_ERR_LEN];
+} again_writer_t;
+
+static void *again_writer(void *arg)
+{
+    again_writer_t *a = arg;
+    wr_t *w = wr_open(a->ep, NULL, a->err);
+    a->rc = -1;
+    if (!w)
+        return NULL;
+    for (int i = a->first; i < a->first + a->n; i++) {
+        rec_t *r = rec_new_sample("g", i, 0, "t2i");
+        int rc = wr_put(w, r, a->err);
+        rec_destroy(&r);
+        if (rc) {
+            wr_abort(&w);
+            return NULL;
+        }
+    }
+    if (a->end > 0) {
+        rec_t *e = rec_new_end("g", 0, a->end);
+        int rc = wr_put(w, e, a->err);
+        rec_destroy(&e);
+        if (rc) {
+            wr_abort(&w);
+            return NULL;
+        }
+    }
+    a->rc = wr_close(&w, a->err);
+    return NULL;
+}
+
+static void *take_all(void *arg)
+{
+    next_arg_t *a = arg;
+    char err[REC_ERR_LEN];
+    rec_t *r = NULL;
+    int n = 0;
+    while ((a->rc = rd_next(a->rd, &r, err)) == 1) {
+        n += r->type == REC_SAMPLE;
+        rec_destroy(&r);
+    }
+    a->type = (rec_type_t)n; // the samples taken
+    return NULL;
+}
+
+/* Join th within seconds, or fail (a writer no reader takes from). */
+static void join_within(pthread_t th, int seconds, const char *what)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += seconds;
+    if (pthread_timedjoin_np(th, NULL, &t) != 0)
+        fail_msg("%s: not done after %d s", what, seconds);
+}
+
+static void test_zmq_writer_again(void **state)
+{
+    (void)state;
+    char ep[300], err[REC_ERR_LEN];
+    snprintf(ep, sizeof ep, "@ipc://%s/again", dir);
+    stream_opts_t o;
+    stream_opts_default(&o);
+    o.expect_ends = 1;
+    const char *in[] = {ep + 1}; // the reader connects
+    rd_t *rd = rd_open(in, 1, &o, err);
+    assert_non_null(rd);
+    next_arg_t ra = {.rd = rd};
+    pthread_t rt, wt;
+    assert_int_equal(pthread_create(&rt, NULL, take_all, &ra), 0);
+    again_writer_t w1 = {.ep = ep, .first = 0, .n = 5};
+    assert_int_equal(pthread_create(&wt, NULL, again_writer, &w1), 0);
+    join_within(wt, 10, "the first writer");
+    if (w1.rc != 0)
+        fail_msg("first writer: %s", w1.err);
+    again_writer_t w2 = {.ep = ep, .first = 5, .n = 5, .end = 10};
+    assert_int_equal(pthread_create(&wt, NULL, again_writer, &w2), 0);
+    join_within(wt, 10, "the second writer");
+    if (w2.rc != 0)
+        fail_msg("second writer: %s", w2.err);
+    join_within(rt, 10, "the reader");
+    assert_int_equal(ra.rc, 0);
+    assert_int_equal((int)ra.type, 10);
+    assert_true(acct_complete(rd_acct(rd), 1));
+    rd_close(&rd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -823,6 +1036,7 @@ int main(void)
         cmocka_unit_test(test_zmq_bad_messages),     cmocka_unit_test(test_zmq_batch),
         cmocka_unit_test(test_zmq_shm),              cmocka_unit_test(test_zmq_shm_refused),
         cmocka_unit_test(test_zmq_shm_bad_descriptors), cmocka_unit_test(test_zmq_ack_prompt),
+        cmocka_unit_test(test_zmq_deal_by_acks),     cmocka_unit_test(test_zmq_writer_again),
     };
     return cmocka_run_group_tests_name("stream", tests, setup, teardown);
 }
