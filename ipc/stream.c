@@ -74,8 +74,8 @@ void stream_opts_default(stream_opts_t *o)
 #define ZBATCH_SIZE ((size_t)1024 << 10)
 /* ... and of at most this many records: small records (tokenized text, a
  * few hundred bytes) would otherwise fill a message with seconds of the
- * next stage's work, dealt round-robin to its replicas, so that at the end
- * of a run some replicas still hold a message's work while others idle. */
+ * next stage's work, dealt to one replica, so that at the end of a run
+ * some replicas still hold a message's work while others idle. */
 #define ZBATCH_RECORDS 256
 /* Shared-memory slots hold one message each (shm.h): ZBATCH_SIZE for a
  * writer whose first record is of this size or more (images), else
@@ -1268,7 +1268,7 @@ struct wr {
     uint64_t forgiven; // messages with untagged records given up that way
     // end-to-end delivery, as its origin (deliver.h)
     dlv_win_t *dwin;
-    void *asock; // DEALER, routing id = origin: the sink's acknowledgements
+    void *asock; // DEALER, routing id = origin: the sink's acknowledgements (on their own socket)
     char origin[DLV_ORIGIN_LEN + 1];
     char *gbuf; // one record's bytes
     size_t gcap;
@@ -1637,7 +1637,8 @@ static void hop_acks(wr_t *w)
 }
 
 /* A reader disconnected (it died, or finished): whatever it held will never
- * be acknowledged, and which messages those are a DEALER does not say. So
+ * be acknowledged, and which reader it was the event does not say (a
+ * ROUTER's peers are known by routing ids, a monitor's by sockets). So
  * every message still unacknowledged stops counting against the window
  * (acknowledgements that come later for the others are ignored): the
  * window is over-committed by at most its size once, and the writer goes on

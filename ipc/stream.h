@@ -9,9 +9,11 @@
  *     wr_close(&out, err); rd_close(&in);
  *
  * Files are written to a temporary name, fsynced and renamed at wr_close, so
- * a cache file is whole or absent. ZeroMQ writers are DEALERs and readers
- * ROUTERs with acknowledgements and a send window, so a slow consumer blocks
- * its producers instead of growing their memory (docs/ipc.md).
+ * a cache file is whole or absent. ZeroMQ writers and readers are ROUTERs
+ * with acknowledgements and a send window, so a slow consumer blocks its
+ * producers instead of growing their memory, and a writer deals each message
+ * to the reader with the fewest unacknowledged, so a fast reader takes more
+ * than a slow one (docs/ipc.md).
  *
  * End-to-end delivery (deliver.h): a writer with acks_in is an origin that
  * tags its records and sends again what the sink has not acknowledged; a
