@@ -117,6 +117,8 @@ void cuda_attention_kv(float *out, const float *q, const float *kc, const float 
 
 /* cuda_conv.cu: releases the cuDNN handle and descriptors (cuda_ops_shutdown) */
 void cuda_conv_shutdown(void);
+/* cuda_linear.cu: the cuBLASLt handle, plans and workspace */
+void cuda_linear_shutdown(void);
 
 /* cuda_mem.cu */
 void *cuda_alloc(size_t bytes);

@@ -4,6 +4,7 @@
  * and the column-sum kernel for bias gradients. */
 #include "cuda_internal.h"
 
+#include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,164 @@ static int gemm_fast16bf(void)
         gemm_mode = e && !strcmp(e, "fast16bf");
     }
     return gemm_mode;
+}
+
+/* ---- cuBLASLt: the product with the bias added in its epilogue ----
+ *
+ * A linear layer's bias used to be written into the output first, for the
+ * product to add onto (β = 1): a pass writing the output and the product
+ * reading it back, n·out floats each way, and a launch. cuBLASLt's BIAS
+ * epilogue adds it as the product stores its result. A plan (descriptors
+ * and the heuristic's algorithm) is kept per shape and alignment. */
+
+static int lt_mode = -1; /* 1 on; 0 off (BAGEL_GEMM_LT=0, cuda_gemm_lt_set, for measurement and tests) */
+static cublasLtHandle_t lt;
+static void *lt_ws;
+static size_t lt_ws_bytes;
+#define LT_WS_BYTES ((size_t)32 << 20)
+
+typedef struct {
+    int m, n, k, lda, ldb, ldc, align;
+    char ta, tb;
+    bool ok; /* the heuristic found an algorithm */
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan_t;
+
+#define LT_PLANS 128
+static lt_plan_t lt_plans[LT_PLANS];
+static int n_lt_plans;
+
+void cuda_gemm_lt_set(int on) { lt_mode = on != 0; }
+
+static bool lt_on(void)
+{
+    if (lt_mode < 0) {
+        const char *e = getenv("BAGEL_GEMM_LT");
+        lt_mode = !(e && !strcmp(e, "0"));
+    }
+    return lt_mode;
+}
+
+void cuda_linear_shutdown(void)
+{
+    for (int i = 0; i < n_lt_plans; i++) {
+        cublasLtMatrixLayoutDestroy(lt_plans[i].la);
+        cublasLtMatrixLayoutDestroy(lt_plans[i].lb);
+        cublasLtMatrixLayoutDestroy(lt_plans[i].lc);
+        cublasLtMatmulDescDestroy(lt_plans[i].op);
+    }
+    n_lt_plans = 0;
+    if (lt_ws)
+        cudaFree(lt_ws);
+    lt_ws = NULL, lt_ws_bytes = 0;
+    if (lt)
+        cublasLtDestroy(lt);
+    lt = NULL;
+}
+
+/* the largest power of two up to 256 that divides p */
+static int align_of(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    int al = 1;
+    while (al < 256 && !(a & (uintptr_t)al))
+        al <<= 1;
+    return al;
+}
+
+#define LT_TRY(call)                                                                                                   \
+    do {                                                                                                               \
+        if ((call) != CUBLAS_STATUS_SUCCESS)                                                                           \
+            return pl;                                                                                                 \
+    } while (0)
+
+/* The plan for this shape, made on first use; pl->ok false when cuBLASLt
+ * has no algorithm for it (the caller takes the other path). */
+static lt_plan_t *lt_plan(char ta, char tb, int m, int n, int k, int lda, int ldb, int ldc, int align)
+{
+    for (int i = 0; i < n_lt_plans; i++) {
+        lt_plan_t *p = &lt_plans[i];
+        if (p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldb == ldb && p->ldc == ldc &&
+            p->align == align && p->ta == ta && p->tb == tb)
+            return p;
+    }
+    if (n_lt_plans == LT_PLANS)
+        return NULL;
+    lt_plan_t *pl = &lt_plans[n_lt_plans++];
+    memset(pl, 0, sizeof *pl);
+    pl->m = m, pl->n = n, pl->k = k, pl->lda = lda, pl->ldb = ldb, pl->ldc = ldc, pl->align = align;
+    pl->ta = ta, pl->tb = tb;
+    /* column-major, as gemm16 calls cuBLAS: D[n, m] = op(b)·op(a) */
+    cublasOperation_t opb = tb == 't' ? CUBLAS_OP_T : CUBLAS_OP_N, opa = ta == 't' ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t f32 = CUDA_R_32F;
+    LT_TRY(cublasLtMatmulDescCreate(&pl->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT_TRY(cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSA, &opb, sizeof opb));
+    LT_TRY(cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSB, &opa, sizeof opa));
+    LT_TRY(cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    LT_TRY(cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &f32, sizeof f32));
+    LT_TRY(cublasLtMatrixLayoutCreate(&pl->la, CUDA_R_16BF, opb == CUBLAS_OP_N ? n : k, opb == CUBLAS_OP_N ? k : n,
+                                      ldb));
+    LT_TRY(cublasLtMatrixLayoutCreate(&pl->lb, CUDA_R_16BF, opa == CUBLAS_OP_N ? k : m, opa == CUBLAS_OP_N ? m : k,
+                                      lda));
+    LT_TRY(cublasLtMatrixLayoutCreate(&pl->lc, CUDA_R_32F, n, m, ldc));
+    cublasLtMatmulPreference_t pref;
+    LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    uint32_t al = (uint32_t)align;
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &lt_ws_bytes,
+                                         sizeof lt_ws_bytes);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
+    cublasLtMatmulHeuristicResult_t h;
+    int got = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, pl->op, pl->la, pl->lb, pl->lc, pl->lc, pref, 1, &h, &got);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st == CUBLAS_STATUS_SUCCESS && got > 0 && h.workspaceSize <= lt_ws_bytes) {
+        pl->algo = h.algo;
+        pl->ok = true;
+    }
+    return pl;
+}
+
+/* c [m, n] (row-major, ldc) = a·b + bias (bias [n], added to every row),
+ * packed bf16 operands as gemm16 takes them, through cuBLASLt. false when
+ * it cannot (off, a bias not 16-byte aligned, no algorithm): nothing was
+ * queued, and the caller adds the bias its own way. */
+static bool gemm16_bias(char ta, char tb, int m, int n, int k, const __nv_bfloat16 *a, int lda,
+                        const __nv_bfloat16 *b, int ldb, const float *bias, float *c, int ldc)
+{
+    if (!lt_on() || ((uintptr_t)bias & 15))
+        return false;
+    if (!lt) {
+        if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) {
+            lt = NULL, lt_mode = 0;
+            return false;
+        }
+        if (cudaMalloc(&lt_ws, LT_WS_BYTES) == cudaSuccess)
+            lt_ws_bytes = LT_WS_BYTES;
+        else
+            (void)cudaGetLastError(), lt_ws = NULL; /* algorithms without a workspace only */
+    }
+    int al = align_of(a), x = align_of(b);
+    al = x < al ? x : al;
+    x = align_of(c);
+    al = x < al ? x : al;
+    lt_plan_t *pl = lt_plan(ta, tb, m, n, k, lda, ldb, ldc, al);
+    if (!pl || !pl->ok ||
+        cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) !=
+            CUBLAS_STATUS_SUCCESS)
+        return false;
+    const float one = 1.0f, zero = 0.0f;
+    if (cublasLtMatmul(lt, pl->op, &one, b, pl->la, a, pl->lb, &zero, c, pl->lc, c, pl->lc, &pl->algo, lt_ws,
+                       lt_ws_bytes, cuda_stream) != CUBLAS_STATUS_SUCCESS) {
+        pl->ok = false; /* refused before launching: not again for this shape */
+        return false;
+    }
+    return true;
 }
 
 /* the product of packed bf16 operands (row-major, a [ra, ca], b [rb, cb] as
@@ -246,23 +405,37 @@ static const __nv_bfloat16 *weight_copy(const float *w, int rows, int cols)
     return h ? h : (const __nv_bfloat16 *)cuda_tracked_bf16(w, (size_t)rows * cols);
 }
 
+static void bias_rows(float *out, const float *b, int n, int out_dim)
+{
+    size_t total = (size_t)n * out_dim;
+    k_bias_rows<<<cuda_blocks(total), CU_THREADS, 0, cuda_stream>>>(out, b, total, out_dim);
+    CU_LAUNCHED();
+}
+
 void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim)
 {
     if (n <= 0 || out_dim <= 0)
         return;
-    size_t total = (size_t)n * out_dim;
-    if (b || in_dim <= 0) { /* the bias first, so the product accumulates onto it */
-        k_bias_rows<<<cuda_blocks(total), CU_THREADS, 0, cuda_stream>>>(out, b, total, out_dim);
-        CU_LAUNCHED();
-    }
-    if (in_dim <= 0)
+    if (in_dim <= 0) {
+        bias_rows(out, b, n, out_dim);
         return;
-    const __nv_bfloat16 *w16 = cuda_bf16 && !gemm_fast16bf() ? weight_copy(w, out_dim, in_dim) : NULL;
-    if (w16) {
+    }
+    if (cuda_bf16 && !gemm_fast16bf()) {
+        /* the weight's bf16 copy (held, tracked) or rounded now into slot B,
+         * as cuda_gemm_rm would */
+        const __nv_bfloat16 *w16 = weight_copy(w, out_dim, in_dim);
+        if (!w16)
+            w16 = to_bf16(CUDA_SCRATCH_GEMM_B, w, out_dim, in_dim, in_dim);
         __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim);
+        if (b && gemm16_bias('n', 't', n, out_dim, in_dim, x16, in_dim, w16, in_dim, b, out, out_dim))
+            return;
+        if (b) /* the bias first, so the product accumulates onto it */
+            bias_rows(out, b, n, out_dim);
         gemm16('n', 't', n, out_dim, in_dim, 1.0f, x16, in_dim, w16, in_dim, b ? 1.0f : 0.0f, out, out_dim);
         return;
     }
+    if (b)
+        bias_rows(out, b, n, out_dim);
     cuda_gemm_rm('n', 't', n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, b ? 1.0f : 0.0f, out, out_dim);
 }
 

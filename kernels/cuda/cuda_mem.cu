@@ -91,6 +91,7 @@ void cuda_ops_shutdown(void)
     if (cuda_stream)
         (void)cudaStreamSynchronize(cuda_stream);
     cuda_conv_shutdown();
+    cuda_linear_shutdown();
     cuda_hold_weights(NULL, 0);
     if (cuda_blas)
         cublasDestroy(cuda_blas);

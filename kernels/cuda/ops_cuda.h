@@ -38,6 +38,12 @@ int cuda_ops_init(int device, char *err, size_t errlen);
 void cuda_ops_set_bf16(int on);
 int cuda_ops_bf16(void);
 
+/* bf16 linear layers add their bias in cuBLASLt's epilogue (1, the default;
+ * BAGEL_GEMM_LT=0 starts with 0) or write it first for the product to add
+ * onto (0): the same values but for the order of the sums, for tests and
+ * measurement. */
+void cuda_gemm_lt_set(int on);
+
 /* Release what cuda_ops_init made; safe to call twice or without init. */
 void cuda_ops_shutdown(void);
 

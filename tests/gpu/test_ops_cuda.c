@@ -785,6 +785,41 @@ static void with_bf16(void (*fn)(void))
 }
 
 static void t_bf16_linear(void) { with_bf16(t_linear); }
+
+/* bf16 linear layers add their bias in cuBLASLt's epilogue: against the
+ * bias written first for the product to add onto (cuda_gemm_lt_set(0)),
+ * the same bf16 operands and fp32 sums in another order, so within fp32's
+ * rounding; and against the CPU within bf16's. A bias that is not 16-byte
+ * aligned (one float in) takes the second way; the ViT's, the LLM's k/v and
+ * an odd shape. */
+static void t_bf16_linear_bias_epilogue(void)
+{
+    static const int shapes[][3] = {{300, 1152, 1152}, {129, 896, 128}, {37, 45, 29}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], i = shapes[s][1], o = shapes[s][2];
+        float *x = hrand((size_t)n * i, -1, 1), *w = hrand((size_t)o * i, -1, 1), *b = hrand((size_t)o + 1, -1, 1);
+        float *dx = DF(x, (size_t)n * i), *dw_ = DF(w, (size_t)o * i), *db_ = DF(b, o + 1);
+        for (int off = 0; off < 2; off++) {
+            float *cpu = host_alloc((size_t)n * o * sizeof(float)), *ref = host_alloc((size_t)n * o * sizeof(float));
+            float *dref = dnan((size_t)n * o), *dgot = dnan((size_t)n * o);
+            C->linear_fwd(cpu, x, w, b + off, n, i, o);
+            cuda_ops_set_bf16(1);
+            cuda_gemm_lt_set(0);
+            G->linear_fwd(dref, dx, dw_, db_ + off, n, i, o);
+            cuda_gemm_lt_set(1);
+            G->linear_fwd(dgot, dx, dw_, db_ + off, n, i, o);
+            cuda_ops_set_bf16(0);
+            G->download(ref, dref, (size_t)n * o * sizeof(float));
+            char what[96];
+            snprintf(what, sizeof what, "%dx%d->%d, bias %s: epilogue against bias first", n, i, o,
+                     off ? "4-byte aligned" : "aligned");
+            check(what, dgot, ref, (size_t)n * o, 1e-6);
+            snprintf(what, sizeof what, "%dx%d->%d, bias %s: epilogue against the cpu", n, i, o,
+                     off ? "4-byte aligned" : "aligned");
+            check(what, dgot, cpu, (size_t)n * o, TOL_BF16);
+        }
+    }
+}
 static void t_bf16_classifier(void) { with_bf16(t_classifier); }
 /* an image's convolution does not depend on its batch: 3 images at once
  * equal each image alone, byte for byte (the tensor-core math of bf16 mode
@@ -1175,6 +1210,7 @@ static const test_t tests[] = {
     {"adamw, ema, sumsq, scale, axpy", t_optim},
     {"upsample2x, affine, gauss_sample", t_layout},
     {"bf16: linear forward and backward", t_bf16_linear},
+    {"bf16: linear forward with the bias in cuBLASLt's epilogue", t_bf16_linear_bias_epilogue},
     {"bf16: classifier_ce", t_bf16_classifier},
     {"bf16: conv2d forward and backward, gn_conv2d_fwd", t_bf16_conv},
     {"bf16: attention, the fixed packings", t_bf16_attention_fixed},
