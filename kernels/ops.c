@@ -11,6 +11,20 @@ void op_mlp_fwd_by_ops(const op_table_t *t, float *out, float *gate, float *up, 
     t->linear_fwd(out, mm, down_w, NULL, n, i, h);
 }
 
+void op_linear3_fwd_by_ops(const op_table_t *t, const op_lin_t *l, const float *in, int n, int in_dim)
+{
+    for (int j = 0; j < 3; j++)
+        t->linear_fwd(l[j].out, in, l[j].w, l[j].b, n, in_dim, l[j].dim);
+}
+
+void op_linear3_bwd_by_ops(const op_table_t *t, float *din, const op_lin_t *l, const float *in, int n, int in_dim,
+                           int set)
+{
+    for (int j = 0; j < 3; j++)
+        (j == 0 && set ? t->linear_bwd_set : t->linear_bwd)(din, l[j].dw, l[j].db, l[j].dout, in, l[j].w, n, in_dim,
+                                                            l[j].dim);
+}
+
 void op_mlp_bwd_by_ops(const op_table_t *t, float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout,
                        const float *in, const float *gate_w, const float *up_w, const float *down_w, const float *gate,
                        const float *up, const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i)

@@ -79,6 +79,18 @@ typedef struct op_kv_attn {
     const int32_t *h_q_row, *h_k_first, *h_k_count; /* (n_q) host memory */
 } op_kv_attn_t;
 
+/* One of three linear layers that share their input (linear3_fwd,
+ * linear3_bwd): its weight [dim, in_dim] and bias [dim] (or NULL); the
+ * forward's output [n, dim]; the backward's output gradient [n, dim] and the
+ * gradients it adds to (db may be NULL). */
+typedef struct op_lin {
+    const float *w, *b;
+    int dim;
+    float *out;
+    const float *dout;
+    float *dw, *db;
+} op_lin_t;
+
 typedef struct op_table {
     const char *name; /* "cpu", "cuda" */
 
@@ -101,6 +113,16 @@ typedef struct op_table {
      * dw and db still accumulate */
     void (*linear_bwd_set)(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
                            int n, int in_dim, int out_dim);
+    /* three linear layers of one input (attention's q, k and v): l[j].out =
+     * in·l[j].wᵀ + l[j].b for j < 3; the same values as linear_fwd on each
+     * in turn (the same bits on the CPU; CUDA rounds `in` to bf16 once for
+     * the three instead of at each product) */
+    void (*linear3_fwd)(const op_lin_t *l, const float *in, int n, int in_dim);
+    /* their backward: din = Σ_j l[j].dout·l[j].w, written when set (its old
+     * contents never read) or added to; l[j].dw += l[j].doutᵀ·in; l[j].db +=
+     * Σ_n l[j].dout. The same values as linear_bwd_set (set) or linear_bwd
+     * for l[0], then linear_bwd for l[1] and l[2] */
+    void (*linear3_bwd)(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set);
 
     /* RMSNorm over c: out = w ⊙ x / sqrt(mean(x²) + eps); rstd[n] saved */
     void (*rmsnorm_fwd)(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
@@ -284,8 +306,9 @@ static inline size_t op_ce_scratch_floats(int chunk, int V) { return (size_t)chu
 
 extern const op_table_t op_cpu;
 
-/* mlp_fwd and mlp_bwd as the ops of table t in turn (kernels/ops.c): the
- * CPU's, and CUDA's where its bf16 path does not apply */
+/* mlp_fwd and mlp_bwd (and linear3_fwd, linear3_bwd) as the ops of table t
+ * in turn (kernels/ops.c): the CPU's, and CUDA's where its bf16 path does
+ * not apply */
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -294,6 +317,11 @@ void op_mlp_fwd_by_ops(const op_table_t *t, float *out, float *gate, float *up, 
 void op_mlp_bwd_by_ops(const op_table_t *t, float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout,
                        const float *in, const float *gate_w, const float *up_w, const float *down_w, const float *gate,
                        const float *up, const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i);
+/* linear3_fwd and linear3_bwd as linear_fwd, linear_bwd_set and linear_bwd
+ * of table t in turn */
+void op_linear3_fwd_by_ops(const op_table_t *t, const op_lin_t *l, const float *in, int n, int in_dim);
+void op_linear3_bwd_by_ops(const op_table_t *t, float *din, const op_lin_t *l, const float *in, int n, int in_dim,
+                           int set);
 #ifdef __cplusplus
 }
 #endif

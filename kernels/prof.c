@@ -17,6 +17,8 @@ enum {
     P_linear_fwd,
     P_linear_bwd,
     P_linear_bwd_set,
+    P_linear3_fwd,
+    P_linear3_bwd,
     P_rmsnorm_fwd,
     P_rmsnorm_bwd,
     P_layernorm_fwd,
@@ -71,6 +73,8 @@ static const char *const op_names[P_N] = {
     "linear_fwd",
     "linear_bwd",
     "linear_bwd_set",
+    "linear3_fwd",
+    "linear3_bwd",
     "rmsnorm_fwd",
     "rmsnorm_bwd",
     "layernorm_fwd",
@@ -256,6 +260,22 @@ static void w_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float
     double t0_ = begin();
     prof_inner->rope_bwd(dx, pos, n, h, d, theta);
     end(P_rope_bwd, t0_);
+}
+
+static void w_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim)
+{
+    double t0_ = begin();
+    prof_inner->linear3_fwd(l, in, n, in_dim);
+    char key[72];
+    snprintf(key, sizeof key, "linear3_fwd %dx%d->%d+%d+%d", n, in_dim, l[0].dim, l[1].dim, l[2].dim);
+    end_shape(P_linear3_fwd, t0_, key);
+}
+
+static void w_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set)
+{
+    double t0_ = begin();
+    prof_inner->linear3_bwd(din, l, in, n, in_dim, set);
+    end(P_linear3_bwd, t0_);
 }
 
 static void w_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
@@ -563,6 +583,8 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.swiglu_fwd = w_swiglu_fwd;
     wrapped.mlp_fwd = w_mlp_fwd;
     wrapped.mlp_bwd = w_mlp_bwd;
+    wrapped.linear3_fwd = w_linear3_fwd;
+    wrapped.linear3_bwd = w_linear3_bwd;
     wrapped.swiglu_bwd = w_swiglu_bwd;
     wrapped.swiglu_bwd_set = w_swiglu_bwd_set;
     wrapped.gelu_fwd = w_gelu_fwd;

@@ -782,9 +782,10 @@ static void vit_layer_forward(model_t *m, int l, const op_attn_t *at)
     const model_vit_layer_t *L = &m->w.vit[l];
     float *x = a->vres[l], *y = a->vres[l + 1];
     o->layernorm_fwd(V->a, V->mean1, V->rstd1, x, L->ln1_w, L->ln1_b, Nv, Dv, c->vit_eps);
-    o->linear_fwd(V->q, V->a, L->q_w, L->q_b, Nv, Dv, Dv);
-    o->linear_fwd(V->k, V->a, L->k_w, L->k_b, Nv, Dv, Dv);
-    o->linear_fwd(V->v, V->a, L->v_w, L->v_b, Nv, Dv, Dv);
+    const op_lin_t qkv[3] = {{.w = L->q_w, .b = L->q_b, .dim = Dv, .out = V->q},
+                             {.w = L->k_w, .b = L->k_b, .dim = Dv, .out = V->k},
+                             {.w = L->v_w, .b = L->v_b, .dim = Dv, .out = V->v}};
+    o->linear3_fwd(qkv, V->a, Nv, Dv);
     o->attention_fwd(V->o, V->lse, V->q, V->k, V->v, at);
     o->linear_fwd(V->xmid, V->o, L->o_w, L->o_b, Nv, Dv, Dv);
     o->axpy(V->xmid, 1.0f, x, (size_t)Nv * Dv);
@@ -855,9 +856,10 @@ static void llm_layer_forward(model_t *m, int l)
         if (!n)
             continue;
         o->rmsnorm_fwd(L->a + (size_t)r * H, L->rstd1 + r, x + (size_t)r * H, E->in_norm, n, H, c->rms_eps);
-        o->linear_fwd(L->qraw + (size_t)r * Q, L->a + (size_t)r * H, E->q_w, E->q_b, n, H, Q);
-        o->linear_fwd(L->kraw + (size_t)r * K, L->a + (size_t)r * H, E->k_w, E->k_b, n, H, K);
-        o->linear_fwd(L->v + (size_t)r * K, L->a + (size_t)r * H, E->v_w, E->v_b, n, H, K);
+        const op_lin_t qkv[3] = {{.w = E->q_w, .b = E->q_b, .dim = Q, .out = L->qraw + (size_t)r * Q},
+                                 {.w = E->k_w, .b = E->k_b, .dim = K, .out = L->kraw + (size_t)r * K},
+                                 {.w = E->v_w, .b = E->v_b, .dim = K, .out = L->v + (size_t)r * K}};
+        o->linear3_fwd(qkv, L->a + (size_t)r * H, n, H);
         if (c->qk_norm) {
             o->rmsnorm_fwd(L->q + (size_t)r * Q, L->rstdq + (size_t)r * c->heads, L->qraw + (size_t)r * Q, E->q_norm,
                            n * c->heads, hd, c->rms_eps);
@@ -1127,9 +1129,10 @@ static void llm_layer_backward(model_t *m, int l)
             o->rmsnorm_bwd(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm, L->rstdk + (size_t)r * c->kv_heads,
                            n * c->kv_heads, hd);
         }
-        o->linear_bwd_set(a->da + rh, G->q_w, G->q_b, dqr + rq, L->a + rh, E->q_w, n, H, Q);
-        o->linear_bwd(a->da + rh, G->k_w, G->k_b, dkr + rk, L->a + rh, E->k_w, n, H, K);
-        o->linear_bwd(a->da + rh, G->v_w, G->v_b, a->dv + rk, L->a + rh, E->v_w, n, H, K);
+        const op_lin_t qkv[3] = {{.w = E->q_w, .dim = Q, .dout = dqr + rq, .dw = G->q_w, .db = G->q_b},
+                                 {.w = E->k_w, .dim = K, .dout = dkr + rk, .dw = G->k_w, .db = G->k_b},
+                                 {.w = E->v_w, .dim = K, .dout = a->dv + rk, .dw = G->v_w, .db = G->v_b}};
+        o->linear3_bwd(a->da + rh, qkv, L->a + rh, n, H, 1);
         o->rmsnorm_bwd(a->dres + rh, G->in_norm, a->da + rh, x + rh, E->in_norm, L->rstd1 + r, n, H);
     }
 }
@@ -1185,9 +1188,10 @@ static void vit_backward(model_t *m)
         o->zero(a->dvk, (size_t)Nv * Dv * 4);
         o->zero(a->dvv, (size_t)Nv * Dv * 4);
         o->attention_bwd(a->dvq, a->dvk, a->dvv, a->dvo, V->o, V->lse, V->q, V->k, V->v, &at);
-        o->linear_bwd_set(a->dva, G->q_w, G->q_b, a->dvq, V->a, L->q_w, Nv, Dv, Dv);
-        o->linear_bwd(a->dva, G->k_w, G->k_b, a->dvk, V->a, L->k_w, Nv, Dv, Dv);
-        o->linear_bwd(a->dva, G->v_w, G->v_b, a->dvv, V->a, L->v_w, Nv, Dv, Dv);
+        const op_lin_t qkv[3] = {{.w = L->q_w, .dim = Dv, .dout = a->dvq, .dw = G->q_w, .db = G->q_b},
+                                 {.w = L->k_w, .dim = Dv, .dout = a->dvk, .dw = G->k_w, .db = G->k_b},
+                                 {.w = L->v_w, .dim = Dv, .dout = a->dvv, .dw = G->v_w, .db = G->v_b}};
+        o->linear3_bwd(a->dva, qkv, V->a, Nv, Dv, 1);
         o->layernorm_bwd(a->dvres, G->ln1_w, G->ln1_b, a->dva, a->vres[l], L->ln1_w, V->mean1, V->rstd1, Nv, Dv);
     }
     o->linear_bwd(NULL, g->patch_w, g->patch_b, a->dvres, a->vit_tokens, w->patch_w, Nv, model_vit_dim(c), Dv);

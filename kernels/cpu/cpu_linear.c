@@ -69,6 +69,17 @@ void cpu_linear_bwd_set(float *din, float *dw, float *db, const float *dout, con
     linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 0.0f);
 }
 
+/* q, k and v as linear layers in turn (ops.h) */
+void cpu_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim)
+{
+    op_linear3_fwd_by_ops(&op_cpu, l, in, n, in_dim);
+}
+
+void cpu_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set)
+{
+    op_linear3_bwd_by_ops(&op_cpu, din, l, in, n, in_dim, set);
+}
+
 /* the MLP as its ops in turn (ops.h) */
 void cpu_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w, const float *up_w,
                  const float *down_w, int n, int h, int i)

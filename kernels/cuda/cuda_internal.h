@@ -163,6 +163,8 @@ void cuda_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float the
 
 /* cuda_act.cu */
 void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
+void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim);
+void cuda_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set);
 void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
                   const float *up_w, const float *down_w, int n, int h, int i);
 void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,

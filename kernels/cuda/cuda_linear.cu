@@ -483,6 +483,68 @@ void cuda_linear_bwd_set(float *din, float *dw, float *db, const float *dout, co
     linear_bwd(din, dw, db, dout, in, w, n, in_dim, out_dim, 0.0f);
 }
 
+/* ---- q, k and v: three products of one input (op_table_t.linear3_fwd,
+ * linear3_bwd). The input is rounded to bf16 once for the three, forward
+ * and backward, instead of at each product; every product is the one
+ * linear_fwd or linear_bwd would queue, so the values are theirs, bit for
+ * bit. ---- */
+
+/* the weight's bf16 copy, or the weight rounded now into slot B */
+static const __nv_bfloat16 *weight16(const float *w, int rows, int cols)
+{
+    const __nv_bfloat16 *w16 = weight_copy(w, rows, cols);
+    return w16 ? w16 : to_bf16(CUDA_SCRATCH_GEMM_B, w, rows, cols, cols);
+}
+
+void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim)
+{
+    if (!cuda_bf16 || gemm_fast16bf() || n <= 0 || in_dim <= 0) {
+        op_linear3_fwd_by_ops(&op_cuda, l, in, n, in_dim);
+        return;
+    }
+    /* slot A holds the input for the three products: only slot B (weights
+     * without a copy) is written in between */
+    __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim);
+    for (int j = 0; j < 3; j++) {
+        if (l[j].dim <= 0)
+            continue;
+        const __nv_bfloat16 *w16 = weight16(l[j].w, l[j].dim, in_dim);
+        if (l[j].b && gemm16_bias('n', 't', n, l[j].dim, in_dim, x16, in_dim, w16, in_dim, l[j].b, l[j].out, l[j].dim))
+            continue;
+        if (l[j].b)
+            bias_rows(l[j].out, l[j].b, n, l[j].dim);
+        gemm16('n', 't', n, l[j].dim, in_dim, 1.0f, x16, in_dim, w16, in_dim, l[j].b ? 1.0f : 0.0f, l[j].out,
+               l[j].dim);
+    }
+}
+
+void cuda_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set)
+{
+    if (!cuda_bf16 || gemm_fast16bf() || n <= 0 || in_dim <= 0) {
+        op_linear3_bwd_by_ops(&op_cuda, din, l, in, n, in_dim, set);
+        return;
+    }
+    /* the input in slot C for the three weight gradients; each output
+     * gradient in slot A in turn (queued after the products that read the
+     * one before) */
+    __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_C, in, n, in_dim, in_dim);
+    bool written = !set;
+    for (int j = 0; j < 3; j++) {
+        if (l[j].dim <= 0)
+            continue;
+        __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, l[j].dout, n, l[j].dim, l[j].dim);
+        if (din) {
+            const __nv_bfloat16 *w16 = weight16(l[j].w, l[j].dim, in_dim);
+            gemm16('n', 'n', n, in_dim, l[j].dim, 1.0f, d16, l[j].dim, w16, in_dim, written ? 1.0f : 0.0f, din, in_dim);
+            written = true;
+        }
+        if (l[j].dw)
+            gemm16('t', 'n', l[j].dim, in_dim, n, 1.0f, d16, l[j].dim, x16, in_dim, 1.0f, l[j].dw, in_dim);
+        if (l[j].db)
+            cuda_colsum_add(l[j].db, l[j].dout, n, l[j].dim);
+    }
+}
+
 /* ---- the MLP forward (op_table_t.mlp_fwd) ------------------------------ */
 
 /* the product of packed bf16 operands into bf16 c (beta 0): the MLP's

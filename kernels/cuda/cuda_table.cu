@@ -24,6 +24,8 @@ static op_table_t cuda_table(void)
     t.swiglu_fwd = cuda_swiglu_fwd;
     t.mlp_fwd = cuda_mlp_fwd;
     t.mlp_bwd = cuda_mlp_bwd;
+    t.linear3_fwd = cuda_linear3_fwd;
+    t.linear3_bwd = cuda_linear3_bwd;
     t.swiglu_bwd = cuda_swiglu_bwd;
     t.swiglu_bwd_set = cuda_swiglu_bwd_set;
     t.gelu_fwd = cuda_gelu_fwd;

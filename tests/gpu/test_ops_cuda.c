@@ -786,6 +786,85 @@ static void with_bf16(void (*fn)(void))
 
 static void t_bf16_linear(void) { with_bf16(t_linear); }
 
+/* linear3_fwd and linear3_bwd (q, k and v of one input): in bf16 against
+ * CUDA's own linear_fwd, linear_bwd_set and linear_bwd in turn, bit for bit
+ * (the same products of the same bf16 operands, the input rounded once
+ * instead of at each); against the CPU's within bf16's tolerance; in fp32
+ * (the ops in turn) against the CPU within fp32's. The ViT's widths and the
+ * LLM's q/k/v at 0.5B, one bias NULL. */
+static void t_linear3(void)
+{
+    static const int shapes[][4] = {{300, 1152, 1152, 1152}, {129, 896, 896, 128}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], in = shapes[s][1], d[3] = {shapes[s][2], shapes[s][3], shapes[s][3]};
+        float *x = hrand((size_t)n * in, -1, 1), *dx = DF(x, (size_t)n * in);
+        op_lin_t hl[3], gl[3], gr[3];
+        float *hdin = hrand((size_t)n * in, -1, 1), *gw0[3], *gb0[3]; /* the gradients' starting values */
+        for (int j = 0; j < 3; j++) {
+            size_t nw = (size_t)d[j] * in, no = (size_t)n * d[j];
+            float *w = hrand(nw, -0.5, 0.5), *b = j == 1 ? NULL : hrand(d[j], -1, 1), *dout = hrand(no, -1, 1);
+            float *gw = gw0[j] = hrand(nw, -1, 1), *gb = gb0[j] = hrand(d[j], -1, 1);
+            hl[j] = (op_lin_t){.w = w, .b = b, .dim = d[j], .out = host_alloc(no * 4), .dout = dout,
+                               .dw = host_alloc(nw * 4), .db = host_alloc((size_t)d[j] * 4)};
+            memcpy(hl[j].dw, gw, nw * 4), memcpy(hl[j].db, gb, (size_t)d[j] * 4);
+            gl[j] = (op_lin_t){.w = DF(w, nw), .b = b ? DF(b, d[j]) : NULL, .dim = d[j], .out = dnan(no),
+                               .dout = DF(dout, no), .dw = DF(gw, nw), .db = DF(gb, d[j])};
+            gr[j] = gl[j];
+            gr[j].out = dnan(no), gr[j].dw = DF(gw, nw), gr[j].db = DF(gb, d[j]);
+        }
+        C->linear3_fwd(hl, x, n, in);
+        C->linear3_bwd(hdin, hl, x, n, in, 1);
+        for (int bf = 1; bf >= 0; bf--) {
+            float *din = dnan((size_t)n * in), *dref = dnan((size_t)n * in);
+            for (int j = 0; j < 3; j++) { /* each pass adds to the same starting gradients */
+                size_t nw = (size_t)d[j] * in;
+                G->upload(gl[j].dw, gw0[j], nw * 4), G->upload(gr[j].dw, gw0[j], nw * 4);
+                G->upload(gl[j].db, gb0[j], (size_t)d[j] * 4), G->upload(gr[j].db, gb0[j], (size_t)d[j] * 4);
+            }
+            cuda_ops_set_bf16(bf);
+            G->linear3_fwd(gl, dx, n, in);
+            G->linear3_bwd(din, gl, dx, n, in, 1);
+            for (int j = 0; j < 3; j++)
+                G->linear_fwd(gr[j].out, dx, gr[j].w, gr[j].b, n, in, d[j]);
+            G->linear_bwd_set(dref, gr[0].dw, gr[0].db, gr[0].dout, dx, gr[0].w, n, in, d[0]);
+            G->linear_bwd(dref, gr[1].dw, gr[1].db, gr[1].dout, dx, gr[1].w, n, in, d[1]);
+            G->linear_bwd(dref, gr[2].dw, gr[2].db, gr[2].dout, dx, gr[2].w, n, in, d[2]);
+            cuda_ops_set_bf16(0);
+            double tol = bf ? TOL_BF16 : TOL_RED;
+            char what[96];
+            for (int j = 0; j < 3; j++) {
+                size_t no = (size_t)n * d[j], nw = (size_t)d[j] * in;
+                float *h = host_alloc(no * 4);
+                if (bf) { /* the ops in turn on CUDA: the same bits */
+                    G->download(h, gr[j].out, no * 4);
+                    snprintf(what, sizeof what, "%dx%d linear3_fwd[%d] against linear_fwd", n, in, j);
+                    check(what, gl[j].out, h, no, 0.0);
+                    float *hw = host_alloc(nw * 4);
+                    G->download(hw, gr[j].dw, nw * 4);
+                    snprintf(what, sizeof what, "%dx%d linear3_bwd dw[%d] against linear_bwd", n, in, j);
+                    check(what, gl[j].dw, hw, nw, 0.0);
+                }
+                snprintf(what, sizeof what, "%dx%d %s linear3_fwd[%d] against the cpu", n, in, bf ? "bf16" : "fp32", j);
+                check(what, gl[j].out, hl[j].out, no, tol);
+                snprintf(what, sizeof what, "%dx%d %s linear3_bwd dw[%d] against the cpu", n, in, bf ? "bf16" : "fp32",
+                         j);
+                check(what, gl[j].dw, hl[j].dw, nw, tol);
+                snprintf(what, sizeof what, "%dx%d %s linear3_bwd db[%d] against the cpu", n, in, bf ? "bf16" : "fp32",
+                         j);
+                check(what, gl[j].db, hl[j].db, (size_t)d[j], TOL_RED);
+            }
+            if (bf) {
+                float *h = host_alloc((size_t)n * in * 4);
+                G->download(h, dref, (size_t)n * in * 4);
+                snprintf(what, sizeof what, "%dx%d linear3_bwd din against the ops in turn", n, in);
+                check(what, din, h, (size_t)n * in, 0.0);
+            }
+            snprintf(what, sizeof what, "%dx%d %s linear3_bwd din against the cpu", n, in, bf ? "bf16" : "fp32");
+            check(what, din, hdin, (size_t)n * in, tol);
+        }
+    }
+}
+
 /* bf16 linear layers add their bias in cuBLASLt's epilogue: against the
  * bias written first for the product to add onto (cuda_gemm_lt_set(0)),
  * the same bf16 operands and fp32 sums in another order, so within fp32's
@@ -1211,6 +1290,7 @@ static const test_t tests[] = {
     {"upsample2x, affine, gauss_sample", t_layout},
     {"bf16: linear forward and backward", t_bf16_linear},
     {"bf16: linear forward with the bias in cuBLASLt's epilogue", t_bf16_linear_bias_epilogue},
+    {"linear3 (q, k, v of one input) against the ops in turn and the cpu, bf16 and fp32", t_linear3},
     {"bf16: classifier_ce", t_bf16_classifier},
     {"bf16: conv2d forward and backward, gn_conv2d_fwd", t_bf16_conv},
     {"bf16: attention, the fixed packings", t_bf16_attention_fixed},

@@ -1590,6 +1590,53 @@ static void test_mlp(void **state)
     assert_memory_equal(gw, gw2, 3 * nw * 4);
 }
 
+/* linear3_fwd and linear3_bwd are linear_fwd, linear_bwd_set and
+ * linear_bwd in turn, bit for bit: q, k and v of different widths, biases
+ * or none; the backward writing din (NaN before) or adding to it, dw and db
+ * adding (one db NULL) */
+static void test_linear3(void **state)
+{
+    (void)state;
+    new_case();
+    const int n = 19, in = 24, d[3] = {24, 8, 8};
+    float *x = frand((size_t)n * in, -1, 1);
+    op_lin_t l[3], l2[3];
+    for (int j = 0; j < 3; j++) {
+        size_t nw = (size_t)d[j] * in, no = (size_t)n * d[j];
+        float *w = frand(nw, -0.5, 0.5), *b = j == 1 ? NULL : frand(d[j], -1, 1);
+        float *dw = frand(nw, -1, 1), *db = j == 2 ? NULL : frand(d[j], -1, 1);
+        float *dw2 = fvec(nw), *db2 = db ? fvec(d[j]) : NULL;
+        memcpy(dw2, dw, nw * 4);
+        if (db)
+            memcpy(db2, db, (size_t)d[j] * 4);
+        l[j] = (op_lin_t){.w = w, .b = b, .dim = d[j], .out = fvec(no), .dout = frand(no, -1, 1), .dw = dw, .db = db};
+        l2[j] = l[j];
+        l2[j].out = fvec(no), l2[j].dw = dw2, l2[j].db = db2;
+    }
+    op_cpu.linear3_fwd(l, x, n, in);
+    for (int j = 0; j < 3; j++) {
+        op_cpu.linear_fwd(l2[j].out, x, l2[j].w, l2[j].b, n, in, d[j]);
+        assert_memory_equal(l[j].out, l2[j].out, (size_t)n * d[j] * 4);
+    }
+    for (int set = 1; set >= 0; set--) {
+        float *din = frand((size_t)n * in, -1, 1), *din2 = fvec((size_t)n * in);
+        memcpy(din2, din, (size_t)n * in * 4);
+        if (set)
+            for (int e = 0; e < n * in; e++)
+                din[e] = NAN;
+        op_cpu.linear3_bwd(din, l, x, n, in, set);
+        (set ? op_cpu.linear_bwd_set : op_cpu.linear_bwd)(din2, l2[0].dw, l2[0].db, l2[0].dout, x, l2[0].w, n, in, d[0]);
+        op_cpu.linear_bwd(din2, l2[1].dw, l2[1].db, l2[1].dout, x, l2[1].w, n, in, d[1]);
+        op_cpu.linear_bwd(din2, l2[2].dw, l2[2].db, l2[2].dout, x, l2[2].w, n, in, d[2]);
+        assert_memory_equal(din, din2, (size_t)n * in * 4);
+        for (int j = 0; j < 3; j++) {
+            assert_memory_equal(l[j].dw, l2[j].dw, (size_t)d[j] * in * 4);
+            if (l[j].db)
+                assert_memory_equal(l[j].db, l2[j].db, (size_t)d[j] * 4);
+        }
+    }
+}
+
 static void test_table_complete(void **state)
 {
     (void)state;
@@ -1612,6 +1659,7 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.mse,           (const void *)op_cpu.flow_noise,
         (const void *)op_cpu.cfg_euler,     (const void *)op_cpu.mlp_fwd,
         (const void *)op_cpu.mlp_bwd,
+        (const void *)op_cpu.linear3_fwd,   (const void *)op_cpu.linear3_bwd,
         (const void *)op_cpu.timestep_freq, (const void *)op_cpu.patchify_u8,
         (const void *)op_cpu.patchify_chw,  (const void *)op_cpu.unpatchify_chw,
         (const void *)op_cpu.conv2d_fwd,    (const void *)op_cpu.conv2d_bwd,
@@ -1642,6 +1690,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bwd_set, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_complete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mlp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_linear3, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attention_kv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_linear, setup, teardown),
