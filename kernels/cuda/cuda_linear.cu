@@ -405,6 +405,14 @@ static const __nv_bfloat16 *weight_copy(const float *w, int rows, int cols)
     return h ? h : (const __nv_bfloat16 *)cuda_tracked_bf16(w, (size_t)rows * cols);
 }
 
+/* a weight [rows, cols] in bf16: its held copy, else rounded into slot B
+ * (reused in stream order: each copy is taken just before its product) */
+static const __nv_bfloat16 *weight16(const __nv_bfloat16 *held, const float *w, int rows, int cols)
+{
+    return held ? held : to_bf16(CUDA_SCRATCH_GEMM_B, w, rows, cols, cols);
+}
+
+
 static void bias_rows(float *out, const float *b, int n, int out_dim)
 {
     size_t total = (size_t)n * out_dim;
@@ -423,9 +431,7 @@ void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b
     if (cuda_bf16 && !gemm_fast16bf()) {
         /* the weight's bf16 copy (held, tracked) or rounded now into slot B,
          * as cuda_gemm_rm would */
-        const __nv_bfloat16 *w16 = weight_copy(w, out_dim, in_dim);
-        if (!w16)
-            w16 = to_bf16(CUDA_SCRATCH_GEMM_B, w, out_dim, in_dim, in_dim);
+        const __nv_bfloat16 *w16 = weight16(weight_copy(w, out_dim, in_dim), w, out_dim, in_dim);
         __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim);
         if (b && gemm16_bias('n', 't', n, out_dim, in_dim, x16, in_dim, w16, in_dim, b, out, out_dim))
             return;
@@ -450,9 +456,7 @@ static void linear_bwd(float *din, float *dw, float *db, const float *dout, cons
         /* dout rounded once for both products */
         __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, out_dim, out_dim);
         if (din) {
-            const __nv_bfloat16 *w16 = weight_copy(w, out_dim, in_dim);
-            if (!w16)
-                w16 = to_bf16(CUDA_SCRATCH_GEMM_B, w, out_dim, in_dim, in_dim);
+            const __nv_bfloat16 *w16 = weight16(weight_copy(w, out_dim, in_dim), w, out_dim, in_dim);
             gemm16('n', 'n', n, in_dim, out_dim, 1.0f, d16, out_dim, w16, in_dim, beta_in, din, in_dim);
         }
         if (dw) { /* slot B again: queued after the product above, which has read it by then */
@@ -489,16 +493,20 @@ void cuda_linear_bwd_set(float *din, float *dw, float *db, const float *dout, co
  * linear_fwd or linear_bwd would queue, so the values are theirs, bit for
  * bit. ---- */
 
-/* the weight's bf16 copy, or the weight rounded now into slot B */
-static const __nv_bfloat16 *weight16(const float *w, int rows, int cols)
+/* BAGEL_LINEAR3=ops: the ops in turn, for measurement */
+static bool linear3_ops(void)
 {
-    const __nv_bfloat16 *w16 = weight_copy(w, rows, cols);
-    return w16 ? w16 : to_bf16(CUDA_SCRATCH_GEMM_B, w, rows, cols, cols);
+    static int ops = -1;
+    if (ops < 0) {
+        const char *e = getenv("BAGEL_LINEAR3");
+        ops = e && !strcmp(e, "ops");
+    }
+    return ops;
 }
 
 void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim)
 {
-    if (!cuda_bf16 || gemm_fast16bf() || n <= 0 || in_dim <= 0) {
+    if (!cuda_bf16 || gemm_fast16bf() || linear3_ops() || n <= 0 || in_dim <= 0) {
         op_linear3_fwd_by_ops(&op_cuda, l, in, n, in_dim);
         return;
     }
@@ -508,7 +516,7 @@ void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim)
     for (int j = 0; j < 3; j++) {
         if (l[j].dim <= 0)
             continue;
-        const __nv_bfloat16 *w16 = weight16(l[j].w, l[j].dim, in_dim);
+        const __nv_bfloat16 *w16 = weight16(weight_copy(l[j].w, l[j].dim, in_dim), l[j].w, l[j].dim, in_dim);
         if (l[j].b && gemm16_bias('n', 't', n, l[j].dim, in_dim, x16, in_dim, w16, in_dim, l[j].b, l[j].out, l[j].dim))
             continue;
         if (l[j].b)
@@ -520,7 +528,7 @@ void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim)
 
 void cuda_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set)
 {
-    if (!cuda_bf16 || gemm_fast16bf() || n <= 0 || in_dim <= 0) {
+    if (!cuda_bf16 || gemm_fast16bf() || linear3_ops() || n <= 0 || in_dim <= 0) {
         op_linear3_bwd_by_ops(&op_cuda, din, l, in, n, in_dim, set);
         return;
     }
@@ -534,7 +542,7 @@ void cuda_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int
             continue;
         __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, l[j].dout, n, l[j].dim, l[j].dim);
         if (din) {
-            const __nv_bfloat16 *w16 = weight16(l[j].w, l[j].dim, in_dim);
+            const __nv_bfloat16 *w16 = weight16(weight_copy(l[j].w, l[j].dim, in_dim), l[j].w, l[j].dim, in_dim);
             gemm16('n', 'n', n, in_dim, l[j].dim, 1.0f, d16, l[j].dim, w16, in_dim, written ? 1.0f : 0.0f, din, in_dim);
             written = true;
         }
@@ -647,13 +655,6 @@ static int mlp_mode(const float *gate_w, const float *up_w, const float *down_w,
     }
     held[0] = g, held[1] = u, held[2] = d;
     return MLP_LEAN;
-}
-
-/* a weight [rows, cols] in bf16: its held copy, else rounded into slot B
- * (reused in stream order: each copy is taken just before its product) */
-static const __nv_bfloat16 *weight16(const __nv_bfloat16 *held, const float *w, int rows, int cols)
-{
-    return held ? held : to_bf16(CUDA_SCRATCH_GEMM_B, w, rows, cols, cols);
 }
 
 void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
