@@ -14,7 +14,8 @@
 # pipeline/limit is what is left after supervision and transport (goal:
 # over 0.90). The "ideal" columns scale one copy alone instead, as if a
 # loaded machine ran each core as fast as an idle one. Best of REPEAT runs
-# (default 3).
+# (default 3); at each width the stages alone and the pipeline take turns,
+# so that a drift in the machine's speed reaches both.
 # Each stage alone reads EPOCHS passes over the data; the pipeline with R
 # replicas reads R times as many, so that every run lasts about as long and
 # start-up and shutdown weigh alike (a run of a few seconds measures mostly
@@ -52,6 +53,16 @@ trap 'rm -rf "$dir"' EXIT
 IMGOPT="--vae-max 128 --vae-min 64 --vit-max 112 --vit-min 56"
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.6f\", ($1) }"; } # calc EXPR; no bc on every machine
+once() { # once CMD...: the wall time of one run, seconds
+    local t0 t1
+    t0=$(now)
+    "$@" >/dev/null 2>&1
+    t1=$(now)
+    calc "$t1 - $t0"
+}
+minf() { # minf A B: the smaller, or B when A is empty
+    if [ -z "$1" ] || [ "$(calc "$2 < $1")" = 1.000000 ]; then echo "$2"; else echo "$1"; fi
+}
 best() { # best CMD...: the shortest wall time of REPEAT runs, seconds
     local b="" t0 t1 t
     for _ in $(seq "$REPEAT"); do
@@ -120,27 +131,40 @@ for r in ${REPLICAS:-1 2 $CORES}; do
     rt=$r
     [ -n "${TOK_REPLICAS:-}" ] && [ "$TOK_REPLICAS" -lt "$r" ] && rt=$TOK_REPLICAS
     sed "s/\${rt}/$rt/; s/\${r}/$r/; s/\${e}/$e/; s/\${ends}/$((7 * e))/" "$dir/p.toml" >"$dir/p$r.toml"
-    # the stages alone at this width: rt copies of tokenize and r of image
-    # at once, each over the whole file (a loaded machine runs each core
-    # slower than an idle one: turbo, shared caches and memory)
-    tt=$t_tok ti=$t_img
-    [ "$rt" = 1 ] || tt=$(best copies "$rt" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
-    [ "$r" = 1 ] || ti=$(best copies "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
+    # the stages alone at this width (rt copies of tokenize and r of image
+    # at once, each over the whole file: a loaded machine runs each core
+    # slower than an idle one: turbo, shared caches and memory) and the
+    # pipeline, one after the other, REPEAT times, the best of each: this
+    # host's speed drifts by a tenth and more over minutes, and all the
+    # stage runs first and all the pipeline runs after would see different
+    # machines
+    tt="" ti=""
+    declare -A tp=()
+    for i in $(seq "$REPEAT"); do
+        t=$(once copies "$rt" "$BIN/bagel-tokenize" -q --tokenizer "$TOKF" --in "$dir/read.rec" --out /dev/null)
+        tt=$(minf "$tt" "$t")
+        t=$(once copies "$r" "$BIN/bagel-image" -q --root "$dir/shapes" $IMGOPT --in "$dir/tok.rec" --out /dev/null)
+        ti=$(minf "$ti" "$t")
+        for shm in ${SHM:-on}; do
+            snapper=""
+            if [ -n "${SNAPSHOT:-}" ] && [ "$i" = 1 ]; then
+                mkdir -p "$SNAPSHOT"
+                snap "$r-$shm" &
+                snapper=$!
+            fi
+            t=$(once env BAGEL_BIN="$BIN" BAGEL_IPC_SHM="$shm" "$PY" scripts/bagel-supervise "$dir/p$r.toml" --dir "$dir/run$r" -q --status-every 0)
+            [ -n "$snapper" ] && wait "$snapper"
+            tp[$shm]=$(minf "${tp[$shm]:-}" "$t")
+        done
+    done
     lim=$(limit "$tt" "$ti")
     ideal=$(limit "$t_tok" "$t_img")
     for shm in ${SHM:-on}; do
-        snapper=""
-        if [ -n "${SNAPSHOT:-}" ]; then
-            mkdir -p "$SNAPSHOT"
-            snap "$r-$shm" &
-            snapper=$!
-        fi
-        t=$(best env BAGEL_BIN="$BIN" BAGEL_IPC_SHM="$shm" "$PY" scripts/bagel-supervise "$dir/p$r.toml" --dir "$dir/run$r" -q --status-every 0)
-        [ -n "$snapper" ] && wait "$snapper"
-        rate=$(calc "$S * $r / $t")
+        rate=$(calc "$S * $r / ${tp[$shm]}")
         printf '%-9s %-4s %14.0f %14.0f %7.2f %14.0f %7.2f\n' "$r" "$shm" "$rate" "$lim" "$(calc "$rate / $lim")" "$ideal" \
             "$(calc "$rate / $ideal")"
     done
+    unset tp
     [ "$r" = 1 ] || printf '%-9s alone, at once: %s copies of tokenize %.0f/s, %s of image %.0f/s in all\n' "" \
         "$rt" "$(calc "$rt * $S / $tt")" "$r" "$(calc "$r * $S / $ti")"
 done
