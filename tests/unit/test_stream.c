@@ -558,34 +558,47 @@ static uint64_t shm_messages_least(void)
     return alone + (bytes / slot > count / 256 ? bytes / slot : count / 256);
 }
 
+/* A writer in a thread: samples first..first+n-1 of src (with pixels(i)
+ * bytes of pixels, or none), one message each when flush_each, then an end
+ * record counting `end` when it is over 0; waits delay_ms first. rc: what
+ * wr_close said (-1 when something before failed), err its line. */
 typedef struct {
-    const char *ep;
+    const char *ep, *src;
+    int first, n, end, delay_ms;
+    size_t (*pixels)(int i);
+    bool flush_each;
     int rc;
     char err[REC_ERR_LEN];
-} shm_writer_t;
+} writer_arg_t;
 
-static void *shm_writer(void *arg)
+static void *writer_thread(void *arg)
 {
-    shm_writer_t *a = arg;
+    writer_arg_t *a = arg;
     wr_t *w = wr_open(a->ep, NULL, a->err);
     a->rc = -1;
     if (!w)
         return NULL;
-    for (int i = 0; i < SHM_N; i++) {
-        rec_t *r = sample_with_pixels("m", i, shm_size(i));
+    if (a->delay_ms)
+        usleep((useconds_t)a->delay_ms * 1000);
+    for (int i = a->first; i < a->first + a->n; i++) {
+        rec_t *r = a->pixels ? sample_with_pixels(a->src, i, a->pixels(i)) : rec_new_sample(a->src, i, 0, "t2i");
         int rc = wr_put(w, r, a->err);
         rec_destroy(&r);
+        if (rc || (a->flush_each && wr_flush(w, a->err))) {
+            wr_abort(&w);
+            return NULL;
+        }
+    }
+    if (a->end > 0) {
+        rec_t *e = rec_new_end(a->src, 0, a->end);
+        int rc = wr_put(w, e, a->err);
+        rec_destroy(&e);
         if (rc) {
             wr_abort(&w);
             return NULL;
         }
     }
-    rec_t *e = rec_new_end("m", 0, SHM_N);
-    int rc = wr_put(w, e, a->err);
-    rec_destroy(&e);
-    a->rc = rc ? rc : wr_close(&w, a->err);
-    if (w)
-        wr_abort(&w);
+    a->rc = wr_close(&w, a->err);
     return NULL;
 }
 
@@ -603,9 +616,9 @@ static void shm_roundtrip(const char *name, bool reader_refuses)
     rd_t *rd = rd_open(in, 1, &o, err);
     unsetenv("BAGEL_IPC_SHM");
     assert_non_null(rd);
-    shm_writer_t a = {.ep = ep + 1};
+    writer_arg_t a = {.ep = ep + 1, .src = "m", .n = SHM_N, .end = SHM_N, .pixels = shm_size};
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, shm_writer, &a), 0);
+    assert_int_equal(pthread_create(&th, NULL, writer_thread, &a), 0);
     rec_t *r;
     int n = 0, rc;
     static bool seen[SHM_N];
@@ -755,6 +768,7 @@ typedef struct {
     rd_t *rd;
     int rc;
     rec_type_t type;
+    int samples; // take_all: the samples taken
 } next_arg_t;
 
 static void *next_in_thread(void *arg)
@@ -819,37 +833,11 @@ static void test_zmq_ack_prompt(void **state)
  * message to the reader with the fewest unacknowledged, at most PEER_WINDOW
  * (4) each when it has several. Two bare readers (ROUTERs that say hello, as
  * bagelpipe's readers do) stall at first: each gets 4 messages, the third
- * and fourth asking for an acknowledgement at once (bit 62). Then B
- * acknowledges whatever it gets and A nothing: B takes every other message.
+ * and fourth asking for an acknowledgement at once (bit 62), and then the
+ * writer waits. Then B acknowledges what it has and whatever comes, A
+ * nothing: B takes every other message.
  * Round-robin dealing (a DEALER) would give A half. */
 #define DEAL_N 100
-
-typedef struct {
-    const char *ep;
-    int rc;
-    char err[REC_ERR_LEN];
-} deal_writer_t;
-
-static void *deal_writer(void *arg)
-{
-    deal_writer_t *a = arg;
-    wr_t *w = wr_open(a->ep, NULL, a->err);
-    a->rc = -1;
-    if (!w)
-        return NULL;
-    usleep(200 * 1000); // the readers' hellos are in before the first message
-    for (int i = 0; i < DEAL_N; i++) {
-        rec_t *r = rec_new_sample("d", i, 0, "t2i");
-        int rc = wr_put(w, r, a->err);
-        rec_destroy(&r);
-        if (rc || wr_flush(w, a->err)) { // a message each
-            wr_abort(&w);
-            return NULL;
-        }
-    }
-    a->rc = wr_close(&w, a->err);
-    return NULL;
-}
 
 /* A bare reader connected to ep, the writer's routing id "w", said hello. */
 static void *deal_reader(void *ctx, const char *ep)
@@ -895,24 +883,28 @@ static void test_zmq_deal_by_acks(void **state)
     (void)state;
     char ep[300];
     snprintf(ep, sizeof ep, "@ipc://%s/deal", dir);
-    deal_writer_t wa = {.ep = ep};
+    // a message each; the readers' hellos are in before the first
+    writer_arg_t wa = {.ep = ep, .src = "d", .n = DEAL_N, .delay_ms = 200, .flush_each = true};
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, deal_writer, &wa), 0);
+    assert_int_equal(pthread_create(&th, NULL, writer_thread, &wa), 0);
     usleep(50 * 1000); // bound
     void *ctx = zmq_ctx_new();
     void *ra = deal_reader(ctx, ep + 1), *rb = deal_reader(ctx, ep + 1);
     const uint64_t urgent = (uint64_t)1 << 62;
-    int64_t held[4];
+    int64_t held[4], held_b[4];
     for (int i = 0; i < 4; i++) {
         held[i] = deal_recv(ra, 5000);
-        int64_t b = deal_recv(rb, 5000);
-        assert_true(held[i] >= 0 && b >= 0);
+        held_b[i] = deal_recv(rb, 5000);
+        assert_true(held[i] >= 0 && held_b[i] >= 0);
         // the third and fourth a reader holds ask for a prompt acknowledgement
         assert_int_equal(((uint64_t)held[i] & urgent) != 0, i >= 2);
-        assert_int_equal(((uint64_t)b & urgent) != 0, i >= 2);
-        deal_ack(rb, (uint64_t)b); // B's acknowledgements go out; the writer waits on A
+        assert_int_equal(((uint64_t)held_b[i] & urgent) != 0, i >= 2);
     }
-    // both had 4: nothing more for A while it acknowledges nothing
+    // both have 4, the writer waits; B acknowledges its 4, then whatever
+    // comes; nothing more for A while it acknowledges nothing
+    assert_int_equal(deal_recv(ra, 200), -1);
+    for (int i = 0; i < 4; i++)
+        deal_ack(rb, (uint64_t)held_b[i]);
     int got_b = 4;
     int64_t b;
     while ((b = deal_recv(rb, 2000)) >= 0) {
@@ -931,46 +923,7 @@ static void test_zmq_deal_by_acks(void **state)
     zmq_ctx_term(ctx);
 }
 
-/* A writer that starts again at the same address knows no reader: the
- * reader says hello again on the new connection, and takes the second
- * writer's records as it took the first's. */
-typedef struct {
-    const char *ep;
-    int first, n; // samples first..first+n-1 of "g"
-    int end;      // then an end record counting this many, if > 0
-    int rc;
-    char err[REC_ERR_LEN];
-} again_writer_t;
-
-static void *again_writer(void *arg)
-{
-    again_writer_t *a = arg;
-    wr_t *w = wr_open(a->ep, NULL, a->err);
-    a->rc = -1;
-    if (!w)
-        return NULL;
-    for (int i = a->first; i < a->first + a->n; i++) {
-        rec_t *r = rec_new_sample("g", i, 0, "t2i");
-        int rc = wr_put(w, r, a->err);
-        rec_destroy(&r);
-        if (rc) {
-            wr_abort(&w);
-            return NULL;
-        }
-    }
-    if (a->end > 0) {
-        rec_t *e = rec_new_end("g", 0, a->end);
-        int rc = wr_put(w, e, a->err);
-        rec_destroy(&e);
-        if (rc) {
-            wr_abort(&w);
-            return NULL;
-        }
-    }
-    a->rc = wr_close(&w, a->err);
-    return NULL;
-}
-
+/* every record a reader gives until it ends, the samples counted */
 static void *take_all(void *arg)
 {
     next_arg_t *a = arg;
@@ -981,7 +934,7 @@ static void *take_all(void *arg)
         n += r->type == REC_SAMPLE;
         rec_destroy(&r);
     }
-    a->type = (rec_type_t)n; // the samples taken
+    a->samples = n;
     return NULL;
 }
 
@@ -995,6 +948,9 @@ static void join_within(pthread_t th, int seconds, const char *what)
         fail_msg("%s: not done after %d s", what, seconds);
 }
 
+/* A writer that starts again at the same address knows no reader: the
+ * reader says hello again on the new connection, and takes the second
+ * writer's records as it took the first's. */
 static void test_zmq_writer_again(void **state)
 {
     (void)state;
@@ -1009,19 +965,19 @@ static void test_zmq_writer_again(void **state)
     next_arg_t ra = {.rd = rd};
     pthread_t rt, wt;
     assert_int_equal(pthread_create(&rt, NULL, take_all, &ra), 0);
-    again_writer_t w1 = {.ep = ep, .first = 0, .n = 5};
-    assert_int_equal(pthread_create(&wt, NULL, again_writer, &w1), 0);
+    writer_arg_t w1 = {.ep = ep, .src = "g", .first = 0, .n = 5};
+    assert_int_equal(pthread_create(&wt, NULL, writer_thread, &w1), 0);
     join_within(wt, 10, "the first writer");
     if (w1.rc != 0)
         fail_msg("first writer: %s", w1.err);
-    again_writer_t w2 = {.ep = ep, .first = 5, .n = 5, .end = 10};
-    assert_int_equal(pthread_create(&wt, NULL, again_writer, &w2), 0);
+    writer_arg_t w2 = {.ep = ep, .src = "g", .first = 5, .n = 5, .end = 10};
+    assert_int_equal(pthread_create(&wt, NULL, writer_thread, &w2), 0);
     join_within(wt, 10, "the second writer");
     if (w2.rc != 0)
         fail_msg("second writer: %s", w2.err);
     join_within(rt, 10, "the reader");
     assert_int_equal(ra.rc, 0);
-    assert_int_equal((int)ra.type, 10);
+    assert_int_equal(ra.samples, 10);
     assert_true(acct_complete(rd_acct(rd), 1));
     rd_close(&rd);
 }
