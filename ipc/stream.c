@@ -175,10 +175,12 @@ static bool tcp_loopback(const char *addr)
 #define ZS_WRITER 1u
 #define ZS_ALIAS  2u
 
-/* The routing id a ROUTER gives the peer at its i-th address (ZS_ALIAS). */
+/* The routing id a ROUTER gives the peer at its i-th address (ZS_ALIAS),
+ * into out[PEER_ALIAS_LEN]; its length. */
+#define PEER_ALIAS_LEN 16
 static size_t peer_alias(int i, char *out)
 {
-    return (size_t)snprintf(out, 16, "peer%d", i);
+    return (size_t)snprintf(out, PEER_ALIAS_LEN, "peer%d", i);
 }
 
 /* Open a ZeroMQ socket of `type` on every address of ep; rid, when given,
@@ -236,7 +238,7 @@ static void *zsock_open(const ep_t *ep, int type, const stream_opts_t *o, const 
             curve_apply(ctx, s, z->bind, o->curve_server_key, o->curve_client_keys, err))
             goto fail;
         if (!z->bind && (flags & ZS_ALIAS)) {
-            char alias[16];
+            char alias[PEER_ALIAS_LEN];
             zmq_setsockopt(s, ZMQ_CONNECT_ROUTING_ID, alias, peer_alias(i, alias));
         }
         int rc = z->bind ? zmq_bind(s, z->addr) : zmq_connect(s, z->addr);
@@ -603,7 +605,7 @@ static void peers_hello(rd_t *rd)
     const ep_t *ep = &rd->inputs[rd->cur].ep;
     for (int i = 0; i < ep->nzmq; i++)
         if (!ep->zmq[i].bind) {
-            char alias[16];
+            char alias[PEER_ALIAS_LEN];
             zmq_send(rd->zsock, alias, peer_alias(i, alias), ZMQ_SNDMORE);
             zmq_send(rd->zsock, "H", 1, 0);
         }
@@ -1375,7 +1377,7 @@ wr_t *wr_open(const char *spec, const stream_opts_t *o, char *err)
             if (w->ep.zmq[i].bind) {
                 w->binds = true;
             } else {
-                char alias[16];
+                char alias[PEER_ALIAS_LEN];
                 if (peer_add(w, alias, peer_alias(i, alias)) < 0) {
                     snprintf(err, REC_ERR_LEN, "out of memory");
                     goto fail;
@@ -1563,11 +1565,13 @@ static int peer_add(wr_t *w, const void *id, size_t n)
     return free_at;
 }
 
-/* The reader the next message goes to: the live one with the fewest
- * unacknowledged (under PEER_WINDOW when there are several), the next in
- * turn among equals; -1 when none may take one now. */
+/* Does each reader hold at most PEER_WINDOW: when readers come by hello,
+ * or there are several. */
 static bool peer_capped(const wr_t *w) { return w->binds || w->live > 1; }
 
+/* The reader the next message goes to: the live one with the fewest
+ * unacknowledged (under PEER_WINDOW when capped), the next in turn among
+ * equals; -1 when none may take one now. */
 static int peer_pick(wr_t *w)
 {
     uint64_t cap = peer_capped(w) ? PEER_WINDOW : UINT64_MAX;

@@ -420,6 +420,21 @@ static void bias_rows(float *out, const float *b, int n, int out_dim)
     CU_LAUNCHED();
 }
 
+/* out = x16·wᵀ + b with bf16 products, the input already rounded (x16):
+ * the weight's bf16 copy (held, tracked) or rounded now into slot B, as
+ * cuda_gemm_rm would; the bias in cuBLASLt's epilogue, else written first
+ * for the product to add onto */
+static void fwd16(float *out, const __nv_bfloat16 *x16, const float *w, const float *b, int n, int in_dim,
+                  int out_dim)
+{
+    const __nv_bfloat16 *w16 = weight16(weight_copy(w, out_dim, in_dim), w, out_dim, in_dim);
+    if (b && gemm16_bias('n', 't', n, out_dim, in_dim, x16, in_dim, w16, in_dim, b, out, out_dim))
+        return;
+    if (b)
+        bias_rows(out, b, n, out_dim);
+    gemm16('n', 't', n, out_dim, in_dim, 1.0f, x16, in_dim, w16, in_dim, b ? 1.0f : 0.0f, out, out_dim);
+}
+
 void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b, int n, int in_dim, int out_dim)
 {
     if (n <= 0 || out_dim <= 0)
@@ -429,20 +444,35 @@ void cuda_linear_fwd(float *out, const float *in, const float *w, const float *b
         return;
     }
     if (cuda_bf16 && !gemm_fast16bf()) {
-        /* the weight's bf16 copy (held, tracked) or rounded now into slot B,
-         * as cuda_gemm_rm would */
-        const __nv_bfloat16 *w16 = weight16(weight_copy(w, out_dim, in_dim), w, out_dim, in_dim);
-        __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim);
-        if (b && gemm16_bias('n', 't', n, out_dim, in_dim, x16, in_dim, w16, in_dim, b, out, out_dim))
-            return;
-        if (b) /* the bias first, so the product accumulates onto it */
-            bias_rows(out, b, n, out_dim);
-        gemm16('n', 't', n, out_dim, in_dim, 1.0f, x16, in_dim, w16, in_dim, b ? 1.0f : 0.0f, out, out_dim);
+        fwd16(out, to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim), w, b, n, in_dim, out_dim);
         return;
     }
     if (b)
         bias_rows(out, b, n, out_dim);
     cuda_gemm_rm('n', 't', n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, b ? 1.0f : 0.0f, out, out_dim);
+}
+
+/* One layer's backward with bf16 products: din = dout·w + beta_in·din;
+ * dw += doutᵀ·in; db += Σ_n dout. dout is rounded once for both products
+ * (slot A); the input at the first weight gradient that needs it, into slot
+ * C, and kept in *x16 for the next layers of the same input (linear3_bwd). */
+static void bwd16(float *din, float beta_in, float *dw, float *db, const float *dout, const float *in, const float *w,
+                  int n, int in_dim, int out_dim, const __nv_bfloat16 **x16)
+{
+    if (din || dw) {
+        __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, out_dim, out_dim);
+        if (din) {
+            const __nv_bfloat16 *w16 = weight16(weight_copy(w, out_dim, in_dim), w, out_dim, in_dim);
+            gemm16('n', 'n', n, in_dim, out_dim, 1.0f, d16, out_dim, w16, in_dim, beta_in, din, in_dim);
+        }
+        if (dw) {
+            if (!*x16)
+                *x16 = to_bf16(CUDA_SCRATCH_C, in, n, in_dim, in_dim);
+            gemm16('t', 'n', out_dim, in_dim, n, 1.0f, d16, out_dim, *x16, in_dim, 1.0f, dw, in_dim);
+        }
+    }
+    if (db)
+        cuda_colsum_add(db, dout, n, out_dim);
 }
 
 /* beta_in 1: din += dout·w (linear_bwd); 0: din = dout·w, its old contents
@@ -453,18 +483,8 @@ static void linear_bwd(float *din, float *dw, float *db, const float *dout, cons
     if (n <= 0 || out_dim <= 0)
         return;
     if (cuda_bf16 && !gemm_fast16bf() && in_dim > 0 && (din || dw)) {
-        /* dout rounded once for both products */
-        __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, dout, n, out_dim, out_dim);
-        if (din) {
-            const __nv_bfloat16 *w16 = weight16(weight_copy(w, out_dim, in_dim), w, out_dim, in_dim);
-            gemm16('n', 'n', n, in_dim, out_dim, 1.0f, d16, out_dim, w16, in_dim, beta_in, din, in_dim);
-        }
-        if (dw) { /* slot B again: queued after the product above, which has read it by then */
-            __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_B, in, n, in_dim, in_dim);
-            gemm16('t', 'n', out_dim, in_dim, n, 1.0f, d16, out_dim, x16, in_dim, 1.0f, dw, in_dim);
-        }
-        if (db)
-            cuda_colsum_add(db, dout, n, out_dim);
+        const __nv_bfloat16 *x16 = NULL;
+        bwd16(din, beta_in, dw, db, dout, in, w, n, in_dim, out_dim, &x16);
         return;
     }
     if (din && in_dim > 0) /* din[n,i] (+)= dout[n,o] · w[o,i] */
@@ -493,63 +513,48 @@ void cuda_linear_bwd_set(float *din, float *dw, float *db, const float *dout, co
  * linear_fwd or linear_bwd would queue, so the values are theirs, bit for
  * bit. ---- */
 
-/* BAGEL_LINEAR3=ops: the ops in turn, for measurement */
-static bool linear3_ops(void)
+/* Whether linear3 runs its own bf16 path: bf16 products, rows and an input,
+ * and not BAGEL_LINEAR3=ops (the ops in turn, for measurement). */
+static bool linear3_own(int n, int in_dim)
 {
     static int ops = -1;
     if (ops < 0) {
         const char *e = getenv("BAGEL_LINEAR3");
         ops = e && !strcmp(e, "ops");
     }
-    return ops;
+    return cuda_bf16 && !gemm_fast16bf() && !ops && n > 0 && in_dim > 0;
 }
 
 void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim)
 {
-    if (!cuda_bf16 || gemm_fast16bf() || linear3_ops() || n <= 0 || in_dim <= 0) {
+    if (!linear3_own(n, in_dim)) {
         op_linear3_fwd_by_ops(&op_cuda, l, in, n, in_dim);
         return;
     }
     /* slot A holds the input for the three products: only slot B (weights
      * without a copy) is written in between */
     __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_GEMM_A, in, n, in_dim, in_dim);
-    for (int j = 0; j < 3; j++) {
-        if (l[j].dim <= 0)
-            continue;
-        const __nv_bfloat16 *w16 = weight16(weight_copy(l[j].w, l[j].dim, in_dim), l[j].w, l[j].dim, in_dim);
-        if (l[j].b && gemm16_bias('n', 't', n, l[j].dim, in_dim, x16, in_dim, w16, in_dim, l[j].b, l[j].out, l[j].dim))
-            continue;
-        if (l[j].b)
-            bias_rows(l[j].out, l[j].b, n, l[j].dim);
-        gemm16('n', 't', n, l[j].dim, in_dim, 1.0f, x16, in_dim, w16, in_dim, l[j].b ? 1.0f : 0.0f, l[j].out,
-               l[j].dim);
-    }
+    for (int j = 0; j < 3; j++)
+        if (l[j].dim > 0)
+            fwd16(l[j].out, x16, l[j].w, l[j].b, n, in_dim, l[j].dim);
 }
 
 void cuda_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set)
 {
-    if (!cuda_bf16 || gemm_fast16bf() || linear3_ops() || n <= 0 || in_dim <= 0) {
+    if (!linear3_own(n, in_dim)) {
         op_linear3_bwd_by_ops(&op_cuda, din, l, in, n, in_dim, set);
         return;
     }
-    /* the input in slot C for the three weight gradients; each output
-     * gradient in slot A in turn (queued after the products that read the
-     * one before) */
-    __nv_bfloat16 *x16 = to_bf16(CUDA_SCRATCH_C, in, n, in_dim, in_dim);
+    /* each layer as linear_bwd would run it, the input rounded once (slot C)
+     * for the three weight gradients; din written by the first product into
+     * it when set */
+    const __nv_bfloat16 *x16 = NULL;
     bool written = !set;
     for (int j = 0; j < 3; j++) {
         if (l[j].dim <= 0)
             continue;
-        __nv_bfloat16 *d16 = to_bf16(CUDA_SCRATCH_GEMM_A, l[j].dout, n, l[j].dim, l[j].dim);
-        if (din) {
-            const __nv_bfloat16 *w16 = weight16(weight_copy(l[j].w, l[j].dim, in_dim), l[j].w, l[j].dim, in_dim);
-            gemm16('n', 'n', n, in_dim, l[j].dim, 1.0f, d16, l[j].dim, w16, in_dim, written ? 1.0f : 0.0f, din, in_dim);
-            written = true;
-        }
-        if (l[j].dw)
-            gemm16('t', 'n', l[j].dim, in_dim, n, 1.0f, d16, l[j].dim, x16, in_dim, 1.0f, l[j].dw, in_dim);
-        if (l[j].db)
-            cuda_colsum_add(l[j].db, l[j].dout, n, l[j].dim);
+        bwd16(din, written ? 1.0f : 0.0f, l[j].dw, l[j].db, l[j].dout, in, l[j].w, n, in_dim, l[j].dim, &x16);
+        written |= din != NULL;
     }
 }
 

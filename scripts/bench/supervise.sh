@@ -64,14 +64,8 @@ minf() { # minf A B: the smaller, or B when A is empty
     if [ -z "$1" ] || [ "$(calc "$2 < $1")" = 1.000000 ]; then echo "$2"; else echo "$1"; fi
 }
 best() { # best CMD...: the shortest wall time of REPEAT runs, seconds
-    local b="" t0 t1 t
-    for _ in $(seq "$REPEAT"); do
-        t0=$(now)
-        "$@" >/dev/null 2>&1
-        t1=$(now)
-        t=$(calc "$t1 - $t0")
-        if [ -z "$b" ] || [ "$(calc "$t < $b")" = 1.000000 ]; then b=$t; fi
-    done
+    local b=""
+    for _ in $(seq "$REPEAT"); do b=$(minf "$b" "$(once "$@")"); done
     echo "$b"
 }
 # the stages' inputs as files, so that each runs alone
