@@ -50,6 +50,7 @@
 #include "cuda_internal.h"
 #include "../attn_span.h"
 
+#include <cub/block/block_scan.cuh>
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdio.h>
@@ -70,6 +71,8 @@ struct fa_meta {
     const uint8_t *sm;           /* split_mode */
     const uint32_t *nb;          /* noise bits: bit p % 32 of word p / 32 for a key of a noise split;
                                     two zero words past the end */
+    const int32_t *len;          /* the wgmma kernels' sample-aligned positions (fa_wg_layout): the
+                                    used length, on the device; blocks past it return. NULL: S */
 };
 
 /* ---- small device helpers */
@@ -232,7 +235,7 @@ static void fa_stage_rows(bf16 *dst, const float *x, const int32_t *rop, int S, 
 }
 
 /* D = rowsum(dO ⊙ O) and lse in the log2 domain, [nh][Sp] (Sp ≥ S: zeros
- * past S), one warp a row */
+ * past S and where rop is negative), one warp a row */
 __global__ void k_fa_stage_rows(float *D, float *lse2, const float *dout, const float *out, const float *lse,
                                 const int32_t *rop, int S, int Sp, int nh, int d)
 {
@@ -240,12 +243,13 @@ __global__ void k_fa_stage_rows(float *D, float *lse2, const float *dout, const 
     if (w >= Sp * nh)
         return;
     int h = w / Sp, p = w % Sp;
-    if (p >= S) {
+    const int row = p < S ? (rop ? rop[p] : p) : -1;
+    if (row < 0) {
         if (lane == 0)
             D[w] = lse2[w] = 0.0f;
         return;
     }
-    size_t r = (size_t)(rop ? rop[p] : p) * nh + h;
+    size_t r = (size_t)row * nh + h;
     float acc = 0.0f;
     for (int j = lane; j < d; j += 32)
         acc += dout[r * d + j] * out[r * d + j];
@@ -437,9 +441,10 @@ __device__ static inline void fa_store_out(float *out, float *lse, const float (
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        if (qp[r] >= m.S)
+        const int row = qp[r] < m.S ? (rop ? rop[qp[r]] : qp[r]) : -1;
+        if (row < 0)
             continue;
-        size_t ri = (size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h;
+        size_t ri = (size_t)row * m.nh + h;
         float inv = 1.0f / l[r];
 #pragma unroll
         for (int n = 0; n < NT; n++) {
@@ -465,9 +470,10 @@ __device__ static inline void fa_store_dq(float *dq, const float (&acc)[NT][4], 
 {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        if (qp[r] >= m.S)
+        const int row = qp[r] < m.S ? (rop ? rop[qp[r]] : qp[r]) : -1;
+        if (row < 0)
             continue;
-        size_t ri = ((size_t)(rop ? rop[qp[r]] : qp[r]) * m.nh + h) * m.d;
+        size_t ri = ((size_t)row * m.nh + h) * m.d;
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             int c = n * 8 + 2 * t;
@@ -489,10 +495,10 @@ __device__ static inline void fa_store_dkv(float *dk, float *dv, const float (&a
 {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        if (kp[r] >= m.S)
+        const int row = kp[r] < m.S ? (rop ? rop[kp[r]] : kp[r]) : -1;
+        if (row < 0)
             continue;
-        size_t ri = partial ? ((size_t)hq * m.S + kp[r]) * m.d
-                            : ((size_t)(rop ? rop[kp[r]] : kp[r]) * m.nkv + kvh) * m.d;
+        size_t ri = partial ? ((size_t)hq * m.S + kp[r]) * m.d : ((size_t)row * m.nkv + kvh) * m.d;
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             int c = n * 8 + 2 * t;
@@ -864,8 +870,8 @@ __device__ static inline void fa_wg_produce(uint64_t *full, uint64_t *empty, int
 }
 
 /* x [rows, nh, d] fp32 by storage row → dst [nh][Sp/R tiles][canonical
- * R × DP] bf16 by position, zeros past d and S; a thread a 16-byte chunk
- * (8 dims of a row) */
+ * R × DP] bf16 by position, zeros past d and S and where rop is negative
+ * (fa_wg_layout's padding); a thread a 16-byte chunk (8 dims of a row) */
 __global__ void k_fa_stage_tiles(bf16 *dst, const float *x, const int32_t *rop, int S, int Sp, int nh, int d, int DP,
                                  int R)
 {
@@ -874,7 +880,8 @@ __global__ void k_fa_stage_tiles(bf16 *dst, const float *x, const int32_t *rop, 
     {
         int cg = (int)(i % CG), p = (int)(i / CG % Sp), h = (int)(i / CG / Sp);
         float v[8];
-        const float *src = p < S ? x + ((size_t)(rop ? rop[p] : p) * nh + h) * d : NULL;
+        const int row = p < S ? (rop ? rop[p] : p) : -1;
+        const float *src = row >= 0 ? x + ((size_t)row * nh + h) * d : NULL;
 #pragma unroll
         for (int u = 0; u < 8; u++)
             v[u] = src && cg * 8 + u < d ? src[cg * 8 + u] : 0.0f;
@@ -886,8 +893,8 @@ __global__ void k_fa_stage_tiles(bf16 *dst, const float *x, const int32_t *rop, 
 }
 
 /* v [rows, nh, d] fp32 → dst [nh][Sp/BN tiles][canonical DP × BN] bf16: the
- * tile transposed, rows the dims and columns the keys; a thread 8 keys of
- * one dim */
+ * tile transposed, rows the dims and columns the keys (zeros as
+ * k_fa_stage_tiles'); a thread 8 keys of one dim */
 __global__ void k_fa_stage_tiles_t(bf16 *dst, const float *x, const int32_t *rop, int S, int Sp, int nh, int d, int DP,
                                    int BN)
 {
@@ -897,13 +904,98 @@ __global__ void k_fa_stage_tiles_t(bf16 *dst, const float *x, const int32_t *rop
         float v[8];
 #pragma unroll
         for (int u = 0; u < 8; u++) {
-            int p = pg * 8 + u;
-            v[u] = p < S && j < d ? x[((size_t)(rop ? rop[p] : p) * nh + h) * d + j] : 0.0f;
+            const int p = pg * 8 + u, row = p < S && j < d ? (rop ? rop[p] : p) : -1;
+            v[u] = row >= 0 ? x[((size_t)row * nh + h) * d + j] : 0.0f;
         }
         uint4 w = {pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]), pack_bf16(v[6], v[7])};
         int p0 = pg * 8, r = p0 % BN;
         size_t o = ((size_t)h * Sp + (size_t)(p0 - r)) * DP + ((r / 8) * (DP / 8) + j / 8) * 64 + (j % 8) * 8;
         *reinterpret_cast<uint4 *>(dst + o) = w;
+    }
+}
+
+/* ---- sample-aligned positions for the wgmma kernels
+ *
+ * Those kernels take 128 queries a block (128 keys for dK/dV). Where a
+ * sample ends inside such a tile, the tile's rows belong to two samples and
+ * its block walks the key tiles of both: the ViT's images of 729, 729 and
+ * 1,369 patches made 227 query-key tile pairs a head where each image alone
+ * needs 193, and one block 18 tiles where the longest image needs 11. So
+ * these kernels read the sequence in positions of their own, in which every
+ * sample starts at a multiple of 128 (FA_WG_ALIGN):
+ * - split i is split 2i there, and split 2i + 1 follows it: when i ends its
+ *   sample, the positions up to the next multiple of 128, a sample of their
+ *   own (a full split: its rows see only each other; zeros are staged for
+ *   them and nothing is stored); else an empty split of i's sample;
+ * - a last split 2n, also a sample of its own, runs from the used length to
+ *   the bound the host sizes buffers and grids by (S rounded up, plus 128 a
+ *   split). The used length is known on the device only (fa_meta.len);
+ *   blocks past it return at once.
+ * rop maps these positions to storage rows, -1 for the padding.
+ * BAGEL_FA_ALIGN=1 rounds samples to 1 instead, which gives the sequence's
+ * own positions (tiles that straddle samples), for measurement. */
+#define FA_WG_ALIGN 128
+
+/* the bound on the aligned length: every sample adds less than FA_WG_ALIGN */
+static int fa_wg_bound(int S, int n_splits)
+{
+    return (S + FA_WG_ALIGN - 1) / FA_WG_ALIGN * FA_WG_ALIGN + FA_WG_ALIGN * n_splits;
+}
+
+/* the aligned splits (2n + 1, starts 2n + 2) and the used length, one block:
+ * a sample's aligned start is the sum of the earlier samples' rounded-up
+ * lengths, a scan over the splits with each sample's length at its last */
+__global__ void __launch_bounds__(1024) k_fa_layout_splits(int32_t *ss2, int32_t *sf2, uint8_t *sm2, int32_t *len,
+                                                           const int32_t *ss, const int32_t *sf, const uint8_t *sm,
+                                                           int n, int bound, int al)
+{
+    typedef cub::BlockScan<int, 1024> scan_t;
+    __shared__ typename scan_t::TempStorage tmp;
+    __shared__ int carry;
+    if (threadIdx.x == 0)
+        carry = 0;
+    __syncthreads();
+    for (int base = 0; base < n; base += 1024) {
+        const int i = base + (int)threadIdx.x;
+        int end = 0, v = 0;
+        if (i < n) {
+            end = i + 1 == n || sf[i + 1] != sf[i];
+            if (end)
+                v = (ss[i + 1] - ss[sf[i]] + al - 1) / al * al;
+        }
+        int e, total;
+        scan_t(tmp).ExclusiveSum(v, e, total);
+        if (i < n) {
+            const int st = carry + e + ss[i] - ss[sf[i]];
+            ss2[2 * i] = st, sf2[2 * i] = 2 * sf[i], sm2[2 * i] = sm[i];
+            ss2[2 * i + 1] = st + ss[i + 1] - ss[i], sf2[2 * i + 1] = end ? 2 * i + 1 : 2 * sf[i];
+            sm2[2 * i + 1] = OP_SPLIT_FULL;
+        }
+        __syncthreads(); /* every thread has read carry, and tmp is free again */
+        if (threadIdx.x == 0)
+            carry += total;
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        ss2[2 * n] = carry, sf2[2 * n] = 2 * n, sm2[2 * n] = OP_SPLIT_FULL;
+        ss2[2 * n + 1] = bound;
+        *len = carry;
+    }
+}
+
+/* the split of each aligned position and its storage row (-1: padding) */
+__global__ void k_fa_layout_pos(int32_t *sp2, int32_t *rop2, const int32_t *ss2, int n2, const int32_t *ss,
+                                const int32_t *rop, int bound)
+{
+    CU_FOR(P, (size_t)bound)
+    {
+        const int s2 = fa_split_of(ss2, n2, (int)P);
+        int row = -1;
+        if (!(s2 & 1) && s2 < n2 - 1) {
+            const int p = ss[s2 / 2] + (int)P - ss2[s2];
+            row = rop ? rop[p] : p;
+        }
+        sp2[P] = s2, rop2[P] = row;
     }
 }
 
@@ -966,6 +1058,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0);
     const int lane = threadIdx.x & 31;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_WG_BQ, q1 = min(q0 + FA_WG_BQ, S);
+    if (m.len && q0 >= __ldg(m.len))
+        return; /* past the used length (fa_wg_layout) */
     int lo, hi;
     fa_key_range(m, q0, q1, &lo, &hi);
     const int t0 = lo / BN, ntiles = (hi + BN - 1) / BN - t0;
@@ -1217,7 +1311,8 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv
 }
 
 /* dk/dv [row][kvh][d] += Σ over the group's query heads of the partials,
- * in head order; a warp a (position, kv head) row */
+ * in head order; a warp a (position, kv head) row; none where rop is
+ * negative (fa_wg_layout's padding) */
 __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const float *pv, const int32_t *rop, int S,
                                int nh, int nkv, int d)
 {
@@ -1225,7 +1320,10 @@ __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const floa
     if (w >= S * nkv)
         return;
     int p = w / nkv, kvh = w - p * nkv, group = nh / nkv;
-    size_t dst = ((size_t)(rop ? rop[p] : p) * nkv + kvh) * d;
+    const int row = rop ? rop[p] : p;
+    if (row < 0)
+        return;
+    size_t dst = ((size_t)row * nkv + kvh) * d;
     for (int j = lane; j < d; j += 32) {
         float sk = 0.0f, sv = 0.0f;
         for (int u = 0; u < group; u++) {
@@ -1281,6 +1379,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0);
     const int lane = threadIdx.x & 31;
     const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_WG_BQ, q1 = min(q0 + FA_WG_BQ, S);
+    if (m.len && q0 >= __ldg(m.len))
+        return;
     int lo, hi;
     fa_key_range(m, q0, q1, &lo, &hi);
     const int t0 = lo / FA_WB, ntiles = (hi + FA_WB - 1) / FA_WB - t0;
@@ -1401,7 +1501,7 @@ template <int DP>
 __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     k_fa_bwd_dkv_wg(float *dk, float *dv, const bf16 *Kt, const bf16 *Vt, const bf16 *Qt, const bf16 *Ot,
                     const bf16 *QTt, const bf16 *OTt, const float *D, const float *lse2, int Sp, const int32_t *rop,
-                    fa_meta m, int partial)
+                    fa_meta m, int nc)
 {
     constexpr int NT = DP / 8, NS = FA_WG_NS, KT = FA_WB * DP;
 #ifndef FA_WG_ARCH
@@ -1413,13 +1513,19 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     float *lqs = reinterpret_cast<float *>(ots + NS * KT), *dqs = lqs + NS * FA_WB; /* [NS][64] each */
     uint64_t *bar = reinterpret_cast<uint64_t *>(dqs + NS * FA_WB);
     uint64_t *kfull = bar, *full = bar + 1, *empty = bar + 1 + NS;
-    const int hq = blockIdx.y, kvh = hq / (m.nh / m.nkv), S = m.S;
+    /* the block's kv head and its share c of the group's query heads,
+     * [h0, h0 + nhq) (one of nc): every query tile of the first, then of
+     * the next */
+    const int kvh = blockIdx.y / nc, share = blockIdx.y % nc, G = m.nh / m.nkv, S = m.S;
+    const int h0 = kvh * G + share * G / nc, nhq = kvh * G + (share + 1) * G / nc - h0;
     const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0);
     const int lane = threadIdx.x & 31;
     const int k0 = blockIdx.x * FA_WG_BQ, k1 = min(k0 + FA_WG_BQ, S);
+    if (m.len && k0 >= __ldg(m.len))
+        return;
     int lo, hi;
     fa_query_range(m, k0, k1, &lo, &hi);
-    const int t0 = lo / FA_WB, ntiles = (hi + FA_WB - 1) / FA_WB - t0;
+    const int t0 = lo / FA_WB, nt = (hi + FA_WB - 1) / FA_WB - t0, ntiles = nhq * nt;
     fa_wg_bars(bar, NS);
 
     if (wgi == 0) {
@@ -1429,7 +1535,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
             bulk_copy(ksm, Kt + ((size_t)kvh * Sp + k0) * DP, FA_WG_BQ * DP * 2, kfull);
             bulk_copy(vsm, Vt + ((size_t)kvh * Sp + k0) * DP, FA_WG_BQ * DP * 2, kfull);
             fa_wg_produce(full, empty, NS, ntiles, 4 * KT * 2 + 2 * FA_WB * 4, [&](int it, int s) {
-                const int p0 = (t0 + it) * FA_WB;
+                const int hq = h0 + it / nt, p0 = (t0 + it % nt) * FA_WB;
                 const size_t off = ((size_t)hq * Sp + p0) * DP;
                 bulk_copy(qs + s * KT, Qt + off, KT * 2, full + s);
                 bulk_copy(os + s * KT, Ot + off, KT * 2, full + s);
@@ -1523,7 +1629,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         wg_wait<0>();
         wg_hold(s);
         wg_hold(dp);
-        grad_s(st, (t0 + it) * FA_WB);
+        grad_s(st, (t0 + it % nt) * FA_WB);
         pack();
         wg_hold(av);
         wg_hold(ak);
@@ -1534,7 +1640,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         wg_hold(ak);
         release(st);
     }
-    fa_store_dkv<NT>(dk, dv, ak, av, kp, hq, kvh, rop, m, partial, t);
+    /* with several shares, the share's partial rows (k_fa_sum_group adds them) */
+    fa_store_dkv<NT>(dk, dv, ak, av, kp, blockIdx.y, kvh, rop, m, nc > 1, t);
 #endif
 }
 
@@ -1606,6 +1713,7 @@ static fa_meta fa_meta_of(const op_attn_t *a, const fa_stage &st)
     m.scale = a->scale;
     m.ss = a->split_start, m.sf = a->split_first, m.sm = a->split_mode, m.sp = st.sp;
     m.nb = st.nb;
+    m.len = NULL;
     return m;
 }
 
@@ -1755,6 +1863,46 @@ static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op
     }
 }
 
+/* The wgmma kernels' positions (k_fa_layout_splits, above): their fa_meta,
+ * the storage row of each position (-1: padding) and the bound Sp, a
+ * multiple of 128 that sizes the staged operands and the grids. */
+struct fa_wg_pos {
+    fa_meta m;
+    const int32_t *rop;
+    int Sp;
+};
+
+/* the scratch fa_wg_layout takes, with the pieces' alignment */
+static size_t fa_wg_layout_bytes(const op_attn_t *a)
+{
+    const size_t n2 = 2 * (size_t)a->n_splits + 1, bound = (size_t)fa_wg_bound(a->n_tok, a->n_splits);
+    return (2 * n2 + 2) * 4 + n2 + 4 + 2 * bound * 4 + (bound / 32 + 2) * 4 + 256 * 7;
+}
+
+static fa_wg_pos fa_wg_layout(const op_attn_t *a, fa_pieces &pc)
+{
+    const int n = a->n_splits, n2 = 2 * n + 1, bound = fa_wg_bound(a->n_tok, n), nwords = bound / 32 + 2;
+    int32_t *ss2 = pc.take<int32_t>((size_t)n2 + 1), *sf2 = pc.take<int32_t>((size_t)n2), *len = pc.take<int32_t>(1);
+    uint8_t *sm2 = pc.take<uint8_t>((size_t)n2);
+    int32_t *sp2 = pc.take<int32_t>((size_t)bound), *rop2 = pc.take<int32_t>((size_t)bound);
+    uint32_t *nb = pc.take<uint32_t>((size_t)nwords);
+    const char *e = getenv("BAGEL_FA_ALIGN");
+    k_fa_layout_splits<<<1, 1024, 0, cuda_stream>>>(ss2, sf2, sm2, len, a->split_start, a->split_first,
+                                                     a->split_mode, n, bound, e && atoi(e) == 1 ? 1 : FA_WG_ALIGN);
+    CU_LAUNCHED();
+    k_fa_layout_pos<<<cuda_blocks((size_t)bound), CU_THREADS, 0, cuda_stream>>>(sp2, rop2, ss2, n2, a->split_start,
+                                                                               a->row_of_pos, bound);
+    CU_LAUNCHED();
+    k_fa_noise_bits<<<cuda_blocks((size_t)nwords), CU_THREADS, 0, cuda_stream>>>(nb, sp2, sm2, bound, nwords);
+    CU_LAUNCHED();
+    fa_wg_pos r;
+    r.m.S = bound, r.m.nh = a->n_heads, r.m.nkv = a->n_kv_heads, r.m.d = a->head_dim, r.m.n_splits = n2;
+    r.m.scale = a->scale;
+    r.m.ss = ss2, r.m.sf = sf2, r.m.sm = sm2, r.m.sp = sp2, r.m.nb = nb, r.m.len = len;
+    r.rop = rop2, r.Sp = bound;
+    return r;
+}
+
 /* The key tile of k_fa_fwd_wg for this padded head dim, 0 where the forward
  * runs on k_fa_fwd instead: k_fa_fwd_wg takes padded head dims 64, 80 and
  * 128 on a Hopper GPU, unless BAGEL_FA_FWD=sync (the mma.sync kernel, kept
@@ -1778,29 +1926,23 @@ static int fa_wg_bn(int dp)
 template <int DP, int BN> static void fa_fwd_wg(float *out, float *lse, const float *q, const float *k, const float *v,
                                                 const op_attn_t *a)
 {
-    const int S = a->n_tok, Sp = (S + FA_WG_BQ - 1) / FA_WG_BQ * FA_WG_BQ, nh = a->n_heads, nkv = a->n_kv_heads;
+    const int Sp = fa_wg_bound(a->n_tok, a->n_splits), nh = a->n_heads, nkv = a->n_kv_heads;
     size_t nq = (size_t)nh * Sp * DP, nk = (size_t)nkv * Sp * DP;
-    int nwords = Sp / 32 + 2;
-    size_t bytes = (nq + 2 * nk) * sizeof(bf16) + (size_t)S * 4 + (size_t)nwords * 4 + 256 * 5;
-    fa_pieces pc(bytes);
+    fa_pieces pc((nq + 2 * nk) * sizeof(bf16) + 256 * 3 + fa_wg_layout_bytes(a));
     bf16 *qt = pc.take<bf16>(nq), *kt = pc.take<bf16>(nk), *vt = pc.take<bf16>(nk);
-    fa_stage st = {};
-    st.sp = pc.take<int32_t>(S);
-    st.nb = pc.take<uint32_t>(nwords);
-    st.nwords = nwords;
-    fa_stage_meta(st, a);
-    const int32_t *rop = a->row_of_pos;
-    k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, S, Sp, nh, a->head_dim, DP, 64);
+    const fa_wg_pos L = fa_wg_layout(a, pc);
+    const int32_t *rop = L.rop;
+    k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, Sp, Sp, nh, a->head_dim, DP, 64);
     CU_LAUNCHED();
-    k_fa_stage_tiles<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(kt, k, rop, S, Sp, nkv, a->head_dim, DP, BN);
+    k_fa_stage_tiles<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(kt, k, rop, Sp, Sp, nkv, a->head_dim, DP, BN);
     CU_LAUNCHED();
-    k_fa_stage_tiles_t<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(vt, v, rop, S, Sp, nkv, a->head_dim, DP,
+    k_fa_stage_tiles_t<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(vt, v, rop, Sp, Sp, nkv, a->head_dim, DP,
                                                                           BN);
     CU_LAUNCHED();
     size_t smem = (size_t)(FA_WG_BQ * DP + 2 * FA_WG_NS * BN * DP) * sizeof(bf16) + 8 * (1 + 2 * FA_WG_NS);
     fa_smem(k_fa_fwd_wg<DP, BN>, smem);
     dim3 grid((unsigned)(Sp / FA_WG_BQ), (unsigned)nh);
-    k_fa_fwd_wg<DP, BN><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(out, lse, qt, kt, vt, Sp, rop, fa_meta_of(a, st));
+    k_fa_fwd_wg<DP, BN><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(out, lse, qt, kt, vt, Sp, rop, L.m);
     CU_LAUNCHED();
 }
 
@@ -1835,44 +1977,60 @@ static int fa_wg_bwd(int dp)
     return !(e && !strcmp(e, "sync")) && fa_wg_bn(dp) != 0;
 }
 
+/* How many blocks share a kv head's group of query heads in
+ * k_fa_bwd_dkv_wg, for Sp positions: one block walks all of the group's
+ * heads, so the resident keys are loaded once and no partial rows are
+ * written and added, unless that leaves fewer than about four blocks a
+ * multiprocessor; then the group is split in as many shares as that takes,
+ * each writing partial rows. BAGEL_FA_DKV_NC picks the number (1 to the
+ * group size) for measurement. */
+static int fa_dkv_shares(const op_attn_t *a, int Sp)
+{
+    static int sms = 0;
+    if (!sms) {
+        int dev = 0;
+        CU_CHECK(cudaGetDevice(&dev));
+        CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    }
+    const int G = a->n_heads / a->n_kv_heads, blocks = Sp / FA_WG_BQ * a->n_kv_heads;
+    const char *e = getenv("BAGEL_FA_DKV_NC");
+    int nc = e ? atoi(e) : (4 * sms + blocks - 1) / blocks;
+    return nc < 1 ? 1 : nc > G ? G : nc;
+}
+
 template <int DP>
 static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                       const float *q, const float *k, const float *v, const op_attn_t *a)
 {
-    const int S = a->n_tok, Sp = (S + FA_WG_BQ - 1) / FA_WG_BQ * FA_WG_BQ, nh = a->n_heads, nkv = a->n_kv_heads;
-    const int part = a->n_heads != a->n_kv_heads, d = a->head_dim;
-    size_t nq = (size_t)nh * Sp * DP, nk = (size_t)nkv * Sp * DP, np = (size_t)S * nh * d;
-    int nwords = Sp / 32 + 2;
-    size_t bytes = (4 * nq + 3 * nk) * sizeof(bf16) + 2 * (size_t)nh * Sp * 4 + (size_t)S * 4 + (size_t)nwords * 4 +
-                   (part ? 2 * np * 4 : 0) + 256 * 14;
+    const int Sp = fa_wg_bound(a->n_tok, a->n_splits), nh = a->n_heads, nkv = a->n_kv_heads;
+    const int nc = dk || dv ? fa_dkv_shares(a, Sp) : 1, part = nc > 1, d = a->head_dim;
+    size_t nq = (size_t)nh * Sp * DP, nk = (size_t)nkv * Sp * DP, np = (size_t)Sp * nkv * nc * d;
+    size_t bytes = (4 * nq + 3 * nk) * sizeof(bf16) + 2 * (size_t)nh * Sp * 4 + (part ? 2 * np * 4 : 0) + 256 * 11 +
+                   fa_wg_layout_bytes(a);
     fa_pieces pc(bytes);
     bf16 *qt = pc.take<bf16>(nq), *ot = pc.take<bf16>(nq), *qtt = pc.take<bf16>(nq), *ott = pc.take<bf16>(nq);
     bf16 *kt = pc.take<bf16>(nk), *vt = pc.take<bf16>(nk), *ktt = pc.take<bf16>(nk);
     float *D = pc.take<float>((size_t)nh * Sp), *lse2 = pc.take<float>((size_t)nh * Sp);
-    fa_stage st = {};
-    st.sp = pc.take<int32_t>(S);
-    st.nb = pc.take<uint32_t>(nwords);
-    st.nwords = nwords;
     float *pk = part ? pc.take<float>(np) : NULL, *pv = part ? pc.take<float>(np) : NULL;
-    fa_stage_meta(st, a);
-    const int32_t *rop = a->row_of_pos;
-    k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, S, Sp, nh, d, DP, FA_WB);
-    k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(ot, dout, rop, S, Sp, nh, d, DP, FA_WB);
+    const fa_wg_pos L = fa_wg_layout(a, pc);
+    const int32_t *rop = L.rop;
+    k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qt, q, rop, Sp, Sp, nh, d, DP, FA_WB);
+    k_fa_stage_tiles<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(ot, dout, rop, Sp, Sp, nh, d, DP, FA_WB);
     if (dk || dv) { /* what only dK/dV's products read */
-        k_fa_stage_tiles_t<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qtt, q, rop, S, Sp, nh, d, DP, FA_WB);
-        k_fa_stage_tiles_t<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(ott, dout, rop, S, Sp, nh, d, DP,
+        k_fa_stage_tiles_t<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(qtt, q, rop, Sp, Sp, nh, d, DP, FA_WB);
+        k_fa_stage_tiles_t<<<cuda_blocks(nq / 8), CU_THREADS, 0, cuda_stream>>>(ott, dout, rop, Sp, Sp, nh, d, DP,
                                                                               FA_WB);
     }
-    k_fa_stage_tiles<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(kt, k, rop, S, Sp, nkv, d, DP, FA_WB);
-    k_fa_stage_tiles<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(vt, v, rop, S, Sp, nkv, d, DP, FA_WB);
+    k_fa_stage_tiles<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(kt, k, rop, Sp, Sp, nkv, d, DP, FA_WB);
+    k_fa_stage_tiles<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(vt, v, rop, Sp, Sp, nkv, d, DP, FA_WB);
     if (dq) /* what only dQ's product reads */
-        k_fa_stage_tiles_t<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(ktt, k, rop, S, Sp, nkv, d, DP, FA_WB);
+        k_fa_stage_tiles_t<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(ktt, k, rop, Sp, Sp, nkv, d, DP, FA_WB);
     CU_LAUNCHED();
     size_t rows = (size_t)Sp * nh;
-    k_fa_stage_rows<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(D, lse2, dout, out, lse, rop, S, Sp,
-                                                                                  nh, d);
+    k_fa_stage_rows<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(D, lse2, dout, out, lse, rop, Sp,
+                                                                                  Sp, nh, d);
     CU_LAUNCHED();
-    fa_meta m = fa_meta_of(a, st);
+    const fa_meta m = L.m;
     dim3 grid((unsigned)(Sp / FA_WG_BQ), (unsigned)nh);
     if (dq) {
         size_t smem = (size_t)(2 * FA_WG_BQ * DP + 3 * FA_WG_NS * FA_WB * DP) * 2 + 8 * (1 + 2 * FA_WG_NS);
@@ -1884,13 +2042,14 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
         size_t smem = (size_t)(2 * FA_WG_BQ * DP + 4 * FA_WG_NS * FA_WB * DP) * 2 + 2 * FA_WG_NS * FA_WB * 4 +
                       8 * (1 + 2 * FA_WG_NS);
         fa_smem(k_fa_bwd_dkv_wg<DP>, smem);
-        k_fa_bwd_dkv_wg<DP><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(part ? pk : dk, part ? pv : dv, kt, vt, qt, ot,
-                                                                        qtt, ott, D, lse2, Sp, rop, m, part);
+        dim3 gkv((unsigned)(Sp / FA_WG_BQ), (unsigned)(nkv * nc));
+        k_fa_bwd_dkv_wg<DP><<<gkv, FA_WG_THREADS, smem, cuda_stream>>>(part ? pk : dk, part ? pv : dv, kt, vt, qt, ot,
+                                                                       qtt, ott, D, lse2, Sp, rop, m, nc);
         CU_LAUNCHED();
-        if (part) {
-            size_t r = (size_t)S * nkv;
-            k_fa_sum_group<<<(unsigned)((r * 32 + 255) / 256), 256, 0, cuda_stream>>>(dk, dv, pk, pv, rop, S, nh, nkv,
-                                                                                      d);
+        if (part) { /* the shares' partial rows, added in share order */
+            size_t r = (size_t)Sp * nkv;
+            k_fa_sum_group<<<(unsigned)((r * 32 + 255) / 256), 256, 0, cuda_stream>>>(dk, dv, pk, pv, rop, Sp,
+                                                                                      nkv * nc, nkv, d);
             CU_LAUNCHED();
         }
     }

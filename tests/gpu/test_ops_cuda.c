@@ -999,6 +999,30 @@ static void attn_tiny(void)
 
 static void t_bf16_attention_tiny(void) { with_bf16(attn_tiny); }
 
+/* Many short samples. The wgmma kernels start every sample at a multiple
+ * of 128 positions of their own (cuda_flash.cu, k_fa_layout_splits): here
+ * more splits than that scan's block of 1024 takes at once, a sample of
+ * exactly 128 positions (nothing padded after it) and one of 256, and
+ * samples of one to eight positions, most of a tile padding */
+static void attn_many(void)
+{
+    enum { NS = 1300 };
+    split_spec_t *sp = host_alloc(sizeof(split_spec_t) * NS);
+    int ns = 0;
+    sp[ns++] = (split_spec_t){128, OP_SPLIT_FULL, 1};
+    sp[ns++] = (split_spec_t){256, OP_SPLIT_CAUSAL, 1};
+    while (ns < NS) {
+        int len = 1 + (int)((uniform() + 1.0f) * 4.0f) % 8;
+        int mode = (int)((uniform() + 1.0f) * 1.5f) % 3;
+        sp[ns] = (split_spec_t){len, mode, uniform() > 0.0f};
+        ns++;
+    }
+    attn_case("1300 short splits, d=64, GQA 4:2, permuted", sp, ns, 4, 2, 64, 1);
+    attn_case("1300 short splits, d=72 (80), 3:3", sp, ns, 3, 3, 72, 0);
+}
+
+static void t_bf16_attention_many(void) { with_bf16(attn_many); }
+
 /* On a Hopper GPU attention at head dims 64 and 128 runs on the wgmma
  * kernels; the cases above again with the mma.sync ones, which the other
  * head dims (and other GPUs) use */
@@ -1011,6 +1035,7 @@ static void t_bf16_attention_sync(void)
     with_bf16(attn_random);
     with_bf16(attn_long);
     with_bf16(attn_tiny);
+    with_bf16(attn_many);
     unsetenv("BAGEL_FA_FWD");
     unsetenv("BAGEL_FA_BWD");
 }
@@ -1297,6 +1322,7 @@ static const test_t tests[] = {
     {"bf16: attention, 10 random packings, head dims 40-128", t_bf16_attention_random},
     {"bf16: attention, a 2100-position packing", t_bf16_attention_long},
     {"bf16: attention, sequences of 1 to 200 positions (tiles mostly padding)", t_bf16_attention_tiny},
+    {"bf16: attention, 1300 short splits (sample-aligned tiles, the layout scan's carry)", t_bf16_attention_many},
     {"bf16: attention, fixed, random and long packings with the mma.sync forward", t_bf16_attention_sync},
     {"attention against a cache (decoding, prompts, image chunks), fp32 and bf16", t_attention_kv},
     {"argmax_rows; bf16 products from held weights", t_argmax_hold},
