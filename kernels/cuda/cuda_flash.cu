@@ -1051,13 +1051,13 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     bf16 *qs = reinterpret_cast<bf16 *>(fa_smem), *ks = qs + FA_WG_BQ * DP, *vs = ks + NS * KT;
     uint64_t *bar = reinterpret_cast<uint64_t *>(vs + NS * KT); /* Q full, then full[NS], empty[NS] */
     uint64_t *qfull = bar, *full = bar + 1, *empty = bar + 1 + NS;
-    const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
+    const int h = blockIdx.x, kvh = h / (m.nh / m.nkv), S = m.S;
     /* the warpgroup, through a shuffle so that the compiler knows it is the
      * same in every lane (a wgmma in a branch it thinks divergent is
      * serialized) */
     const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0);
     const int lane = threadIdx.x & 31;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_WG_BQ, q1 = min(q0 + FA_WG_BQ, S);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * FA_WG_BQ, q1 = min(q0 + FA_WG_BQ, S);
     if (m.len && q0 >= __ldg(m.len))
         return; /* past the used length (fa_wg_layout) */
     int lo, hi;
@@ -1375,10 +1375,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
          *vs = ks + NS * KT, *kts = vs + NS * KT;
     uint64_t *bar = reinterpret_cast<uint64_t *>(kts + NS * KT);
     uint64_t *qfull = bar, *full = bar + 1, *empty = bar + 1 + NS;
-    const int h = blockIdx.y, kvh = h / (m.nh / m.nkv), S = m.S;
+    const int h = blockIdx.x, kvh = h / (m.nh / m.nkv), S = m.S;
     const int wgi = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0);
     const int lane = threadIdx.x & 31;
-    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_WG_BQ, q1 = min(q0 + FA_WG_BQ, S);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * FA_WG_BQ, q1 = min(q0 + FA_WG_BQ, S);
     if (m.len && q0 >= __ldg(m.len))
         return;
     int lo, hi;
@@ -1941,7 +1941,11 @@ template <int DP, int BN> static void fa_fwd_wg(float *out, float *lse, const fl
     CU_LAUNCHED();
     size_t smem = (size_t)(FA_WG_BQ * DP + 2 * FA_WG_NS * BN * DP) * sizeof(bf16) + 8 * (1 + 2 * FA_WG_NS);
     fa_smem(k_fa_fwd_wg<DP, BN>, smem);
-    dim3 grid((unsigned)(Sp / FA_WG_BQ), (unsigned)nh);
+    /* the heads of one query tile side by side, the last tiles first (the
+     * blocks start in this order): 205-212 against 195 TFLOP/s forward on
+     * the recipe at head dim 64 on an H200, against the tiles of one head
+     * side by side */
+    dim3 grid((unsigned)nh, (unsigned)(Sp / FA_WG_BQ));
     k_fa_fwd_wg<DP, BN><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(out, lse, qt, kt, vt, Sp, rop, L.m);
     CU_LAUNCHED();
 }
@@ -2031,8 +2035,8 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
                                                                                   Sp, nh, d);
     CU_LAUNCHED();
     const fa_meta m = L.m;
-    dim3 grid((unsigned)(Sp / FA_WG_BQ), (unsigned)nh);
     if (dq) {
+        dim3 grid((unsigned)nh, (unsigned)(Sp / FA_WG_BQ)); /* as the forward's */
         size_t smem = (size_t)(2 * FA_WG_BQ * DP + 3 * FA_WG_NS * FA_WB * DP) * 2 + 8 * (1 + 2 * FA_WG_NS);
         fa_smem(k_fa_bwd_dq_wg<DP>, smem);
         k_fa_bwd_dq_wg<DP><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(dq, qt, ot, kt, vt, ktt, D, lse2, Sp, rop, m);
@@ -2042,6 +2046,11 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
         size_t smem = (size_t)(2 * FA_WG_BQ * DP + 4 * FA_WG_NS * FA_WB * DP) * 2 + 2 * FA_WG_NS * FA_WB * 4 +
                       8 * (1 + 2 * FA_WG_NS);
         fa_smem(k_fa_bwd_dkv_wg<DP>, smem);
+        /* the key tiles of one head side by side: they stream the same
+         * query tiles, which L2 then holds. With the heads of one key tile
+         * side by side (14 heads' query tiles streamed at once) a variant
+         * of this kernel took 2.13 against 1.80 ms on the causal packing at
+         * head dim 64 on an H200 */
         dim3 gkv((unsigned)(Sp / FA_WG_BQ), (unsigned)(nkv * nc));
         k_fa_bwd_dkv_wg<DP><<<gkv, FA_WG_THREADS, smem, cuda_stream>>>(part ? pk : dk, part ? pv : dv, kt, vt, qt, ot,
                                                                        qtt, ott, D, lse2, Sp, rop, m, nc);

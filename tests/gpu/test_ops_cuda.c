@@ -193,22 +193,41 @@ static void t_linear(void)
     check("linear_bwd_set db", dgb, gb, o, tol_red);
 }
 
-static void t_rmsnorm(void)
+/* rmsnorm at widths of both backward paths: one pass for both gradients up to
+ * 1024 columns (several blocks of rows at 2000 × 64, as the per-head q/k
+ * norms), the din and weight kernels in turn above that, and each gradient
+ * alone */
+static void rmsnorm_case(int n, int c, int want_din, int want_dw)
 {
-    int n = 7, c = 333;
+    char what[96];
     float *x = hrand((size_t)n * c, -2, 2), *w = hrand(c, 0.5f, 1.5f);
     float *out = hrand((size_t)n * c, 0, 1), *rs = hrand(n, 0, 1);
-    float *dx = DF(x, n * c), *dw_ = DF(w, c), *dout = dnan((size_t)n * c), *drs = dnan(n);
+    float *dx = DF(x, (size_t)n * c), *dw_ = DF(w, c), *dout = dnan((size_t)n * c), *drs = dnan(n);
     C->rmsnorm_fwd(out, rs, x, w, n, c, 1e-6f);
     G->rmsnorm_fwd(dout, drs, dx, dw_, n, c, 1e-6f);
-    check("rmsnorm_fwd out", dout, out, (size_t)n * c, tol_red);
-    check("rmsnorm_fwd rstd", drs, rs, n, tol_red);
+    snprintf(what, sizeof what, "rmsnorm_fwd out %dx%d", n, c);
+    check(what, dout, out, (size_t)n * c, tol_red);
+    snprintf(what, sizeof what, "rmsnorm_fwd rstd %dx%d", n, c);
+    check(what, drs, rs, n, tol_red);
     float *g = hrand((size_t)n * c, -1, 1), *gin = hrand((size_t)n * c, -1, 1), *gw = hrand(c, -1, 1);
-    float *dg = DF(g, n * c), *dgin = DF(gin, n * c), *dgw = DF(gw, c);
-    C->rmsnorm_bwd(gin, gw, g, x, w, rs, n, c);
-    G->rmsnorm_bwd(dgin, dgw, dg, dx, dw_, DF(rs, n), n, c);
-    check("rmsnorm_bwd din", dgin, gin, (size_t)n * c, tol_red);
-    check("rmsnorm_bwd dw", dgw, gw, c, tol_red);
+    float *dg = DF(g, (size_t)n * c), *dgin = DF(gin, (size_t)n * c), *dgw = DF(gw, c);
+    C->rmsnorm_bwd(want_din ? gin : NULL, want_dw ? gw : NULL, g, x, w, rs, n, c);
+    G->rmsnorm_bwd(want_din ? dgin : NULL, want_dw ? dgw : NULL, dg, dx, dw_, DF(rs, n), n, c);
+    snprintf(what, sizeof what, "rmsnorm_bwd din %dx%d%s", n, c, want_din ? "" : " (not wanted: unchanged)");
+    check(what, dgin, gin, (size_t)n * c, tol_red);
+    snprintf(what, sizeof what, "rmsnorm_bwd dw %dx%d%s", n, c, want_dw ? "" : " (not wanted: unchanged)");
+    check(what, dgw, gw, c, tol_red);
+}
+
+static void t_rmsnorm(void)
+{
+    rmsnorm_case(7, 333, 1, 1);
+    rmsnorm_case(2000, 64, 1, 1);
+    rmsnorm_case(301, 896, 1, 1);
+    rmsnorm_case(45, 1024, 1, 1);
+    rmsnorm_case(13, 1500, 1, 1);
+    rmsnorm_case(301, 896, 1, 0);
+    rmsnorm_case(301, 896, 0, 1);
 }
 
 static void t_layernorm(void)
