@@ -41,6 +41,9 @@
  * ViT's 72) take the wgmma kernels further down instead (k_fa_fwd_wg, k_fa_bwd_dq_wg,
  * k_fa_bwd_dkv_wg): the same functions and outputs, 1.2-2x the speed of
  * these on an H200; BAGEL_FA_FWD=sync and BAGEL_FA_BWD=sync keep these.
+ * They read the sequence in positions of their own in which every sample
+ * starts at a multiple of 128, so that no tile holds two samples' rows
+ * (k_fa_layout_splits).
  *
  * Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16): lane = 4·g + t; A
  * (16×16, row-major) a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..),
@@ -1353,7 +1356,8 @@ __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const floa
  * dQ: a block owns 128 queries; per key tile of 64, S = Q·Kᵀ and dP = dO·Vᵀ
  * (both A from shared memory), dS = P ⊙ (dP − D) in registers, then
  * dQ += dS·K (dS from registers) is issued beside the next tile's S and dP.
- * dK/dV: a block owns 128 keys of one query head; per query tile of 64,
+ * dK/dV: a block owns 128 keys and a share of their kv head's query heads
+ * (fa_dkv_shares); per query tile of 64 of each of those heads in turn,
  * Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ, Pᵀ and dSᵀ in registers, dV += Pᵀ·dO and
  * dK += dSᵀ·Q, one after the other. (Issuing a tile's Sᵀ and dPᵀ beside
  * the previous tile's dV and dK, as dQ does, measured slower on an H200:
