@@ -35,6 +35,8 @@ void cpu_linear_bwd(float *din, float *dw, float *db, const float *dout, const f
                     int in_dim, int out_dim);
 void cpu_linear_bwd_set(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
                         int in_dim, int out_dim);
+void cpu_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim);
+void cpu_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set);
 
 /* cpu_norm.c */
 void cpu_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
@@ -51,8 +53,6 @@ void cpu_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float thet
 
 /* cpu_act.c */
 void cpu_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
-void cpu_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim);
-void cpu_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set);
 void cpu_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w, const float *up_w,
                  const float *down_w, int n, int h, int i);
 void cpu_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,

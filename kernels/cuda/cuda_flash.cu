@@ -1907,6 +1907,22 @@ static fa_wg_pos fa_wg_layout(const op_attn_t *a, fa_pieces &pc)
     return r;
 }
 
+/* the GPU's compute capability (major) and multiprocessors, read once */
+struct fa_dev {
+    int major, sms;
+};
+static const fa_dev &fa_device(void)
+{
+    static fa_dev d = {-1, 0};
+    if (d.major < 0) {
+        int dev = 0;
+        CU_CHECK(cudaGetDevice(&dev));
+        CU_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
+        CU_CHECK(cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev));
+    }
+    return d;
+}
+
 /* The key tile of k_fa_fwd_wg for this padded head dim, 0 where the forward
  * runs on k_fa_fwd instead: k_fa_fwd_wg takes padded head dims 64, 80 and
  * 128 on a Hopper GPU, unless BAGEL_FA_FWD=sync (the mma.sync kernel, kept
@@ -1915,14 +1931,8 @@ static fa_wg_pos fa_wg_layout(const op_attn_t *a, fa_pieces &pc)
  * run both kernels). */
 static int fa_wg_bn(int dp)
 {
-    static int major = -1;
-    if (major < 0) {
-        int dev = 0;
-        CU_CHECK(cudaGetDevice(&dev));
-        CU_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    }
     const char *e = getenv("BAGEL_FA_FWD"), *b = getenv("BAGEL_FA_WG_BN");
-    if (major != 9 || (e && !strcmp(e, "sync")) || (dp != 64 && dp != 80 && dp != 128))
+    if (fa_device().major != 9 || (e && !strcmp(e, "sync")) || (dp != 64 && dp != 80 && dp != 128))
         return 0;
     return b && atoi(b) == 64 ? 64 : 128;
 }
@@ -1994,13 +2004,7 @@ static int fa_wg_bwd(int dp)
  * group size) for measurement. */
 static int fa_dkv_shares(const op_attn_t *a, int Sp)
 {
-    static int sms = 0;
-    if (!sms) {
-        int dev = 0;
-        CU_CHECK(cudaGetDevice(&dev));
-        CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    }
-    const int G = a->n_heads / a->n_kv_heads, blocks = Sp / FA_WG_BQ * a->n_kv_heads;
+    const int sms = fa_device().sms, G = a->n_heads / a->n_kv_heads, blocks = Sp / FA_WG_BQ * a->n_kv_heads;
     const char *e = getenv("BAGEL_FA_DKV_NC");
     int nc = e ? atoi(e) : (4 * sms + blocks - 1) / blocks;
     return nc < 1 ? 1 : nc > G ? G : nc;

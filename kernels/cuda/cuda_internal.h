@@ -134,6 +134,8 @@ void cuda_linear_bwd(float *din, float *dw, float *db, const float *dout, const 
                      int in_dim, int out_dim);
 void cuda_linear_bwd_set(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int n,
                          int in_dim, int out_dim);
+void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim);
+void cuda_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set);
 /* dst[j] += Σ_r src[r·c + j], r < n */
 void cuda_colsum_add(float *dst, const float *src, int n, int c);
 /* column sums in two deterministic stages (cuda_norm.cu): dw[j] += Σ_r
@@ -163,8 +165,6 @@ void cuda_rope_bwd(float *dx, const int32_t *pos, int n, int h, int d, float the
 
 /* cuda_act.cu */
 void cuda_swiglu_fwd(float *out, const float *gate, const float *up, size_t m);
-void cuda_linear3_fwd(const op_lin_t *l, const float *in, int n, int in_dim);
-void cuda_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int in_dim, int set);
 void cuda_mlp_fwd(float *out, float *gate, float *up, float *mm, const float *in, const float *gate_w,
                   const float *up_w, const float *down_w, int n, int h, int i);
 void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, const float *dout, const float *in,

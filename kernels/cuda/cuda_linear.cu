@@ -412,7 +412,6 @@ static const __nv_bfloat16 *weight16(const __nv_bfloat16 *held, const float *w, 
     return held ? held : to_bf16(CUDA_SCRATCH_GEMM_B, w, rows, cols, cols);
 }
 
-
 static void bias_rows(float *out, const float *b, int n, int out_dim)
 {
     size_t total = (size_t)n * out_dim;
