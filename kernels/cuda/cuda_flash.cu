@@ -692,7 +692,6 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_fwd(float *out, float *lse, 
 #endif
 #define FA_WG_THREADS 384 /* a producer warpgroup and two consumer ones */
 #define FA_WG_BQ 128      /* queries a block */
-#define FA_WG_NS 2        /* stages of the K/V ring */
 
 /* operand lists of the accumulators: 8 columns (4 registers) at a time */
 #define WG_D8(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
@@ -1041,12 +1040,12 @@ __device__ static inline void fa_wg_softmax(float (&s)[BN / 8][4], float mx[2], 
     fa_online_softmax<BN / 8>(s, mx, l, corr, sc);
 }
 
-template <int DP, int BN>
+template <int DP, int BN, int NS>
 __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     k_fa_fwd_wg(float *out, float *lse, const bf16 *Qt, const bf16 *Kt, const bf16 *Vt, int Sp, const int32_t *rop,
                 fa_meta m)
 {
-    constexpr int NT = DP / 8, NS = FA_WG_NS, KT = BN * DP; /* elements of a K or V tile */
+    constexpr int NT = DP / 8, KT = BN * DP; /* elements of a K or V tile */
 #ifndef FA_WG_ARCH
     __trap(); /* built without sm_90a: the host side never launches this then */
 #else
@@ -1345,8 +1344,8 @@ __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const floa
  *
  * The same two kernels as k_fa_bwd_dq and k_fa_bwd_dkv (deterministic:
  * every gradient row has one owner), on k_fa_fwd_wg's skeleton: 384
- * threads, a producer warpgroup that bulk-copies tiles into a two-stage
- * ring, two consumer warpgroups of 64 rows each. Operands are staged in the
+ * threads, a producer warpgroup that bulk-copies tiles into a ring of NS
+ * stages (FA_WG_STAGES), two consumer warpgroups of 64 rows each. Operands are staged in the
  * canonical layout, each in the orientation its product reads it as B:
  * Q, dO, K and V in tiles of 64 positions (also the A operands of the
  * resident rows), and Kᵀ, Qᵀ, dOᵀ (dims by 64 positions) for the products
@@ -1362,15 +1361,19 @@ __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const floa
  * dK += dSᵀ·Q, one after the other. (Issuing a tile's Sᵀ and dPᵀ beside
  * the previous tile's dV and dK, as dQ does, measured slower on an H200:
  * 0.68 against 0.56 ms at head dim 64 on the recipe packing; at 128 the
- * registers spill.) */
+ * registers spill. Issuing each product as soon as its operands were there,
+ * with P computed while dPᵀ ran and dV issued before dS was computed,
+ * measured 0.66 against 0.60 ms. Nsight Compute puts this kernel's warps
+ * mostly in fixed-latency and warpgroup-barrier stalls, rarely waiting on
+ * the tensor cores.) */
 #define FA_WB 64 /* positions a streamed tile of the backward */
 
-template <int DP>
+template <int DP, int NS>
 __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     k_fa_bwd_dq_wg(float *dq, const bf16 *Qt, const bf16 *Ot, const bf16 *Kt, const bf16 *Vt, const bf16 *KTt,
                    const float *D, const float *lse2, int Sp, const int32_t *rop, fa_meta m)
 {
-    constexpr int NT = DP / 8, NS = FA_WG_NS, KT = FA_WB * DP;
+    constexpr int NT = DP / 8, KT = FA_WB * DP;
 #ifndef FA_WG_ARCH
     __trap();
 #else
@@ -1501,13 +1504,13 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
 #endif
 }
 
-template <int DP>
+template <int DP, int NS>
 __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     k_fa_bwd_dkv_wg(float *dk, float *dv, const bf16 *Kt, const bf16 *Vt, const bf16 *Qt, const bf16 *Ot,
                     const bf16 *QTt, const bf16 *OTt, const float *D, const float *lse2, int Sp, const int32_t *rop,
                     fa_meta m, int nc)
 {
-    constexpr int NT = DP / 8, NS = FA_WG_NS, KT = FA_WB * DP;
+    constexpr int NT = DP / 8, KT = FA_WB * DP;
 #ifndef FA_WG_ARCH
     __trap();
 #else
@@ -1937,6 +1940,40 @@ static int fa_wg_bn(int dp)
     return b && atoi(b) == 64 ? 64 : 128;
 }
 
+/* The stages of the forward's, dQ's and dK/dV's rings. Two had left the
+ * forward and dQ waiting for their tiles: four took the forward from 1.92 to
+ * 1.48 ms and dQ from 3.24 to 2.45 ms on the causal packing at head dim 128
+ * on an H200 (0.28 to 0.26 and 0.48 to 0.41 ms on the recipe at 64); dK/dV
+ * measured the same with 2, 3 or 4 (docs/results/attention-notes.md) */
+#define FA_WG_STAGES 4, 4, 2
+
+/* The stages of a wgmma kernel's ring of streamed tiles (kernel i: 0
+ * forward, 1 dQ, 2 dK/dV) whose block needs fixed + NS·per bytes of shared
+ * memory: FA_WG_STAGES, or BAGEL_FA_NS="F,Q,KV" (2 to 4, read at every
+ * call), as many of those as fit */
+static int fa_wg_ns(int i, size_t fixed, size_t per)
+{
+    static const int def[3] = {FA_WG_STAGES};
+    int v[3] = {0, 0, 0};
+    const char *e = getenv("BAGEL_FA_NS");
+    if (e)
+        sscanf(e, "%d,%d,%d", &v[0], &v[1], &v[2]);
+    int ns = v[i] >= 2 && v[i] <= 4 ? v[i] : def[i];
+    while (ns > 2 && fixed + ns * per > 227 * 1024)
+        ns--;
+    return ns;
+}
+
+/* launches kernel K<..., NS> for ns in 2..4 */
+#define FA_NS_SWITCH(ns, LAUNCH)                                                                                       \
+    do {                                                                                                               \
+        switch (ns) {                                                                                                  \
+        case 3: LAUNCH(3); break;                                                                                      \
+        case 4: LAUNCH(4); break;                                                                                      \
+        default: LAUNCH(2); break;                                                                                     \
+        }                                                                                                              \
+    } while (0)
+
 template <int DP, int BN> static void fa_fwd_wg(float *out, float *lse, const float *q, const float *k, const float *v,
                                                 const op_attn_t *a)
 {
@@ -1953,14 +1990,19 @@ template <int DP, int BN> static void fa_fwd_wg(float *out, float *lse, const fl
     k_fa_stage_tiles_t<<<cuda_blocks(nk / 8), CU_THREADS, 0, cuda_stream>>>(vt, v, rop, Sp, Sp, nkv, a->head_dim, DP,
                                                                           BN);
     CU_LAUNCHED();
-    size_t smem = (size_t)(FA_WG_BQ * DP + 2 * FA_WG_NS * BN * DP) * sizeof(bf16) + 8 * (1 + 2 * FA_WG_NS);
-    fa_smem(k_fa_fwd_wg<DP, BN>, smem);
+    const size_t fixed = (size_t)FA_WG_BQ * DP * 2 + 8, per = (size_t)2 * BN * DP * 2 + 16;
+    const int ns = fa_wg_ns(0, fixed, per);
+    const size_t smem = fixed + ns * per;
     /* the heads of one query tile side by side, the last tiles first (the
      * blocks start in this order): 205-212 against 195 TFLOP/s forward on
      * the recipe at head dim 64 on an H200, against the tiles of one head
      * side by side */
     dim3 grid((unsigned)nh, (unsigned)(Sp / FA_WG_BQ));
-    k_fa_fwd_wg<DP, BN><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(out, lse, qt, kt, vt, Sp, rop, L.m);
+#define L_FWD(NS_)                                                                                                     \
+    fa_smem(k_fa_fwd_wg<DP, BN, NS_>, smem);                                                                           \
+    k_fa_fwd_wg<DP, BN, NS_><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(out, lse, qt, kt, vt, Sp, rop, L.m)
+    FA_NS_SWITCH(ns, L_FWD);
+#undef L_FWD
     CU_LAUNCHED();
 }
 
@@ -2045,23 +2087,33 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
     const fa_meta m = L.m;
     if (dq) {
         dim3 grid((unsigned)nh, (unsigned)(Sp / FA_WG_BQ)); /* as the forward's */
-        size_t smem = (size_t)(2 * FA_WG_BQ * DP + 3 * FA_WG_NS * FA_WB * DP) * 2 + 8 * (1 + 2 * FA_WG_NS);
-        fa_smem(k_fa_bwd_dq_wg<DP>, smem);
-        k_fa_bwd_dq_wg<DP><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(dq, qt, ot, kt, vt, ktt, D, lse2, Sp, rop, m);
+        const size_t fixed = (size_t)2 * FA_WG_BQ * DP * 2 + 8, per = (size_t)3 * FA_WB * DP * 2 + 16;
+        const int ns = fa_wg_ns(1, fixed, per);
+        const size_t smem = fixed + ns * per;
+#define L_DQ(NS_)                                                                                                      \
+    fa_smem(k_fa_bwd_dq_wg<DP, NS_>, smem);                                                                            \
+    k_fa_bwd_dq_wg<DP, NS_><<<grid, FA_WG_THREADS, smem, cuda_stream>>>(dq, qt, ot, kt, vt, ktt, D, lse2, Sp, rop, m)
+        FA_NS_SWITCH(ns, L_DQ);
+#undef L_DQ
         CU_LAUNCHED();
     }
     if (dk || dv) {
-        size_t smem = (size_t)(2 * FA_WG_BQ * DP + 4 * FA_WG_NS * FA_WB * DP) * 2 + 2 * FA_WG_NS * FA_WB * 4 +
-                      8 * (1 + 2 * FA_WG_NS);
-        fa_smem(k_fa_bwd_dkv_wg<DP>, smem);
+        const size_t fixed = (size_t)2 * FA_WG_BQ * DP * 2 + 8,
+                     per = (size_t)4 * FA_WB * DP * 2 + 2 * FA_WB * 4 + 16;
+        const int ns = fa_wg_ns(2, fixed, per);
+        const size_t smem = fixed + ns * per;
         /* the key tiles of one head side by side: they stream the same
          * query tiles, which L2 then holds. With the heads of one key tile
          * side by side (14 heads' query tiles streamed at once) a variant
          * of this kernel took 2.13 against 1.80 ms on the causal packing at
          * head dim 64 on an H200 */
         dim3 gkv((unsigned)(Sp / FA_WG_BQ), (unsigned)(nkv * nc));
-        k_fa_bwd_dkv_wg<DP><<<gkv, FA_WG_THREADS, smem, cuda_stream>>>(part ? pk : dk, part ? pv : dv, kt, vt, qt, ot,
-                                                                       qtt, ott, D, lse2, Sp, rop, m, nc);
+#define L_DKV(NS_)                                                                                                     \
+    fa_smem(k_fa_bwd_dkv_wg<DP, NS_>, smem);                                                                           \
+    k_fa_bwd_dkv_wg<DP, NS_><<<gkv, FA_WG_THREADS, smem, cuda_stream>>>(part ? pk : dk, part ? pv : dv, kt, vt, qt, ot, \
+                                                                        qtt, ott, D, lse2, Sp, rop, m, nc)
+        FA_NS_SWITCH(ns, L_DKV);
+#undef L_DKV
         CU_LAUNCHED();
         if (part) { /* the shares' partial rows, added in share order */
             size_t r = (size_t)Sp * nkv;

@@ -1059,6 +1059,23 @@ static void t_bf16_attention_sync(void)
     unsetenv("BAGEL_FA_BWD");
 }
 
+/* The wgmma kernels with rings of 2, 3 and 4 stages (the defaults are 4, 4
+ * and 2, as many as fit; the cases above run those): the producer's reuse
+ * of a stage and the parity of its barriers differ with the depth */
+static void t_bf16_attention_stages(void)
+{
+    static const char *depths[] = {"2,2,2", "3,3,3", "4,4,4"};
+    for (int i = 0; i < 3; i++) {
+        setenv("BAGEL_FA_NS", depths[i], 1);
+        with_bf16(t_attention_packed);
+        with_bf16(attn_random);
+        with_bf16(attn_long);
+        with_bf16(attn_many);
+        release(); /* each depth's buffers (the tracking slots) */
+    }
+    unsetenv("BAGEL_FA_NS");
+}
+
 /* ---- TAP */
 
 typedef struct {
@@ -1343,6 +1360,7 @@ static const test_t tests[] = {
     {"bf16: attention, sequences of 1 to 200 positions (tiles mostly padding)", t_bf16_attention_tiny},
     {"bf16: attention, 1300 short splits (sample-aligned tiles, the layout scan's carry)", t_bf16_attention_many},
     {"bf16: attention, fixed, random and long packings with the mma.sync forward", t_bf16_attention_sync},
+    {"bf16: attention, fixed, random and long packings with rings of 2, 3 and 4 stages", t_bf16_attention_stages},
     {"attention against a cache (decoding, prompts, image chunks), fp32 and bf16", t_attention_kv},
     {"argmax_rows; bf16 products from held weights", t_argmax_hold},
 };
