@@ -467,7 +467,47 @@ __device__ static inline void fa_store_out(float *out, float *lse, const float (
 }
 
 /* dq += scale · acc by storage row */
+/* p[c] += f·(row r of a warp's accumulator tile, column c) for c < d: every
+ * old value loaded before any is written back (the compiler, unsure that the
+ * stores do not alias the later loads, had left each load right before its
+ * add, and the dQ kernel's warps waited on them one at a time: a fifth of
+ * its stall samples), as float2 where d is even and p 8-byte aligned. For
+ * the wgmma kernels (fa_store_dq's and fa_store_dkv's BATCH); the mma.sync
+ * ones, short of registers, add one element at a time. */
 template <int NT>
+__device__ static inline void fa_add_row(float *p, const float (&acc)[NT][4], int r, float f, int d, int t)
+{
+    if ((d & 1) == 0 && ((uintptr_t)p & 7) == 0) {
+        float2 v[NT];
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+            if (n * 8 + 2 * t < d)
+                v[n] = *reinterpret_cast<const float2 *>(p + n * 8 + 2 * t);
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+            if (n * 8 + 2 * t < d) {
+                v[n].x += f * acc[n][2 * r];
+                v[n].y += f * acc[n][2 * r + 1];
+                *reinterpret_cast<float2 *>(p + n * 8 + 2 * t) = v[n];
+            }
+        return;
+    }
+    float v[NT][2];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+            if (n * 8 + 2 * t + u < d)
+                v[n][u] = p[n * 8 + 2 * t + u];
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+            if (n * 8 + 2 * t + u < d)
+                p[n * 8 + 2 * t + u] = v[n][u] + f * acc[n][2 * r + u];
+}
+
+template <int NT, int BATCH = 0>
 __device__ static inline void fa_store_dq(float *dq, const float (&acc)[NT][4], const int qp[2], int h,
                                           const int32_t *rop, const fa_meta &m, int t)
 {
@@ -477,13 +517,17 @@ __device__ static inline void fa_store_dq(float *dq, const float (&acc)[NT][4], 
         if (row < 0)
             continue;
         size_t ri = ((size_t)row * m.nh + h) * m.d;
+        if constexpr (BATCH) {
+            fa_add_row<NT>(dq + ri, acc, r, m.scale, m.d, t);
+        } else {
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            int c = n * 8 + 2 * t;
-            if (c < m.d)
-                dq[ri + c] += m.scale * acc[n][2 * r];
-            if (c + 1 < m.d)
-                dq[ri + c + 1] += m.scale * acc[n][2 * r + 1];
+            for (int n = 0; n < NT; n++) {
+                int c = n * 8 + 2 * t;
+                if (c < m.d)
+                    dq[ri + c] += m.scale * acc[n][2 * r];
+                if (c + 1 < m.d)
+                    dq[ri + c + 1] += m.scale * acc[n][2 * r + 1];
+            }
         }
     }
 }
@@ -491,7 +535,7 @@ __device__ static inline void fa_store_dq(float *dq, const float (&acc)[NT][4], 
 /* one query head's dK (times scale) and dV: straight into dk/dv when it is
  * the only head of its group, else into its own partial rows [hq][S][d]
  * that k_fa_sum_group adds up in a fixed order */
-template <int NT>
+template <int NT, int BATCH = 0>
 __device__ static inline void fa_store_dkv(float *dk, float *dv, const float (&ak)[NT][4], const float (&av)[NT][4],
                                            const int kp[2], int hq, int kvh, const int32_t *rop, const fa_meta &m,
                                            int partial, int t)
@@ -502,6 +546,13 @@ __device__ static inline void fa_store_dkv(float *dk, float *dv, const float (&a
         if (row < 0)
             continue;
         size_t ri = partial ? ((size_t)hq * m.S + kp[r]) * m.d : ((size_t)row * m.nkv + kvh) * m.d;
+        if (BATCH && !partial) {
+            if (dk)
+                fa_add_row<NT>(dk + ri, ak, r, m.scale, m.d, t);
+            if (dv)
+                fa_add_row<NT>(dv + ri, av, r, 1.0f, m.d, t);
+            continue;
+        }
 #pragma unroll
         for (int n = 0; n < NT; n++) {
             int c = n * 8 + 2 * t;
@@ -785,6 +836,11 @@ template <int N> __device__ static inline void wg_hold(float (&d)[N][4])
 }
 
 /* the descriptor of a canonical tile (above) at p: leading byte offset lbo */
+/* (The kernels take each buffer's descriptor once and add offsets to it:
+ * the descriptor of p + e, e elements on (a multiple of 8), is
+ * wg_desc(p) + e / 8, the address field being in 16-byte units. Computed
+ * from the pointer at every product, the descriptors had taken a third of
+ * the dK/dV kernel's instructions, in the uniform datapath.) */
 __device__ static inline uint64_t wg_desc(const bf16 *p, uint32_t lbo)
 {
     uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
@@ -1015,21 +1071,38 @@ template <int N> __device__ static inline void wg_regs_inc()
 #endif
 }
 
+/* The noise bits of the n·64 keys from k0 (a multiple of 64), loaded
+ * before the products whose tile they mask are waited for, so that the
+ * load's latency passes while the tensor cores work (it measured the same
+ * as loading them in the softmax: the dQ kernel's long-scoreboard stalls
+ * were its epilogue's, fa_add_row) */
+template <int N> struct fa_noise {
+    uint64_t w[N];
+    __device__ void load(const uint32_t *nb, int k0)
+    {
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            const int kb = (k0 >> 5) + 2 * i;
+            w[i] = (uint64_t)__ldg(nb + kb + 1) << 32 | __ldg(nb + kb);
+        }
+    }
+};
+
 /* One tile's mask and online softmax on the warp's 16 rows (k_fa_fwd's):
  * s becomes P (unnormalized, base mx), l is rescaled and summed, and corr
  * is what O must be scaled by before P·V is added to it. */
 template <int BN>
 __device__ static inline void fa_wg_softmax(float (&s)[BN / 8][4], float mx[2], float l[2], float corr[2],
-                                            const fa_qspan qsp[2], const uint32_t *nb, int k0, int t, float sc)
+                                            const fa_qspan qsp[2], const fa_noise<BN / 64> &nz, int k0, int t,
+                                            float sc)
 {
     bool all = true;
     uint64_t vis[BN / 64][2];
 #pragma unroll
     for (int hb = 0; hb < BN / 64; hb++) {
         const int kb = k0 + 64 * hb;
-        const uint64_t nz = (uint64_t)__ldg(nb + (kb >> 5) + 1) << 32 | __ldg(nb + (kb >> 5));
-        vis[hb][0] = fa_qbits(qsp[0], kb, nz);
-        vis[hb][1] = fa_qbits(qsp[1], kb, nz);
+        vis[hb][0] = fa_qbits(qsp[0], kb, nz.w[hb]);
+        vis[hb][1] = fa_qbits(qsp[1], kb, nz.w[hb]);
         all &= (vis[hb][0] & vis[hb][1]) == ~0ull;
     }
     if (!all) {
@@ -1090,13 +1163,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     const fa_qspan qsp[2] = {fa_qspan_of(m, qp[0]), fa_qspan_of(m, qp[1])};
     const float sc = m.scale * FA_LOG2E;
     const bf16 *qa = qs + wg * 64 * DP;
-    auto s_desc = [&](int st, int kk) {
-        return wg_desc(ks + st * KT + kk * 2 * (BN / 8) * 64, (BN / 8) * 128);
-    };
-    auto v_desc = [&](int st, int kk) {
-        return wg_desc(vs + st * KT + kk * 2 * (DP / 8) * 64, (DP / 8) * 128);
-    };
-    auto q_desc = [&](int kk) { return wg_desc(qa + kk * 2 * 8 * 64, 8 * 128); };
+    const uint64_t kd = wg_desc(ks, (BN / 8) * 128), vd = wg_desc(vs, (DP / 8) * 128), qd = wg_desc(qa, 8 * 128);
+    auto s_desc = [&](int st, int kk) { return kd + ((st * KT + kk * 2 * (BN / 8) * 64) >> 3); };
+    auto v_desc = [&](int st, int kk) { return vd + ((st * KT + kk * 2 * (DP / 8) * 64) >> 3); };
+    auto q_desc = [&](int kk) { return qd + ((kk * 2 * 8 * 64) >> 3); };
 
     float o[NT][4];
 #pragma unroll
@@ -1120,9 +1190,11 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     for (int kk = 0; kk < DP / 16; kk++)
         wg_ss<BN>(s, q_desc(kk), s_desc(0, kk), kk > 0);
     wg_commit();
+    fa_noise<BN / 64> nz;
+    nz.load(m.nb, t0 * BN);
     wg_wait<0>();
     wg_hold(s);
-    fa_wg_softmax<BN>(s, mx, l, corr, qsp, m.nb, t0 * BN, t, sc);
+    fa_wg_softmax<BN>(s, mx, l, corr, qsp, nz, t0 * BN, t, sc);
     pack_p();
     /* then S of tile it beside O += P·V of tile it − 1 */
     for (int it = 1; it < ntiles; it++) {
@@ -1139,9 +1211,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         for (int kk = 0; kk < BN / 16; kk++)
             wg_rs<DP>(o, pa[kk], v_desc(pv, kk));
         wg_commit();
+        nz.load(m.nb, (t0 + it) * BN);
         wg_wait<1>();
         wg_hold(s);
-        fa_wg_softmax<BN>(s, mx, l, corr, qsp, m.nb, (t0 + it) * BN, t, sc);
+        fa_wg_softmax<BN>(s, mx, l, corr, qsp, nz, (t0 + it) * BN, t, sc);
         wg_wait<0>();
         wg_hold(o);
         __syncwarp();
@@ -1420,8 +1493,11 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     const float sc = m.scale * FA_LOG2E;
     const bf16 *qa = qs + wg * 64 * DP, *oa = os + wg * 64 * DP;
     /* A of 64 rows and B of 64 positions: leading byte offset (64/8)·128 */
-    auto d64 = [](const bf16 *p, int kk) { return wg_desc(p + kk * 2 * 8 * 64, 8 * 128); };
-    auto dt = [](const bf16 *p, int kk) { return wg_desc(p + kk * 2 * (DP / 8) * 64, (DP / 8) * 128); };
+    /* descriptors: buffer b's, e elements on, k-step kk */
+    auto d64 = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * 8 * 64) >> 3); };
+    auto dt = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * (DP / 8) * 64) >> 3); };
+    const uint64_t qd = wg_desc(qa, 8 * 128), od = wg_desc(oa, 8 * 128), kd = wg_desc(ks, 8 * 128),
+                   vd = wg_desc(vs, 8 * 128), ktd = wg_desc(kts, (DP / 8) * 128);
 
     float acc[NT][4];
 #pragma unroll
@@ -1432,16 +1508,17 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     auto issue_s_dp = [&](int st) {
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(s, d64(qa, kk), d64(ks + st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(s, d64(qd, 0, kk), d64(kd, st * KT, kk), kk > 0);
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(dp, d64(oa, kk), d64(vs + st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(dp, d64(od, 0, kk), d64(vd, st * KT, kk), kk > 0);
         wg_commit();
     };
-    /* dS = P ⊙ (dP − D) into dp, P recomputed from lse */
+    /* dS = P ⊙ (dP − D) into dp, P recomputed from lse; nz: the tile's
+     * noise bits, loaded while its products ran */
+    fa_noise<1> nz = {};
     auto grad_s = [&](int k0) {
-        const uint64_t nz = (uint64_t)__ldg(m.nb + (k0 >> 5) + 1) << 32 | __ldg(m.nb + (k0 >> 5));
-        const uint64_t vis[2] = {fa_qbits(qsp[0], k0, nz), fa_qbits(qsp[1], k0, nz)};
+        const uint64_t vis[2] = {fa_qbits(qsp[0], k0, nz.w[0]), fa_qbits(qsp[1], k0, nz.w[0])};
         if ((vis[0] & vis[1]) != ~0ull)
             fa_mask_tile(s, vis, t, -INFINITY);
 #pragma unroll
@@ -1464,6 +1541,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     wg_hold(dp);
     wg_fence();
     issue_s_dp(0);
+    nz.load(m.nb, t0 * FA_WB);
     wg_wait<0>();
     wg_hold(s);
     wg_hold(dp);
@@ -1479,8 +1557,9 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         issue_s_dp(st);
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wg_rs<DP>(acc, da[kk], dt(kts + pv * KT, kk));
+            wg_rs<DP>(acc, da[kk], dt(ktd, pv * KT, kk));
         wg_commit();
+        nz.load(m.nb, (t0 + it) * FA_WB);
         wg_wait<1>();
         wg_hold(s);
         wg_hold(dp);
@@ -1496,11 +1575,11 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++)
-        wg_rs<DP>(acc, da[kk], dt(kts + ((ntiles - 1) % NS) * KT, kk));
+        wg_rs<DP>(acc, da[kk], dt(ktd, ((ntiles - 1) % NS) * KT, kk));
     wg_commit();
     wg_wait<0>();
     wg_hold(acc);
-    fa_store_dq<NT>(dq, acc, qp, h, rop, m, t);
+    fa_store_dq<NT, (DP <= 80)>(dq, acc, qp, h, rop, m, t); /* at 128: 1.35 against 1.12 ms on the recipe */
 #endif
 }
 
@@ -1564,8 +1643,11 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     fa_kspan_of(m, kp[1], &qlo[1], &qhi[1]);
     const float sc = m.scale * FA_LOG2E;
     const bf16 *ka = ksm + wg * 64 * DP, *va = vsm + wg * 64 * DP;
-    auto d64 = [](const bf16 *p, int kk) { return wg_desc(p + kk * 2 * 8 * 64, 8 * 128); };
-    auto dt = [](const bf16 *p, int kk) { return wg_desc(p + kk * 2 * (DP / 8) * 64, (DP / 8) * 128); };
+    /* descriptors: buffer b's, e elements on, k-step kk */
+    auto d64 = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * 8 * 64) >> 3); };
+    auto dt = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * (DP / 8) * 64) >> 3); };
+    const uint64_t kd = wg_desc(ka, 8 * 128), vd = wg_desc(va, 8 * 128), qd = wg_desc(qs, 8 * 128),
+                   od = wg_desc(os, 8 * 128), otd = wg_desc(ots, (DP / 8) * 128), qtd = wg_desc(qts, (DP / 8) * 128);
 
     float ak[NT][4], av[NT][4];
 #pragma unroll
@@ -1580,10 +1662,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     auto issue_s_dp = [&](int st) {
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(s, d64(ka, kk), d64(qs + st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(s, d64(kd, 0, kk), d64(qd, st * KT, kk), kk > 0);
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(dp, d64(va, kk), d64(os + st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(dp, d64(vd, 0, kk), d64(od, st * KT, kk), kk > 0);
         wg_commit();
     };
     /* Pᵀ into s and dSᵀ into dp, fp32 */
@@ -1613,10 +1695,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     auto issue_dkv = [&](int st) {
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wg_rs<DP>(av, pa[kk], dt(ots + st * KT, kk));
+            wg_rs<DP>(av, pa[kk], dt(otd, st * KT, kk));
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wg_rs<DP>(ak, da[kk], dt(qts + st * KT, kk));
+            wg_rs<DP>(ak, da[kk], dt(qtd, st * KT, kk));
         wg_commit();
     };
     auto release = [&](int st) {
@@ -1648,7 +1730,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         release(st);
     }
     /* with several shares, the share's partial rows (k_fa_sum_group adds them) */
-    fa_store_dkv<NT>(dk, dv, ak, av, kp, blockIdx.y, kvh, rop, m, nc > 1, t);
+    fa_store_dkv<NT, 1>(dk, dv, ak, av, kp, blockIdx.y, kvh, rop, m, nc > 1, t);
 #endif
 }
 

@@ -960,7 +960,7 @@ static void t_bf16_attention_fixed(void)
  * padded to 80, 40 and 48 to 48) */
 static void attn_random(void)
 {
-    static const int dims[] = {64, 128, 72, 48, 40};
+    static const int dims[] = {64, 128, 72, 48, 40, 63, 125}; /* odd ones: rows not 8-byte aligned */
     for (int c = 0; c < 10; c++) {
         split_spec_t sp[20];
         int ns = 0, n_samples = 1 + (int)((uniform() + 1.0f) * 2.5f) % 5;
@@ -972,7 +972,7 @@ static void attn_random(void)
                 sp[ns++] = (split_spec_t){len, mode, j == 0};
             }
         }
-        int d = dims[c % 5], nkv = 1 + c % 2, nh = nkv * (1 + c % 3);
+        int d = dims[c % 7], nkv = 1 + c % 2, nh = nkv * (1 + c % 3);
         char name[96];
         snprintf(name, sizeof name, "random packing %d (%d splits, d=%d, %d:%d heads)", c, ns, d, nh, nkv);
         attn_case(name, sp, ns, nh, nkv, d, c % 3 != 0);
