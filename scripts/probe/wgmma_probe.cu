@@ -6,29 +6,11 @@
  * D(64xN) = A(64x16)·B(16xN) on small integers (exact in bf16), each
  * variant's largest error against the CPU.
  *   nvcc -O2 -std=c++17 -gencode arch=compute_90a,code=sm_90a wgmma_probe.cu -o wgmma_probe */
-#include <cuda_bf16.h>
-#include <stdint.h>
+#include "../../kernels/cuda/wgmma.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <math.h>
 typedef __nv_bfloat16 bf16;
-__device__ static inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ static inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ static inline void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-template <int N> __device__ static inline void wg_hold(float (&d)[N][4])
-{
-#pragma unroll
-    for (int j = 0; j < N; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            asm volatile("" : "+f"(d[j][e])::"memory");
-}
-/* operand lists: the accumulators of 8 columns, and their register names */
-#define WG_D8(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
-#define WG_D64 WG_D8(0), WG_D8(1), WG_D8(2), WG_D8(3), WG_D8(4), WG_D8(5), WG_D8(6), WG_D8(7)
-#define WG_D128 WG_D64, WG_D8(8), WG_D8(9), WG_D8(10), WG_D8(11), WG_D8(12), WG_D8(13), WG_D8(14), WG_D8(15)
-#define WG_R32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define WG_R64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 /* scale-d is a predicate: false, so d = A·B */
 #define WG_P0 "{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
 
@@ -128,7 +110,7 @@ __global__ void probe(const float *A, const float *B, const bf16 *Bt, float *D, 
             wg_m64n128k16(d, a, desc(bs, lbo, sbo));
     }
     wg_commit();
-    wg_wait0();
+    wg_wait<0>();
     wg_hold(d);
     for (int j = 0; j < N / 8; j++)
         for (int e = 0; e < 4; e++) {

@@ -6,60 +6,12 @@
  * small integers (exact in bf16) against the CPU, then each product shape
  * in a loop: a block a multiprocessor, two warpgroups, each issuing eight
  * k-steps (K = 128) into its accumulator, then waiting, R times; TFLOP/s.
+ * The products are kernels/cuda/wgmma.h's.
  *   nvcc -O2 -std=c++17 -gencode arch=compute_90a,code=sm_90a wgmma_rate.cu -o wgmma_rate */
-#include <cuda_bf16.h>
-#include <stdint.h>
+#include "../../kernels/cuda/wgmma.h"
 #include <stdio.h>
 #include <stdlib.h>
 typedef __nv_bfloat16 bf16;
-
-#define WG_D8(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
-#define WG_D64 WG_D8(0), WG_D8(1), WG_D8(2), WG_D8(3), WG_D8(4), WG_D8(5), WG_D8(6), WG_D8(7)
-#define WG_D128 WG_D64, WG_D8(8), WG_D8(9), WG_D8(10), WG_D8(11), WG_D8(12), WG_D8(13), WG_D8(14), WG_D8(15)
-#define WG_R32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define WG_R64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
-
-__device__ static inline void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ static inline void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ static inline void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-template <int N> __device__ static inline void wg_hold(float (&d)[N][4])
-{
-#pragma unroll
-    for (int j = 0; j < N; j++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            asm volatile("" : "+f"(d[j][e])::"memory");
-}
-
-/* d (+)= A·B: SS (both by descriptor) or RS (A from registers) */
-template <int N> __device__ static inline void mma_ss(float (&d)[N / 8][4], uint64_t da, uint64_t db, int acc)
-{
-    if constexpr (N == 64)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
-                     : WG_D64
-                     : "l"(da), "l"(db), "r"(acc));
-    else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_R64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
-                     : WG_D128
-                     : "l"(da), "l"(db), "r"(acc));
-}
-template <int N> __device__ static inline void mma_rs(float (&d)[N / 8][4], const uint32_t a[4], uint64_t db, int acc)
-{
-    if constexpr (N == 64)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " WG_R32
-                     ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                     : WG_D64
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-    else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " WG_R64
-                     ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
-                     : WG_D128
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
-}
 
 /* element (r, k) of an R-row K-major tile of K columns, and the descriptor
  * of k-step kk (16 columns), per layout: 0 no swizzle (k-groups of 8 outer,
@@ -96,13 +48,13 @@ __global__ void check(const float *A, const float *B, float *D, int sw, int ss)
         bs[elem<N>(sw, i / 128, i % 128)] = __float2bfloat16(B[i]);
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
-    float d[N / 8][4];
+    float d[N / 8][4] = {};
     int r0 = warp * 16 + g;
     wg_hold(d);
     wg_fence();
     for (int kk = 0; kk < 8; kk++) {
         if (ss) {
-            mma_ss<N>(d, desc<64>(sw, as, kk), desc<N>(sw, bs, kk), kk > 0);
+            wg_ss<N>(d, desc<64>(sw, as, kk), desc<N>(sw, bs, kk), kk > 0);
         } else {
             auto pk = [&](int r, int c) {
                 __nv_bfloat162 v = __floats2bfloat162_rn(A[r * 128 + c], A[r * 128 + c + 1]);
@@ -110,11 +62,11 @@ __global__ void check(const float *A, const float *B, float *D, int sw, int ss)
             };
             int c = kk * 16 + 2 * t;
             uint32_t a[4] = {pk(r0, c), pk(r0 + 8, c), pk(r0, c + 8), pk(r0 + 8, c + 8)};
-            mma_rs<N>(d, a, desc<N>(sw, bs, kk), kk > 0);
+            wg_rs<N>(d, a, desc<N>(sw, bs, kk)); /* adds to d, zero at first */
         }
     }
     wg_commit();
-    wg_wait0();
+    wg_wait<0>();
     wg_hold(d);
     for (int j = 0; j < N / 8; j++)
         for (int e = 0; e < 4; e++)
@@ -142,12 +94,12 @@ __global__ void __launch_bounds__(256, 1) rate(float *sink, int reps)
 #pragma unroll
         for (int kk = 0; kk < 8; kk++) {
             if constexpr (ss != 0)
-                mma_ss<N>(d, desc<64>(sw, aw, kk), desc<N>(sw, bs, kk), 1);
+                wg_ss<N>(d, desc<64>(sw, aw, kk), desc<N>(sw, bs, kk), 1);
             else
-                mma_rs<N>(d, a, desc<N>(sw, bs, kk), 1);
+                wg_rs<N>(d, a, desc<N>(sw, bs, kk));
         }
         wg_commit();
-        wg_wait0();
+        wg_wait<0>();
         wg_hold(d);
     }
     float s = 0;
