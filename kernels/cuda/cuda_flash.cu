@@ -1314,11 +1314,11 @@ __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const floa
  * The same two kernels as k_fa_bwd_dq and k_fa_bwd_dkv (deterministic:
  * every gradient row has one owner), on k_fa_fwd_wg's skeleton: 384
  * threads, a producer warpgroup that bulk-copies tiles into a ring of NS
- * stages (FA_WG_STAGES), two consumer warpgroups of 64 rows each. Operands are staged in the
- * canonical layout, each in the orientation its product reads it as B:
- * Q, dO, K and V in tiles of 64 positions (also the A operands of the
- * resident rows), and Kᵀ, Qᵀ, dOᵀ (dims by 64 positions) for the products
- * that reduce over positions. lse (log2) and D are staged per head with
+ * stages (FA_WG_STAGES), two consumer warpgroups of 64 rows each. Operands
+ * are staged in the canonical layout, each in the orientation its product
+ * reads it as B: Q, dO, K and V in tiles of 64 positions (also the A
+ * operands of the resident rows), and Kᵀ, Qᵀ, dOᵀ (dims by 64 positions)
+ * for the products that reduce over positions. lse (log2) and D are staged per head with
  * rows padded to Sp, zeros past S.
  *
  * dQ: a block owns 128 queries; per key tile of 64, S = Q·Kᵀ and dP = dO·Vᵀ
@@ -1388,8 +1388,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     const float Dq[2] = {D[(size_t)h * Sp + qp[0]], D[(size_t)h * Sp + qp[1]]};
     const float sc = m.scale * FA_LOG2E;
     const bf16 *qa = qs + wg * 64 * DP, *oa = os + wg * 64 * DP;
-    /* A of 64 rows and B of 64 positions: leading byte offset (64/8)·128 */
-    /* descriptors: buffer b's, e elements on, k-step kk */
+    /* descriptors: buffer b's, e elements on, k-step kk (A of 64 rows and B
+     * of 64 positions: leading byte offset (64/8)·128) */
     auto d64 = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * 8 * 64) >> 3); };
     auto dt = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * (DP / 8) * 64) >> 3); };
     const uint64_t qd = wg_desc(qa, 8 * 128), od = wg_desc(oa, 8 * 128), kd = wg_desc(ks, 8 * 128),
