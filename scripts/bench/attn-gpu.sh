@@ -7,7 +7,9 @@
 # other kernels (the mma.sync ones, the wgmma forward with 64-key tiles); FA_SWEEP="NW/MB ..." also times those variants
 # of the mma.sync kernels (cuda_flash.cu): NW and MB each "F,Q,KV" (forward,
 # dQ, dK/dV), as BAGEL_FA_NW (warps a block) and BAGEL_FA_MB (blocks a
-# multiprocessor, the register cap); BUILD (default gpu-bundle/build) names the
+# multiprocessor, the register cap); NS_SWEEP="F,Q,KV ..." times the wgmma
+# kernels with those ring depths (BAGEL_FA_NS, 2 to 4 stages; as many as fit
+# in shared memory); BUILD (default gpu-bundle/build) names the
 # executables, PY the PyTorch python (default: gpu-bundle/host-env python3).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -24,6 +26,11 @@ for v in ${FA_SWEEP:-}; do
     echo "attn-gpu: BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb (mma.sync)"
     BAGEL_FA_FWD=sync BAGEL_FA_BWD=sync BAGEL_FA_NW=$nw BAGEL_FA_MB=$mb "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 |
         grep '^attn recipe'
+done
+# the wgmma kernels' ring depths
+for v in ${NS_SWEEP:-}; do
+    echo "attn-gpu: BAGEL_FA_NS=$v (stages of the forward's, dQ's and dK/dV's rings)"
+    BAGEL_FA_NS=$v "$BUILD/tools/bench-attn" "$ITERS" bf16 2>&1 | grep '^attn'
 done
 # the other kernels, for comparison: the mma.sync ones (BAGEL_FA_FWD=sync,
 # BAGEL_FA_BWD=sync) and the wgmma forward with 64-key tiles
