@@ -466,7 +466,6 @@ __device__ static inline void fa_store_out(float *out, float *lse, const float (
     }
 }
 
-/* dq += scale · acc by storage row */
 /* p[c] += f·(row r of a warp's accumulator tile, column c) for c < d: every
  * old value loaded before any is written back (the compiler, unsure that the
  * stores do not alias the later loads, had left each load right before its
@@ -507,6 +506,7 @@ __device__ static inline void fa_add_row(float *p, const float (&acc)[NT][4], in
                 p[n * 8 + 2 * t + u] = v[n][u] + f * acc[n][2 * r + u];
 }
 
+/* dq += scale · acc by storage row; BATCH: through fa_add_row */
 template <int NT, int BATCH = 0>
 __device__ static inline void fa_store_dq(float *dq, const float (&acc)[NT][4], const int qp[2], int h,
                                           const int32_t *rop, const fa_meta &m, int t)
@@ -1060,9 +1060,9 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     const float sc = m.scale * FA_LOG2E;
     const bf16 *qa = qs + wg * 64 * DP;
     const uint64_t kd = wg_desc(ks, (BN / 8) * 128), vd = wg_desc(vs, (DP / 8) * 128), qd = wg_desc(qa, 8 * 128);
-    auto s_desc = [&](int st, int kk) { return kd + ((st * KT + kk * 2 * (BN / 8) * 64) >> 3); };
-    auto v_desc = [&](int st, int kk) { return vd + ((st * KT + kk * 2 * (DP / 8) * 64) >> 3); };
-    auto q_desc = [&](int kk) { return qd + ((kk * 2 * 8 * 64) >> 3); };
+    auto s_desc = [&](int st, int kk) { return wg_step<BN>(kd, st * KT, kk); };
+    auto v_desc = [&](int st, int kk) { return wg_step<DP>(vd, st * KT, kk); };
+    auto q_desc = [&](int kk) { return wg_step<64>(qd, 0, kk); };
 
     float o[NT][4];
 #pragma unroll
@@ -1318,8 +1318,8 @@ __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const floa
  * are staged in the canonical layout, each in the orientation its product
  * reads it as B: Q, dO, K and V in tiles of 64 positions (also the A
  * operands of the resident rows), and Kᵀ, Qᵀ, dOᵀ (dims by 64 positions)
- * for the products that reduce over positions. lse (log2) and D are staged per head with
- * rows padded to Sp, zeros past S.
+ * for the products that reduce over positions. lse (log2) and D are staged
+ * per head with rows padded to Sp, zeros past S.
  *
  * dQ: a block owns 128 queries; per key tile of 64, S = Q·Kᵀ and dP = dO·Vᵀ
  * (both A from shared memory), dS = P ⊙ (dP − D) in registers, then
@@ -1388,10 +1388,8 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     const float Dq[2] = {D[(size_t)h * Sp + qp[0]], D[(size_t)h * Sp + qp[1]]};
     const float sc = m.scale * FA_LOG2E;
     const bf16 *qa = qs + wg * 64 * DP, *oa = os + wg * 64 * DP;
-    /* descriptors: buffer b's, e elements on, k-step kk (A of 64 rows and B
-     * of 64 positions: leading byte offset (64/8)·128) */
-    auto d64 = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * 8 * 64) >> 3); };
-    auto dt = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * (DP / 8) * 64) >> 3); };
+    /* descriptors (wg_step): A of 64 rows and B of 64 positions, tiles of
+     * 64; Kᵀ, DP rows */
     const uint64_t qd = wg_desc(qa, 8 * 128), od = wg_desc(oa, 8 * 128), kd = wg_desc(ks, 8 * 128),
                    vd = wg_desc(vs, 8 * 128), ktd = wg_desc(kts, (DP / 8) * 128);
 
@@ -1404,10 +1402,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     auto issue_s_dp = [&](int st) {
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(s, d64(qd, 0, kk), d64(kd, st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(s, wg_step<64>(qd, 0, kk), wg_step<64>(kd, st * KT, kk), kk > 0);
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(dp, d64(od, 0, kk), d64(vd, st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(dp, wg_step<64>(od, 0, kk), wg_step<64>(vd, st * KT, kk), kk > 0);
         wg_commit();
     };
     /* dS = P ⊙ (dP − D) into dp, P recomputed from lse; nz: the tile's
@@ -1453,7 +1451,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
         issue_s_dp(st);
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wg_rs<DP>(acc, da[kk], dt(ktd, pv * KT, kk));
+            wg_rs<DP>(acc, da[kk], wg_step<DP>(ktd, pv * KT, kk));
         wg_commit();
         nz.load(m.nb, (t0 + it) * FA_WB);
         wg_wait<1>();
@@ -1471,7 +1469,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; kk++)
-        wg_rs<DP>(acc, da[kk], dt(ktd, ((ntiles - 1) % NS) * KT, kk));
+        wg_rs<DP>(acc, da[kk], wg_step<DP>(ktd, ((ntiles - 1) % NS) * KT, kk));
     wg_commit();
     wg_wait<0>();
     wg_hold(acc);
@@ -1539,9 +1537,7 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     fa_kspan_of(m, kp[1], &qlo[1], &qhi[1]);
     const float sc = m.scale * FA_LOG2E;
     const bf16 *ka = ksm + wg * 64 * DP, *va = vsm + wg * 64 * DP;
-    /* descriptors: buffer b's, e elements on, k-step kk */
-    auto d64 = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * 8 * 64) >> 3); };
-    auto dt = [](uint64_t b, int e, int kk) { return b + ((e + kk * 2 * (DP / 8) * 64) >> 3); };
+    /* descriptors (wg_step): K, V, Q and dO, 64 rows; Qᵀ and dOᵀ, DP rows */
     const uint64_t kd = wg_desc(ka, 8 * 128), vd = wg_desc(va, 8 * 128), qd = wg_desc(qs, 8 * 128),
                    od = wg_desc(os, 8 * 128), otd = wg_desc(ots, (DP / 8) * 128), qtd = wg_desc(qts, (DP / 8) * 128);
 
@@ -1558,10 +1554,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     auto issue_s_dp = [&](int st) {
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(s, d64(kd, 0, kk), d64(qd, st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(s, wg_step<64>(kd, 0, kk), wg_step<64>(qd, st * KT, kk), kk > 0);
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wg_ss<FA_WB>(dp, d64(vd, 0, kk), d64(od, st * KT, kk), kk > 0);
+            wg_ss<FA_WB>(dp, wg_step<64>(vd, 0, kk), wg_step<64>(od, st * KT, kk), kk > 0);
         wg_commit();
     };
     /* Pᵀ into s and dSᵀ into dp, fp32 */
@@ -1591,10 +1587,10 @@ __global__ void __launch_bounds__(FA_WG_THREADS, 1)
     auto issue_dkv = [&](int st) {
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wg_rs<DP>(av, pa[kk], dt(otd, st * KT, kk));
+            wg_rs<DP>(av, pa[kk], wg_step<DP>(otd, st * KT, kk));
 #pragma unroll
         for (int kk = 0; kk < 4; kk++)
-            wg_rs<DP>(ak, da[kk], dt(qtd, st * KT, kk));
+            wg_rs<DP>(ak, da[kk], wg_step<DP>(qtd, st * KT, kk));
         wg_commit();
     };
     auto release = [&](int st) {

@@ -106,16 +106,23 @@ template <int N> __device__ static inline void wg_hold(float (&d)[N][4])
             asm volatile("" : "+f"(d[j][e])::"memory");
 }
 
-/* the descriptor of a canonical tile (above) at p: leading byte offset lbo */
-/* (The kernels take each buffer's descriptor once and add offsets to it:
- * the descriptor of p + e, e elements on (a multiple of 8), is
- * wg_desc(p) + e / 8, the address field being in 16-byte units. Computed
- * from the pointer at every product, the descriptors had taken a third of
- * the dK/dV kernel's instructions, in the uniform datapath.) */
+/* the descriptor of a canonical tile at p: leading byte offset lbo */
 __device__ static inline uint64_t wg_desc(const __nv_bfloat16 *p, uint32_t lbo)
 {
     uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
     return (uint64_t)((a & 0x3FFFF) >> 4) | (uint64_t)((lbo >> 4) & 0x3FFF) << 16 | (uint64_t)(128 >> 4) << 32;
+}
+
+/* The descriptor of k-step kk (16 columns) of a canonical tile of R rows
+ * that starts e elements (a multiple of 8) past the buffer whose descriptor
+ * is b (wg_desc, with leading byte offset (R/8)·128): the address field is
+ * in 16-byte units, so offsets add to it. The kernels take each buffer's
+ * descriptor once; computed from the pointer at every product, the
+ * descriptors had taken a third of the dK/dV kernel's instructions, in the
+ * uniform datapath. */
+template <int R> __device__ static inline uint64_t wg_step(uint64_t b, int e, int kk)
+{
+    return b + ((e + kk * 2 * (R / 8) * 64) >> 3);
 }
 
 #endif
