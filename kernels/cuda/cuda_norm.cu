@@ -42,17 +42,18 @@ __global__ void k_rmsnorm_bwd_din(float *din, const float *dout, const float *in
 /* Column sums over rows, in two deterministic stages so that every
  * multiprocessor works (one block per 32 columns walking all rows left a
  * 896-wide norm's weight gradient to 28 blocks: 0.57 ms a call): blocks of
- * 32 columns × COL_ROWS rows write partial sums, then one thread per column
- * adds its partials in order.
+ * 32 columns × a run of rows write partial sums, then a block per 32 columns
+ * adds them (the same order every call).
  *   dw[j] += Σ_r dout[r,j]·(in[r,j] − mean[r])·rstd[r]   (in given; mean NULL: 0)
  *   db[j] += Σ_r dout[r,j] */
-#define COL_ROWS 128
+#define COL_ROWS 128    /* rows a partial sum, at least */
+#define COL_BLOCKS 1024 /* blocks the partial sums take, about, where rows allow */
 
 __global__ void k_col_partial(float *pw, float *pb, const float *dout, const float *in, const float *mean,
-                              const float *rstd, int n, int c)
+                              const float *rstd, int n, int c, int rows)
 {
     __shared__ float sw[8][33], sb[8][33];
-    int j = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * COL_ROWS, r1 = min(n, r0 + COL_ROWS);
+    int j = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * rows, r1 = min(n, r0 + rows);
     float aw = 0.0f, ab = 0.0f;
     if (j < c)
         for (int r = r0 + threadIdx.y; r < r1; r += 8) {
@@ -73,13 +74,24 @@ __global__ void k_col_partial(float *pw, float *pb, const float *dout, const flo
     }
 }
 
+/* a block 32 columns, its 32 warps' lanes striding over the partial sums:
+ * with one thread a column the per-head norms' 64 columns summed 730
+ * partials each, one after the other (a quarter of the reductions' time) */
 __global__ void k_col_finish(float *dw, float *db, const float *pw, const float *pb, int parts, int c)
 {
-    CU_FOR(j, (size_t)c)
-    {
-        float s = 0.0f, t = 0.0f;
-        for (int p = 0; p < parts; p++)
+    __shared__ float sw[32][33], sb[32][33];
+    int j = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.0f, t = 0.0f;
+    if (j < c)
+        for (int p = threadIdx.y; p < parts; p += 32)
             s += pw[(size_t)p * c + j], t += pb[(size_t)p * c + j];
+    sw[threadIdx.y][threadIdx.x] = s;
+    sb[threadIdx.y][threadIdx.x] = t;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < c) {
+        s = 0.0f, t = 0.0f;
+        for (int y = 0; y < 32; y++)
+            s += sw[y][threadIdx.x], t += sb[y][threadIdx.x];
         if (dw)
             dw[j] += s;
         if (db)
@@ -92,12 +104,17 @@ void cuda_col_reduce(float *dw, float *db, const float *dout, const float *in, c
 {
     if (n <= 0 || c <= 0 || (!dw && !db))
         return;
-    int parts = (n + COL_ROWS - 1) / COL_ROWS;
+    /* rows a part: COL_ROWS, or more where the columns' blocks times the
+     * parts would pass COL_BLOCKS (fewer partials to add, in longer runs) */
+    int cb = (c + 31) / 32, want = COL_BLOCKS / cb > 1 ? COL_BLOCKS / cb : 1;
+    int rows = (int)(((long)n + want - 1) / want);
+    rows = rows < COL_ROWS ? COL_ROWS : (rows + 7) / 8 * 8;
+    int parts = (n + rows - 1) / rows;
     float *pw = cuda_scratch((size_t)2 * parts * c), *pb = pw + (size_t)parts * c;
-    k_col_partial<<<dim3((c + 31) / 32, parts), dim3(32, 8), 0, cuda_stream>>>(pw, pb, dout, dw ? in : NULL, mean,
-                                                                              rstd, n, c);
+    k_col_partial<<<dim3(cb, parts), dim3(32, 8), 0, cuda_stream>>>(pw, pb, dout, dw ? in : NULL, mean, rstd, n, c,
+                                                                    rows);
     CU_LAUNCHED();
-    k_col_finish<<<cuda_blocks((size_t)c), CU_THREADS, 0, cuda_stream>>>(dw, db, pw, pb, parts, c);
+    k_col_finish<<<cb, dim3(32, 32), 0, cuda_stream>>>(dw, db, pw, pb, parts, c);
     CU_LAUNCHED();
 }
 

@@ -193,10 +193,11 @@ static void t_linear(void)
     check("linear_bwd_set db", dgb, gb, o, tol_red);
 }
 
-/* rmsnorm at widths of both backward paths: one pass for both gradients up to
- * 1024 columns (several blocks of rows at 2000 × 64, as the per-head q/k
- * norms), the din and weight kernels in turn above that, and each gradient
- * alone */
+/* rmsnorm at widths of both paths (a warp a row up to 4096 columns, a block
+ * a row above), the weight gradient's column sums in parts of 128 rows
+ * (2000 × 64) and of longer runs where the parts would pass about a
+ * thousand blocks (93001 × 64 as the per-head q norms of the recipe, 20011 ×
+ * 1152), and each gradient alone */
 static void rmsnorm_case(int n, int c, int want_din, int want_dw)
 {
     char what[96];
@@ -223,6 +224,8 @@ static void t_rmsnorm(void)
 {
     rmsnorm_case(7, 333, 1, 1);
     rmsnorm_case(2000, 64, 1, 1);
+    rmsnorm_case(93001, 64, 1, 1);
+    rmsnorm_case(20011, 1152, 0, 1);
     rmsnorm_case(301, 896, 1, 1);
     rmsnorm_case(45, 1024, 1, 1);
     rmsnorm_case(13, 1500, 1, 1);
