@@ -7,7 +7,8 @@
 # unit test binaries), then writes OUT_DIR (git-ignored):
 #
 #   OUT_DIR/build.tar.xz  the executables, laid out as under $BUILD: bin/*,
-#                       tools/*, tests/test_* (unit tests), tests/gpu/test_*,
+#                       tools/*, tests/test_* (unit tests), tests/gpu/test_*
+#                       (tests whose source is gone are left out, saying so),
 #                       tests/tools/*; gpu-run.sh unpacks it into OUT_DIR/build,
 #                       so `BUILD=OUT_DIR/build tests/gpu/run.sh` works
 #   OUT_DIR/lib.tar.xz  every shared library they load (per ldd) but those the
@@ -55,7 +56,20 @@ rm -f "${TMPDIR:-/tmp}/gpu-bundle-make.$$.log"
 shopt -s nullglob
 exes=()
 for f in "$BUILD"/bin/* "$BUILD"/tools/* "$BUILD"/tests/test_* "$BUILD"/tests/gpu/test_* "$BUILD"/tests/tools/*; do
-    [[ -f "$f" && -x "$f" ]] && exes+=("${f#"$BUILD"/}")
+    [[ -f "$f" && -x "$f" ]] || continue
+    rel=${f#"$BUILD"/}
+    # a test binary whose source is gone (a removed test, left in the build
+    # directory) would run there as if it were one of ours
+    src=
+    case $rel in
+        tests/gpu/test_*) src=tests/gpu/${rel##*/}.c ;;
+        tests/test_*) src=tests/unit/${rel##*/}.c ;;
+    esac
+    if [[ -n "$src" && ! -f "$src" ]]; then
+        echo "gpu-bundle: left out $rel: no $src (a removed test's binary)"
+        continue
+    fi
+    exes+=("$rel")
 done
 shopt -u nullglob
 [[ ${#exes[@]} -gt 0 ]] || die "no executables under $BUILD"
