@@ -35,23 +35,21 @@ def main():
     if any(n not in col for n in need):
         print("ncu_kernels: columns missing:", [n for n in need if n not in col])
         return 1
-    data = []
+    unit = rows[1][col["gpu__time_duration.sum"]] if len(rows) > 1 else ""
+    scale = {"ns": 1e-6, "usecond": 1e-3, "us": 1e-3, "msecond": 1.0, "ms": 1.0, "nsecond": 1e-6}.get(unit, 1e-6)
+    data = []  # (row, ms)
     for r in rows[1:]:
         if len(r) != len(head):
             continue
         try:
-            t = float(r[col["gpu__time_duration.sum"]].replace(",", ""))
+            data.append((r, float(r[col["gpu__time_duration.sum"]].replace(",", "")) * scale))
         except ValueError:
             continue  # the units row
-        data.append(r)
     data = data[skip:]
-    unit = rows[1][col["gpu__time_duration.sum"]] if len(rows) > 1 else ""
-    scale = {"ns": 1e-6, "usecond": 1e-3, "us": 1e-3, "msecond": 1.0, "ms": 1.0, "nsecond": 1e-6}.get(unit, 1e-6)
     by = {}
     byname = {}
     total = 0.0
-    for r in data:
-        ms = float(r[col["gpu__time_duration.sum"]].replace(",", "")) * scale
+    for r, ms in data:
         name = r[col["Kernel Name"]]
         short = re.sub(r"\(.*", "", name)[:90]
         grid = r[col["launch__grid_size"]] if "launch__grid_size" in col else "?"
