@@ -296,6 +296,17 @@ typedef struct op_table {
      * bf16 products then skip rounding the weights at each call; the values
      * are the same). Independent of hold_weights. */
     void (*track_weights)(const float *w, size_t n);
+    /* Parameter gradients written, not added: while on (the default is
+     * off), the weight and bias gradients of linear_bwd, linear_bwd_set,
+     * linear3_bwd (each l[j].dw, l[j].db), mlp_bwd (dgate_w, dup_w,
+     * ddown_w), rmsnorm_bwd, layernorm_bwd, conv2d_bwd, groupnorm_bwd and
+     * classifier_ce (dw, over all its chunks) are set to the op's
+     * contribution; their old contents are never read (NaN there does not
+     * matter). The same values as zeroing them first, without the pass over
+     * them: a step's first backward writes every gradient this way
+     * (models/model.c, model_grad_clear). No other op and no other output
+     * changes. */
+    void (*grad_write)(int on);
 } op_table_t;
 
 /* cfg_euler's renorm types (the inferencer's cfg_renorm_type) */

@@ -1,6 +1,6 @@
 /* prof.c — the timing op table of prof.h. Generated shape: one forwarding
- * function per op of kernels/ops.h (alloc, free and sync pass through
- * untimed; upload and download are timed, so the host-device copies of a
+ * function per op of kernels/ops.h (alloc, free, sync and grad_write pass
+ * through untimed; upload and download are timed, so the host-device copies of a
  * step show). */
 #define _POSIX_C_SOURCE 200809L
 #include "prof.h"

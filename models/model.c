@@ -357,6 +357,8 @@ void model_destroy(model_t **pm)
         free(m->a);
     }
     free(m->params);
+    free(m->grad_done);
+    free(m->grad_order);
     free(m->w.layers);
     free(m->g.layers);
     free(m->w.vit);
@@ -388,7 +390,148 @@ void model_freeze(model_t *m, const char *prefix)
         m->g.lm_head = m->g.embed;
 }
 
-void model_zero_grad(model_t *m) { m->ops->zero(m->grad_mem, m->n_floats * sizeof(float)); }
+void model_zero_grad(model_t *m)
+{
+    m->ops->zero(m->grad_mem, m->n_floats * sizeof(float));
+    m->grad_fresh = 0;
+}
+
+/* ---- gradients written in place of a zeroing pass (model_grad_clear) ----
+ * Every op that produces parameter gradients is preceded by grads_begin
+ * with the gradients it produces: in a fresh pass the backend writes them
+ * (op_table_t.grad_write) when none of them has been written yet; where
+ * some have (a parameter used twice, as a tied embedding), the rest are
+ * zeroed and all added to. grads_end turns the writing off again, and
+ * grads_finish zeroes the parameters the batch gave nothing (an expert
+ * without tokens, a ViT without images). Each op's `rows > 0` is the
+ * caller's: an op over no rows writes nothing. */
+
+void model_grad_clear(model_t *m)
+{
+    if (!m->grad_done) {
+        m->grad_done = calloc((size_t)m->n_params + 1, 1);
+        m->grad_order = malloc(((size_t)m->n_params + 1) * sizeof(int));
+        if (!m->grad_done || !m->grad_order) { /* no room for the bookkeeping: zero as before */
+            free(m->grad_done), free(m->grad_order);
+            m->grad_done = NULL, m->grad_order = NULL;
+            model_zero_grad(m);
+            return;
+        }
+        /* by offset: the layout is in order already, so an insertion sort */
+        for (int i = 0; i < m->n_params; i++) {
+            int j = i;
+            while (j > 0 && m->params[m->grad_order[j - 1]].offset > m->params[i].offset) {
+                m->grad_order[j] = m->grad_order[j - 1];
+                j--;
+            }
+            m->grad_order[j] = i;
+        }
+    }
+    memset(m->grad_done, 0, (size_t)m->n_params);
+    m->grad_fresh = 1;
+}
+
+/* the trainable parameter whose gradient starts at g, or -1 */
+static int grad_param(const model_t *m, const float *g)
+{
+    if (!g || g < m->grad_mem || g >= m->grad_mem + m->n_floats)
+        return -1;
+    size_t off = (size_t)(g - m->grad_mem);
+    int lo = 0, hi = m->n_params; /* the first index at or past off */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (m->params[m->grad_order[mid]].offset < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < m->n_params && m->params[m->grad_order[lo]].offset == off; lo++) {
+        const model_param_t *p = &m->params[m->grad_order[lo]];
+        if (p->trainable && p->numel > 0 && *p->g == g)
+            return m->grad_order[lo];
+    }
+    return -1;
+}
+
+static void grads_zero(model_t *m, float *g);
+
+#define GRADS_MAX 8 /* gradients one op produces, at most (linear3_bwd: 6) */
+
+static void grads_begin(model_t *m, float *const *g, int n)
+{
+    if (!m->grad_fresh)
+        return;
+    int idx[GRADS_MAX], fresh = 0, old = 0;
+    if (n > GRADS_MAX) { /* not reached: every call lists 6 or fewer */
+        for (int j = 0; j < n; j++)
+            grads_zero(m, g[j]);
+        return;
+    }
+    for (int j = 0; j < n; j++) {
+        idx[j] = grad_param(m, g[j]);
+        if (idx[j] >= 0 && !m->grad_done[idx[j]])
+            fresh++;
+        else if (g[j])
+            old++; /* written before, or not a parameter's: added to */
+    }
+    for (int j = 0; j < n; j++) {
+        if (idx[j] < 0 || m->grad_done[idx[j]])
+            continue;
+        if (old)
+            m->ops->zero(g[j], m->params[idx[j]].numel * sizeof(float));
+        m->grad_done[idx[j]] = 1;
+    }
+    m->ops->grad_write(fresh && !old);
+}
+
+static void grads_end(model_t *m)
+{
+    if (m->grad_fresh)
+        m->ops->grad_write(0);
+}
+
+/* a gradient that an op adds rows into (rows_add): zeroed first in a fresh
+ * pass, unless written already */
+static void grads_zero(model_t *m, float *g)
+{
+    int i = m->grad_fresh ? grad_param(m, g) : -1;
+    if (i < 0 || m->grad_done[i])
+        return;
+    m->ops->zero(g, m->params[i].numel * sizeof(float));
+    m->grad_done[i] = 1;
+}
+
+#define GRADS(...) (float *[]){__VA_ARGS__}, (int)(sizeof((float *[]){__VA_ARGS__}) / sizeof(float *))
+/* an op producing the listed gradients: GRAD_OP(GRADS(G->w, G->b), o->linear_bwd(...)) */
+#define GRAD_OP(list, call)                                                                                            \
+    do {                                                                                                               \
+        grads_begin(m, list);                                                                                          \
+        call;                                                                                                          \
+        grads_end(m);                                                                                                  \
+    } while (0)
+
+/* the end of a fresh pass: the parameters nothing wrote are zeroed, in runs
+ * of neighbours */
+static void grads_finish(model_t *m)
+{
+    if (!m->grad_fresh)
+        return;
+    size_t run0 = 0, run1 = 0; /* [run0, run1) floats to zero */
+    for (int k = 0; k <= m->n_params; k++) {
+        const model_param_t *p = k < m->n_params ? &m->params[m->grad_order[k]] : NULL;
+        int want = p && p->trainable && p->numel > 0 && !m->grad_done[m->grad_order[k]];
+        if (want && p->offset == run1 && run1 > run0) {
+            run1 += p->numel;
+            continue;
+        }
+        if (run1 > run0)
+            m->ops->zero(m->grad_mem + run0, (run1 - run0) * sizeof(float));
+        run0 = run1 = 0;
+        if (want)
+            run0 = p->offset, run1 = p->offset + p->numel;
+    }
+    m->grad_fresh = 0;
+}
 
 /* ---- activation plan ------------------------------------------------- */
 
@@ -563,13 +706,22 @@ int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen
     /* the classifier's rows of logits at a time: 64 on the CPU (they stay in
      * cache); on a GPU enough rows that each of the three products is large
      * (with 64 the products were small and re-read the whole lm_head weight
-     * per chunk: 69 ms a step where 7 would do), up to 1 GiB of logits */
+     * per chunk: 69 ms a step where 7 would do), up to BAGEL_CE_MIB (default
+     * 1024) MiB of logits, in chunks of equal size: every chunk's weight
+     * gradient product reads and writes the whole fp32 gradient of the head
+     * (4.4 GB at the 7B shape), so a short last chunk costs as much as a
+     * full one there */
     if (k.ce_chunk <= 0) {
         k.ce_chunk = 64;
         if (strcmp(m->ops->name, "cpu") && m->cfg.vocab > 0) {
-            size_t rows = ((size_t)1 << 30) / ((size_t)m->cfg.vocab * sizeof(float));
+            const char *ev = getenv("BAGEL_CE_MIB");
+            size_t mib = ev && atol(ev) > 0 ? (size_t)atol(ev) : 1024;
+            size_t rows = (mib << 20) / ((size_t)m->cfg.vocab * sizeof(float));
             size_t want = k.n_ce > 0 ? (size_t)k.n_ce : 1;
-            k.ce_chunk = (int)(want < rows ? want : rows);
+            if (rows < 1)
+                rows = 1;
+            size_t chunks = (want + rows - 1) / rows;
+            k.ce_chunk = (int)((want + chunks - 1) / chunks);
             if (k.ce_chunk < 64)
                 k.ce_chunk = 64;
         }
@@ -1020,8 +1172,9 @@ int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *l
         o->rows_copy(a->hc, NULL, a->hf, a->ce_row, b->n_ce, H);
         if (train)
             o->zero(a->dhc, (size_t)b->n_ce * H * 4);
-        o->classifier_ce(a->ce_loss, train ? a->dhc : NULL, train ? m->g.lm_head : NULL, a->hc, w->lm_head, a->ce_label,
-                         a->ce_dloss, b->n_ce, H, c->vocab, a->ce_scratch, m->caps.ce_chunk);
+        float *dlm = train ? m->g.lm_head : NULL;
+        GRAD_OP(GRADS(dlm), o->classifier_ce(a->ce_loss, train ? a->dhc : NULL, dlm, a->hc, w->lm_head, a->ce_label,
+                                             a->ce_dloss, b->n_ce, H, c->vocab, a->ce_scratch, m->caps.ce_chunk));
         o->download(ls, a->ce_loss, (size_t)b->n_ce * 4);
         for (int i = 0; i < b->n_ce; i++)
             L.ce_sum += (lp->ce_reweight ? b->ce_weight[i] : 1.0) * ls[i];
@@ -1096,11 +1249,14 @@ static void llm_layer_backward(model_t *m, int l)
         if (!n)
             continue;
         size_t rh = (size_t)r * H, ri = (size_t)r * I;
-        o->mlp_bwd(a->dbn + rh, G->gate_w, G->up_w, G->down_w, a->dres + rh, L->bn + rh, E->gate_w, E->up_w, E->down_w,
-                   L->gate + ri, L->up + ri, L->mm + ri, a->dgate + ri, a->dup + ri, a->dmm + ri, n, H, I);
-        o->rmsnorm_bwd(a->dres + rh, G->post_norm, a->dbn + rh, L->xmid + rh, E->post_norm, L->rstd2 + r, n, H);
-        o->linear_bwd_set(a->do_ + (size_t)r * Q, G->o_w, NULL, a->dres + rh, L->o + (size_t)r * Q, E->o_w, n, Q,
-                          H);
+        GRAD_OP(GRADS(G->gate_w, G->up_w, G->down_w),
+                o->mlp_bwd(a->dbn + rh, G->gate_w, G->up_w, G->down_w, a->dres + rh, L->bn + rh, E->gate_w, E->up_w,
+                           E->down_w, L->gate + ri, L->up + ri, L->mm + ri, a->dgate + ri, a->dup + ri, a->dmm + ri, n,
+                           H, I));
+        GRAD_OP(GRADS(G->post_norm),
+                o->rmsnorm_bwd(a->dres + rh, G->post_norm, a->dbn + rh, L->xmid + rh, E->post_norm, L->rstd2 + r, n, H));
+        GRAD_OP(GRADS(G->o_w), o->linear_bwd_set(a->do_ + (size_t)r * Q, G->o_w, NULL, a->dres + rh,
+                                                 L->o + (size_t)r * Q, E->o_w, n, Q, H));
     }
     o->zero(a->dq, (size_t)S * Q * 4);
     o->zero(a->dk, (size_t)S * K * 4);
@@ -1124,16 +1280,17 @@ static void llm_layer_backward(model_t *m, int l)
             continue;
         size_t rh = (size_t)r * H, rq = (size_t)r * Q, rk = (size_t)r * K;
         if (c->qk_norm) {
-            o->rmsnorm_bwd(dqr + rq, G->q_norm, a->dq + rq, L->qraw + rq, E->q_norm, L->rstdq + (size_t)r * c->heads,
-                           n * c->heads, hd);
-            o->rmsnorm_bwd(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm, L->rstdk + (size_t)r * c->kv_heads,
-                           n * c->kv_heads, hd);
+            GRAD_OP(GRADS(G->q_norm), o->rmsnorm_bwd(dqr + rq, G->q_norm, a->dq + rq, L->qraw + rq, E->q_norm,
+                                                     L->rstdq + (size_t)r * c->heads, n * c->heads, hd));
+            GRAD_OP(GRADS(G->k_norm), o->rmsnorm_bwd(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm,
+                                                     L->rstdk + (size_t)r * c->kv_heads, n * c->kv_heads, hd));
         }
         const op_lin_t qkv[3] = {{.w = E->q_w, .dim = Q, .dout = dqr + rq, .dw = G->q_w, .db = G->q_b},
                                  {.w = E->k_w, .dim = K, .dout = dkr + rk, .dw = G->k_w, .db = G->k_b},
                                  {.w = E->v_w, .dim = K, .dout = a->dv + rk, .dw = G->v_w, .db = G->v_b}};
-        o->linear3_bwd(a->da + rh, qkv, L->a + rh, n, H, 1);
-        o->rmsnorm_bwd(a->dres + rh, G->in_norm, a->da + rh, x + rh, E->in_norm, L->rstd1 + r, n, H);
+        GRAD_OP(GRADS(G->q_w, G->q_b, G->k_w, G->k_b, G->v_w, G->v_b), o->linear3_bwd(a->da + rh, qkv, L->a + rh, n, H, 1));
+        GRAD_OP(GRADS(G->in_norm),
+                o->rmsnorm_bwd(a->dres + rh, G->in_norm, a->da + rh, x + rh, E->in_norm, L->rstd1 + r, n, H));
     }
 }
 
@@ -1158,16 +1315,18 @@ static void vit_backward(model_t *m)
     o->zero(a->dc1g, (size_t)Nv * H * 4);
     o->zero(a->dc1, (size_t)Nv * H * 4);
     o->zero(a->dva, (size_t)Nv * Dv * 4); /* d(vout) */
-    o->linear_bwd(a->dc1g, g->conn2_w, g->conn2_b, a->dc2, a->c1g, w->conn2_w, Nv, H, H);
+    GRAD_OP(GRADS(g->conn2_w, g->conn2_b), o->linear_bwd(a->dc1g, g->conn2_w, g->conn2_b, a->dc2, a->c1g, w->conn2_w, Nv, H, H));
     o->gelu_bwd(a->dc1, a->dc1g, a->c1, (size_t)Nv * H);
     if (!model_vit_trains(m)) { /* a frozen ViT: nothing below the connector needs a gradient */
-        o->linear_bwd(NULL, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H);
+        GRAD_OP(GRADS(g->conn1_w, g->conn1_b),
+                o->linear_bwd(NULL, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H));
         return;
     }
-    o->linear_bwd(a->dva, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H);
+    GRAD_OP(GRADS(g->conn1_w, g->conn1_b),
+            o->linear_bwd(a->dva, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H));
     o->zero(a->dvres, (size_t)Nv * Dv * 4);
-    o->layernorm_bwd(a->dvres, g->post_w, g->post_b, a->dva, a->vres[c->vit_layers], w->post_w, a->pmean, a->prstd, Nv,
-                     Dv);
+    GRAD_OP(GRADS(g->post_w, g->post_b), o->layernorm_bwd(a->dvres, g->post_w, g->post_b, a->dva, a->vres[c->vit_layers],
+                                                          w->post_w, a->pmean, a->prstd, Nv, Dv));
     for (int l = c->vit_layers - 1; l >= 0; l--) {
         /* with recomputation the shared buffers hold the last layer's
          * activations: every other layer runs its forward again first */
@@ -1179,11 +1338,14 @@ static void vit_backward(model_t *m)
         /* dvres = d(layer output) -> d(xmid) -> d(layer input) */
         /* the first product into each activation gradient writes it */
         o->zero(a->dvf1, (size_t)Nv * Iv * 4);
-        o->linear_bwd_set(a->dvg, G->fc2_w, G->fc2_b, a->dvres, V->g, L->fc2_w, Nv, Iv, Dv);
+        GRAD_OP(GRADS(G->fc2_w, G->fc2_b),
+                o->linear_bwd_set(a->dvg, G->fc2_w, G->fc2_b, a->dvres, V->g, L->fc2_w, Nv, Iv, Dv));
         o->gelu_bwd(a->dvf1, a->dvg, V->f1, (size_t)Nv * Iv);
-        o->linear_bwd_set(a->dvbn, G->fc1_w, G->fc1_b, a->dvf1, V->bn, L->fc1_w, Nv, Dv, Iv);
-        o->layernorm_bwd(a->dvres, G->ln2_w, G->ln2_b, a->dvbn, V->xmid, L->ln2_w, V->mean2, V->rstd2, Nv, Dv);
-        o->linear_bwd_set(a->dvo, G->o_w, G->o_b, a->dvres, V->o, L->o_w, Nv, Dv, Dv);
+        GRAD_OP(GRADS(G->fc1_w, G->fc1_b),
+                o->linear_bwd_set(a->dvbn, G->fc1_w, G->fc1_b, a->dvf1, V->bn, L->fc1_w, Nv, Dv, Iv));
+        GRAD_OP(GRADS(G->ln2_w, G->ln2_b), o->layernorm_bwd(a->dvres, G->ln2_w, G->ln2_b, a->dvbn, V->xmid, L->ln2_w,
+                                                            V->mean2, V->rstd2, Nv, Dv));
+        GRAD_OP(GRADS(G->o_w, G->o_b), o->linear_bwd_set(a->dvo, G->o_w, G->o_b, a->dvres, V->o, L->o_w, Nv, Dv, Dv));
         o->zero(a->dvq, (size_t)Nv * Dv * 4);
         o->zero(a->dvk, (size_t)Nv * Dv * 4);
         o->zero(a->dvv, (size_t)Nv * Dv * 4);
@@ -1191,12 +1353,16 @@ static void vit_backward(model_t *m)
         const op_lin_t qkv[3] = {{.w = L->q_w, .dim = Dv, .dout = a->dvq, .dw = G->q_w, .db = G->q_b},
                                  {.w = L->k_w, .dim = Dv, .dout = a->dvk, .dw = G->k_w, .db = G->k_b},
                                  {.w = L->v_w, .dim = Dv, .dout = a->dvv, .dw = G->v_w, .db = G->v_b}};
-        o->linear3_bwd(a->dva, qkv, V->a, Nv, Dv, 1);
-        o->layernorm_bwd(a->dvres, G->ln1_w, G->ln1_b, a->dva, a->vres[l], L->ln1_w, V->mean1, V->rstd1, Nv, Dv);
+        GRAD_OP(GRADS(G->q_w, G->q_b, G->k_w, G->k_b, G->v_w, G->v_b), o->linear3_bwd(a->dva, qkv, V->a, Nv, Dv, 1));
+        GRAD_OP(GRADS(G->ln1_w, G->ln1_b), o->layernorm_bwd(a->dvres, G->ln1_w, G->ln1_b, a->dva, a->vres[l], L->ln1_w,
+                                                            V->mean1, V->rstd1, Nv, Dv));
     }
-    o->linear_bwd(NULL, g->patch_w, g->patch_b, a->dvres, a->vit_tokens, w->patch_w, Nv, model_vit_dim(c), Dv);
-    if (g->vit_posemb)
+    GRAD_OP(GRADS(g->patch_w, g->patch_b), o->linear_bwd(NULL, g->patch_w, g->patch_b, a->dvres, a->vit_tokens,
+                                                         w->patch_w, Nv, model_vit_dim(c), Dv));
+    if (g->vit_posemb) {
+        grads_zero(m, g->vit_posemb);
         o->rows_add(g->vit_posemb, a->vit_posid, a->dvres, NULL, Nv, Dv);
+    }
 }
 
 static void latent_backward(model_t *m)
@@ -1208,12 +1374,14 @@ static void latent_backward(model_t *m)
     model_weights_t *g = &m->g;
     int Nl = a->n_lat, H = c->hidden, D = model_latent_dim(c);
     float *demb = a->dres + (size_t)a->n_und * H;
-    o->linear_bwd(NULL, g->vae2llm_w, g->vae2llm_b, demb, a->xt, w->vae2llm_w, Nl, D, H);
+    GRAD_OP(GRADS(g->vae2llm_w, g->vae2llm_b),
+            o->linear_bwd(NULL, g->vae2llm_w, g->vae2llm_b, demb, a->xt, w->vae2llm_w, Nl, D, H));
     o->zero(a->dte1s, (size_t)Nl * H * 4);
     o->zero(a->dte1, (size_t)Nl * H * 4);
-    o->linear_bwd(a->dte1s, g->te2_w, g->te2_b, demb, a->te1s, w->te2_w, Nl, H, H);
+    GRAD_OP(GRADS(g->te2_w, g->te2_b), o->linear_bwd(a->dte1s, g->te2_w, g->te2_b, demb, a->te1s, w->te2_w, Nl, H, H));
     o->silu_bwd(a->dte1, a->dte1s, a->te1, (size_t)Nl * H);
-    o->linear_bwd(NULL, g->te1_w, g->te1_b, a->dte1, a->tf, w->te1_w, Nl, MODEL_TIME_FREQ, H);
+    GRAD_OP(GRADS(g->te1_w, g->te1_b),
+            o->linear_bwd(NULL, g->te1_w, g->te1_b, a->dte1, a->tf, w->te1_w, Nl, MODEL_TIME_FREQ, H));
 }
 
 int model_backward(model_t *m, char *err, size_t errlen)
@@ -1235,17 +1403,18 @@ int model_backward(model_t *m, char *err, size_t errlen)
         o->rows_add(a->dhf, a->ce_row, a->dhc, NULL, a->n_ce, H);
     if (a->n_mse) {
         o->zero(a->dhm, (size_t)a->n_mse * H * 4);
-        o->linear_bwd(a->dhm, g->llm2vae_w, g->llm2vae_b, a->dpred, a->hm, w->llm2vae_w, a->n_mse, H, D);
+        GRAD_OP(GRADS(g->llm2vae_w, g->llm2vae_b),
+                o->linear_bwd(a->dhm, g->llm2vae_w, g->llm2vae_b, a->dpred, a->hm, w->llm2vae_w, a->n_mse, H, D));
         o->rows_add(a->dhf, a->mse_row, a->dhm, NULL, a->n_mse, H);
     }
     int nu = a->n_und, ng = S - nu;
     float *xl = a->resid[c->layers];
     o->zero(a->dres, (size_t)S * H * 4);
     if (nu)
-        o->rmsnorm_bwd(a->dres, g->norm[0], a->dhf, xl, w->norm[0], a->rstdf, nu, H);
+        GRAD_OP(GRADS(g->norm[0]), o->rmsnorm_bwd(a->dres, g->norm[0], a->dhf, xl, w->norm[0], a->rstdf, nu, H));
     if (ng)
-        o->rmsnorm_bwd(a->dres + (size_t)nu * H, g->norm[1], a->dhf + (size_t)nu * H, xl + (size_t)nu * H, w->norm[1],
-                       a->rstdf + nu, ng, H);
+        GRAD_OP(GRADS(g->norm[1]), o->rmsnorm_bwd(a->dres + (size_t)nu * H, g->norm[1], a->dhf + (size_t)nu * H,
+                                                  xl + (size_t)nu * H, w->norm[1], a->rstdf + nu, ng, H));
 
     for (int l = c->layers - 1; l >= 0; l--) {
         if (m->caps.recompute && l < c->layers - 1) /* see vit_backward */
@@ -1254,12 +1423,15 @@ int model_backward(model_t *m, char *err, size_t errlen)
     }
 
     /* dres = d(embeddings) */
-    if (g->embed)
+    if (g->embed) {
+        grads_zero(m, g->embed);
         o->rows_add(g->embed, a->text_ids, a->dres, a->text_row, a->n_text, H);
+    }
     if (a->n_vit)
         vit_backward(m);
     if (a->n_lat)
         latent_backward(m);
+    grads_finish(m);
     m->loaded_batch = 0;
     return 0;
 }

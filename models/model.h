@@ -127,6 +127,9 @@ typedef struct model {
     void *act_mem;
     model_acts_t *a;  /* pointers into act_mem */
     int loaded_batch; /* a batch's activations are present for backward */
+    int grad_fresh;   /* model_grad_clear: the next pass writes the gradients */
+    unsigned char *grad_done; /* (n_params) written in this fresh pass */
+    int *grad_order;          /* (n_params) parameter indices by offset */
     int infer_loaded; /* model_infer_load's batch is the one in backend memory */
 } model_t;
 
@@ -155,7 +158,15 @@ const model_param_t *model_find(const model_t *m, const char *name);
 int model_forward(model_t *m, const model_batch_t *b, const model_loss_opts_t *lo, int train, model_losses_t *out,
                   char *err, size_t errlen);
 int model_backward(model_t *m, char *err, size_t errlen);
+/* the whole gradient block zeroed now */
 void model_zero_grad(model_t *m);
+/* The gradients count as zero from here, without a pass over them: the next
+ * training forward and backward write each trainable parameter's gradient
+ * (op_table_t.grad_write) instead of adding to it, and zero those the batch
+ * gives nothing. Call it where model_zero_grad would go before a step's
+ * first micro-batch; the later micro-batches add as usual. Until that
+ * backward has ended, m->grad_mem holds stale values. */
+void model_grad_clear(model_t *m);
 
 /* Inference: a key/value cache the decoder layers read and write instead of
  * the packed attention (models/infer.h manages it). Per layer, k[l] and v[l]

@@ -122,5 +122,12 @@ void cpu_unpatchify_u8(uint8_t *img, const float *tokens, int H, int W, int C, i
 void cpu_argmax_rows(int32_t *out, const float *x, int n, int c);
 void cpu_hold_weights(const float *w, size_t n);
 void cpu_track_weights(const float *w, size_t n);
+/* op_table_t.grad_write: while on, the ops' parameter gradients are written
+ * (cpu_gw_beta() is the beta of their products, cpu_gw_add() adds a column
+ * sum onto its gradient) */
+void cpu_grad_write(int on);
+extern int cpu_grad_write_on;
+static inline float cpu_gw_beta(void) { return cpu_grad_write_on ? 0.0f : 1.0f; }
+static inline void cpu_gw_add(float *dst, float v) { *dst = (cpu_grad_write_on ? 0.0f : *dst) + v; }
 
 #endif

@@ -24,6 +24,7 @@ void cpu_classifier_ce(float *loss, float *dh, float *dw, const float *h, const 
     if (chunk <= 0 || chunk > n)
         chunk = n;
     int grad = (dh || dw) && dloss;
+    float dw_beta = cpu_gw_beta(); /* grad_write: the first chunk writes dw */
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int R = n - r0 < chunk ? n - r0 : chunk;
         const float *hc = h + (size_t)r0 * c;
@@ -60,7 +61,9 @@ void cpu_classifier_ce(float *loss, float *dh, float *dw, const float *h, const 
         if (dh)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, c, V, 1.0f, scratch, V, w, c, 1.0f,
                         dh + (size_t)r0 * c, c);
-        if (dw)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, c, R, 1.0f, scratch, V, hc, c, 1.0f, dw, c);
+        if (dw) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, c, R, 1.0f, scratch, V, hc, c, dw_beta, dw, c);
+            dw_beta = 1.0f;
+        }
     }
 }

@@ -172,6 +172,8 @@ void cpu_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const f
     int K = ci * kh * kw, hwo = g.ho * g.wo;
     if (n <= 0 || co <= 0 || hwo <= 0)
         return;
+    if (cpu_grad_write_on && dw) /* grad_write: the products below add onto zeros */
+        memset(dw, 0, (size_t)co * K * sizeof(float));
     if (db) {
 #pragma omp parallel for if ((size_t)n * co * hwo > CPU_OMP_MIN)
         for (int o = 0; o < co; o++) { /* in double: n·ho·wo reaches 10⁵ at the VAE's sizes */
@@ -181,7 +183,7 @@ void cpu_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const f
                 for (int p = 0; p < hwo; p++)
                     acc += src[p];
             }
-            db[o] += (float)acc;
+            cpu_gw_add(&db[o], (float)acc);
         }
     }
     if (!din && !dw)
@@ -368,9 +370,9 @@ void cpu_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, cons
                 }
             }
             if (dw)
-                dw[ch] += (float)aw;
+                cpu_gw_add(&dw[ch], (float)aw);
             if (db)
-                db[ch] += (float)ab;
+                cpu_gw_add(&db[ch], (float)ab);
         }
     }
 }

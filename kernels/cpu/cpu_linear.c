@@ -36,9 +36,9 @@ static void linear_bwd(float *din, float *dw, float *db, const float *dout, cons
     if (din && in_dim > 0) /* din[n,i] (+)= dout[n,o] · w[o,i] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim,
                     beta_in, din, in_dim);
-    if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, 1.0f,
-                    dw, in_dim);
+    if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] (= when grad_write) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim,
+                    cpu_gw_beta(), dw, in_dim);
     if (db) {
         /* column sums: threads own blocks of columns, so no two write one db[o] */
         int nblk = (out_dim + 63) / 64;
@@ -52,7 +52,7 @@ static void linear_bwd(float *din, float *dw, float *db, const float *dout, cons
                     acc[o - o0] += g[o];
             }
             for (int o = o0; o < o1; o++)
-                db[o] += acc[o - o0];
+                cpu_gw_add(&db[o], acc[o - o0]);
         }
     }
 }

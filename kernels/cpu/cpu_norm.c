@@ -60,7 +60,7 @@ void cpu_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, 
                     acc[i - i0] += g[i] * x[i] * rs;
             }
             for (int i = i0; i < i1; i++)
-                dw[i] += acc[i - i0];
+                cpu_gw_add(&dw[i], acc[i - i0]);
         }
     }
 }
@@ -128,9 +128,9 @@ void cpu_layernorm_bwd(float *din, float *dw, float *db, const float *dout, cons
             }
             for (int i = i0; i < i1; i++) {
                 if (dw)
-                    dw[i] += aw[i - i0];
+                    cpu_gw_add(&dw[i], aw[i - i0]);
                 if (db)
-                    db[i] += ab[i - i0];
+                    cpu_gw_add(&db[i], ab[i - i0]);
             }
         }
     }

@@ -49,3 +49,6 @@ void cpu_argmax_rows(int32_t *out, const float *x, int n, int c)
 /* the CPU multiplies the fp32 weights themselves: nothing to keep */
 void cpu_hold_weights(const float *w, size_t n) { (void)w, (void)n; }
 void cpu_track_weights(const float *w, size_t n) { (void)w, (void)n; }
+
+int cpu_grad_write_on;
+void cpu_grad_write(int on) { cpu_grad_write_on = on != 0; }

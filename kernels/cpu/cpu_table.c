@@ -60,4 +60,5 @@ const op_table_t op_cpu = {
     .argmax_rows = cpu_argmax_rows,
     .hold_weights = cpu_hold_weights,
     .track_weights = cpu_track_weights,
+    .grad_write = cpu_grad_write,
 };

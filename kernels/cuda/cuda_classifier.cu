@@ -103,6 +103,7 @@ void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const
     if (r16 && !w16)
         w16 = cuda_to_bf16(CUDA_SCRATCH_GEMM_B, w, V, c, c);
     void *z16 = r16 && grad ? cuda_scratch_slot(CUDA_SCRATCH_C, (size_t)chunk * V * 2 + 16) : NULL;
+    float dw_beta = cuda_gw_beta(); /* grad_write: the first chunk writes dw */
     for (int r0 = 0; r0 < n; r0 += chunk) {
         int R = n - r0 < chunk ? n - r0 : chunk;
         const float *hc = h + (size_t)r0 * c;
@@ -115,7 +116,9 @@ void cuda_classifier_ce(float *loss, float *dh, float *dw, const float *h, const
             continue;
         if (dh)
             product('n', 'n', R, c, V, scratch, z16, V, w, w16, c, 1.0f, dh + (size_t)r0 * c, c);
-        if (dw)
-            product('t', 'n', V, c, R, scratch, z16, V, hc, h16, c, 1.0f, dw, c);
+        if (dw) {
+            product('t', 'n', V, c, R, scratch, z16, V, hc, h16, c, dw_beta, dw, c);
+            dw_beta = 1.0f;
+        }
     }
 }

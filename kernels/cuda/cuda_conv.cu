@@ -677,6 +677,12 @@ void cuda_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const 
     int K = ci * kh * kw, hwo = g.ho * g.wo;
     if (n <= 0 || co <= 0 || hwo <= 0)
         return;
+    if (cuda_grad_write_on) { /* grad_write: the kernels below add onto zeros */
+        if (dw)
+            CU_CHECK(cudaMemsetAsync(dw, 0, (size_t)co * K * sizeof(float), cuda_stream));
+        if (db)
+            CU_CHECK(cudaMemsetAsync(db, 0, (size_t)co * sizeof(float), cuda_stream));
+    }
     if (db) {
         k_conv_db<<<co, 256, 0, cuda_stream>>>(db, dout, n, co, hwo);
         CU_LAUNCHED();

@@ -44,6 +44,11 @@ extern cudaStream_t cuda_stream;
 extern cublasHandle_t cuda_blas;
 /* 1 when the matrix math runs in bf16 (cuda_ops_set_bf16) */
 extern int cuda_bf16;
+/* 1 while the ops write parameter gradients rather than add to them
+ * (op_table_t.grad_write); cuda_gw_beta() is their products' beta */
+extern int cuda_grad_write_on;
+static inline float cuda_gw_beta(void) { return cuda_grad_write_on ? 0.0f : 1.0f; }
+void cuda_grad_write(int on);
 
 /* device buffers the ops reuse: grown, never shrunk, freed by
  * cuda_ops_shutdown; growing synchronizes (cudaMalloc). One slot per user

@@ -467,7 +467,7 @@ static void bwd16(float *din, float beta_in, float *dw, float *db, const float *
         if (dw) {
             if (!*x16)
                 *x16 = to_bf16(CUDA_SCRATCH_C, in, n, in_dim, in_dim);
-            gemm16('t', 'n', out_dim, in_dim, n, 1.0f, d16, out_dim, *x16, in_dim, 1.0f, dw, in_dim);
+            gemm16('t', 'n', out_dim, in_dim, n, 1.0f, d16, out_dim, *x16, in_dim, cuda_gw_beta(), dw, in_dim);
         }
     }
     if (db)
@@ -488,8 +488,8 @@ static void linear_bwd(float *din, float *dw, float *db, const float *dout, cons
     }
     if (din && in_dim > 0) /* din[n,i] (+)= dout[n,o] · w[o,i] */
         cuda_gemm_rm('n', 'n', n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, beta_in, din, in_dim);
-    if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] */
-        cuda_gemm_rm('t', 'n', out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, 1.0f, dw, in_dim);
+    if (dw && in_dim > 0) /* dw[o,i] += dout[n,o]ᵀ · in[n,i] (= when grad_write) */
+        cuda_gemm_rm('t', 'n', out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, cuda_gw_beta(), dw, in_dim);
     if (db)
         cuda_colsum_add(db, dout, n, out_dim);
 }
@@ -740,7 +740,7 @@ void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, cons
     /* dmm = dout·down_w, d(down_w) += doutᵀ·mm */
     gemm16('n', 'n', n, i, h, 1.0f, d16, h, weight16(held[2], down_w, h, i), i, 0.0f, dmm, i);
     if (ddown_w)
-        gemm16('t', 'n', h, i, n, 1.0f, d16, h, m16, i, 1.0f, ddown_w, i);
+        gemm16('t', 'n', h, i, n, 1.0f, d16, h, m16, i, cuda_gw_beta(), ddown_w, i);
     if (mode == MLP_LEAN) {
         const __nv_bfloat16 *g16 = (const __nv_bfloat16 *)gate;
         swiglu_bwd_to16(dg16, du16, dmm, g16, g16 + ni, ni);
@@ -752,8 +752,8 @@ void cuda_mlp_bwd(float *din, float *dgate_w, float *dup_w, float *ddown_w, cons
     gemm16('n', 'n', n, h, i, 1.0f, dg16, i, weight16(held[0], gate_w, i, h), h, 0.0f, din, h);
     gemm16('n', 'n', n, h, i, 1.0f, du16, i, weight16(held[1], up_w, i, h), h, 1.0f, din, h);
     if (dgate_w)
-        gemm16('t', 'n', i, h, n, 1.0f, dg16, i, x16, h, 1.0f, dgate_w, h);
+        gemm16('t', 'n', i, h, n, 1.0f, dg16, i, x16, h, cuda_gw_beta(), dgate_w, h);
     if (dup_w)
-        gemm16('t', 'n', i, h, n, 1.0f, du16, i, x16, h, 1.0f, dup_w, h);
+        gemm16('t', 'n', i, h, n, 1.0f, du16, i, x16, h, cuda_gw_beta(), dup_w, h);
     (void)in;
 }

@@ -45,7 +45,8 @@ __global__ void k_rmsnorm_bwd_din(float *din, const float *dout, const float *in
  * 32 columns × a run of rows write partial sums, then a block per 32 columns
  * adds them (the same order every call).
  *   dw[j] += Σ_r dout[r,j]·(in[r,j] − mean[r])·rstd[r]   (in given; mean NULL: 0)
- *   db[j] += Σ_r dout[r,j] */
+ *   db[j] += Σ_r dout[r,j]
+ * (= rather than += while grad_write is on) */
 #define COL_ROWS 128    /* rows a partial sum, at least */
 #define COL_BLOCKS 1024 /* blocks the partial sums take, about, where rows allow */
 
@@ -78,7 +79,7 @@ __global__ void k_col_partial(float *pw, float *pb, const float *dout, const flo
  * with one thread a column the per-head norms' 64 columns summed 730
  * partials each, one after the other: 8.7 of the 13.7 ms the column sums
  * took in a 0.5B step under Nsight Compute */
-__global__ void k_col_finish(float *dw, float *db, const float *pw, const float *pb, int parts, int c)
+__global__ void k_col_finish(float *dw, float *db, const float *pw, const float *pb, int parts, int c, int set)
 {
     __shared__ float sw[32][33], sb[32][33];
     int j = blockIdx.x * 32 + threadIdx.x;
@@ -94,9 +95,9 @@ __global__ void k_col_finish(float *dw, float *db, const float *pw, const float 
         for (int y = 0; y < 32; y++)
             s += sw[y][threadIdx.x], t += sb[y][threadIdx.x];
         if (dw)
-            dw[j] += s;
+            dw[j] = (set ? 0.0f : dw[j]) + s;
         if (db)
-            db[j] += t;
+            db[j] = (set ? 0.0f : db[j]) + t;
     }
 }
 
@@ -115,7 +116,7 @@ void cuda_col_reduce(float *dw, float *db, const float *dout, const float *in, c
     k_col_partial<<<dim3(cb, parts), dim3(32, 8), 0, cuda_stream>>>(pw, pb, dout, dw ? in : NULL, mean, rstd, n, c,
                                                                     rows);
     CU_LAUNCHED();
-    k_col_finish<<<cb, dim3(32, 32), 0, cuda_stream>>>(dw, db, pw, pb, parts, c);
+    k_col_finish<<<cb, dim3(32, 32), 0, cuda_stream>>>(dw, db, pw, pb, parts, c, cuda_grad_write_on);
     CU_LAUNCHED();
 }
 
@@ -439,6 +440,12 @@ void cuda_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, con
         CU_LAUNCHED();
     }
     if (dw || db) {
+        if (cuda_grad_write_on) { /* the kernel adds onto zeros */
+            if (dw)
+                CU_CHECK(cudaMemsetAsync(dw, 0, (size_t)c * sizeof(float), cuda_stream));
+            if (db)
+                CU_CHECK(cudaMemsetAsync(db, 0, (size_t)c * sizeof(float), cuda_stream));
+        }
         k_groupnorm_bwd_dwdb<<<c, NORM_THREADS, 0, cuda_stream>>>(dw, db, dout, in, mean, rstd, n, c, hw, groups);
         CU_LAUNCHED();
     }

@@ -61,6 +61,7 @@ static op_table_t cuda_table(void)
     t.unpatchify_u8 = cuda_unpatchify_u8;
     t.argmax_rows = cuda_argmax_rows;
     t.hold_weights = cuda_hold_weights;
+    t.grad_write = cuda_grad_write;
     t.track_weights = cuda_track_weights;
     return t;
 }

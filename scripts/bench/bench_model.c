@@ -3,20 +3,23 @@
  *
  *  - default: forward + backward, in tokens per second; scripts/bench/model.sh
  *    runs the PyTorch reference beside it on the CPU with the same threads;
- *  - --train: the whole training step as bagel-train takes it (zero the
- *    gradients, forward, backward, clip at 1.0, AdamW, EMA 0.9999, fp32 master
- *    weights and optimizer state), with step ms, tokens/s, model TFLOP/s, MFU
+ *  - --train: the whole training step as bagel-train takes it (forward and
+ *    backward writing the gradients (model_grad_clear), clip at 1.0, AdamW,
+ *    EMA 0.9999, fp32 master weights and optimizer state), with step ms, tokens/s, model TFLOP/s, MFU
  *    over --peak and the device memory in use; scripts/bench/model-gpu.sh runs
  *    it beside the PyTorch peer (tests/reference/bench_torch_gpu.py);
  *  - --profile: also the time of every op, each between two syncs, summed
  *    per op over the timed steps (kernels/prof.h); the step times of such a
  *    run include those syncs;
  *  - --recompute: activation recomputation (model_caps_t.recompute);
+ *  - --zero-grad: the gradients zeroed before each step and added to
+ *    (model_zero_grad), for comparison with their writing;
  *  - --count: only packs the case and prints its model FLOPs, the line
  *    `bench_ref.py flops` prints for the same case (the two counts agree).
  *
  *   bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count]
- *               [--warmup N] [--peak TFLOPS]      (threads: OMP_NUM_THREADS)
+ *               [--profile] [--recompute] [--zero-grad] [--warmup N]
+ *               [--peak TFLOPS]                    (threads: OMP_NUM_THREADS)
  *
  * Timing: a host clock around each step, after ops->sync (the CUDA backend
  * queues work on one stream; sync waits for it); median and best of ITERS
@@ -130,15 +133,15 @@ static double device_used(const op_table_t *ops)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count] [--profile] [--recompute] [--warmup N] "
-                    "[--peak TFLOPS]\n");
+    fprintf(stderr, "usage: bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count] [--profile] [--recompute] [--zero-grad] "
+                    "[--warmup N] [--peak TFLOPS]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     const char *pos[4] = {0};
-    int npos = 0, train = 0, count_only = 0, warmup = 1, profile = 0, recompute = 0;
+    int npos = 0, train = 0, count_only = 0, warmup = 1, profile = 0, recompute = 0, zero_grad = 0;
     double peak = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--train"))
@@ -147,6 +150,8 @@ int main(int argc, char **argv)
             profile = 1;
         else if (!strcmp(argv[i], "--recompute"))
             recompute = 1;
+        else if (!strcmp(argv[i], "--zero-grad"))
+            zero_grad = 1;
         else if (!strcmp(argv[i], "--count"))
             count_only = 1;
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
@@ -235,7 +240,9 @@ int main(int argc, char **argv)
         ops->download(host, m->param_mem, m->n_floats * sizeof(float));
         ops->upload(ema, host, m->n_floats * sizeof(float));
         free(host);
-        optim_zero(opt, m->grad_mem);
+        model_grad_clear(m); /* as bagel-train: each step's backward writes the gradients */
+        if (zero_grad)
+            model_zero_grad(m);
     }
 
     double *dt = malloc((size_t)iters * sizeof *dt);
@@ -256,11 +263,17 @@ int main(int argc, char **argv)
             }
             optim_report_t rep = {0};
             optim_update(opt, &sched, m->param_mem, m->grad_mem, ema, &rep);
-            optim_zero(opt, m->grad_mem);
+            if (zero_grad)
+                model_zero_grad(m);
+            else
+                model_grad_clear(m);
             norm = rep.norm;
             skipped += rep.skipped;
         } else {
-            model_zero_grad(m);
+            if (zero_grad)
+                model_zero_grad(m);
+            else
+                model_grad_clear(m);
             if (model_forward(m, b, &rc.loss, 1, &L, err, sizeof err) || model_backward(m, err, sizeof err)) {
                 fprintf(stderr, "bench-model: %s\n", err);
                 return 1;

@@ -840,7 +840,7 @@ int train_run(train_opts_t *o)
                             .mse_weight = (float)o->mse_weight,
                             .ce_reweight = o->ce_reweight,
                             .grad_scale = 1.0f / (float)o->accum};
-    optim_zero(r->opt, m->grad_mem);
+    model_grad_clear(m); /* the first micro-batch writes the gradients (no zeroing pass) */
     /* from here the weights change only through AdamW (op_table_t.
      * track_weights: CUDA's products take the bf16 copy AdamW keeps) */
     m->ops->track_weights(m->param_mem, m->n_floats);
@@ -913,7 +913,7 @@ int train_run(train_opts_t *o)
         } else {
             optim_update(r->opt, &r->sched, m->param_mem, m->grad_mem, r->ema, &rep);
         }
-        optim_zero(r->opt, m->grad_mem);
+        model_grad_clear(m);
         if (rep.skipped) {
             r->bad_in_row++;
             log_error("step %ld: loss %g, gradient norm %g: not finite, the step is skipped (%ld in a row)",

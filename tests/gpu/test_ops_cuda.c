@@ -15,6 +15,7 @@
  * when any test fails. */
 #include "../../kernels/cpu/cpu.h"
 #include "../../kernels/cuda/ops_cuda.h"
+#include "../support/gradwrite.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -808,6 +809,25 @@ static void with_bf16(void (*fn)(void))
 
 static void t_bf16_linear(void) { with_bf16(t_linear); }
 
+/* ---- parameter gradients written, not added (op_table_t.grad_write,
+ * model_grad_clear): every op that produces them and the model's backward,
+ * into NaN-filled gradients against zeroed ones (tests/support/gradwrite.c),
+ * fp32 and bf16. Other product kernels may serve beta 0 than beta 1, and
+ * the attention backward adds with atomics: within 1e-5 (ops) and 1e-4
+ * (model) of the largest gradient, not bit for bit. */
+static void t_grad_write(void)
+{
+    char m2[MSG_LEN];
+    for (int bf = 0; bf < 2; bf++) {
+        cuda_ops_set_bf16(bf);
+        if (gradwrite_ops(G, 1e-5, m2, sizeof m2))
+            fail("%s%s", bf ? "bf16: " : "", m2);
+        if (gradwrite_model(G, 1e-4, m2, sizeof m2))
+            fail("%s%s", bf ? "bf16: " : "", m2);
+    }
+    cuda_ops_set_bf16(0);
+}
+
 /* linear3_fwd and linear3_bwd (q, k and v of one input): in bf16 against
  * CUDA's own linear_fwd, linear_bwd_set and linear_bwd in turn, bit for bit
  * (the same products of the same bf16 operands, the input rounded once
@@ -1355,6 +1375,8 @@ static const test_t tests[] = {
     {"bf16: linear forward and backward", t_bf16_linear},
     {"bf16: linear forward with the bias in cuBLASLt's epilogue", t_bf16_linear_bias_epilogue},
     {"linear3 (q, k, v of one input) against the ops in turn and the cpu, bf16 and fp32", t_linear3},
+    {"grad_write: parameter gradients written into NaN, as zeroed and added; ops and model, fp32 and bf16",
+     t_grad_write},
     {"bf16: classifier_ce", t_bf16_classifier},
     {"bf16: conv2d forward and backward, gn_conv2d_fwd", t_bf16_conv},
     {"bf16: attention, the fixed packings", t_bf16_attention_fixed},

@@ -1671,6 +1671,7 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.gauss_sample,  (const void *)op_cpu.unpatchify_u8,
         (const void *)op_cpu.attention_kv,  (const void *)op_cpu.argmax_rows,
         (const void *)op_cpu.hold_weights,  (const void *)op_cpu.track_weights,
+        (const void *)op_cpu.grad_write,
     };
     /* the list above names every function pointer of op_table_t */
     assert_int_equal(sizeof ptrs / sizeof ptrs[0], (sizeof(op_table_t) - sizeof(const char *)) / sizeof(void *));
