@@ -707,10 +707,9 @@ int model_reserve(model_t *m, const model_caps_t *caps, char *err, size_t errlen
      * cache); on a GPU enough rows that each of the three products is large
      * (with 64 the products were small and re-read the whole lm_head weight
      * per chunk: 69 ms a step where 7 would do), up to BAGEL_CE_MIB (default
-     * 1024) MiB of logits, in chunks of equal size: every chunk's weight
-     * gradient product reads and writes the whole fp32 gradient of the head
-     * (4.4 GB at the 7B shape), so a short last chunk costs as much as a
-     * full one there */
+     * 1024) MiB of logits, in chunks of equal size (no short last chunk
+     * whose products are small; one, two or three chunks measured the same
+     * at the 7B shape on an H200, so the smaller scratch is kept) */
     if (k.ce_chunk <= 0) {
         k.ce_chunk = 64;
         if (strcmp(m->ops->name, "cpu") && m->cfg.vocab > 0) {
