@@ -56,3 +56,10 @@ for d in 64 128; do
             'BEGIN { printf "attn-gpu: d=%s %s bf16 fwd+bwd %.1f TFLOP/s = %.2f of cuDNN causal (%.1f)\n", d, pk, o, o / c, c }'
     done
 done
+# the ViT's images: ours against cuDNN's and flash's per-image calls
+for be in cudnn flash; do
+    p=$(sed -n "s/^torch attn vit .* $be .*fwd+bwd [0-9.]* ms \([0-9.]*\) TFLOP.*/\1/p" <<<"$peer")
+    o=$(sed -n "s/^attn vit *S=.* bf16 .*fwd+bwd [0-9.]* ms \([0-9.]*\) TFLOP.*/\1/p" <<<"$ours")
+    [[ -n "$p" && -n "$o" ]] && awk -v o="$o" -v p="$p" -v be="$be" \
+        'BEGIN { printf "attn-gpu: vit images bf16 fwd+bwd %.1f TFLOP/s = %.2f of %s per image (%.1f)\n", o, o / p, be, p }'
+done

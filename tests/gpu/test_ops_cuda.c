@@ -439,9 +439,10 @@ static void t_rows(void)
     check("rows_copy scatter", ds, s, (size_t)9 * c, 0.0);
 }
 
-static void t_classifier(void)
+/* V 301: the row kernel a float at a time; 304: four at a time */
+static void classifier_case(int V)
 {
-    int n = 37, c = 24, V = 301, chunk = 8;
+    int n = 37, c = 24, chunk = 8;
     float *h = hrand((size_t)n * c, -1, 1), *w = hrand((size_t)V * c, -1, 1), *dl = hrand(n, 0, 1);
     int32_t lab[37];
     for (int r = 0; r < n; r++)
@@ -468,6 +469,12 @@ static void t_classifier(void)
     C->classifier_ce(NULL, gh, NULL, h, w, lab, dl, n, c, V, host_alloc((size_t)n * V * 4), 0);
     G->classifier_ce(NULL, dgh, NULL, dh_, dw_, dlab, ddl, n, c, V, dev_alloc((size_t)n * V * 4), 0);
     check("classifier_ce dh alone, one chunk", dgh, gh, (size_t)n * c, tol_red);
+}
+
+static void t_classifier(void)
+{
+    classifier_case(301);
+    classifier_case(304);
 }
 
 static void t_loss(void)
