@@ -271,35 +271,32 @@ int gradwrite_ops(const op_table_t *t, double tol, char *msg, size_t msglen)
 
 /* ---- the model ---- */
 
-/* a caption with loss, then (image) a generated image with loss and its
- * ViT copy: the packing of tests/unit/test_accum.c */
-typedef struct smp {
-    int32_t tok[6];
-    uint8_t vae[16 * 16 * 3];
-    uint8_t vit[28 * 28 * 3];
-    pack_segment_t seg[2];
-} smp_t;
+void test_sample_make(test_sample_t *s, int k)
+{
+    for (int i = 0; i < 6; i++)
+        s->tok[i] = (int32_t)((k * 37 + i * 11) % 500);
+    for (size_t i = 0; i < sizeof s->vae; i++)
+        s->vae[i] = (uint8_t)((i * 7 + k * 91) & 255);
+    for (size_t i = 0; i < sizeof s->vit; i++)
+        s->vit[i] = (uint8_t)((i * 13 + k * 5) & 255);
+    memset(s->seg, 0, sizeof s->seg);
+    s->seg[0] = (pack_segment_t){.kind = PACK_TEXT, .loss = 1, .tokens = s->tok, .n_tokens = 6};
+    s->seg[1] = (pack_segment_t){.kind = PACK_IMAGE,
+                                 .loss = 1,
+                                 .und = 1,
+                                 .vae = s->vae,
+                                 .vae_h = 16,
+                                 .vae_w = 16,
+                                 .vit = s->vit,
+                                 .vit_h = 28,
+                                 .vit_w = 28};
+}
 
+/* sample k alone in a pack, with its image or (image 0) its caption only */
 static int make_pack(pack_t *p, const model_config_t *cfg, int k, int image, char *err, size_t len)
 {
-    smp_t s;
-    for (int i = 0; i < 6; i++)
-        s.tok[i] = (int32_t)((k * 37 + i * 11) % 500);
-    for (size_t i = 0; i < sizeof s.vae; i++)
-        s.vae[i] = (uint8_t)((i * 7 + k * 91) & 255);
-    for (size_t i = 0; i < sizeof s.vit; i++)
-        s.vit[i] = (uint8_t)((i * 13 + k * 5) & 255);
-    memset(s.seg, 0, sizeof s.seg);
-    s.seg[0] = (pack_segment_t){.kind = PACK_TEXT, .loss = 1, .tokens = s.tok, .n_tokens = 6};
-    s.seg[1] = (pack_segment_t){.kind = PACK_IMAGE,
-                                .loss = 1,
-                                .und = 1,
-                                .vae = s.vae,
-                                .vae_h = 16,
-                                .vae_w = 16,
-                                .vit = s.vit,
-                                .vit_h = 28,
-                                .vit_w = 28};
+    test_sample_t s;
+    test_sample_make(&s, k);
     pack_opts_t po = {0};
     pack_init(p, cfg, &po, 7 + k);
     pack_sample_t ps = {.n_segments = image ? 2 : 1, .seg = s.seg};

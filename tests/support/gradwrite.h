@@ -9,7 +9,21 @@
 
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "../../kernels/ops.h"
+#include "../../models/pack.h"
+
+/* sample k of the model tests (this file's and tests/unit/test_accum.c): a
+ * caption with loss (seg[0]), then a generated image with loss and its ViT
+ * copy (seg[1]), for tests/stage/data/train-mini.json */
+typedef struct test_sample {
+    int32_t tok[6];
+    uint8_t vae[16 * 16 * 3];
+    uint8_t vit[28 * 28 * 3];
+    pack_segment_t seg[2];
+} test_sample_t;
+void test_sample_make(test_sample_t *s, int k);
 
 /* every op that produces parameter gradients, on small random inputs */
 int gradwrite_ops(const op_table_t *t, double tol, char *msg, size_t msglen);

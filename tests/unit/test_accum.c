@@ -16,6 +16,7 @@
 
 #include "../../models/model.h"
 #include "../../models/pack.h"
+#include "../support/gradwrite.h"
 
 static model_config_t cfg;
 
@@ -24,37 +25,6 @@ static void load_cfg(void)
     char err[300];
     if (model_config_load(&cfg, "tests/stage/data/train-mini.json", NULL, err, sizeof err))
         fail_msg("%s", err);
-}
-
-/* sample k: a caption with loss, an image with loss (noisy target) and a ViT copy */
-typedef struct smp {
-    int32_t tok[6];
-    uint8_t vae[16 * 16 * 3];
-    uint8_t vit[28 * 28 * 3];
-    pack_segment_t seg[2];
-} smp_t;
-
-static void make(smp_t *s, int k)
-{
-    for (int i = 0; i < 6; i++)
-        s->tok[i] = (int32_t)((k * 37 + i * 11) % 500);
-    for (size_t i = 0; i < sizeof s->vae; i++)
-        s->vae[i] = (uint8_t)((i * 7 + k * 91) & 255);
-    for (size_t i = 0; i < sizeof s->vit; i++)
-        s->vit[i] = (uint8_t)((i * 13 + k * 5) & 255);
-    memset(s->seg, 0, sizeof s->seg);
-    s->seg[0] = (pack_segment_t){.kind = PACK_TEXT, .loss = 1, .tokens = s->tok, .n_tokens = 6, .drop = 0};
-    s->seg[1] = (pack_segment_t){.kind = PACK_IMAGE,
-                                 .loss = 1,
-                                 .und = 1,
-                                 .vae = s->vae,
-                                 .vae_h = 16,
-                                 .vae_w = 16,
-                                 .vit = s->vit,
-                                 .vit_h = 28,
-                                 .vit_w = 28,
-                                 .drop_vae = 0,
-                                 .drop_vit = 0};
 }
 
 /* the draws of sample k's latents, whatever the batch */
@@ -87,9 +57,9 @@ static void test_accumulation(void **state)
     (void)state;
     load_cfg();
     char err[300];
-    smp_t s[2];
-    make(&s[0], 0);
-    make(&s[1], 1);
+    test_sample_t s[2];
+    test_sample_make(&s[0], 0);
+    test_sample_make(&s[1], 1);
     pack_opts_t po = {0};
     pack_t both, one[2];
     pack_init(&both, &cfg, &po, 1);
