@@ -49,6 +49,8 @@ typedef struct op_attn {
     const int32_t *row_of_pos;  /* (n_tok) or NULL */
     int dense;                  /* a host hint: 1 when every query sees every key (one full split,
                                    row_of_pos NULL), so a backend may skip the mask; 0 says nothing */
+    int write;                  /* attention_bwd: 1 writes dq, dk and dv (their old contents never
+                                   read); 0 adds to them */
 } op_attn_t;
 
 /* The visibility rule itself, on host metadata: for tests, references and the

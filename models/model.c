@@ -1257,10 +1257,8 @@ static void llm_layer_backward(model_t *m, int l)
         GRAD_OP(GRADS(G->o_w), o->linear_bwd_set(a->do_ + (size_t)r * Q, G->o_w, NULL, a->dres + rh,
                                                  L->o + (size_t)r * Q, E->o_w, n, Q, H));
     }
-    o->zero(a->dq, (size_t)S * Q * 4);
-    o->zero(a->dk, (size_t)S * K * 4);
-    o->zero(a->dv, (size_t)S * K * 4);
     op_attn_t at = llm_attn(m);
+    at.write = 1; /* dq, dk, dv written: no zeroing first */
     o->attention_bwd(a->dq, a->dk, a->dv, a->do_, L->o, L->lse, L->q, L->k, L->v, &at);
     o->rope_bwd(a->dq, a->pos_row, S, c->heads, hd, c->rope_theta);
     o->rope_bwd(a->dk, a->pos_row, S, c->kv_heads, hd, c->rope_theta);
@@ -1309,7 +1307,8 @@ static void vit_backward(model_t *m)
     const model_weights_t *w = &m->w;
     model_weights_t *g = &m->g;
     int Nv = a->n_vit, Dv = c->vit_hidden, Iv = c->vit_inter, H = c->hidden;
-    op_attn_t at = vit_attn(m);
+    op_attn_t at = vit_attn(m), atw = at;
+    atw.write = 1; /* the backward writes dq, dk, dv: no zeroing first */
     o->rows_copy(a->dc2, NULL, a->dres, a->vit_row, Nv, H);
     o->zero(a->dc1g, (size_t)Nv * H * 4);
     o->zero(a->dc1, (size_t)Nv * H * 4);
@@ -1345,10 +1344,7 @@ static void vit_backward(model_t *m)
         GRAD_OP(GRADS(G->ln2_w, G->ln2_b), o->layernorm_bwd(a->dvres, G->ln2_w, G->ln2_b, a->dvbn, V->xmid, L->ln2_w,
                                                             V->mean2, V->rstd2, Nv, Dv));
         GRAD_OP(GRADS(G->o_w, G->o_b), o->linear_bwd_set(a->dvo, G->o_w, G->o_b, a->dvres, V->o, L->o_w, Nv, Dv, Dv));
-        o->zero(a->dvq, (size_t)Nv * Dv * 4);
-        o->zero(a->dvk, (size_t)Nv * Dv * 4);
-        o->zero(a->dvv, (size_t)Nv * Dv * 4);
-        o->attention_bwd(a->dvq, a->dvk, a->dvv, a->dvo, V->o, V->lse, V->q, V->k, V->v, &at);
+        o->attention_bwd(a->dvq, a->dvk, a->dvv, a->dvo, V->o, V->lse, V->q, V->k, V->v, &atw);
         const op_lin_t qkv[3] = {{.w = L->q_w, .dim = Dv, .dout = a->dvq, .dw = G->q_w, .db = G->q_b},
                                  {.w = L->k_w, .dim = Dv, .dout = a->dvk, .dw = G->k_w, .db = G->k_b},
                                  {.w = L->v_w, .dim = Dv, .dout = a->dvv, .dw = G->v_w, .db = G->v_b}};

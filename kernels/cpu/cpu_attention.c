@@ -357,6 +357,14 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
     int S = a->n_tok, nh = a->n_heads, nkv = a->n_kv_heads, d = a->head_dim;
     if (S <= 0 || nh <= 0 || d <= 0 || (!dq && !dk && !dv))
         return;
+    if (a->write) { /* the tiles below add onto zeros */
+        if (dq)
+            memset(dq, 0, (size_t)S * nh * d * sizeof(float));
+        if (dk)
+            memset(dk, 0, (size_t)S * nkv * d * sizeof(float));
+        if (dv)
+            memset(dv, 0, (size_t)S * nkv * d * sizeof(float));
+    }
     int bk = attn_bk(d), nthr = omp_get_max_threads();
     size_t per = attn_tile_floats(d, bk);
     float *tiles = malloc(per * (size_t)nthr * sizeof(float));

@@ -439,6 +439,20 @@ void cuda_attention_fwd(float *out, float *lse, const float *q, const float *k, 
     CU_LAUNCHED();
 }
 
+/* op_attn_t.write for the kernels that add: dq, dk, dv zeroed first */
+void cuda_attn_zero_grads(float *dq, float *dk, float *dv, const op_attn_t *a)
+{
+    if (!a->write)
+        return;
+    size_t nq = (size_t)a->n_tok * a->n_heads * a->head_dim, nk = (size_t)a->n_tok * a->n_kv_heads * a->head_dim;
+    if (dq)
+        CU_CHECK(cudaMemsetAsync(dq, 0, nq * sizeof(float), cuda_stream));
+    if (dk)
+        CU_CHECK(cudaMemsetAsync(dk, 0, nk * sizeof(float), cuda_stream));
+    if (dv)
+        CU_CHECK(cudaMemsetAsync(dv, 0, nk * sizeof(float), cuda_stream));
+}
+
 void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                         const float *q, const float *k, const float *v, const op_attn_t *a)
 {
@@ -450,6 +464,7 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
         cuda_flash_bwd(dq, dk, dv, dout, out, lse, q, k, v, a);
         return;
     }
+    cuda_attn_zero_grads(dq, dk, dv, a); /* these kernels add */
     attn_dev x = attn_dev_of(a);
     if (dq) {
         size_t smem = sizeof(float) * (2 * (size_t)AT_BQ * d + 2 * (size_t)AT_BK * (d + 1));

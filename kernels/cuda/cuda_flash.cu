@@ -76,6 +76,8 @@ struct fa_meta {
                                     two zero words past the end */
     const int32_t *len;          /* the wgmma kernels' sample-aligned positions (fa_wg_layout): the
                                     used length, on the device; blocks past it return. NULL: S */
+    int write;                   /* the wgmma backward: dq, dk, dv stored, not added to
+                                    (op_attn_t.write); the other kernels add onto zeros */
 };
 
 /* ---- small device helpers */
@@ -474,14 +476,14 @@ __device__ static inline void fa_store_out(float *out, float *lse, const float (
  * the wgmma kernels (fa_store_dq's and fa_store_dkv's BATCH); the mma.sync
  * ones, short of registers, add one element at a time. */
 template <int NT>
-__device__ static inline void fa_add_row(float *p, const float (&acc)[NT][4], int r, float f, int d, int t)
+__device__ static inline void fa_add_row(float *p, const float (&acc)[NT][4], int r, float f, int d, int t, int set)
 {
     if ((d & 1) == 0 && ((uintptr_t)p & 7) == 0) {
         float2 v[NT];
 #pragma unroll
         for (int n = 0; n < NT; n++)
             if (n * 8 + 2 * t < d)
-                v[n] = *reinterpret_cast<const float2 *>(p + n * 8 + 2 * t);
+                v[n] = set ? make_float2(0.0f, 0.0f) : *reinterpret_cast<const float2 *>(p + n * 8 + 2 * t);
 #pragma unroll
         for (int n = 0; n < NT; n++)
             if (n * 8 + 2 * t < d) {
@@ -497,7 +499,7 @@ __device__ static inline void fa_add_row(float *p, const float (&acc)[NT][4], in
 #pragma unroll
         for (int u = 0; u < 2; u++)
             if (n * 8 + 2 * t + u < d)
-                v[n][u] = p[n * 8 + 2 * t + u];
+                v[n][u] = set ? 0.0f : p[n * 8 + 2 * t + u];
 #pragma unroll
     for (int n = 0; n < NT; n++)
 #pragma unroll
@@ -518,15 +520,15 @@ __device__ static inline void fa_store_dq(float *dq, const float (&acc)[NT][4], 
             continue;
         size_t ri = ((size_t)row * m.nh + h) * m.d;
         if constexpr (BATCH) {
-            fa_add_row<NT>(dq + ri, acc, r, m.scale, m.d, t);
+            fa_add_row<NT>(dq + ri, acc, r, m.scale, m.d, t, m.write);
         } else {
 #pragma unroll
             for (int n = 0; n < NT; n++) {
                 int c = n * 8 + 2 * t;
                 if (c < m.d)
-                    dq[ri + c] += m.scale * acc[n][2 * r];
+                    dq[ri + c] = (m.write ? 0.0f : dq[ri + c]) + m.scale * acc[n][2 * r];
                 if (c + 1 < m.d)
-                    dq[ri + c + 1] += m.scale * acc[n][2 * r + 1];
+                    dq[ri + c + 1] = (m.write ? 0.0f : dq[ri + c + 1]) + m.scale * acc[n][2 * r + 1];
             }
         }
     }
@@ -548,9 +550,9 @@ __device__ static inline void fa_store_dkv(float *dk, float *dv, const float (&a
         size_t ri = partial ? ((size_t)hq * m.S + kp[r]) * m.d : ((size_t)row * m.nkv + kvh) * m.d;
         if (BATCH && !partial) {
             if (dk)
-                fa_add_row<NT>(dk + ri, ak, r, m.scale, m.d, t);
+                fa_add_row<NT>(dk + ri, ak, r, m.scale, m.d, t, m.write);
             if (dv)
-                fa_add_row<NT>(dv + ri, av, r, 1.0f, m.d, t);
+                fa_add_row<NT>(dv + ri, av, r, 1.0f, m.d, t, m.write);
             continue;
         }
 #pragma unroll
@@ -565,9 +567,9 @@ __device__ static inline void fa_store_dkv(float *dk, float *dv, const float (&a
                     dv[ri + c + u] = av[n][2 * r + u];
                 } else {
                     if (dk)
-                        dk[ri + c + u] += m.scale * ak[n][2 * r + u];
+                        dk[ri + c + u] = (m.write ? 0.0f : dk[ri + c + u]) + m.scale * ak[n][2 * r + u];
                     if (dv)
-                        dv[ri + c + u] += av[n][2 * r + u];
+                        dv[ri + c + u] = (m.write ? 0.0f : dv[ri + c + u]) + av[n][2 * r + u];
                 }
             }
         }
@@ -1281,11 +1283,11 @@ __global__ void __launch_bounds__(32 * NW, MB) k_fa_bwd_dkv(float *dk, float *dv
     fa_store_dkv<NT>(dk, dv, ak, av, kp, hq, kvh, rop, m, partial, t);
 }
 
-/* dk/dv [row][kvh][d] += Σ over the group's query heads of the partials,
- * in head order; a warp a (position, kv head) row; none where rop is
- * negative (fa_wg_layout's padding) */
+/* dk/dv [row][kvh][d] += Σ over the group's query heads of the partials
+ * (= when write), in head order; a warp a (position, kv head) row; none
+ * where rop is negative (fa_wg_layout's padding) */
 __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const float *pv, const int32_t *rop, int S,
-                               int nh, int nkv, int d)
+                               int nh, int nkv, int d, int write)
 {
     int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (w >= S * nkv)
@@ -1303,9 +1305,9 @@ __global__ void k_fa_sum_group(float *dk, float *dv, const float *pk, const floa
             sv += pv[src];
         }
         if (dk)
-            dk[dst + j] += sk;
+            dk[dst + j] = (write ? 0.0f : dk[dst + j]) + sk;
         if (dv)
-            dv[dst + j] += sv;
+            dv[dst + j] = (write ? 0.0f : dv[dst + j]) + sv;
     }
 }
 
@@ -1695,6 +1697,7 @@ static fa_meta fa_meta_of(const op_attn_t *a, const fa_stage &st)
     m.ss = a->split_start, m.sf = a->split_first, m.sm = a->split_mode, m.sp = st.sp;
     m.nb = st.nb;
     m.len = NULL;
+    m.write = 0;
     return m;
 }
 
@@ -1838,7 +1841,7 @@ static void fa_bwd(float *dq, float *dk, float *dv, const fa_stage &st, const op
         if (part) {
             size_t rows = (size_t)a->n_tok * a->n_kv_heads;
             k_fa_sum_group<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(
-                dk, dv, st.pk, st.pv, a->row_of_pos, a->n_tok, a->n_heads, a->n_kv_heads, a->head_dim);
+                dk, dv, st.pk, st.pv, a->row_of_pos, a->n_tok, a->n_heads, a->n_kv_heads, a->head_dim, 0);
             CU_LAUNCHED();
         }
     }
@@ -1880,6 +1883,7 @@ static fa_wg_pos fa_wg_layout(const op_attn_t *a, fa_pieces &pc)
     r.m.S = bound, r.m.nh = a->n_heads, r.m.nkv = a->n_kv_heads, r.m.d = a->head_dim, r.m.n_splits = n2;
     r.m.scale = a->scale;
     r.m.ss = ss2, r.m.sf = sf2, r.m.sm = sm2, r.m.sp = sp2, r.m.nb = nb, r.m.len = len;
+    r.m.write = 0;
     r.rop = rop2, r.Sp = bound;
     return r;
 }
@@ -2058,7 +2062,8 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
     k_fa_stage_rows<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, cuda_stream>>>(D, lse2, dout, out, lse, rop, Sp,
                                                                                   Sp, nh, d);
     CU_LAUNCHED();
-    const fa_meta m = L.m;
+    fa_meta m = L.m;
+    m.write = a->write; /* every row of dq, dk, dv is stored once (padding rows none) */
     if (dq) {
         dim3 grid((unsigned)nh, (unsigned)(Sp / FA_WG_BQ)); /* as the forward's */
         const size_t fixed = (size_t)2 * FA_WG_BQ * DP * 2 + 8, per = (size_t)3 * FA_WB * DP * 2 + 16;
@@ -2092,7 +2097,7 @@ static void fa_bwd_wg(float *dq, float *dk, float *dv, const float *dout, const 
         if (part) { /* the shares' partial rows, added in share order */
             size_t r = (size_t)Sp * nkv;
             k_fa_sum_group<<<(unsigned)((r * 32 + 255) / 256), 256, 0, cuda_stream>>>(dk, dv, pk, pv, rop, Sp,
-                                                                                      nkv * nc, nkv, d);
+                                                                                      nkv * nc, nkv, d, m.write);
             CU_LAUNCHED();
         }
     }
@@ -2112,6 +2117,7 @@ void cuda_flash_bwd(float *dq, float *dk, float *dv, const float *dout, const fl
             fa_bwd_wg<128>(dq, dk, dv, dout, out, lse, q, k, v, a);
         return;
     }
+    cuda_attn_zero_grads(dq, dk, dv, a); /* the mma.sync kernels add */
     fa_stage st = fa_carve(a, dp, 1);
     fa_stage_qkv(st, q, k, v, a, dp);
     fa_stage_rows(st.o, dout, a->row_of_pos, S, nh, a->head_dim, dp);

@@ -221,6 +221,41 @@ static void c_classifier(run_t *r)
     keep(r, loss, n), keep(r, dh, (size_t)n * c), keep(r, dw, (size_t)V * c);
 }
 
+/* attention_bwd with op_attn_t.write (into NaN) against adding onto zeros:
+ * two samples, causal, full and noise splits, 300 positions; the head dims
+ * and groups take each of the CUDA backward's stores (dQ's batched and
+ * plain adds, dK/dV's partial rows and one share) */
+static void c_attn(run_t *r, int nh, int nkv, int d)
+{
+    const op_table_t *t = r->t;
+    int S = 300;
+    int32_t start[5] = {0, 100, 160, 200, 300}, first[4] = {0, 0, 0, 3};
+    uint8_t mode[4] = {OP_SPLIT_CAUSAL, OP_SPLIT_FULL, OP_SPLIT_NOISE, OP_SPLIT_CAUSAL};
+    int32_t *ds = dalloc(r, sizeof start), *df = dalloc(r, sizeof first);
+    uint8_t *dm = dalloc(r, sizeof mode);
+    t->upload(ds, start, sizeof start), t->upload(df, first, sizeof first), t->upload(dm, mode, sizeof mode);
+    op_attn_t a = {.n_tok = S,
+                   .n_heads = nh,
+                   .n_kv_heads = nkv,
+                   .head_dim = d,
+                   .scale = 1.0f / sqrtf((float)d),
+                   .n_splits = 4,
+                   .split_start = ds,
+                   .split_mode = dm,
+                   .split_first = df};
+    size_t nq = (size_t)S * nh * d, nk = (size_t)S * nkv * d;
+    float *q = rnd(r, nq), *k = rnd(r, nk), *v = rnd(r, nk), *dout = rnd(r, nq);
+    float *out = dalloc(r, nq * 4), *lse = dalloc(r, (size_t)S * nh * 4);
+    t->attention_fwd(out, lse, q, k, v, &a);
+    float *dq = gbuf(r, nq), *dk = gbuf(r, nk), *dv = gbuf(r, nk);
+    a.write = r->on;
+    t->attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, &a);
+    keep(r, dq, nq), keep(r, dk, nk), keep(r, dv, nk);
+}
+static void c_attn64(run_t *r) { c_attn(r, 4, 2, 64); }
+static void c_attn72(run_t *r) { c_attn(r, 3, 3, 72); }
+static void c_attn128(run_t *r) { c_attn(r, 4, 2, 128); }
+
 /* the two runs' outputs agree within tol of the largest, no NaN */
 static int same(const char *what, const float *a, const float *b, size_t n, double tol, char *msg, size_t len)
 {
@@ -251,7 +286,10 @@ int gradwrite_ops(const op_table_t *t, double tol, char *msg, size_t msglen)
                  {"conv2d_bwd 3x3", c_conv3},
                  {"conv2d_bwd 1x1", c_conv1},
                  {"groupnorm_bwd", c_groupnorm},
-                 {"classifier_ce (3 chunks)", c_classifier}};
+                 {"classifier_ce (3 chunks)", c_classifier},
+                 {"attention_bwd written, d 64, 4:2 heads", c_attn64},
+                 {"attention_bwd written, d 72, 3:3 heads", c_attn72},
+                 {"attention_bwd written, d 128, 4:2 heads", c_attn128}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         run_t a = {.t = t, .on = 0, .s = 0x9e3779b97f4a7c15ull + k}, b = {.t = t, .on = 1, .s = a.s};
         cases[k].fn(&a);

@@ -25,7 +25,8 @@ typedef struct test_sample {
 } test_sample_t;
 void test_sample_make(test_sample_t *s, int k);
 
-/* every op that produces parameter gradients, on small random inputs */
+/* every op that produces parameter gradients, on small random inputs; and
+ * attention_bwd with op_attn_t.write (dq, dk, dv written) */
 int gradwrite_ops(const op_table_t *t, double tol, char *msg, size_t msglen);
 
 /* the model (tests/stage/data/train-mini.json, run from the repository's
