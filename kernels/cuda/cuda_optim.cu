@@ -10,8 +10,6 @@
 
 #include <cuda_bf16.h>
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* one element's step: the moments, the weight, and the EMA when there is one */
 __device__ __forceinline__ void adamw_one(float &p, float g, float &m, float &v, float *e, float b1, float b2, float eps,
@@ -63,65 +61,7 @@ __global__ void k_adamw4(float4 *p, uint2 *p16, const float4 *g, float4 *m, floa
     }
 }
 
-/* The same, two float4 groups a thread in flight (i and i + stride), with
- * the streaming cache hints (ld.global.cs, st.global.cs: each byte is used
- * once); for measurement, BAGEL_ADAMW=stream */
-__device__ __forceinline__ void adamw_four(float4 &P, float4 G, float4 &M, float4 &V, float4 &E, bool ema, float b1,
-                                           float b2, float eps, float decay, float step_size, float bc2_sqrt,
-                                           float gscale, float e_decay)
-{
-    adamw_one(P.x, G.x, M.x, V.x, ema ? &E.x : NULL, b1, b2, eps, decay, step_size, bc2_sqrt, gscale, e_decay);
-    adamw_one(P.y, G.y, M.y, V.y, ema ? &E.y : NULL, b1, b2, eps, decay, step_size, bc2_sqrt, gscale, e_decay);
-    adamw_one(P.z, G.z, M.z, V.z, ema ? &E.z : NULL, b1, b2, eps, decay, step_size, bc2_sqrt, gscale, e_decay);
-    adamw_one(P.w, G.w, M.w, V.w, ema ? &E.w : NULL, b1, b2, eps, decay, step_size, bc2_sqrt, gscale, e_decay);
-}
-
-__global__ void k_adamw4s(float4 *p, uint2 *p16, const float4 *g, float4 *m, float4 *v, size_t n4, float b1, float b2,
-                          float eps, float decay, float step_size, float bc2_sqrt, float gscale, float4 *e,
-                          float e_decay)
-{
-    const size_t stride = (size_t)gridDim.x * blockDim.x;
-    const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += 2 * stride) {
-        const size_t j = i + stride;
-        const bool two = j < n4;
-        float4 P0 = __ldcs(p + i), G0 = __ldcs(g + i), M0 = __ldcs(m + i), V0 = __ldcs(v + i),
-               E0 = e ? __ldcs(e + i) : z;
-        float4 P1 = z, G1 = z, M1 = z, V1 = z, E1 = z;
-        if (two)
-            P1 = __ldcs(p + j), G1 = __ldcs(g + j), M1 = __ldcs(m + j), V1 = __ldcs(v + j), E1 = e ? __ldcs(e + j) : z;
-        adamw_four(P0, G0, M0, V0, E0, e != NULL, b1, b2, eps, decay, step_size, bc2_sqrt, gscale, e_decay);
-        __stcs(p + i, P0), __stcs(m + i, M0), __stcs(v + i, V0);
-        if (e)
-            __stcs(e + i, E0);
-        if (p16) {
-            __nv_bfloat162 lo = __floats2bfloat162_rn(P0.x, P0.y), hi = __floats2bfloat162_rn(P0.z, P0.w);
-            __stcs(p16 + i, make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi)));
-        }
-        if (!two)
-            continue;
-        adamw_four(P1, G1, M1, V1, E1, e != NULL, b1, b2, eps, decay, step_size, bc2_sqrt, gscale, e_decay);
-        __stcs(p + j, P1), __stcs(m + j, M1), __stcs(v + j, V1);
-        if (e)
-            __stcs(e + j, E1);
-        if (p16) {
-            __nv_bfloat162 lo = __floats2bfloat162_rn(P1.x, P1.y), hi = __floats2bfloat162_rn(P1.z, P1.w);
-            __stcs(p16 + j, make_uint2(*reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi)));
-        }
-    }
-}
-
 static bool aligned16(const void *q) { return ((uintptr_t)q & 15) == 0; }
-
-static bool adamw_stream(void)
-{
-    static int on = -1;
-    if (on < 0) {
-        const char *s = getenv("BAGEL_ADAMW");
-        on = s && !strcmp(s, "stream");
-    }
-    return on;
-}
 
 void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps,
                 float wd, int step, float gscale, float *e, float e_decay)
@@ -136,13 +76,7 @@ void cuda_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr
     if (aligned16(p) && aligned16(g) && aligned16(m) && aligned16(v) && (!e || aligned16(e)) &&
         (!p16 || ((uintptr_t)p16 & 7) == 0)) {
         n4 = n / 4;
-        if (n4 && adamw_stream()) {
-            size_t blocks = cuda_blocks((n4 + 1) / 2);
-            k_adamw4s<<<blocks, CU_THREADS, 0, cuda_stream>>>(
-                (float4 *)p, (uint2 *)p16, (const float4 *)g, (float4 *)m, (float4 *)v, n4, b1, b2, eps, decay,
-                step_size, bc2_sqrt, gscale, (float4 *)e, e_decay);
-            CU_LAUNCHED();
-        } else if (n4) {
+        if (n4) {
             k_adamw4<<<cuda_blocks(n4), CU_THREADS, 0, cuda_stream>>>(
                 (float4 *)p, (uint2 *)p16, (const float4 *)g, (float4 *)m, (float4 *)v, n4, b1, b2, eps, decay,
                 step_size, bc2_sqrt, gscale, (float4 *)e, e_decay);
