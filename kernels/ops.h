@@ -130,6 +130,10 @@ typedef struct op_table {
     void (*rmsnorm_fwd)(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
     void (*rmsnorm_bwd)(float *din, float *dw, const float *dout, const float *in, const float *w,
                         const float *rstd, int n, int c);
+    /* as rmsnorm_bwd, but din is written, not added: its old contents are
+     * never read (dw still accumulates) */
+    void (*rmsnorm_bwd_set)(float *din, float *dw, const float *dout, const float *in, const float *w,
+                            const float *rstd, int n, int c);
 
     /* LayerNorm over c with affine w, b; mean[n], rstd[n] saved */
     void (*layernorm_fwd)(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
@@ -170,6 +174,8 @@ typedef struct op_table {
                     const float *mm, float *dgate, float *dup, float *dmm, int n, int h, int i);
     void (*gelu_fwd)(float *out, const float *in, size_t m);
     void (*gelu_bwd)(float *din, const float *dout, const float *in, size_t m);
+    /* as gelu_bwd, but din is written, not added */
+    void (*gelu_bwd_set)(float *din, const float *dout, const float *in, size_t m);
     /* silu(x) = x·sigmoid(x) */
     void (*silu_fwd)(float *out, const float *in, size_t m);
     void (*silu_bwd)(float *din, const float *dout, const float *in, size_t m);

@@ -21,6 +21,7 @@ enum {
     P_linear3_bwd,
     P_rmsnorm_fwd,
     P_rmsnorm_bwd,
+    P_rmsnorm_bwd_set,
     P_layernorm_fwd,
     P_layernorm_bwd,
     P_rope_fwd,
@@ -32,6 +33,7 @@ enum {
     P_swiglu_bwd_set,
     P_gelu_fwd,
     P_gelu_bwd,
+    P_gelu_bwd_set,
     P_silu_fwd,
     P_silu_bwd,
     P_attention_fwd,
@@ -77,6 +79,7 @@ static const char *const op_names[P_N] = {
     "linear3_bwd",
     "rmsnorm_fwd",
     "rmsnorm_bwd",
+    "rmsnorm_bwd_set",
     "layernorm_fwd",
     "layernorm_bwd",
     "rope_fwd",
@@ -88,6 +91,7 @@ static const char *const op_names[P_N] = {
     "swiglu_bwd_set",
     "gelu_fwd",
     "gelu_bwd",
+    "gelu_bwd_set",
     "silu_fwd",
     "silu_bwd",
     "attention_fwd",
@@ -234,6 +238,14 @@ static void w_rmsnorm_bwd(float *din, float *dw, const float *dout, const float 
     end(P_rmsnorm_bwd, t0_);
 }
 
+static void w_rmsnorm_bwd_set(float *din, float *dw, const float *dout, const float *in, const float *w,
+                              const float *rstd, int n, int c)
+{
+    double t0_ = begin();
+    prof_inner->rmsnorm_bwd_set(din, dw, dout, in, w, rstd, n, c);
+    end(P_rmsnorm_bwd_set, t0_);
+}
+
 static void w_layernorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n, int c, float eps)
 {
     double t0_ = begin();
@@ -329,6 +341,13 @@ static void w_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
     double t0_ = begin();
     prof_inner->gelu_bwd(din, dout, in, m);
     end(P_gelu_bwd, t0_);
+}
+
+static void w_gelu_bwd_set(float *din, const float *dout, const float *in, size_t m)
+{
+    double t0_ = begin();
+    prof_inner->gelu_bwd_set(din, dout, in, m);
+    end(P_gelu_bwd_set, t0_);
 }
 
 static void w_silu_fwd(float *out, const float *in, size_t m)
@@ -576,6 +595,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.linear_bwd_set = w_linear_bwd_set;
     wrapped.rmsnorm_fwd = w_rmsnorm_fwd;
     wrapped.rmsnorm_bwd = w_rmsnorm_bwd;
+    wrapped.rmsnorm_bwd_set = w_rmsnorm_bwd_set;
     wrapped.layernorm_fwd = w_layernorm_fwd;
     wrapped.layernorm_bwd = w_layernorm_bwd;
     wrapped.rope_fwd = w_rope_fwd;
@@ -589,6 +609,7 @@ const op_table_t *op_prof_wrap(const op_table_t *inner)
     wrapped.swiglu_bwd_set = w_swiglu_bwd_set;
     wrapped.gelu_fwd = w_gelu_fwd;
     wrapped.gelu_bwd = w_gelu_bwd;
+    wrapped.gelu_bwd_set = w_gelu_bwd_set;
     wrapped.silu_fwd = w_silu_fwd;
     wrapped.silu_bwd = w_silu_bwd;
     wrapped.attention_fwd = w_attention_fwd;

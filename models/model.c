@@ -1263,9 +1263,7 @@ static void llm_layer_backward(model_t *m, int l)
     o->rope_bwd(a->dq, a->pos_row, S, c->heads, hd, c->rope_theta);
     o->rope_bwd(a->dk, a->pos_row, S, c->kv_heads, hd, c->rope_theta);
     float *dqr = a->dq, *dkr = a->dk;
-    if (c->qk_norm) {
-        o->zero(a->dqraw, (size_t)S * Q * 4);
-        o->zero(a->dkraw, (size_t)S * K * 4);
+    if (c->qk_norm) { /* written by the experts' norms below, row span by row span */
         dqr = a->dqraw;
         dkr = a->dkraw;
     }
@@ -1277,10 +1275,10 @@ static void llm_layer_backward(model_t *m, int l)
             continue;
         size_t rh = (size_t)r * H, rq = (size_t)r * Q, rk = (size_t)r * K;
         if (c->qk_norm) {
-            GRAD_OP(GRADS(G->q_norm), o->rmsnorm_bwd(dqr + rq, G->q_norm, a->dq + rq, L->qraw + rq, E->q_norm,
-                                                     L->rstdq + (size_t)r * c->heads, n * c->heads, hd));
-            GRAD_OP(GRADS(G->k_norm), o->rmsnorm_bwd(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm,
-                                                     L->rstdk + (size_t)r * c->kv_heads, n * c->kv_heads, hd));
+            GRAD_OP(GRADS(G->q_norm), o->rmsnorm_bwd_set(dqr + rq, G->q_norm, a->dq + rq, L->qraw + rq, E->q_norm,
+                                                         L->rstdq + (size_t)r * c->heads, n * c->heads, hd));
+            GRAD_OP(GRADS(G->k_norm), o->rmsnorm_bwd_set(dkr + rk, G->k_norm, a->dk + rk, L->kraw + rk, E->k_norm,
+                                                         L->rstdk + (size_t)r * c->kv_heads, n * c->kv_heads, hd));
         }
         const op_lin_t qkv[3] = {{.w = E->q_w, .dim = Q, .dout = dqr + rq, .dw = G->q_w, .db = G->q_b},
                                  {.w = E->k_w, .dim = K, .dout = dkr + rk, .dw = G->k_w, .db = G->k_b},
@@ -1310,18 +1308,16 @@ static void vit_backward(model_t *m)
     op_attn_t at = vit_attn(m), atw = at;
     atw.write = 1; /* the backward writes dq, dk, dv: no zeroing first */
     o->rows_copy(a->dc2, NULL, a->dres, a->vit_row, Nv, H);
-    o->zero(a->dc1g, (size_t)Nv * H * 4);
-    o->zero(a->dc1, (size_t)Nv * H * 4);
-    o->zero(a->dva, (size_t)Nv * Dv * 4); /* d(vout) */
-    GRAD_OP(GRADS(g->conn2_w, g->conn2_b), o->linear_bwd(a->dc1g, g->conn2_w, g->conn2_b, a->dc2, a->c1g, w->conn2_w, Nv, H, H));
-    o->gelu_bwd(a->dc1, a->dc1g, a->c1, (size_t)Nv * H);
+    GRAD_OP(GRADS(g->conn2_w, g->conn2_b),
+            o->linear_bwd_set(a->dc1g, g->conn2_w, g->conn2_b, a->dc2, a->c1g, w->conn2_w, Nv, H, H));
+    o->gelu_bwd_set(a->dc1, a->dc1g, a->c1, (size_t)Nv * H);
     if (!model_vit_trains(m)) { /* a frozen ViT: nothing below the connector needs a gradient */
         GRAD_OP(GRADS(g->conn1_w, g->conn1_b),
                 o->linear_bwd(NULL, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H));
         return;
     }
-    GRAD_OP(GRADS(g->conn1_w, g->conn1_b),
-            o->linear_bwd(a->dva, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H));
+    GRAD_OP(GRADS(g->conn1_w, g->conn1_b), /* d(vout) written */
+            o->linear_bwd_set(a->dva, g->conn1_w, g->conn1_b, a->dc1, a->vout, w->conn1_w, Nv, Dv, H));
     o->zero(a->dvres, (size_t)Nv * Dv * 4);
     GRAD_OP(GRADS(g->post_w, g->post_b), o->layernorm_bwd(a->dvres, g->post_w, g->post_b, a->dva, a->vres[c->vit_layers],
                                                           w->post_w, a->pmean, a->prstd, Nv, Dv));
@@ -1335,10 +1331,9 @@ static void vit_backward(model_t *m)
         model_vit_layer_t *G = &g->vit[l];
         /* dvres = d(layer output) -> d(xmid) -> d(layer input) */
         /* the first product into each activation gradient writes it */
-        o->zero(a->dvf1, (size_t)Nv * Iv * 4);
         GRAD_OP(GRADS(G->fc2_w, G->fc2_b),
                 o->linear_bwd_set(a->dvg, G->fc2_w, G->fc2_b, a->dvres, V->g, L->fc2_w, Nv, Iv, Dv));
-        o->gelu_bwd(a->dvf1, a->dvg, V->f1, (size_t)Nv * Iv);
+        o->gelu_bwd_set(a->dvf1, a->dvg, V->f1, (size_t)Nv * Iv);
         GRAD_OP(GRADS(G->fc1_w, G->fc1_b),
                 o->linear_bwd_set(a->dvbn, G->fc1_w, G->fc1_b, a->dvf1, V->bn, L->fc1_w, Nv, Dv, Iv));
         GRAD_OP(GRADS(G->ln2_w, G->ln2_b), o->layernorm_bwd(a->dvres, G->ln2_w, G->ln2_b, a->dvbn, V->xmid, L->ln2_w,
@@ -1371,9 +1366,8 @@ static void latent_backward(model_t *m)
     float *demb = a->dres + (size_t)a->n_und * H;
     GRAD_OP(GRADS(g->vae2llm_w, g->vae2llm_b),
             o->linear_bwd(NULL, g->vae2llm_w, g->vae2llm_b, demb, a->xt, w->vae2llm_w, Nl, D, H));
-    o->zero(a->dte1s, (size_t)Nl * H * 4);
     o->zero(a->dte1, (size_t)Nl * H * 4);
-    GRAD_OP(GRADS(g->te2_w, g->te2_b), o->linear_bwd(a->dte1s, g->te2_w, g->te2_b, demb, a->te1s, w->te2_w, Nl, H, H));
+    GRAD_OP(GRADS(g->te2_w, g->te2_b), o->linear_bwd_set(a->dte1s, g->te2_w, g->te2_b, demb, a->te1s, w->te2_w, Nl, H, H));
     o->silu_bwd(a->dte1, a->dte1s, a->te1, (size_t)Nl * H);
     GRAD_OP(GRADS(g->te1_w, g->te1_b),
             o->linear_bwd(NULL, g->te1_w, g->te1_b, a->dte1, a->tf, w->te1_w, Nl, MODEL_TIME_FREQ, H));
@@ -1397,19 +1391,18 @@ int model_backward(model_t *m, char *err, size_t errlen)
     if (a->n_ce)
         o->rows_add(a->dhf, a->ce_row, a->dhc, NULL, a->n_ce, H);
     if (a->n_mse) {
-        o->zero(a->dhm, (size_t)a->n_mse * H * 4);
         GRAD_OP(GRADS(g->llm2vae_w, g->llm2vae_b),
-                o->linear_bwd(a->dhm, g->llm2vae_w, g->llm2vae_b, a->dpred, a->hm, w->llm2vae_w, a->n_mse, H, D));
+                o->linear_bwd_set(a->dhm, g->llm2vae_w, g->llm2vae_b, a->dpred, a->hm, w->llm2vae_w, a->n_mse, H, D));
         o->rows_add(a->dhf, a->mse_row, a->dhm, NULL, a->n_mse, H);
     }
     int nu = a->n_und, ng = S - nu;
     float *xl = a->resid[c->layers];
-    o->zero(a->dres, (size_t)S * H * 4);
+    /* dres written by the two experts' final norms, which cover every row */
     if (nu)
-        GRAD_OP(GRADS(g->norm[0]), o->rmsnorm_bwd(a->dres, g->norm[0], a->dhf, xl, w->norm[0], a->rstdf, nu, H));
+        GRAD_OP(GRADS(g->norm[0]), o->rmsnorm_bwd_set(a->dres, g->norm[0], a->dhf, xl, w->norm[0], a->rstdf, nu, H));
     if (ng)
-        GRAD_OP(GRADS(g->norm[1]), o->rmsnorm_bwd(a->dres + (size_t)nu * H, g->norm[1], a->dhf + (size_t)nu * H,
-                                                  xl + (size_t)nu * H, w->norm[1], a->rstdf + nu, ng, H));
+        GRAD_OP(GRADS(g->norm[1]), o->rmsnorm_bwd_set(a->dres + (size_t)nu * H, g->norm[1], a->dhf + (size_t)nu * H,
+                                                      xl + (size_t)nu * H, w->norm[1], a->rstdf + nu, ng, H));
 
     for (int l = c->layers - 1; l >= 0; l--) {
         if (m->caps.recompute && l < c->layers - 1) /* see vit_backward */

@@ -42,6 +42,8 @@ void cpu_linear3_bwd(float *din, const op_lin_t *l, const float *in, int n, int 
 void cpu_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
 void cpu_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
                      int n, int c);
+void cpu_rmsnorm_bwd_set(float *din, float *dw, const float *dout, const float *in, const float *w,
+                         const float *rstd, int n, int c);
 void cpu_layernorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
                        int c, float eps);
 void cpu_layernorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
@@ -62,6 +64,7 @@ void cpu_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *ga
 void cpu_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cpu_gelu_fwd(float *out, const float *in, size_t m);
 void cpu_gelu_bwd(float *din, const float *dout, const float *in, size_t m);
+void cpu_gelu_bwd_set(float *din, const float *dout, const float *in, size_t m);
 void cpu_silu_fwd(float *out, const float *in, size_t m);
 void cpu_silu_bwd(float *din, const float *dout, const float *in, size_t m);
 

@@ -52,8 +52,8 @@ void cpu_gelu_fwd(float *out, const float *in, size_t m)
     }
 }
 
-/* d/dx x·s(2u) = s + x·s(1 − s)·2k(1 + 3c·x²) */
-void cpu_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
+/* d/dx x·s(2u) = s + x·s(1 − s)·2k(1 + 3c·x²); set: din written (gelu_bwd_set) */
+static void gelu_bwd(float *din, const float *dout, const float *in, size_t m, int set)
 {
     if (!din)
         return;
@@ -62,9 +62,12 @@ void cpu_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
         float x = in[i];
         float s = cpu_sigmoid(2.0f * GELU_K * (x + GELU_C * x * x * x));
         float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
-        din[i] += dout[i] * (s + x * s * (1.0f - s) * du);
+        din[i] = (set ? 0.0f : din[i]) + dout[i] * (s + x * s * (1.0f - s) * du);
     }
 }
+
+void cpu_gelu_bwd(float *din, const float *dout, const float *in, size_t m) { gelu_bwd(din, dout, in, m, 0); }
+void cpu_gelu_bwd_set(float *din, const float *dout, const float *in, size_t m) { gelu_bwd(din, dout, in, m, 1); }
 
 void cpu_silu_fwd(float *out, const float *in, size_t m)
 {

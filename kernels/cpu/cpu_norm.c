@@ -31,8 +31,8 @@ void cpu_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, i
 
 /* With x̂ = x·rstd and g = dout ⊙ w:  din = rstd·(g − x̂·mean(g ⊙ x̂)),
  * since ∂rstd/∂x_j = −rstd³·x_j / c.  dw = Σ_rows dout ⊙ x̂. */
-void cpu_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
-                     int n, int c)
+static void rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
+                        int n, int c, int set)
 {
     if (din) {
 #pragma omp parallel for if ((size_t)n * c > CPU_OMP_MIN)
@@ -44,7 +44,7 @@ void cpu_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, 
                 dot += g[i] * w[i] * x[i] * rs;
             dot /= (float)c;
             for (int i = 0; i < c; i++)
-                dx[i] += rs * (g[i] * w[i] - x[i] * rs * dot);
+                dx[i] = (set ? 0.0f : dx[i]) + rs * (g[i] * w[i] - x[i] * rs * dot);
         }
     }
     if (dw) {
@@ -63,6 +63,18 @@ void cpu_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, 
                 cpu_gw_add(&dw[i], acc[i - i0]);
         }
     }
+}
+
+void cpu_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
+                     int n, int c)
+{
+    rmsnorm_bwd(din, dw, dout, in, w, rstd, n, c, 0);
+}
+
+void cpu_rmsnorm_bwd_set(float *din, float *dw, const float *dout, const float *in, const float *w,
+                         const float *rstd, int n, int c)
+{
+    rmsnorm_bwd(din, dw, dout, in, w, rstd, n, c, 1);
 }
 
 /* Two passes (mean, then squared deviations) rather than E[x²] − E[x]²,

@@ -34,14 +34,15 @@ __global__ void k_gelu_fwd(float *out, const float *in, size_t m)
     }
 }
 
-__global__ void k_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
+/* SET: din written (gelu_bwd_set), else added to */
+template <bool SET> __global__ void k_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
 {
     CU_FOR(i, m)
     {
         float x = in[i];
         float s = cuda_sigmoid(2.0f * GELU_K * (x + GELU_C * x * x * x));
         float du = 2.0f * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
-        din[i] += dout[i] * (s + x * s * (1.0f - s) * du);
+        din[i] = (SET ? 0.0f : din[i]) + dout[i] * (s + x * s * (1.0f - s) * du);
     }
 }
 
@@ -89,7 +90,14 @@ void cuda_gelu_bwd(float *din, const float *dout, const float *in, size_t m)
 {
     if (!din)
         return;
-    LAUNCH(k_gelu_bwd, m, din, dout, in, m);
+    LAUNCH(k_gelu_bwd<false>, m, din, dout, in, m);
+}
+
+void cuda_gelu_bwd_set(float *din, const float *dout, const float *in, size_t m)
+{
+    if (!din)
+        return;
+    LAUNCH(k_gelu_bwd<true>, m, din, dout, in, m);
 }
 
 void cuda_silu_fwd(float *out, const float *in, size_t m) { LAUNCH(k_silu_fwd, m, out, in, m); }

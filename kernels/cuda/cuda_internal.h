@@ -155,6 +155,8 @@ void cuda_col_reduce(float *dw, float *db, const float *dout, const float *in, c
 void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps);
 void cuda_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
                       int n, int c);
+void cuda_rmsnorm_bwd_set(float *din, float *dw, const float *dout, const float *in, const float *w,
+                          const float *rstd, int n, int c);
 void cuda_layernorm_fwd(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b, int n,
                         int c, float eps);
 void cuda_layernorm_bwd(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
@@ -181,6 +183,7 @@ void cuda_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *g
 void cuda_swiglu_bwd_set(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t m);
 void cuda_gelu_fwd(float *out, const float *in, size_t m);
 void cuda_gelu_bwd(float *din, const float *dout, const float *in, size_t m);
+void cuda_gelu_bwd_set(float *din, const float *dout, const float *in, size_t m);
 void cuda_silu_fwd(float *out, const float *in, size_t m);
 void cuda_silu_bwd(float *din, const float *dout, const float *in, size_t m);
 

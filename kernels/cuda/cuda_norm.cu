@@ -25,8 +25,9 @@ __global__ void k_rmsnorm_fwd(float *out, float *rstd, const float *in, const fl
         rstd[blockIdx.x] = rs;
 }
 
+/* set: din written (rmsnorm_bwd_set), else added to */
 __global__ void k_rmsnorm_bwd_din(float *din, const float *dout, const float *in, const float *w, const float *rstd,
-                                  int c)
+                                  int c, int set)
 {
     __shared__ float sh[33];
     const float *x = in + (size_t)blockIdx.x * c, *g = dout + (size_t)blockIdx.x * c;
@@ -36,7 +37,7 @@ __global__ void k_rmsnorm_bwd_din(float *din, const float *dout, const float *in
         dot += g[i] * w[i] * x[i] * rs;
     dot = cuda_block_sum(dot, sh) / (float)c;
     for (int i = threadIdx.x; i < c; i += blockDim.x)
-        dx[i] += rs * (g[i] * w[i] - x[i] * rs * dot);
+        dx[i] = (set ? 0.0f : dx[i]) + rs * (g[i] * w[i] - x[i] * rs * dot);
 }
 
 /* Column sums over rows, in two deterministic stages so that every
@@ -145,7 +146,7 @@ __global__ void k_rmsnorm_fwd_warp(float *out, float *rstd, const float *in, con
 }
 
 __global__ void k_rmsnorm_bwd_din_warp(float *din, const float *dout, const float *in, const float *w,
-                                       const float *rstd, int n, int c)
+                                       const float *rstd, int n, int c, int set)
 {
     int r = blockIdx.x * WARP_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (r >= n)
@@ -157,7 +158,7 @@ __global__ void k_rmsnorm_bwd_din_warp(float *din, const float *dout, const floa
         dot += g[i] * w[i] * x[i] * rs;
     dot = cuda_warp_sum(dot) / (float)c;
     for (int i = lane; i < c; i += 32)
-        dx[i] += rs * (g[i] * w[i] - x[i] * rs * dot);
+        dx[i] = (set ? 0.0f : dx[i]) + rs * (g[i] * w[i] - x[i] * rs * dot);
 }
 
 void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, int n, int c, float eps)
@@ -172,22 +173,34 @@ void cuda_rmsnorm_fwd(float *out, float *rstd, const float *in, const float *w, 
     CU_LAUNCHED();
 }
 
-void cuda_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
-                      int n, int c)
+static void rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
+                        int n, int c, int set)
 {
     if (n <= 0 || c <= 0)
         return;
     if (din) {
         if (c <= WARP_ROW_MAX)
             k_rmsnorm_bwd_din_warp<<<(n + WARP_ROWS - 1) / WARP_ROWS, 32 * WARP_ROWS, 0, cuda_stream>>>(din, dout, in, w,
-                                                                                                        rstd, n, c);
+                                                                                                        rstd, n, c, set);
         else
-            k_rmsnorm_bwd_din<<<n, NORM_THREADS, 0, cuda_stream>>>(din, dout, in, w, rstd, c);
+            k_rmsnorm_bwd_din<<<n, NORM_THREADS, 0, cuda_stream>>>(din, dout, in, w, rstd, c, set);
         CU_LAUNCHED();
     }
     if (dw) {
         cuda_col_reduce(dw, NULL, dout, in, NULL, rstd, n, c);
     }
+}
+
+void cuda_rmsnorm_bwd(float *din, float *dw, const float *dout, const float *in, const float *w, const float *rstd,
+                      int n, int c)
+{
+    rmsnorm_bwd(din, dw, dout, in, w, rstd, n, c, 0);
+}
+
+void cuda_rmsnorm_bwd_set(float *din, float *dw, const float *dout, const float *in, const float *w,
+                          const float *rstd, int n, int c)
+{
+    rmsnorm_bwd(din, dw, dout, in, w, rstd, n, c, 1);
 }
 
 /* two passes, mean then squared deviations, biased variance (as the CPU) */

@@ -17,6 +17,7 @@ static op_table_t cuda_table(void)
     t.linear_bwd_set = cuda_linear_bwd_set;
     t.rmsnorm_fwd = cuda_rmsnorm_fwd;
     t.rmsnorm_bwd = cuda_rmsnorm_bwd;
+    t.rmsnorm_bwd_set = cuda_rmsnorm_bwd_set;
     t.layernorm_fwd = cuda_layernorm_fwd;
     t.layernorm_bwd = cuda_layernorm_bwd;
     t.rope_fwd = cuda_rope_fwd;
@@ -30,6 +31,7 @@ static op_table_t cuda_table(void)
     t.swiglu_bwd_set = cuda_swiglu_bwd_set;
     t.gelu_fwd = cuda_gelu_fwd;
     t.gelu_bwd = cuda_gelu_bwd;
+    t.gelu_bwd_set = cuda_gelu_bwd_set;
     t.silu_fwd = cuda_silu_fwd;
     t.silu_bwd = cuda_silu_bwd;
     t.attention_fwd = cuda_attention_fwd;

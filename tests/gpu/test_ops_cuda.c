@@ -219,6 +219,16 @@ static void rmsnorm_case(int n, int c, int want_din, int want_dw)
     check(what, dgin, gin, (size_t)n * c, tol_red);
     snprintf(what, sizeof what, "rmsnorm_bwd dw %dx%d%s", n, c, want_dw ? "" : " (not wanted: unchanged)");
     check(what, dgw, gw, c, tol_red);
+    if (!want_din)
+        return;
+    /* rmsnorm_bwd_set: din written over NaN */
+    float *sin_ = host_alloc((size_t)n * c * sizeof(float)), *dsin = dnan((size_t)n * c);
+    C->rmsnorm_bwd_set(sin_, want_dw ? gw : NULL, g, x, w, rs, n, c);
+    G->rmsnorm_bwd_set(dsin, want_dw ? dgw : NULL, dg, dx, dw_, DF(rs, n), n, c);
+    snprintf(what, sizeof what, "rmsnorm_bwd_set din %dx%d", n, c);
+    check(what, dsin, sin_, (size_t)n * c, tol_red);
+    snprintf(what, sizeof what, "rmsnorm_bwd_set dw %dx%d (added to)", n, c);
+    check(what, dgw, gw, c, tol_red);
 }
 
 static void t_rmsnorm(void)
@@ -309,6 +319,10 @@ static void t_act(void)
     C->gelu_bwd(g1, g, a, m);
     G->gelu_bwd(dg1, dg, da, m);
     check("gelu_bwd", dg1, g1, m, TOL_EW);
+    float *gs = host_alloc(m * sizeof(float)), *dgs = dnan(m);
+    C->gelu_bwd_set(gs, g, a, m);
+    G->gelu_bwd_set(dgs, dg, da, m);
+    check("gelu_bwd_set", dgs, gs, m, TOL_EW);
 
     out = hrand(m, 0, 1), dout = dnan(m);
     C->silu_fwd(out, a, m);

@@ -1552,6 +1552,31 @@ static void test_bwd_set(void **state)
         assert_float_equal(dg_set[i], dg_add[i], 1e-6 * (1 + fabsf(dg_add[i])));
         assert_float_equal(du_set[i], du_add[i], 1e-6 * (1 + fabsf(du_add[i])));
     }
+
+    /* gelu_bwd_set, rmsnorm_bwd_set: din into NaN against adding onto zeros;
+     * rmsnorm's dw accumulates in both */
+    float *dx_set = fvec(m), *dx_add = fvec(m);
+    for (size_t i = 0; i < m; i++)
+        dx_set[i] = NAN;
+    T->gelu_bwd_set(dx_set, dy, g, m);
+    T->gelu_bwd(dx_add, dy, g, m);
+    for (size_t i = 0; i < m; i++)
+        assert_float_equal(dx_set[i], dx_add[i], 1e-6 * (1 + fabsf(dx_add[i])));
+    const int rn = 29, rc = 33;
+    float *rx = frand((size_t)rn * rc, -2, 2), *rw = frand(rc, -1, 1), *rdy = frand((size_t)rn * rc, -1, 1);
+    float *ry = fvec((size_t)rn * rc), *rstd = fvec(rn);
+    T->rmsnorm_fwd(ry, rstd, rx, rw, rn, rc, 1e-6f);
+    float *rd_set = fvec((size_t)rn * rc), *rd_add = fvec((size_t)rn * rc);
+    float *rdw_set = frand(rc, -1, 1), *rdw_add = fvec(rc);
+    memcpy(rdw_add, rdw_set, sizeof(float) * rc);
+    for (int i = 0; i < rn * rc; i++)
+        rd_set[i] = NAN;
+    T->rmsnorm_bwd_set(rd_set, rdw_set, rdy, rx, rw, rstd, rn, rc);
+    T->rmsnorm_bwd(rd_add, rdw_add, rdy, rx, rw, rstd, rn, rc);
+    for (int i = 0; i < rn * rc; i++)
+        assert_float_equal(rd_set[i], rd_add[i], 1e-6 * (1 + fabsf(rd_add[i])));
+    for (int i = 0; i < rc; i++)
+        assert_float_equal(rdw_set[i], rdw_add[i], 1e-6 * (1 + fabsf(rdw_add[i])));
 }
 
 /* every entry filled: a NULL here would crash a model at its first step */
@@ -1671,7 +1696,8 @@ static void test_table_complete(void **state)
         (const void *)op_cpu.gauss_sample,  (const void *)op_cpu.unpatchify_u8,
         (const void *)op_cpu.attention_kv,  (const void *)op_cpu.argmax_rows,
         (const void *)op_cpu.hold_weights,  (const void *)op_cpu.track_weights,
-        (const void *)op_cpu.grad_write,
+        (const void *)op_cpu.grad_write,   (const void *)op_cpu.rmsnorm_bwd_set,
+        (const void *)op_cpu.gelu_bwd_set,
     };
     /* the list above names every function pointer of op_table_t */
     assert_int_equal(sizeof ptrs / sizeof ptrs[0], (sizeof(op_table_t) - sizeof(const char *)) / sizeof(void *));
