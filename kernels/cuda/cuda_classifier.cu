@@ -25,6 +25,13 @@ __device__ static inline void lse_merge(float &m, float &s, float m2, float s2)
     m = M;
 }
 
+/* logit j's gradient: (softmax − onehot(y))·g */
+__device__ static inline float ce_dlogit(float x, int j, int y, float lse, float g)
+{
+    float e = expf(x - lse) * g;
+    return j == y ? e - g : e;
+}
+
 /* the block's merged pair, in every thread; sh holds 2·32 floats */
 __device__ static void block_lse(float &m, float &s, float *sh)
 {
@@ -76,11 +83,8 @@ __global__ void k_ce_rows(float *loss, float *z_all, __nv_bfloat16 *z16_all, con
             m = M;
         }
     } else {
-        for (int j = threadIdx.x; j < V; j += blockDim.x) {
-            float x = z[j], M = fmaxf(m, x);
-            s = (m == -INFINITY ? 0.0f : s * expf(m - M)) + expf(x - M);
-            m = M;
-        }
+        for (int j = threadIdx.x; j < V; j += blockDim.x)
+            lse_merge(m, s, z[j], 1.0f);
     }
     block_lse(m, s, sh); /* its barriers: every read of z above precedes any write below */
     float lse = m + logf(s), zy = z[y];
@@ -95,10 +99,8 @@ __global__ void k_ce_rows(float *loss, float *z_all, __nv_bfloat16 *z16_all, con
         for (int j = threadIdx.x; j < V / 4; j += blockDim.x) {
             float4 x = z4[j];
             int k = 4 * j;
-            float e0 = expf(x.x - lse) * g, e1 = expf(x.y - lse) * g, e2 = expf(x.z - lse) * g,
-                  e3 = expf(x.w - lse) * g;
-            e0 = k == y ? e0 - g : e0, e1 = k + 1 == y ? e1 - g : e1;
-            e2 = k + 2 == y ? e2 - g : e2, e3 = k + 3 == y ? e3 - g : e3;
+            float e0 = ce_dlogit(x.x, k, y, lse, g), e1 = ce_dlogit(x.y, k + 1, y, lse, g),
+                  e2 = ce_dlogit(x.z, k + 2, y, lse, g), e3 = ce_dlogit(x.w, k + 3, y, lse, g);
             if (z16) {
                 __nv_bfloat162 lo = __floats2bfloat162_rn(e0, e1), hi = __floats2bfloat162_rn(e2, e3);
                 reinterpret_cast<uint2 *>(z16)[j] =
@@ -110,8 +112,7 @@ __global__ void k_ce_rows(float *loss, float *z_all, __nv_bfloat16 *z16_all, con
         return;
     }
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float e = expf(z[j] - lse) * g;
-        e = j == y ? e - g : e;
+        float e = ce_dlogit(z[j], j, y, lse, g);
         if (z16)
             z16[j] = __float2bfloat16_rn(e);
         else

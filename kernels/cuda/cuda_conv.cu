@@ -162,8 +162,8 @@ __global__ void k_conv_small(float *out, const float *in, const float *w, const 
     }
 }
 
-/* one block per output channel: db[o] += Σ over samples and pixels */
-__global__ void k_conv_db(float *db, const float *dout, int n, int co, int hwo)
+/* one block per output channel: db[o] += Σ over samples and pixels (= when set) */
+__global__ void k_conv_db(float *db, const float *dout, int n, int co, int hwo, int set)
 {
     __shared__ float sh[33];
     int o = blockIdx.x;
@@ -175,7 +175,7 @@ __global__ void k_conv_db(float *db, const float *dout, int n, int co, int hwo)
     }
     acc = cuda_block_sum(acc, sh);
     if (threadIdx.x == 0)
-        db[o] += acc;
+        db[o] = (set ? 0.0f : db[o]) + acc;
 }
 
 static int conv_chunk(int K, int hwo)
@@ -677,14 +677,10 @@ void cuda_conv2d_bwd(float *din, float *dw, float *db, const float *dout, const 
     int K = ci * kh * kw, hwo = g.ho * g.wo;
     if (n <= 0 || co <= 0 || hwo <= 0)
         return;
-    if (cuda_grad_write_on) { /* grad_write: the kernels below add onto zeros */
-        if (dw)
-            CU_CHECK(cudaMemsetAsync(dw, 0, (size_t)co * K * sizeof(float), cuda_stream));
-        if (db)
-            CU_CHECK(cudaMemsetAsync(db, 0, (size_t)co * sizeof(float), cuda_stream));
-    }
+    if (cuda_grad_write_on && dw) /* grad_write: the products below add onto zeros, as the CPU's */
+        CU_CHECK(cudaMemsetAsync(dw, 0, (size_t)co * K * sizeof(float), cuda_stream));
     if (db) {
-        k_conv_db<<<co, 256, 0, cuda_stream>>>(db, dout, n, co, hwo);
+        k_conv_db<<<co, 256, 0, cuda_stream>>>(db, dout, n, co, hwo, cuda_grad_write_on);
         CU_LAUNCHED();
     }
     if (!din && !dw)

@@ -47,10 +47,10 @@ extern int cuda_bf16;
 /* 1 while the ops write parameter gradients rather than add to them
  * (op_table_t.grad_write); cuda_gw_beta() is their products' beta */
 extern int cuda_grad_write_on;
-/* cuda_attention.cu: op_attn_t.write where the kernels add: dq, dk, dv zeroed */
-void cuda_attn_zero_grads(float *dq, float *dk, float *dv, const op_attn_t *a);
 static inline float cuda_gw_beta(void) { return cuda_grad_write_on ? 0.0f : 1.0f; }
 void cuda_grad_write(int on);
+/* cuda_attention.cu: op_attn_t.write where the kernels add: dq, dk, dv zeroed */
+void cuda_attn_zero_grads(float *dq, float *dk, float *dv, const op_attn_t *a);
 
 /* device buffers the ops reuse: grown, never shrunk, freed by
  * cuda_ops_shutdown; growing synchronizes (cudaMalloc). One slot per user

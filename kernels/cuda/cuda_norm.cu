@@ -380,8 +380,9 @@ __global__ void k_groupnorm_bwd_din(float *din, const float *dout, const float *
 }
 
 /* one block per channel, over samples and pixels, in double */
+/* set: dw, db written (grad_write), else added to */
 __global__ void k_groupnorm_bwd_dwdb(float *dw, float *db, const float *dout, const float *in, const float *mean,
-                                     const float *rstd, int n, int c, int hw, int groups)
+                                     const float *rstd, int n, int c, int hw, int groups, int set)
 {
     __shared__ double sh[33];
     int ch = blockIdx.x, gi = ch / (c / groups);
@@ -398,9 +399,9 @@ __global__ void k_groupnorm_bwd_dwdb(float *dw, float *db, const float *dout, co
     ab = cuda_block_sum(ab, sh);
     if (threadIdx.x == 0) {
         if (dw)
-            dw[ch] += (float)aw;
+            dw[ch] = (set ? 0.0f : dw[ch]) + (float)aw;
         if (db)
-            db[ch] += (float)ab;
+            db[ch] = (set ? 0.0f : db[ch]) + (float)ab;
     }
 }
 
@@ -453,13 +454,8 @@ void cuda_groupnorm_bwd(float *din, float *dw, float *db, const float *dout, con
         CU_LAUNCHED();
     }
     if (dw || db) {
-        if (cuda_grad_write_on) { /* the kernel adds onto zeros */
-            if (dw)
-                CU_CHECK(cudaMemsetAsync(dw, 0, (size_t)c * sizeof(float), cuda_stream));
-            if (db)
-                CU_CHECK(cudaMemsetAsync(db, 0, (size_t)c * sizeof(float), cuda_stream));
-        }
-        k_groupnorm_bwd_dwdb<<<c, NORM_THREADS, 0, cuda_stream>>>(dw, db, dout, in, mean, rstd, n, c, hw, groups);
+        k_groupnorm_bwd_dwdb<<<c, NORM_THREADS, 0, cuda_stream>>>(dw, db, dout, in, mean, rstd, n, c, hw, groups,
+                                                                  cuda_grad_write_on);
         CU_LAUNCHED();
     }
 }

@@ -131,6 +131,16 @@ static double device_used(const op_table_t *ops)
 }
 
 
+/* before a step: the gradients written by its backward (model_grad_clear,
+ * as bagel-train), or with --zero-grad zeroed now and added to */
+static void clear_grads(model_t *m, int zero_grad)
+{
+    if (zero_grad)
+        model_zero_grad(m);
+    else
+        model_grad_clear(m);
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: bench-model CASE.json [ITERS] [cpu|cuda] [fp32|bf16] [--train] [--count] [--profile] [--recompute] [--zero-grad] "
@@ -240,9 +250,7 @@ int main(int argc, char **argv)
         ops->download(host, m->param_mem, m->n_floats * sizeof(float));
         ops->upload(ema, host, m->n_floats * sizeof(float));
         free(host);
-        model_grad_clear(m); /* as bagel-train: each step's backward writes the gradients */
-        if (zero_grad)
-            model_zero_grad(m);
+        clear_grads(m, zero_grad);
     }
 
     double *dt = malloc((size_t)iters * sizeof *dt);
@@ -263,17 +271,11 @@ int main(int argc, char **argv)
             }
             optim_report_t rep = {0};
             optim_update(opt, &sched, m->param_mem, m->grad_mem, ema, &rep);
-            if (zero_grad)
-                model_zero_grad(m);
-            else
-                model_grad_clear(m);
+            clear_grads(m, zero_grad);
             norm = rep.norm;
             skipped += rep.skipped;
         } else {
-            if (zero_grad)
-                model_zero_grad(m);
-            else
-                model_grad_clear(m);
+            clear_grads(m, zero_grad);
             if (model_forward(m, b, &rc.loss, 1, &L, err, sizeof err) || model_backward(m, err, sizeof err)) {
                 fprintf(stderr, "bench-model: %s\n", err);
                 return 1;
