@@ -164,7 +164,8 @@ typedef struct optim_report {
  * three and leaves the step count (and so the schedule) where it was. The
  * clip's coefficient and the EMA go into AdamW's one pass over the state
  * (ops->adamw), with the same bits as the three one after the other; the
- * gradients are left as they were: neither scaled nor zeroed (optim_zero).
+ * gradients are left as they were: neither scaled nor zeroed (the trainer's
+ * next model_grad_clear, or optim_zero).
  * Returns r->skipped ? -1 : 0. */
 int optim_update(optim_t *o, const optim_sched_t *s, float *params, const float *grads, float *ema,
                  optim_report_t *r);
